@@ -1,0 +1,256 @@
+"""HTTPS adapter for the simulated Apps and Books API (``/mdm/v2``), built on aiohttp.
+
+The rules live in :class:`simulators.apple.service.AppsAndBooks`; this module parses requests,
+records evidence, applies faults, sends the synchronous TEST_NOTIFICATION when client config is
+stored, and delivers event notifications when events complete on the simulated clock.
+
+Faults (``server.faults``): target ``"api"`` (any endpoint but client/config) or
+``"api:GET /assets"`` (one endpoint), kind ``"status"`` with ``status`` 429 or 503, an
+``error`` number (9646, 9729) and ``retry_after`` seconds (a ``Retry-After`` header).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from simulators.apple.delivery import RetrySchedule
+from simulators.apple.models import Notification, TestNotification
+from simulators.apple.notifier import Notifier, Receiver
+from simulators.apple.service import ApiError, AppsAndBooks, error_body
+from simulators.clock import Clock
+from simulators.evidence import Recorder
+from simulators.faults import FaultPlan
+from simulators.pki import PKI
+
+__all__ = ["ApiRequest", "AppsAndBooksServer"]
+
+ACTOR = "apple-api"
+BASE_PATH = "/mdm/v2"
+NotifierFactory = Callable[[Receiver], Notifier]
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """One call the SUT made, as the API saw and answered it."""
+
+    real_s: float
+    sim_s: float
+    method: str
+    path: str  # below /mdm/v2, e.g. "status"
+    query: dict[str, str]
+    status: int
+    error_number: int | None = None
+    retry_after: int | None = None
+    event_id: str | None = None
+    event_status: str | None = None
+    body: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@dataclass
+class AppsAndBooksServer:
+    """The simulated API on 127.0.0.1 over HTTPS (the simulators' certificate)."""
+
+    service: AppsAndBooks
+    clock: Clock
+    recorder: Recorder
+    pki: PKI
+    notifier_factory: NotifierFactory
+    port: int = 0
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    requests: list[ApiRequest] = field(default_factory=list)
+    notifier: Notifier | None = None
+    changed: threading.Condition = field(default_factory=threading.Condition)
+    _runner: web.AppRunner | None = None
+    _wake: asyncio.Event | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}{BASE_PATH}"
+
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_route("*", BASE_PATH + "/{path:.*}", self._dispatch)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner, "127.0.0.1", self.port, ssl_context=self.pki.server_context()
+        )
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.base_events.Server)
+        self.port = server.sockets[0].getsockname()[1]
+        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._spawn(self._run_events())
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.notifier is not None:
+            await self.notifier.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def release_events(self) -> None:
+        """Let held events complete (thread-safe through the loop)."""
+        self.service.release(self.clock.now())
+        self._wake_events()
+
+    def wait_for(self, predicate: Callable[[list[ApiRequest]], Any], timeout: float) -> Any:
+        """Block (outside the loop) until ``predicate(requests)`` is truthy or time runs out."""
+        with self.changed:
+            self.changed.wait_for(lambda: predicate(list(self.requests)), timeout)
+            return predicate(list(self.requests))
+
+    # Request handling.
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        path = request.match_info.get("path", "")
+        self.recorder.record(
+            "sut", "->", ACTOR, "api-request", f"{request.method} {BASE_PATH}/{path}"
+            + (f"?{request.query_string}" if request.query_string else ""),
+        )
+        body: Any = None
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            response = web.json_response(error_body(exc.number, exc.message), status=exc.status)
+        if isinstance(response, web.Response) and response.body is not None:
+            with contextlib.suppress(ValueError, TypeError):
+                body = json.loads(bytes(response.body))  # type: ignore[arg-type]
+        retry_after = response.headers.get("Retry-After")
+        record = ApiRequest(
+            real_s=self.clock.real(),
+            sim_s=self.clock.now(),
+            method=request.method,
+            path=path,
+            query=dict(request.query),
+            status=response.status,
+            error_number=body.get("errorNumber") if isinstance(body, dict) else None,
+            retry_after=int(retry_after) if retry_after else None,
+            event_id=request.query.get("eventId") if path == "status" else
+            (body.get("eventId") if isinstance(body, dict) else None),
+            event_status=body.get("eventStatus") if isinstance(body, dict) else None,
+            body=body,
+        )
+        with self.changed:
+            self.requests.append(record)
+            self.changed.notify_all()
+        self.recorder.record(
+            ACTOR, "->", "sut", "api-response",
+            f"{response.status} for {request.method} {path}"
+            + (f" (errorNumber {record.error_number})" if record.error_number else "")
+            + (f" eventStatus {record.event_status}" if record.event_status else "")
+            + (f" Retry-After {retry_after}" if retry_after else ""),
+            status=response.status,
+        )
+        return response
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.match_info["path"].strip("/")
+        endpoint = f"{request.method} {path}"
+        service = self.service
+        if endpoint == "GET service/config":
+            return web.json_response(service.service_config(self.base_url))
+        service.check_authorization(request.headers.get("Authorization"))
+        if path != "client/config" and (
+            fault := self.faults.take(f"api:{endpoint}") or self.faults.take("api")
+        ):
+            number = int(fault.get("error", 9729))
+            status = int(fault.get("status", 503))
+            headers = {}
+            if fault.get("retry_after") is not None:
+                headers["Retry-After"] = str(fault.get("retry_after"))
+            self.recorder.record(ACTOR, "--", "sut", "fault", f"fault: {status}/{number} {endpoint}")
+            return web.json_response(error_body(number), status=status, headers=headers)
+        now = self.clock.now()
+        if request.method == "POST":
+            if request.content_type != "application/json":
+                raise ApiError(9727)
+            try:
+                payload = await request.json()
+            except ValueError:
+                raise ApiError(9602, "The request body is not valid JSON.") from None
+            if path == "client/config":
+                return web.json_response(await self._store_client_config(payload))
+            response = service.mutate(path, payload, now)
+            self._wake_events()
+            return web.json_response(response)
+        if request.method != "GET":
+            raise ApiError(9726)
+        if path == "client/config":
+            return web.json_response(service.client_config_response())
+        if path == "status":
+            return web.json_response(service.status(request.query.get("eventId"), now))
+        readers = {
+            "assets": service.get_assets,
+            "assignments": service.get_assignments,
+            "users": service.get_users,
+        }
+        if path in readers:
+            return web.json_response(readers[path]())
+        raise web.HTTPNotFound()
+
+    async def _store_client_config(self, payload: Any) -> dict[str, Any]:
+        """Validate, send TEST_NOTIFICATION synchronously, store only if it was answered 2xx."""
+        request = self.service.validate_client_config(payload)
+        url = request.get("notificationUrl")
+        if url is None:
+            return self.service.store_client_config(request)
+        notifier = self.notifier_factory(Receiver(url, request["notificationAuthToken"]))
+        notifier.schedule = RetrySchedule((0.0,))
+        test = Notification.of(TestNotification(), uid=self.service.uid)
+        delivery = await notifier.deliver(test)
+        if not delivery.attempts or not delivery.attempts[-1].succeeded:
+            await notifier.close()
+            raise ApiError(9728)
+        if self.notifier is not None:
+            await self.notifier.close()
+        self.notifier = notifier
+        return self.service.store_client_config(request)
+
+    # Events complete on the simulated clock; their notifications go to the configured URL.
+
+    def _wake_events(self) -> None:
+        if self._wake is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def _run_events(self) -> None:
+        assert self._wake is not None
+        while True:
+            deadline = self.service.next_deadline()
+            self._wake.clear()
+            waiters = [asyncio.ensure_future(self._wake.wait())]
+            if deadline is not None:
+                waiters.append(asyncio.ensure_future(self.clock.sleep_until(deadline)))
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            for notification in self.service.tick(self.clock.now()):
+                if self.notifier is not None:
+                    self._spawn(self.notifier.deliver_event(notification))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,207 @@
+"""Apple Apps and Books notification wire models (vendor-docs/apple-apps-and-books-notifications.txt).
+
+Every notification is an envelope ``{notification, notificationId, notificationType, uId}`` whose
+``notification`` object has one shape per ``notificationType``. Models allow unknown fields, as a
+receiver must (APL-TYPE-06); the simulator only ever emits the documented ones.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "BODY_MODELS",
+    "ELEMENT_FIELDS",
+    "MAX_ELEMENTS",
+    "NOTIFICATION_TYPES",
+    "AssetCount",
+    "AssetManagement",
+    "AssociatedUser",
+    "Assignment",
+    "Notification",
+    "NotificationError",
+    "SubscriptionAssignment",
+    "SubscriptionCount",
+    "SubscriptionCounts",
+    "SubscriptionManagement",
+    "TestNotification",
+    "User",
+    "UserAssociated",
+    "UserManagement",
+    "new_notification_id",
+]
+
+# "There is a limit of 100 elements in the notification."
+MAX_ELEMENTS = 100
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class NotificationError(_Wire):
+    """At most one ``error`` per notification (A-ERR); it may cover several entities."""
+
+    errorNumber: int
+    errorMessage: str
+
+
+class TestNotification(_Wire):
+    """``TEST_NOTIFICATION``: ``notification`` is ``{}``; sent when client config is stored."""
+
+
+class AssetCount(_Wire):
+    """``ASSET_COUNT``: a purchase, transfer or refund changed ``countDelta`` (signed)."""
+
+    adamId: str
+    countDelta: int
+    pricingParam: str
+
+
+class Assignment(_Wire):
+    """An asset assigned to a device (``serialNumber``) or a user (``clientUserId``)."""
+
+    adamId: str
+    pricingParam: str
+    serialNumber: str | None = None
+    clientUserId: str | None = None
+
+
+class AssetManagement(_Wire):
+    """``ASSET_MANAGEMENT``: ASSOCIATE, DISASSOCIATE or REVOKE results."""
+
+    assignments: list[Assignment]
+    eventId: str
+    result: Literal["SUCCESS", "FAILURE"]
+    type: Literal["ASSOCIATE", "DISASSOCIATE", "REVOKE"]
+    error: NotificationError | None = None
+
+
+class SubscriptionCounts(_Wire):
+    renewing: int
+    expiring: int
+
+
+class SubscriptionCountsBlock(_Wire):
+    """Only ``available`` and ``total``: ``assigned`` is never in the notification."""
+
+    available: SubscriptionCounts
+    total: SubscriptionCounts
+
+
+class SubscriptionCount(_Wire):
+    """``SUBSCRIPTION_COUNT``: integer ``adamId``/``parentAdamId`` (unlike asset notifications)."""
+
+    parentAdamId: int
+    adamId: int
+    counts: SubscriptionCountsBlock
+
+
+class SubscriptionAssignment(_Wire):
+    adamId: int
+    clientUserId: str
+    renewing: bool
+
+
+class SubscriptionManagement(_Wire):
+    """``SUBSCRIPTION_MANAGEMENT``: subscription seats associated or disassociated."""
+
+    assignments: list[SubscriptionAssignment]
+    eventId: str
+    result: Literal["SUCCESS", "FAILURE"]
+    type: Literal["ASSOCIATE", "DISASSOCIATE"]
+    error: NotificationError | None = None
+
+
+class User(_Wire):
+    clientUserId: str
+    email: str | None = None
+    inviteCode: str | None = None
+    idHash: str | None = None
+    status: str
+
+
+class UserManagement(_Wire):
+    """``USER_MANAGEMENT``: users created, updated or retired."""
+
+    eventId: str
+    result: Literal["SUCCESS", "FAILURE"]
+    type: Literal["CREATE", "UPDATE", "RETIRE"]
+    users: list[User]
+    error: NotificationError | None = None
+
+
+class AssociatedUser(_Wire):
+    clientUserId: str
+    email: str | None = None
+    idHash: str | None = None
+    inviteCode: str | None = None
+    status: str
+
+
+class UserAssociated(_Wire):
+    """``USER_ASSOCIATED``: a user accepted an invitation; carries no eventId."""
+
+    associatedUsers: list[AssociatedUser]
+
+
+BODY_MODELS: dict[str, type[_Wire]] = {
+    "TEST_NOTIFICATION": TestNotification,
+    "ASSET_COUNT": AssetCount,
+    "ASSET_MANAGEMENT": AssetManagement,
+    "SUBSCRIPTION_COUNT": SubscriptionCount,
+    "SUBSCRIPTION_MANAGEMENT": SubscriptionManagement,
+    "USER_MANAGEMENT": UserManagement,
+    "USER_ASSOCIATED": UserAssociated,
+}
+NOTIFICATION_TYPES = tuple(BODY_MODELS)
+
+# The list in each body whose items count towards the 100-element limit.
+ELEMENT_FIELDS: dict[str, str] = {
+    "ASSET_MANAGEMENT": "assignments",
+    "SUBSCRIPTION_MANAGEMENT": "assignments",
+    "USER_MANAGEMENT": "users",
+    "USER_ASSOCIATED": "associatedUsers",
+}
+
+
+def new_notification_id() -> str:
+    """A fresh ``notificationId`` (UUID-like; receivers must not validate it strictly)."""
+    return str(uuid.uuid4())
+
+
+class Notification(_Wire):
+    """The envelope common to every notification type."""
+
+    notification: dict[str, Any]
+    notificationId: str = Field(default_factory=new_notification_id)
+    notificationType: str
+    uId: str = "2049025000431439"
+
+    @classmethod
+    def of(cls, body: _Wire, *, uid: str = "2049025000431439", **extra: Any) -> Notification:
+        """Wrap a typed body in an envelope with a fresh id."""
+        kind = next(k for k, m in BODY_MODELS.items() if isinstance(body, m))
+        return cls(
+            notification=body.model_dump(mode="json", exclude_none=True),
+            notificationType=kind,
+            uId=uid,
+            **extra,
+        )
+
+    def body(self) -> _Wire | None:
+        """The typed body, or None for a type this simulator does not know."""
+        model = BODY_MODELS.get(self.notificationType)
+        return None if model is None else model.model_validate(self.notification)
+
+    def elements(self) -> list[Any]:
+        """The items that count towards the 100-element limit (empty for count types)."""
+        field_name = ELEMENT_FIELDS.get(self.notificationType)
+        items = self.notification.get(field_name, []) if field_name else []
+        return list(items) if isinstance(items, list) else []
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)

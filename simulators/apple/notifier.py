@@ -1,0 +1,277 @@
+"""The Apple notifier: POSTs notifications to a receiver the way Apple's server does.
+
+A thin aiohttp adapter over :mod:`simulators.apple.delivery`: each POST carries
+``Authorization: Bearer <notificationAuthToken>`` and ``Content-Type: application/json``; any
+2xx is success; a non-2xx status, a timeout (default 5 s real time, the receiver answers in real
+time) or a connection error is retried on the simulated clock (default +60 s, +300 s), reusing
+the ``notificationId``. Events over 100 elements are split first.
+
+Faults (target ``"deliver"``, one per attempt, armed through :attr:`Notifier.faults`):
+
+- ``duplicate``: the attempt is sent twice in a row (the vendor "happens to send" copies);
+- ``drop_after_send``: the request is written in full, the connection is aborted as soon as the
+  receiver starts answering, so the receiver got it but the notifier saw no answer and retries;
+- ``delay`` (``seconds``, simulated): the attempt starts late;
+- ``stall``: headers and half the body are sent, then nothing until the attempt times out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+import aiohttp
+from yarl import URL
+
+from simulators.apple.delivery import (
+    DEFAULT_TIMEOUT_S,
+    Attempt,
+    Delivery,
+    DeliveryState,
+    RetrySchedule,
+    split_notification,
+)
+from simulators.apple.models import Notification
+from simulators.clock import Clock
+from simulators.evidence import Recorder
+from simulators.faults import Fault, FaultPlan
+
+__all__ = ["Notifier", "Receiver"]
+
+ACTOR = "apple-notifier"
+PEER = "sut"
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """Where notifications go: the ``notificationUrl`` and ``notificationAuthToken``."""
+
+    url: str
+    token: str
+    cafile: str | None = None  # CA that signed the receiver's certificate (None: system CAs)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if URL(self.url).scheme != "https":
+            return None
+        return ssl.create_default_context(cafile=self.cafile)
+
+
+@dataclass
+class Notifier:
+    """Delivers notifications to one receiver, with the vendor's retries, split and faults."""
+
+    receiver: Receiver
+    clock: Clock
+    recorder: Recorder
+    schedule: RetrySchedule = field(default_factory=RetrySchedule)
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    autojump: bool = False  # jump the clock to a retry deadline instead of waiting for it
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    answers: list[Attempt] = field(default_factory=list)  # every attempt that got a status
+    _session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(ssl=self.receiver.ssl_context() or False, limit=32)
+            self._session = aiohttp.ClientSession(connector=connector)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def headers(self, token: str | None = None) -> dict[str, str]:
+        """The headers of a notification POST (SIM-APL-AUTH)."""
+        return {
+            "Authorization": f"Bearer {self.receiver.token if token is None else token}",
+            "Content-Type": "application/json",
+        }
+
+    # Delivering notifications.
+
+    async def deliver_event(self, notification: Notification) -> list[Delivery]:
+        """Split at 100 elements, then deliver every part (SIM-APL-SPLIT)."""
+        parts = split_notification(notification)
+        return list(await asyncio.gather(*(self.deliver(part) for part in parts)))
+
+    async def deliver(self, notification: Notification) -> Delivery:
+        """Deliver one notification with up to 3 attempts over 1–5 minutes (SIM-APL-RETRY)."""
+        body = json.dumps(notification.to_wire()).encode()
+        delivery = Delivery(notification.notificationId, self.clock.now(), self.schedule)
+        label = f"{notification.notificationType} {notification.notificationId}"
+        while (deadline := delivery.next_deadline()) is not None:
+            wait = deadline - self.clock.now()
+            if wait > 0:
+                self.recorder.record(
+                    ACTOR, "--", PEER, "retry-wait",
+                    f"retry of {label} due in {wait:.0f} s (simulated)",
+                    notificationId=notification.notificationId, due_sim_s=round(deadline, 3),
+                )
+                if self.autojump:
+                    self.clock.advance(wait)
+                await self.clock.sleep_until(deadline)
+            number = delivery.start_attempt(self.clock.now())
+            attempt = await self._attempt(number, body, label, self.headers())
+            delivery.finish_attempt(attempt)
+        outcome = "delivered" if delivery.state is DeliveryState.DELIVERED else "gave up"
+        self.recorder.record(
+            ACTOR, "--", PEER, outcome,
+            f"{label}: {outcome} after {len(delivery.attempts)} attempt(s)",
+            notificationId=notification.notificationId, attempts=len(delivery.attempts),
+        )
+        return delivery
+
+    async def post(
+        self,
+        body: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        label: str = "raw body",
+        timeout_s: float | None = None,
+    ) -> Attempt:
+        """One attempt with exactly these bytes and headers (no retry): for negative checks."""
+        return await self._attempt(
+            1, body, label, dict(self.headers() if headers is None else headers), timeout_s
+        )
+
+    # One attempt, with the fault armed for it.
+
+    async def _attempt(
+        self,
+        number: int,
+        body: bytes,
+        label: str,
+        headers: dict[str, str],
+        timeout_s: float | None = None,
+    ) -> Attempt:
+        fault = self.faults.take("deliver")
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        if fault is not None and fault.kind == "delay":
+            seconds = float(fault.get("seconds", 30.0))
+            self._note_fault(fault, label, f"delayed by {seconds:.0f} s (simulated)")
+            if self.autojump:
+                self.clock.advance(seconds)
+            await self.clock.sleep(seconds)
+        copies = 2 if fault is not None and fault.kind == "duplicate" else 1
+        attempt = Attempt(number, self.clock.now(), error="not sent")
+        for copy in range(copies):
+            if copy:
+                self._note_fault(fault, label, "sending a duplicate copy")
+            attempt = await self._send(number, body, label, headers, timeout, fault)
+        return attempt
+
+    async def _send(
+        self,
+        number: int,
+        body: bytes,
+        label: str,
+        headers: dict[str, str],
+        timeout: float,
+        fault: Fault | None,
+    ) -> Attempt:
+        started_sim = self.clock.now()
+        auth = headers.get("Authorization")
+        self.recorder.record(
+            ACTOR, "->", PEER, "request",
+            f"POST {label} (attempt {number}, {len(body)} B)",
+            url=self.receiver.url, attempt=number, authorization=_redact(auth),
+            body=_excerpt(body),
+        )
+        started = time.perf_counter()
+        status: int | None = None
+        error: str | None = None
+        try:
+            if fault is not None and fault.kind in ("drop_after_send", "stall"):
+                error = await self._send_raw(body, headers, timeout, fault, label)
+            else:
+                status = await self._send_aiohttp(body, headers, timeout)
+        except TimeoutError:
+            error = f"no answer within {timeout:g} s"
+        except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        elapsed = time.perf_counter() - started
+        attempt = Attempt(number, started_sim, status=status, error=error, elapsed_s=elapsed)
+        if status is not None:
+            self.answers.append(attempt)
+            self.recorder.record(
+                PEER, "->", ACTOR, "response",
+                f"{status} for {label} in {elapsed * 1000:.1f} ms",
+                status=status, elapsed_ms=round(elapsed * 1000, 2), attempt=number,
+            )
+        else:
+            self.recorder.record(
+                ACTOR, "--", PEER, "attempt-failed",
+                f"attempt {number} of {label} failed: {error}",
+                error=error, elapsed_ms=round(elapsed * 1000, 2), attempt=number,
+            )
+        return attempt
+
+    async def _send_aiohttp(self, body: bytes, headers: dict[str, str], timeout: float) -> int:
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        async with self._session.post(
+            self.receiver.url,
+            data=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            allow_redirects=False,
+        ) as response:
+            await response.read()
+            return response.status
+
+    async def _send_raw(
+        self, body: bytes, headers: dict[str, str], timeout: float, fault: Fault, label: str
+    ) -> str:
+        """Write the request by hand over a fresh (TLS) connection, then misbehave."""
+        url = URL(self.receiver.url)
+        context = self.receiver.ssl_context()
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                url.host, url.port, ssl=context, server_hostname=url.host if context else None
+            ),
+            timeout,
+        )
+        head = [f"POST {url.raw_path_qs} HTTP/1.1", f"Host: {url.host}:{url.port}"]
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        head += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
+        try:
+            writer.write("\r\n".join(head).encode("latin-1"))
+            if fault.kind == "stall":
+                writer.write(body[: len(body) // 2])
+                await writer.drain()
+                self._note_fault(fault, label, f"stalled mid-body for {timeout:g} s")
+                if self.autojump:
+                    self.clock.advance(timeout)
+                await self.clock.sleep(timeout)
+                return f"stalled mid-body; no answer within {timeout:g} s"
+            writer.write(body)
+            await writer.drain()
+            first = await asyncio.wait_for(reader.read(12), timeout)
+            self._note_fault(
+                fault, label,
+                f"connection aborted after the request was sent (receiver began {first[:12]!r})",
+            )
+            return "connection dropped after the request was sent"
+        finally:
+            writer.transport.abort()
+
+    def _note_fault(self, fault: Fault | None, label: str, what: str) -> None:
+        kind = fault.kind if fault is not None else "?"
+        self.recorder.record(ACTOR, "--", PEER, "fault", f"fault {kind}: {label} {what}")
+
+
+def _redact(value: str | None) -> str | None:
+    """Evidence shows the scheme and the token's length, never the token."""
+    if value is None:
+        return None
+    scheme, _, token = value.partition(" ")
+    return f"{scheme} <{len(token)} chars>" if token else f"<{len(value)} chars>"
+
+
+def _excerpt(body: bytes, limit: int = 600) -> str:
+    text = body[:limit].decode("utf-8", "replace")
+    return text + (f"… ({len(body)} B in all)" if len(body) > limit else "")
