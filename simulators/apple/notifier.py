@@ -51,12 +51,15 @@ class Receiver:
 
     url: str
     token: str
-    cafile: str | None = None  # CA that signed the receiver's certificate (None: system CAs)
+    cafiles: tuple[str, ...] = ()  # CAs trusted besides the system's, for the receiver's cert
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if URL(self.url).scheme != "https":
             return None
-        return ssl.create_default_context(cafile=self.cafile)
+        context = ssl.create_default_context()
+        for cafile in self.cafiles:
+            context.load_verify_locations(cafile=cafile)
+        return context
 
 
 @dataclass

@@ -1,0 +1,135 @@
+"""Fixtures of the Apple suite: a driver over the harness's Apple simulator and observer."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance.harness import AppleSim, Harness
+from simulators.apple.delivery import Attempt, Delivery
+from simulators.apple.models import Notification, TestNotification, new_notification_id
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "apple" / "examples"
+# How long a check waits for the SUT's observer report of something it answered 2xx to.
+OBSERVER_WAIT_S = 10.0
+# A receiver that answers late is judged by APL-LAT-01; the status checks wait this long.
+STATUS_WAIT_S = 20.0
+
+
+def example(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EXAMPLES / f"{name}.json").read_text())
+    return data
+
+
+def fresh(wire: dict[str, Any]) -> Notification:
+    """A vendor-doc example as a new notification (its own notificationId)."""
+    n = Notification.model_validate(wire)
+    return n.model_copy(update={"notificationId": new_notification_id()})
+
+
+@dataclass
+class AppleDriver:
+    harness: Harness
+    sim: AppleSim
+    observer_silent: bool = False
+
+    @property
+    def token(self) -> str:
+        return self.sim.receiver.token
+
+    @property
+    def url(self) -> str:
+        return self.sim.receiver.url
+
+    def post(
+        self, body: bytes | dict[str, Any], headers: dict[str, str] | None = None,
+        timeout: float = STATUS_WAIT_S,
+    ) -> Attempt:
+        """One POST with exactly this body and these headers (default: the vendor's)."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        label = _label(body)
+        return self.harness.run(
+            self.sim.notifier.post(data, headers=headers, label=label, timeout_s=timeout)
+        )
+
+    def deliver(self, notification: Notification) -> Delivery:
+        """Deliver as the vendor does: retries on the simulated clock."""
+        return self.harness.run(self.sim.notifier.deliver(notification))
+
+    def deliver_event(self, notification: Notification) -> list[Delivery]:
+        return self.harness.run(self.sim.notifier.deliver_event(notification))
+
+    def arm(self, kind: str, **params: Any) -> None:
+        self.sim.notifier.faults.add("deliver", kind, **params)
+
+    def curl(self, body: bytes | dict[str, Any], headers: dict[str, str] | None = None) -> str:
+        """A command that sends the same request again."""
+        headers = self.sim.notifier.headers() if headers is None else headers
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        parts = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}\\n", "-X", "POST"]
+        ca = self.sim.receiver.cafiles
+        if ca:
+            parts += ["--cacert", ca[0]]
+        for key, value in headers.items():
+            parts += ["-H", f"{key}: {value}"]
+        try:
+            parts += ["--data-binary", data.decode("utf-8")]
+        except UnicodeDecodeError:
+            parts = ["printf", "%b", _escape_bytes(data), "|", *parts, "--data-binary", "@-"]
+            return " ".join(p if p == "|" else shlex.quote(p) for p in parts) + " " + shlex.quote(self.url)
+        return shlex.join([*parts, self.url])
+
+    # The observer.
+
+    def records(self) -> list[dict[str, Any]]:
+        return [r.get("notification", {}) for r in self.harness.observer.records("apple")
+                if isinstance(r, dict)]
+
+    def fence(self) -> bool:
+        """Deliver a marker notification and wait for its report: the SUT has reported what it
+        processed before it. False when the SUT reports nothing to the observer."""
+        marker = Notification.of(TestNotification())
+        if self.deliver(marker).state.value != "delivered":
+            return False
+        wait = 2.0 if self.observer_silent else OBSERVER_WAIT_S
+        found = self.harness.observer.wait_for(
+            "apple", lambda rs: any(_nid(r) == marker.notificationId for r in rs), wait
+        )
+        seen = any(_nid(r) == marker.notificationId for r in found)
+        self.observer_silent = not seen and not self.records()
+        return seen
+
+    def reports_of(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        wanted = set(ids)
+        return [n for n in self.records() if isinstance(n, dict) and n.get("notificationId") in wanted]
+
+
+def _nid(record: Any) -> Any:
+    return record.get("notification", {}).get("notificationId") if isinstance(record, dict) else None
+
+
+def _label(body: bytes | dict[str, Any]) -> str:
+    if isinstance(body, dict):
+        return f"{body.get('notificationType', '?')} {body.get('notificationId', '')}".strip()
+    return f"raw body ({len(body)} B)"
+
+
+def _escape_bytes(data: bytes) -> str:
+    return "".join(f"\\x{b:02x}" for b in data[:4096])
+
+
+@pytest.fixture
+def apple(harness: Harness) -> AppleDriver:
+    if harness.apple is None:
+        pytest.skip("the SUT does not declare the Apple profile")
+    driver: AppleDriver | None = getattr(harness, "_apple_driver", None)
+    if driver is None:
+        driver = AppleDriver(harness, harness.apple)
+        harness._apple_driver = driver  # type: ignore[attr-defined]
+    return driver

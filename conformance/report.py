@@ -1,0 +1,161 @@
+"""The three report files (sut-contract.md §5): ``report.json``, ``junit.xml``, ``index.html``.
+
+Each run writes ``<report-dir>/<run-id>/`` and refreshes ``<report-dir>/latest/`` with copies.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+
+from conformance.catalogue import for_vendors
+from conformance.verdicts import OUTCOMES, CheckResult, requirement_verdict
+
+if TYPE_CHECKING:
+    from conformance.harness import Settings
+
+__all__ = ["build_report", "write_reports"]
+
+SCHEMA = "conformance-report/1"
+
+
+def build_report(
+    settings: Settings,
+    run_id: str,
+    started_at: float,
+    results: list[CheckResult],
+    sut_log_tail: str = "",
+) -> dict[str, Any]:
+    requirements = []
+    for req in for_vendors(list(settings.vendors)):
+        checks = [r for r in results if req.id in r.requirement_ids]
+        verdict, reason = requirement_verdict(req, checks)
+        requirements.append(
+            {
+                "id": req.id,
+                "level": req.level,
+                "vendor": req.vendor,
+                "verdict": verdict,
+                "reason": reason,
+                "statement": req.statement,
+                "checks": [c.to_json() for c in checks],
+            }
+        )
+    summary = Counter({o: 0 for o in OUTCOMES})
+    summary.update(r["verdict"] for r in requirements)
+    manifest = settings.manifest
+    return {
+        "schema": SCHEMA,
+        "run_id": run_id,
+        "started_at": datetime.datetime.fromtimestamp(started_at, datetime.UTC).isoformat(),
+        "duration_s": round(time.time() - started_at, 3),
+        "sut": {
+            "name": manifest.name,
+            "source": manifest.source,
+            "vendors": list(settings.vendors),
+            "launched": manifest.process is not None,
+            "log_tail": sut_log_tail,
+        },
+        "options": {"strict": settings.strict, "slow": settings.slow},
+        "summary": dict(summary),
+        "requirements": requirements,
+    }
+
+
+def write_reports(
+    settings: Settings,
+    run_id: str,
+    run_dir: Path,
+    started_at: float,
+    results: list[CheckResult],
+    sut_log_tail: str = "",
+) -> dict[str, Any]:
+    data = build_report(settings, run_id, started_at, results, sut_log_tail)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "report.json").write_text(json.dumps(data, indent=2) + "\n", "utf-8")
+    (run_dir / "junit.xml").write_bytes(_junit(data))
+    (run_dir / "index.html").write_text(_html(data), "utf-8")
+    latest = settings.report_dir / "latest"
+    latest.mkdir(parents=True, exist_ok=True)
+    for name in ("report.json", "junit.xml", "index.html"):
+        shutil.copyfile(run_dir / name, latest / name)
+    lines = [
+        f"  {r['verdict'].upper():13} {r['id']} ({r['level']}): {r['reason']}"
+        for r in data["requirements"]
+        if r["verdict"] != "pass"
+    ]
+    return {
+        "summary": data["summary"],
+        "lines": lines,
+        "index": latest / "index.html",
+        "json": latest / "report.json",
+    }
+
+
+def _junit(data: dict[str, Any]) -> bytes:
+    checks = [(req, c) for req in data["requirements"] for c in req["checks"]]
+    by_name: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {}
+    for req, c in checks:
+        by_name.setdefault(c["name"], ([], c))[0].append(req)
+    counts = Counter(c["outcome"] for _, c in by_name.values())
+    suite = ET.Element(
+        "testsuite",
+        name="conformance",
+        tests=str(len(by_name)),
+        failures=str(counts["fail"]),
+        errors=str(counts["error"]),
+        skipped=str(counts["not-verified"]),
+        time=str(data["duration_s"]),
+        timestamp=data["started_at"],
+    )
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", name="run_id", value=data["run_id"])
+    ET.SubElement(props, "property", name="sut", value=str(data["sut"]["source"]))
+    for name, (reqs, c) in by_name.items():
+        classname, _, test = name.rpartition("::")
+        case = ET.SubElement(
+            suite, "testcase", classname=classname.replace("/", ".").removesuffix(".py"),
+            name=test, time=str(c["duration_s"]),
+        )
+        cprops = ET.SubElement(case, "properties")
+        for req in reqs:
+            ET.SubElement(cprops, "property", name="requirement", value=req["id"])
+            ET.SubElement(cprops, "property", name=f"level:{req['id']}", value=req["level"])
+        ET.SubElement(cprops, "property", name="verdict", value=c["outcome"])
+        text = "\n".join(
+            x for x in (
+                c["message"],
+                c["expected"] and f"expected: {c['expected']}",
+                c["observed"] and f"observed: {c['observed']}",
+                *c["reproduce"],
+            ) if x
+        )
+        if c["outcome"] == "fail":
+            ET.SubElement(case, "failure", message=c["message"]).text = text
+        elif c["outcome"] == "error":
+            ET.SubElement(case, "error", message=c["message"]).text = text
+        elif c["outcome"] == "not-verified":
+            ET.SubElement(case, "skipped", message=f"not-verified: {c['message']}")
+        elif c["outcome"] == "warn":
+            ET.SubElement(case, "system-out").text = f"warning (SHOULD): {text}"
+    ET.indent(suite)
+    return ET.tostring(suite, encoding="utf-8", xml_declaration=True)
+
+
+def _html(data: dict[str, Any]) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["ms"] = lambda s: f"{s * 1000:.1f}"
+    return env.get_template("report.html.j2").render(report=data)

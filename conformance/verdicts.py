@@ -1,0 +1,75 @@
+"""Check results and requirement verdicts (requirements.md: pass, fail, warn, not-verified, error).
+
+A requirement never passes by default: with no check result it is ``not-verified``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from conformance.catalogue import Requirement
+
+__all__ = ["Check", "CheckResult", "NotVerified", "requirement_verdict"]
+
+OUTCOMES = ("pass", "fail", "warn", "not-verified", "error")
+# How bad an outcome is when a requirement has several checks: the worst one wins.
+_SEVERITY = {"error": 4, "fail": 3, "warn": 2, "not-verified": 1, "pass": 0}
+
+
+class NotVerified(Exception):
+    """Raised by a check that could not observe what it needs; the reason goes in the report."""
+
+
+@dataclass
+class Check:
+    """What a running check says about itself: expected vs observed, and how to reproduce."""
+
+    expected: str | None = None
+    observed: str | None = None
+    reproduce: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def expect(self, text: str) -> None:
+        self.expected = text
+
+    def observe(self, text: str) -> None:
+        self.observed = text
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def not_verified(self, reason: str) -> NotVerified:
+        """``raise check.not_verified("why")``: the requirement could not be observed."""
+        return NotVerified(reason)
+
+
+@dataclass
+class CheckResult:
+    name: str
+    requirement_ids: list[str]
+    outcome: str
+    message: str
+    expected: str | None = None
+    observed: str | None = None
+    reproduce: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("requirement_ids")
+        return data
+
+
+def requirement_verdict(req: Requirement, results: list[CheckResult]) -> tuple[str, str]:
+    """The requirement's verdict and a one-line reason, from its checks' outcomes."""
+    if not results:
+        return "not-verified", "no check for this requirement ran in this run"
+    worst = max(results, key=lambda r: _SEVERITY[r.outcome])
+    if worst.outcome == "not-verified" and any(r.outcome == "pass" for r in results):
+        # Some checks observed and passed; the others could not observe. Still a pass, with a note.
+        passed = [r for r in results if r.outcome == "pass"]
+        return "pass", f"{len(passed)} check(s) passed; {worst.message}"
+    return worst.outcome, worst.message
