@@ -92,6 +92,8 @@ class Harness:
         self._check_reachable()
 
     def stop(self) -> None:
+        if self.loop.loop.is_closed():
+            return
         try:
             if self.sut is not None:
                 self.sut_exit = self.sut.stop()
@@ -145,7 +147,11 @@ class Harness:
         await notifier.start()
         service = AppsAndBooks(stoken=secrets.token_urlsafe(24))
         api = AppsAndBooksServer(
-            service, self.clock, self.recorder, self.pki, notifier_for,
+            service,
+            self.clock,
+            self.recorder,
+            self.pki,
+            notifier_for,
             port=self.settings.apple_api_port,
         )
         if section.api_client:

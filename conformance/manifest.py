@@ -175,9 +175,7 @@ def _resolve_paths(manifest: SutManifest, folder: Path, path: Path) -> SutManife
     return manifest.model_copy(update=updates)
 
 
-def manifest_for_url(
-    url: str, vendor: str, *, token: str | None, ca: Path | None
-) -> SutManifest:
+def manifest_for_url(url: str, vendor: str, *, token: str | None, ca: Path | None) -> SutManifest:
     """The manifest equivalent of ``--sut=URL --sut-token=… --sut-ca=…`` for one receiver."""
     if ca is not None and not ca.is_file():
         raise ManifestError(f"--sut-ca={ca}: no such file (the PEM of the CA that signed the SUT)")

@@ -74,7 +74,10 @@ class Observer:
             self.observations.extend(Observation(vendor, r, now) for r in records)
             self.changed.notify_all()
         self.recorder.record(
-            "sut", "->", "observer", "observed",
+            "sut",
+            "->",
+            "observer",
+            "observed",
             f"reported {len(records)} processed {vendor} record(s)",
             records=[_short(r) for r in records[:5]],
         )

@@ -33,25 +33,29 @@ STATE = pytest.StashKey["RunState"]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("conformance", "vendor notification conformance")
     group.addoption(
-        "--sut", metavar="URL|FILE.toml",
+        "--sut",
+        metavar="URL|FILE.toml",
         help="the system under test: a receiver URL, or a SUT manifest (default: the bundled "
         "reference SUT)",
     )
     group.addoption("--sut-token", metavar="SECRET", help="with --sut=URL: the token it expects")
     group.addoption("--sut-ca", metavar="PEM", help="with --sut=URL: CA of its certificate")
     group.addoption(
-        "--vendor", metavar="LIST",
+        "--vendor",
+        metavar="LIST",
         help=f"restrict to these vendors, comma-separated ({','.join(VENDORS)})",
     )
     group.addoption("--report-dir", default="reports", metavar="DIR", help="default: reports/")
     # --strict (SHOULD failures fail the run too) is pytest's own flag since pytest 9: we read it
     # rather than redefine it. It also turns on pytest's strict modes, which this suite meets.
     group.addoption(
-        "--slow", action="store_true",
+        "--slow",
+        action="store_true",
         help="also run checks that wait for the SUT's own long real-time timers",
     )
     group.addoption(
-        "--pki-dir", metavar="DIR",
+        "--pki-dir",
+        metavar="DIR",
         help="where the simulators' CA and certificates are written once and reused "
         "(default: <report-dir>/pki)",
     )
@@ -60,11 +64,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--apple-api-port", type=int, default=0, help="pin the Apps and Books API's port"
     )
     group.addoption(
-        "--apple-retry-schedule", default="0,60,300", metavar="S,S,S",
+        "--apple-retry-schedule",
+        default="0,60,300",
+        metavar="S,S,S",
         help="notification attempt offsets in simulated seconds (default 0,60,300)",
     )
     group.addoption(
-        "--apple-timeout", type=float, default=5.0, metavar="S",
+        "--apple-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
         help="seconds a receiver has to answer a notification (default 5)",
     )
 
@@ -270,7 +279,13 @@ def _record(
     evidence: list[dict[str, Any]] = []
     if state.harness is not None:
         start = state.marks.get(item.nodeid, 0)
-        evidence = [e.to_json() for e in state.harness.recorder.since(start)][:400]
+        actors = getattr(check, "history_actors", set())
+        events = [
+            e
+            for e in state.harness.recorder.all()
+            if e.seq >= start or e.actor in actors or e.peer in actors
+        ]
+        evidence = [e.to_json() for e in events][:400]
     state.results.append(
         CheckResult(
             name=item.nodeid,
@@ -312,7 +327,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if harness is None or harness.startup_error:
         return  # nothing was judged; the startup error was printed
     paths = report.write_reports(
-        state.settings, state.run_id, state.run_dir, state.started_at, state.results,
+        state.settings,
+        state.run_id,
+        state.run_dir,
+        state.started_at,
+        state.results,
         sut_log_tail=log_tail,
     )
     state.report_paths = paths  # type: ignore[attr-defined]

@@ -122,8 +122,11 @@ def _junit(data: dict[str, Any]) -> bytes:
     for name, (reqs, c) in by_name.items():
         classname, _, test = name.rpartition("::")
         case = ET.SubElement(
-            suite, "testcase", classname=classname.replace("/", ".").removesuffix(".py"),
-            name=test, time=str(c["duration_s"]),
+            suite,
+            "testcase",
+            classname=classname.replace("/", ".").removesuffix(".py"),
+            name=test,
+            time=str(c["duration_s"]),
         )
         cprops = ET.SubElement(case, "properties")
         for req in reqs:
@@ -131,12 +134,14 @@ def _junit(data: dict[str, Any]) -> bytes:
             ET.SubElement(cprops, "property", name=f"level:{req['id']}", value=req["level"])
         ET.SubElement(cprops, "property", name="verdict", value=c["outcome"])
         text = "\n".join(
-            x for x in (
+            x
+            for x in (
                 c["message"],
                 c["expected"] and f"expected: {c['expected']}",
                 c["observed"] and f"observed: {c['observed']}",
                 *c["reproduce"],
-            ) if x
+            )
+            if x
         )
         if c["outcome"] == "fail":
             ET.SubElement(case, "failure", message=c["message"]).text = text

@@ -31,8 +31,10 @@ def test_sut_still_up(harness: Harness, check: Check) -> None:
                 pass
         except OSError as exc:
             problem = f"{url} no longer accepts connections: {exc}"
-        check.note("no [process] or readiness probe declared: checked that the receiver URL "
-                   "still accepts connections")
+        check.note(
+            "no [process] or readiness probe declared: checked that the receiver URL "
+            "still accepts connections"
+        )
     check.observe(problem or "up")
     assert problem is None, problem
 

@@ -29,6 +29,11 @@ class Check:
     observed: str | None = None
     reproduce: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    history_actors: set[str] = field(default_factory=set)
+
+    def include_history(self, actor: str) -> None:
+        """Also show this actor's evidence from before the check began (the SUT acted earlier)."""
+        self.history_actors.add(actor)
 
     def expect(self, text: str) -> None:
         self.expected = text

@@ -48,7 +48,9 @@ class AppleDriver:
         return self.sim.receiver.url
 
     def post(
-        self, body: bytes | dict[str, Any], headers: dict[str, str] | None = None,
+        self,
+        body: bytes | dict[str, Any],
+        headers: dict[str, str] | None = None,
         timeout: float = STATUS_WAIT_S,
     ) -> Attempt:
         """One POST with exactly this body and these headers (default: the vendor's)."""
@@ -82,14 +84,21 @@ class AppleDriver:
             parts += ["--data-binary", data.decode("utf-8")]
         except UnicodeDecodeError:
             parts = ["printf", "%b", _escape_bytes(data), "|", *parts, "--data-binary", "@-"]
-            return " ".join(p if p == "|" else shlex.quote(p) for p in parts) + " " + shlex.quote(self.url)
+            return (
+                " ".join(p if p == "|" else shlex.quote(p) for p in parts)
+                + " "
+                + shlex.quote(self.url)
+            )
         return shlex.join([*parts, self.url])
 
     # The observer.
 
     def records(self) -> list[dict[str, Any]]:
-        return [r.get("notification", {}) for r in self.harness.observer.records("apple")
-                if isinstance(r, dict)]
+        return [
+            r.get("notification", {})
+            for r in self.harness.observer.records("apple")
+            if isinstance(r, dict)
+        ]
 
     def fence(self) -> bool:
         """Deliver a marker notification and wait for its report: the SUT has reported what it
@@ -107,11 +116,15 @@ class AppleDriver:
 
     def reports_of(self, ids: Iterable[str]) -> list[dict[str, Any]]:
         wanted = set(ids)
-        return [n for n in self.records() if isinstance(n, dict) and n.get("notificationId") in wanted]
+        return [
+            n for n in self.records() if isinstance(n, dict) and n.get("notificationId") in wanted
+        ]
 
 
 def _nid(record: Any) -> Any:
-    return record.get("notification", {}).get("notificationId") if isinstance(record, dict) else None
+    return (
+        record.get("notification", {}).get("notificationId") if isinstance(record, dict) else None
+    )
 
 
 def _label(body: bytes | dict[str, Any]) -> str:

@@ -85,15 +85,18 @@ def negative_cases(max_examples: int = 30) -> list[bytes]:
     bodies: list[bytes] = []
 
     @settings(
-        max_examples=max_examples, database=None, derandomize=True, deadline=None,
+        max_examples=max_examples,
+        database=None,
+        derandomize=True,
+        deadline=None,
         suppress_health_check=list(HealthCheck),
     )
     @given(strategy)
     def collect(case: Any) -> None:
         body = case.body
-        if isinstance(body, (dict, list, str, int, float, bool)) or body is None:
-            if not _unknown_type_only(body):
-                bodies.append(json.dumps(body).encode())
+        is_json = isinstance(body, (dict, list, str, int, float, bool)) or body is None
+        if is_json and not _unknown_type_only(body):
+            bodies.append(json.dumps(body).encode())
 
     collect()
     return list(dict.fromkeys(bodies))

@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from simulators.apple.models import (
     AssetCount,
     AssetManagement,
-    AssociatedUser,
     Assignment,
+    AssociatedUser,
     Notification,
     NotificationError,
     SubscriptionAssignment,
@@ -40,7 +40,12 @@ from simulators.apple.models import (
     UserManagement,
 )
 
-__all__ = ["forward_compatible_notifications", "malformed_bodies", "notification_bodies", "notifications"]
+__all__ = [
+    "forward_compatible_notifications",
+    "malformed_bodies",
+    "notification_bodies",
+    "notifications",
+]
 
 _ids = st.text("0123456789", min_size=6, max_size=12)
 _words = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20)
@@ -68,7 +73,9 @@ def _asset_management(draw: st.DrawFn) -> AssetManagement:
     )
 
 
-_counts = st.builds(SubscriptionCounts, renewing=st.integers(0, 10**6), expiring=st.integers(0, 10**6))
+_counts = st.builds(
+    SubscriptionCounts, renewing=st.integers(0, 10**6), expiring=st.integers(0, 10**6)
+)
 _users = st.builds(
     User,
     clientUserId=_words,
@@ -82,38 +89,55 @@ def notification_bodies() -> st.SearchStrategy[Any]:
     """A typed body of any of the seven documented notification types."""
     return st.one_of(
         st.just(TestNotification()),
-        st.builds(AssetCount, adamId=_ids, countDelta=st.integers(-10**6, 10**6), pricingParam=_pricing),
+        st.builds(
+            AssetCount, adamId=_ids, countDelta=st.integers(-(10**6), 10**6), pricingParam=_pricing
+        ),
         _asset_management(),
         st.builds(
             SubscriptionCount,
             parentAdamId=st.integers(1, 10**10),
             adamId=st.integers(1, 10**10),
             counts=st.builds(
-                dict, available=_counts, total=_counts  # type: ignore[arg-type]
+                dict,
+                available=_counts,
+                total=_counts,  # type: ignore[arg-type]
             ).map(lambda d: {"available": d["available"], "total": d["total"]}),
         ),
         st.builds(
             SubscriptionManagement,
             assignments=st.lists(
-                st.builds(SubscriptionAssignment, adamId=st.integers(1, 10**10), clientUserId=_words,
-                          renewing=st.booleans()),
-                min_size=1, max_size=100,
+                st.builds(
+                    SubscriptionAssignment,
+                    adamId=st.integers(1, 10**10),
+                    clientUserId=_words,
+                    renewing=st.booleans(),
+                ),
+                min_size=1,
+                max_size=100,
             ),
             eventId=_uuids,
             result=_result,
             type=st.sampled_from(["ASSOCIATE", "DISASSOCIATE"]),
         ),
         st.builds(
-            UserManagement, eventId=_uuids, result=_result,
+            UserManagement,
+            eventId=_uuids,
+            result=_result,
             type=st.sampled_from(["CREATE", "UPDATE", "RETIRE"]),
             users=st.lists(_users, min_size=1, max_size=100),
         ),
         st.builds(
             UserAssociated,
             associatedUsers=st.lists(
-                st.builds(AssociatedUser, clientUserId=_words, email=st.none() | st.emails(),
-                          idHash=st.none() | _words, status=st.just("Associated")),
-                min_size=1, max_size=100,
+                st.builds(
+                    AssociatedUser,
+                    clientUserId=_words,
+                    email=st.none() | st.emails(),
+                    idHash=st.none() | _words,
+                    status=st.just("Associated"),
+                ),
+                min_size=1,
+                max_size=100,
             ),
         ),
     )
@@ -122,8 +146,12 @@ def notification_bodies() -> st.SearchStrategy[Any]:
 def notifications() -> st.SearchStrategy[Notification]:
     """A valid notification envelope around any documented body, with a fresh id."""
     return st.builds(
-        lambda body, uid, nid: Notification.of(body, uid=uid).model_copy(update={"notificationId": nid}),
-        notification_bodies(), _ids, _uuids,
+        lambda body, uid, nid: Notification.of(body, uid=uid).model_copy(
+            update={"notificationId": nid}
+        ),
+        notification_bodies(),
+        _ids,
+        _uuids,
     )
 
 
@@ -145,10 +173,15 @@ def forward_compatible_notifications() -> st.SearchStrategy[dict[str, Any]]:
     return st.builds(
         extend,
         notifications(),
-        st.dictionaries(st.text("abcdefghij", min_size=3, max_size=8).map(lambda s: "future" + s),
-                        _json_scalars, max_size=3),
-        st.none() | st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ_", min_size=4, max_size=24)
-        .map(lambda s: "FUTURE_" + s),
+        st.dictionaries(
+            st.text("abcdefghij", min_size=3, max_size=8).map(lambda s: "future" + s),
+            _json_scalars,
+            max_size=3,
+        ),
+        st.none()
+        | st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ_", min_size=4, max_size=24).map(
+            lambda s: "FUTURE_" + s
+        ),
     )
 
 
@@ -164,9 +197,13 @@ def _broken_envelope(draw: st.DrawFn) -> bytes:
     if draw(st.booleans()):
         del wire[key]
     else:
-        wrong = {"notificationId": st.integers() | st.none() | st.lists(_ids, max_size=2),
-                 "notificationType": st.integers() | st.none() | st.booleans(),
-                 "notification": st.text(max_size=10) | st.integers() | st.lists(st.integers(), max_size=3)}
+        wrong = {
+            "notificationId": st.integers() | st.none() | st.lists(_ids, max_size=2),
+            "notificationType": st.integers() | st.none() | st.booleans(),
+            "notification": st.text(max_size=10)
+            | st.integers()
+            | st.lists(st.integers(), max_size=3),
+        }
         wire[key] = draw(wrong[key])
     return _dumps(wire)
 
@@ -177,11 +214,19 @@ def malformed_bodies() -> st.SearchStrategy[bytes]:
     return st.one_of(
         st.binary(max_size=64).filter(lambda b: not _is_json(b)),
         st.binary(min_size=1, max_size=32).map(lambda b: b'{"notificationId": "' + b + b'\xff"}'),
-        st.one_of(st.lists(st.integers(), max_size=5), st.integers(), st.text(max_size=10)).map(_dumps),
+        st.one_of(st.lists(st.integers(), max_size=5), st.integers(), st.text(max_size=10)).map(
+            _dumps
+        ),
         _broken_envelope(),
         st.integers(1_000, 50_000).map(
-            lambda n: _dumps({"notificationId": "x", "notificationType": "ASSET_MANAGEMENT",
-                              "notification": "x", "uId": [0] * n})
+            lambda n: _dumps(
+                {
+                    "notificationId": "x",
+                    "notificationType": "ASSET_MANAGEMENT",
+                    "notification": "x",
+                    "uId": [0] * n,
+                }
+            )
         ),
         st.integers(200, 5_000).map(lambda depth: b"[" * depth + b"]" * depth),
     )

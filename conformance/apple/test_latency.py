@@ -37,4 +37,6 @@ def test_p95_answer_time(apple: AppleDriver, check: Check) -> None:
         raise check.not_verified(f"only {len(times)} answers (need {MIN_SAMPLES})")
     p95 = statistics.quantiles(times, n=20)[-1]
     check.observe(f"p95 {p95 * 1000:.1f} ms over {len(times)} answers")
-    assert p95 < P95_LIMIT_S, f"p95 answer time {p95 * 1000:.0f} ms (limit {P95_LIMIT_S * 1000:.0f})"
+    assert p95 < P95_LIMIT_S, (
+        f"p95 answer time {p95 * 1000:.0f} ms (limit {P95_LIMIT_S * 1000:.0f})"
+    )

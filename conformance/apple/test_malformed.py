@@ -19,7 +19,10 @@ pytestmark = pytest.mark.run_last(1)
 requirement = pytest.mark.requirement
 
 CAMPAIGN = settings(
-    max_examples=25, deadline=None, database=None, derandomize=True,
+    max_examples=25,
+    deadline=None,
+    database=None,
+    derandomize=True,
     suppress_health_check=list(HealthCheck),
 )
 
@@ -36,12 +39,20 @@ CORPUS: dict[str, bytes] = {
     "json-array": b"[]",
     "json-string": b'"ASSET_COUNT"',
     "null": b"null",
-    "missing-notification": json.dumps({"notificationId": "x", "notificationType": "ASSET_COUNT"}).encode(),
+    "missing-notification": json.dumps(
+        {"notificationId": "x", "notificationType": "ASSET_COUNT"}
+    ).encode(),
     "missing-id": json.dumps({k: v for k, v in _valid().items() if k != "notificationId"}).encode(),
-    "wrong-types": json.dumps({"notification": [], "notificationId": 7, "notificationType": None,
-                               "uId": {}}).encode(),
-    "huge-array": json.dumps({"notification": {"assignments": [{}] * 200_000},
-                              "notificationId": 1, "notificationType": 2}).encode(),
+    "wrong-types": json.dumps(
+        {"notification": [], "notificationId": 7, "notificationType": None, "uId": {}}
+    ).encode(),
+    "huge-array": json.dumps(
+        {
+            "notification": {"assignments": [{}] * 200_000},
+            "notificationId": 1,
+            "notificationType": 2,
+        }
+    ).encode(),
     "deep-nesting": b'{"notification": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
     "two-mebibytes": json.dumps({"notificationId": "x", "pad": "x" * (2 << 20)}).encode(),
 }

@@ -67,7 +67,9 @@ def _auth_variants(token: str) -> dict[str, str]:
 
 
 @requirement("APL-AUTH-03")
-@pytest.mark.parametrize("variant", ["wrong-token", "basic-scheme", "case-differs", "prefix", "suffix"])
+@pytest.mark.parametrize(
+    "variant", ["wrong-token", "basic-scheme", "case-differs", "prefix", "suffix"]
+)
 def test_rejects_wrong_authorization(apple: AppleDriver, check: Check, variant: str) -> None:
     body = fresh(example("asset-count")).to_wire()
     header = _auth_variants(apple.token)[variant]
@@ -103,8 +105,13 @@ def _type_case(apple: AppleDriver, check: Check, wire: dict[str, Any]) -> None:
 
 
 _KNOWN = {
-    "TEST_NOTIFICATION", "ASSET_COUNT", "ASSET_MANAGEMENT", "SUBSCRIPTION_COUNT",
-    "SUBSCRIPTION_MANAGEMENT", "USER_MANAGEMENT", "USER_ASSOCIATED",
+    "TEST_NOTIFICATION",
+    "ASSET_COUNT",
+    "ASSET_MANAGEMENT",
+    "SUBSCRIPTION_COUNT",
+    "SUBSCRIPTION_MANAGEMENT",
+    "USER_MANAGEMENT",
+    "USER_ASSOCIATED",
 }
 
 
@@ -123,8 +130,10 @@ def test_type_asset_count(apple: AppleDriver, check: Check, delta: int) -> None:
 @pytest.mark.parametrize(
     "name",
     _examples_for(
-        "asset-management-associate", "asset-management-disassociate",
-        "asset-management-revoke", "asset-management-failure-mixed",
+        "asset-management-associate",
+        "asset-management-disassociate",
+        "asset-management-revoke",
+        "asset-management-failure-mixed",
     ),
 )
 def test_type_asset_management(apple: AppleDriver, check: Check, name: str) -> None:
@@ -135,7 +144,8 @@ def test_type_asset_management(apple: AppleDriver, check: Check, name: str) -> N
 @pytest.mark.parametrize(
     "name",
     _examples_for(
-        "subscription-count", "subscription-management-associate",
+        "subscription-count",
+        "subscription-management-associate",
         "subscription-management-disassociate",
     ),
 )
@@ -147,7 +157,9 @@ def test_type_subscriptions(apple: AppleDriver, check: Check, name: str) -> None
 @pytest.mark.parametrize(
     "name",
     _examples_for(
-        "user-management-create", "user-management-update", "user-management-retire",
+        "user-management-create",
+        "user-management-update",
+        "user-management-retire",
         "user-associated",
     ),
 )
@@ -159,8 +171,12 @@ def test_type_users(apple: AppleDriver, check: Check, name: str) -> None:
 @pytest.mark.parametrize("variant", ["unknown-type", "unknown-fields"])
 def test_type_forward_compatible(apple: AppleDriver, check: Check, variant: str) -> None:
     if variant == "unknown-type":
-        wire = {"notification": {"futureField": 1}, "notificationId": "",
-                "notificationType": "UNLIMITED_ASSET", "uId": "2049025000431439"}
+        wire = {
+            "notification": {"futureField": 1},
+            "notificationId": "",
+            "notificationType": "UNLIMITED_ASSET",
+            "uId": "2049025000431439",
+        }
     else:
         wire = example("asset-management-associate")
         wire["notification"] = {**wire["notification"], "futureField": {"nested": [1, 2]}}
@@ -193,7 +209,9 @@ def test_repeated_delivery_is_acknowledged(apple: AppleDriver, check: Check, how
         check.observe(f"{first.status or first.error}, then {second.status or second.error}")
         check.reproduce.append(apple.curl(n.to_wire()) + "   # run twice")
         assert _ok(first.status), f"first copy answered {first.status or first.error}"
-        assert _ok(second.status), f"repeated notificationId answered {second.status or second.error}"
+        assert _ok(second.status), (
+            f"repeated notificationId answered {second.status or second.error}"
+        )
     else:
         check.expect("attempt 1 dropped after the request was sent; the retry (+60 s) gets 2xx")
         apple.arm("drop_after_send")
@@ -216,10 +234,14 @@ def test_repeated_notification_processed_once(apple: AppleDriver, check: Check) 
     if not apple.fence():
         raise check.not_verified("the SUT reported nothing to the observer")
     reports = apple.reports_of([twice.notificationId, retried.notificationId])
-    counts = {nid: sum(1 for r in reports if r.get("notificationId") == nid)
-              for nid in (twice.notificationId, retried.notificationId)}
+    counts = {
+        nid: sum(1 for r in reports if r.get("notificationId") == nid)
+        for nid in (twice.notificationId, retried.notificationId)
+    }
     check.observe(f"reports per notificationId: {list(counts.values())}")
-    assert all(c >= 1 for c in counts.values()), f"a delivered notification was never reported: {counts}"
+    assert all(c >= 1 for c in counts.values()), (
+        f"a delivered notification was never reported: {counts}"
+    )
     assert all(c == 1 for c in counts.values()), f"processed more than once: {counts}"
 
 

@@ -125,7 +125,11 @@ class AppsAndBooksServer:
     ) -> web.StreamResponse:
         path = request.match_info.get("path", "")
         self.recorder.record(
-            "sut", "->", ACTOR, "api-request", f"{request.method} {BASE_PATH}/{path}"
+            "sut",
+            "->",
+            ACTOR,
+            "api-request",
+            f"{request.method} {BASE_PATH}/{path}"
             + (f"?{request.query_string}" if request.query_string else ""),
         )
         body: Any = None
@@ -146,8 +150,9 @@ class AppsAndBooksServer:
             status=response.status,
             error_number=body.get("errorNumber") if isinstance(body, dict) else None,
             retry_after=int(retry_after) if retry_after else None,
-            event_id=request.query.get("eventId") if path == "status" else
-            (body.get("eventId") if isinstance(body, dict) else None),
+            event_id=request.query.get("eventId")
+            if path == "status"
+            else (body.get("eventId") if isinstance(body, dict) else None),
             event_status=body.get("eventStatus") if isinstance(body, dict) else None,
             body=body,
         )
@@ -155,7 +160,10 @@ class AppsAndBooksServer:
             self.requests.append(record)
             self.changed.notify_all()
         self.recorder.record(
-            ACTOR, "->", "sut", "api-response",
+            ACTOR,
+            "->",
+            "sut",
+            "api-response",
             f"{response.status} for {request.method} {path}"
             + (f" (errorNumber {record.error_number})" if record.error_number else "")
             + (f" eventStatus {record.event_status}" if record.event_status else "")
@@ -179,7 +187,9 @@ class AppsAndBooksServer:
             headers = {}
             if fault.get("retry_after") is not None:
                 headers["Retry-After"] = str(fault.get("retry_after"))
-            self.recorder.record(ACTOR, "--", "sut", "fault", f"fault: {status}/{number} {endpoint}")
+            self.recorder.record(
+                ACTOR, "--", "sut", "fault", f"fault: {status}/{number} {endpoint}"
+            )
             return web.json_response(error_body(number), status=status, headers=headers)
         now = self.clock.now()
         if request.method == "POST":
@@ -238,7 +248,7 @@ class AppsAndBooksServer:
         while True:
             deadline = self.service.next_deadline()
             self._wake.clear()
-            waiters = [asyncio.ensure_future(self._wake.wait())]
+            waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
             if deadline is not None:
                 waiters.append(asyncio.ensure_future(self.clock.sleep_until(deadline)))
             try:

@@ -12,6 +12,7 @@ Retries of one notification reuse its ``notificationId``; each part of a split e
 from __future__ import annotations
 
 import enum
+import itertools
 from dataclasses import dataclass, field
 
 from simulators.apple.models import ELEMENT_FIELDS, MAX_ELEMENTS, Notification, new_notification_id
@@ -37,7 +38,7 @@ class RetrySchedule:
             raise ValueError(f"1 to {MAX_ATTEMPTS} attempts in all, got {len(offsets)}")
         if offsets[0] != 0:
             raise ValueError("the first attempt is immediate (offset 0)")
-        if any(b <= a for a, b in zip(offsets, offsets[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(offsets)):
             raise ValueError(f"offsets must increase: {offsets}")
         if offsets[-1] > MAX_WINDOW_S:
             raise ValueError(f"every attempt falls within {MAX_WINDOW_S:.0f} s, got {offsets[-1]}")

@@ -19,8 +19,8 @@ __all__ = [
     "NOTIFICATION_TYPES",
     "AssetCount",
     "AssetManagement",
-    "AssociatedUser",
     "Assignment",
+    "AssociatedUser",
     "Notification",
     "NotificationError",
     "SubscriptionAssignment",
@@ -51,6 +51,8 @@ class NotificationError(_Wire):
 
 class TestNotification(_Wire):
     """``TEST_NOTIFICATION``: ``notification`` is ``{}``; sent when client config is stored."""
+
+    __test__ = False  # not a pytest test class
 
 
 class AssetCount(_Wire):

@@ -23,6 +23,7 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
 import aiohttp
 from yarl import URL
 
@@ -109,9 +110,13 @@ class Notifier:
             wait = deadline - self.clock.now()
             if wait > 0:
                 self.recorder.record(
-                    ACTOR, "--", PEER, "retry-wait",
+                    ACTOR,
+                    "--",
+                    PEER,
+                    "retry-wait",
                     f"retry of {label} due in {wait:.0f} s (simulated)",
-                    notificationId=notification.notificationId, due_sim_s=round(deadline, 3),
+                    notificationId=notification.notificationId,
+                    due_sim_s=round(deadline, 3),
                 )
                 if self.autojump:
                     self.clock.advance(wait)
@@ -121,9 +126,13 @@ class Notifier:
             delivery.finish_attempt(attempt)
         outcome = "delivered" if delivery.state is DeliveryState.DELIVERED else "gave up"
         self.recorder.record(
-            ACTOR, "--", PEER, outcome,
+            ACTOR,
+            "--",
+            PEER,
+            outcome,
             f"{label}: {outcome} after {len(delivery.attempts)} attempt(s)",
-            notificationId=notification.notificationId, attempts=len(delivery.attempts),
+            notificationId=notification.notificationId,
+            attempts=len(delivery.attempts),
         )
         return delivery
 
@@ -178,9 +187,14 @@ class Notifier:
         started_sim = self.clock.now()
         auth = headers.get("Authorization")
         self.recorder.record(
-            ACTOR, "->", PEER, "request",
+            ACTOR,
+            "->",
+            PEER,
+            "request",
             f"POST {label} (attempt {number}, {len(body)} B)",
-            url=self.receiver.url, attempt=number, authorization=_redact(auth),
+            url=self.receiver.url,
+            attempt=number,
+            authorization=_redact(auth),
             body=_excerpt(body),
         )
         started = time.perf_counter()
@@ -200,15 +214,25 @@ class Notifier:
         if status is not None:
             self.answers.append(attempt)
             self.recorder.record(
-                PEER, "->", ACTOR, "response",
+                PEER,
+                "->",
+                ACTOR,
+                "response",
                 f"{status} for {label} in {elapsed * 1000:.1f} ms",
-                status=status, elapsed_ms=round(elapsed * 1000, 2), attempt=number,
+                status=status,
+                elapsed_ms=round(elapsed * 1000, 2),
+                attempt=number,
             )
         else:
             self.recorder.record(
-                ACTOR, "--", PEER, "attempt-failed",
+                ACTOR,
+                "--",
+                PEER,
+                "attempt-failed",
                 f"attempt {number} of {label} failed: {error}",
-                error=error, elapsed_ms=round(elapsed * 1000, 2), attempt=number,
+                error=error,
+                elapsed_ms=round(elapsed * 1000, 2),
+                attempt=number,
             )
         return attempt
 
@@ -255,7 +279,8 @@ class Notifier:
             await writer.drain()
             first = await asyncio.wait_for(reader.read(12), timeout)
             self._note_fault(
-                fault, label,
+                fault,
+                label,
                 f"connection aborted after the request was sent (receiver began {first[:12]!r})",
             )
             return "connection dropped after the request was sent"

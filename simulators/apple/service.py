@@ -20,7 +20,7 @@ from simulators.apple.models import (
     UserManagement,
 )
 
-__all__ = ["ERRORS", "AppsAndBooks", "ApiError", "Event", "error_body"]
+__all__ = ["ERRORS", "ApiError", "AppsAndBooks", "Event", "error_body"]
 
 # errorNumber -> (HTTP status, errorMessage), from Apple's "Handling error responses" tables.
 ERRORS: dict[int, tuple[int, str]] = {
@@ -202,7 +202,7 @@ class AppsAndBooks:
 
     def store_client_config(self, request: dict[str, Any]) -> dict[str, Any]:
         """Replace the configuration (the request carries the complete set of types)."""
-        config = {
+        config: dict[str, Any] = {
             k: request[k] for k in ("notificationUrl", "notificationAuthToken") if k in request
         }
         config["subscribedNotificationTypes"] = [
@@ -293,7 +293,8 @@ class AppsAndBooks:
             raise ApiError(9602, "clientUserIds or serialNumbers is required.")
         if action == "revoke":
             targets = [
-                a for a in self.assignments
+                a
+                for a in self.assignments
                 if a.get("clientUserId") in users or a.get("serialNumber") in serials
             ]
             self.assignments = [a for a in self.assignments if a not in targets]
@@ -303,8 +304,10 @@ class AppsAndBooks:
                 raise ApiError(9602, "assets must list 1 to 25 {adamId, pricingParam}.")
             targets = [
                 {"adamId": str(a.get("adamId")), "pricingParam": a.get("pricingParam", "STDQ"), **t}
-                for a in assets if isinstance(a, dict)
-                for t in [{"clientUserId": u} for u in users] + [{"serialNumber": s} for s in serials]
+                for a in assets
+                if isinstance(a, dict)
+                for t in [{"clientUserId": u} for u in users]
+                + [{"serialNumber": s} for s in serials]
             ]
             if action == "associate":
                 self.assignments.extend(targets)
@@ -314,7 +317,7 @@ class AppsAndBooks:
             assignments=[Assignment.model_validate(t) for t in targets],
             eventId=str(uuid.uuid4()),
             result="SUCCESS",
-            type=action.upper(),  # type: ignore[arg-type]
+            type=action.upper(),
         )
         return Notification.of(body, uid=self.uid), len(targets), action.upper()
 
@@ -337,7 +340,7 @@ class AppsAndBooks:
         body = UserManagement(
             eventId=str(uuid.uuid4()),
             result="SUCCESS",
-            type=action.upper(),  # type: ignore[arg-type]
+            type=action.upper(),
             users=changed,
         )
         return Notification.of(body, uid=self.uid), len(changed), action.upper()

@@ -1,0 +1,152 @@
+"""SIM-APL-RETRY, SIM-APL-SPLIT, SIM-APL-AUTH: the notifier over real HTTPS on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from simulators.apple.delivery import DeliveryState, RetrySchedule
+from simulators.apple.models import AssetManagement, Assignment, Notification, TestNotification
+from simulators.apple.notifier import Notifier, Receiver
+from simulators.clock import Clock
+from simulators.evidence import Recorder
+from simulators.pki import PKI
+from tests.sim.conftest import ca, receiver
+
+
+def _notifier(pki: PKI, url: str, **kw: object) -> Notifier:
+    clock = Clock()
+    return Notifier(Receiver(url, "s3cret", ca(pki)), clock, Recorder(clock), **kw)  # type: ignore[arg-type]
+
+
+def _event(n: int) -> Notification:
+    return Notification.of(
+        AssetManagement(
+            assignments=[
+                Assignment(adamId="1", pricingParam="STDQ", serialNumber=f"s{i}") for i in range(n)
+            ],
+            eventId="ev",
+            result="SUCCESS",
+            type="ASSOCIATE",
+        )
+    )
+
+
+def test_headers_are_bearer_and_json(pki: PKI) -> None:
+    """SIM-APL-AUTH"""
+
+    async def scenario() -> None:
+        async with receiver(pki) as rec:
+            notifier = _notifier(pki, rec.url)
+            delivery = await notifier.deliver(Notification.of(TestNotification()))
+            await notifier.close()
+            assert delivery.state is DeliveryState.DELIVERED
+            headers = rec.requests[0].headers
+            assert headers["Authorization"] == "Bearer s3cret"
+            assert headers["Content-Type"] == "application/json"
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("failure", ["status-500", "timeout", "connection-dropped"])
+def test_three_attempts_within_five_minutes_same_id(pki: PKI, failure: str) -> None:
+    """SIM-APL-RETRY: non-2xx, timeout and connection errors are retried at +60 s, +300 s."""
+
+    async def scenario() -> None:
+        async with receiver(pki, answer=lambda n: 500) as rec:
+            notifier = _notifier(pki, rec.url, autojump=True, timeout_s=0.5)
+            if failure == "timeout":
+                notifier.faults.add("deliver", "stall", times=3)
+            elif failure == "connection-dropped":
+                rec.answer = lambda n: 200
+                notifier.faults.add("deliver", "drop_after_send", times=3)
+            note = _event(3)
+            delivery = await notifier.deliver(note)
+            await notifier.close()
+            assert delivery.state is DeliveryState.GAVE_UP
+            assert [round(a.started_at) for a in delivery.attempts] == [0, 60, 300]
+            if failure != "timeout":
+                assert {r.body["notificationId"] for r in rec.requests} == {note.notificationId}
+                assert len(rec.requests) == 3
+
+    asyncio.run(scenario())
+
+
+def test_schedule_is_configurable_and_success_stops_retries(pki: PKI) -> None:
+    async def scenario() -> None:
+        async with receiver(pki, answer=lambda n: 503 if n == 1 else 202) as rec:
+            notifier = _notifier(pki, rec.url, autojump=True, schedule=RetrySchedule((0, 90)))
+            delivery = await notifier.deliver(_event(1))
+            await notifier.close()
+            assert delivery.state is DeliveryState.DELIVERED
+            assert [round(a.started_at) for a in delivery.attempts] == [0, 90]
+
+    asyncio.run(scenario())
+
+
+def test_retry_waits_for_the_simulated_clock(pki: PKI) -> None:
+    """Without autojump the retry fires only when the clock is advanced (no real 60 s wait)."""
+
+    async def scenario() -> None:
+        async with receiver(pki, answer=lambda n: 500 if n == 1 else 200) as rec:
+            notifier = _notifier(pki, rec.url)
+            task = asyncio.ensure_future(notifier.deliver(_event(1)))
+            await asyncio.wait_for(rec.arrived.wait(), 5)
+            rec.arrived.clear()
+            await asyncio.sleep(0.1)
+            assert len(rec.requests) == 1 and not task.done()
+            notifier.clock.advance(60)
+            delivery = await asyncio.wait_for(task, 5)
+            await notifier.close()
+            assert delivery.state is DeliveryState.DELIVERED and len(rec.requests) == 2
+
+    asyncio.run(scenario())
+
+
+def test_events_over_100_elements_are_split(pki: PKI) -> None:
+    """SIM-APL-SPLIT"""
+
+    async def scenario() -> None:
+        async with receiver(pki) as rec:
+            notifier = _notifier(pki, rec.url)
+            deliveries = await notifier.deliver_event(_event(250))
+            await notifier.close()
+            sizes = sorted(len(r.body["notification"]["assignments"]) for r in rec.requests)
+            assert sizes == [50, 100, 100]
+            assert len({r.body["notificationId"] for r in rec.requests}) == 3
+            assert all(d.state is DeliveryState.DELIVERED for d in deliveries)
+
+    asyncio.run(scenario())
+
+
+def test_duplicate_fault_sends_the_same_notification_twice(pki: PKI) -> None:
+    async def scenario() -> None:
+        async with receiver(pki) as rec:
+            notifier = _notifier(pki, rec.url)
+            notifier.faults.add("deliver", "duplicate")
+            await notifier.deliver(_event(1))
+            await notifier.close()
+            assert len(rec.requests) == 2
+            assert rec.requests[0].body == rec.requests[1].body
+
+    asyncio.run(scenario())
+
+
+def test_untrusted_receiver_certificate_is_a_failed_attempt(pki: PKI) -> None:
+    async def scenario() -> None:
+        async with receiver(pki) as rec:
+            clock = Clock()
+            notifier = Notifier(
+                Receiver(rec.url, "t", (str(pki.impostor_ca),)),
+                clock,
+                Recorder(clock),
+                schedule=RetrySchedule((0,)),
+            )
+            delivery = await notifier.deliver(_event(1))
+            await notifier.close()
+            assert delivery.state is DeliveryState.GAVE_UP
+            assert "CERTIFICATE" in (delivery.attempts[0].error or "").upper()
+            assert rec.requests == []
+
+    asyncio.run(scenario())
