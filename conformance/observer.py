@@ -99,6 +99,15 @@ class Observer:
         return [o.record for o in self.observations if o.vendor == vendor]
 
 
+def _label(vendor: str, record: Any) -> str:
+    """A short name for a record: the notification type and id for Apple."""
+    if vendor == "apple" and isinstance(record, dict):
+        n = record.get("notification")
+        if isinstance(n, dict):
+            return f"{n.get('notificationType', '?')} {n.get('notificationId', '?')}"
+    return "record"
+
+
 def _short(record: Any) -> Any:
     text = json.dumps(record)
     return record if len(text) <= 300 else text[:300] + "…"

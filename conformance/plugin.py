@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -89,6 +90,7 @@ class RunState:
         self.harness: Harness | None = None
         self.results: list[CheckResult] = []
         self.marks: dict[str, int] = {}
+        self.report_paths: dict[str, Any] | None = None
 
 
 def _selected_vendors(config: pytest.Config) -> list[str] | None:
@@ -119,6 +121,9 @@ def _settings(config: pytest.Config, by_path: list[str]) -> Settings:
     manifest: SutManifest
     try:
         if sut is None:
+            # The bundled reference SUT listens where REFERENCE_SUT_PORT says; pick a free port
+            # unless the user pinned one, so a newcomer's run never collides with a busy 9443.
+            os.environ.setdefault("REFERENCE_SUT_PORT", str(_free_port()))
             manifest = load_manifest(REFERENCE_MANIFEST)
         elif "://" in sut:
             receivers = sorted(wanted & set(RECEIVER_VENDORS))
@@ -163,6 +168,12 @@ def _settings(config: pytest.Config, by_path: list[str]) -> Settings:
         apple_timeout_s=opt("--apple-timeout"),
         launched_by_default=sut is None,
     )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -333,13 +344,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         state.started_at,
         state.results,
         sut_log_tail=log_tail,
+        simulated_s=harness.clock.now(),
     )
-    state.report_paths = paths  # type: ignore[attr-defined]
+    state.report_paths = paths
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = _state(config)
-    paths = getattr(state, "report_paths", None) if state else None
+    paths = state.report_paths if state else None
     if not paths:
         return
     summary = paths["summary"]

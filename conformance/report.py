@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2
+import markupsafe
 
 from conformance.catalogue import for_vendors
 from conformance.verdicts import OUTCOMES, CheckResult, requirement_verdict
@@ -33,6 +34,7 @@ def build_report(
     started_at: float,
     results: list[CheckResult],
     sut_log_tail: str = "",
+    simulated_s: float | None = None,
 ) -> dict[str, Any]:
     requirements = []
     for req in for_vendors(list(settings.vendors)):
@@ -57,6 +59,7 @@ def build_report(
         "run_id": run_id,
         "started_at": datetime.datetime.fromtimestamp(started_at, datetime.UTC).isoformat(),
         "duration_s": round(time.time() - started_at, 3),
+        "simulated_s": None if simulated_s is None else round(simulated_s, 3),
         "sut": {
             "name": manifest.name,
             "source": manifest.source,
@@ -77,8 +80,9 @@ def write_reports(
     started_at: float,
     results: list[CheckResult],
     sut_log_tail: str = "",
+    simulated_s: float | None = None,
 ) -> dict[str, Any]:
-    data = build_report(settings, run_id, started_at, results, sut_log_tail)
+    data = build_report(settings, run_id, started_at, results, sut_log_tail, simulated_s)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "report.json").write_text(json.dumps(data, indent=2) + "\n", "utf-8")
     (run_dir / "junit.xml").write_bytes(_junit(data))
@@ -162,5 +166,13 @@ def _html(data: dict[str, Any]) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["ms"] = lambda s: f"{s * 1000:.1f}"
+    env.filters["code"] = _backticks_to_code
     return env.get_template("report.html.j2").render(report=data)
+
+
+def _backticks_to_code(text: str) -> markupsafe.Markup:
+    """Catalogue statements quote wire names in `backticks`: show them as code."""
+    parts = str(markupsafe.escape(text)).split("`")
+    return markupsafe.Markup(
+        "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    )

@@ -32,10 +32,16 @@ class Clock:
         self._offset = start
         self._wakers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
 
+    # Reads take no lock: the offset is one float, replaced atomically; advance() only adds.
+
     def now(self) -> float:
         """Simulated seconds since the clock was made (plus ``start``)."""
-        with self._lock:
-            return self._real() - self._origin + self._offset
+        return self._real() - self._origin + self._offset
+
+    def readings(self) -> tuple[float, float]:
+        """``(real(), now())`` read at one instant."""
+        real = self._real() - self._origin
+        return real, real + self._offset
 
     def real(self) -> float:
         """Real monotonic seconds since the clock was made."""
@@ -44,8 +50,7 @@ class Clock:
     @property
     def offset(self) -> float:
         """How far simulated time runs ahead of real time, in seconds."""
-        with self._lock:
-            return self._offset
+        return self._offset
 
     def advance(self, seconds: float) -> float:
         """Jump simulated time forward and wake every sleeper; return the new ``now()``."""

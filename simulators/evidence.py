@@ -30,16 +30,23 @@ class EvidenceEvent:
     detail: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["real_s"] = round(self.real_s, 6)
+        data["sim_s"] = round(self.sim_s, 6)
+        return data
 
 
 class Recorder:
-    """Append-only, thread-safe evidence log for one run."""
+    """Append-only, thread-safe evidence log for one run.
+
+    Events are stored as tuples (recording sits on the notifier's hot path) and become
+    :class:`EvidenceEvent` objects when read.
+    """
 
     def __init__(self, clock: Clock, *, limit: int = 200_000) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._events: list[EvidenceEvent] = []
+        self._events: list[tuple[Any, ...]] = []
         self._limit = limit
         self.dropped = 0
 
@@ -51,34 +58,25 @@ class Recorder:
         kind: str,
         summary: str,
         **detail: Any,
-    ) -> EvidenceEvent:
+    ) -> None:
+        real, sim = self._clock.readings()
         with self._lock:
-            event = EvidenceEvent(
-                seq=len(self._events) + self.dropped,
-                real_s=round(self._clock.real(), 6),
-                sim_s=round(self._clock.now(), 6),
-                actor=actor,
-                direction=direction,
-                peer=peer,
-                kind=kind,
-                summary=summary,
-                detail=detail,
-            )
             if len(self._events) < self._limit:
-                self._events.append(event)
+                self._events.append(
+                    (len(self._events), real, sim, actor, direction, peer, kind, summary, detail)
+                )
             else:
                 self.dropped += 1
-            return event
 
     def mark(self) -> int:
         """The sequence number the next event will get."""
         with self._lock:
-            return len(self._events) + self.dropped
+            return len(self._events)
 
     def since(self, start: int, end: int | None = None) -> list[EvidenceEvent]:
         with self._lock:
-            return [e for e in self._events if e.seq >= start and (end is None or e.seq < end)]
+            rows = self._events[start:end]
+        return [EvidenceEvent(*row) for row in rows]
 
     def all(self) -> list[EvidenceEvent]:
-        with self._lock:
-            return list(self._events)
+        return self.since(0)

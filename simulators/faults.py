@@ -45,6 +45,8 @@ class FaultPlan:
 
     def take(self, target: str) -> Fault | None:
         """The fault to apply to this operation, if one is armed."""
+        if not self._queues:
+            return None  # the common case: nothing armed, no lock taken
         with self._lock:
             queue = self._queues.get(target)
             if not queue:

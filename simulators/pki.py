@@ -53,6 +53,7 @@ class PKI:
         ca = trustme.CA(organization_name="Conformance simulators CA")
         impostor = trustme.CA(organization_name="Impostor CA")
         ca.cert_pem.write_to_path(str(pki.ca))
+        ca.private_key_pem.write_to_path(str(folder / "ca.key"))
         impostor.cert_pem.write_to_path(str(pki.impostor_ca))
         now = datetime.datetime.now(datetime.UTC)
         issued = [
@@ -100,7 +101,31 @@ class PKI:
             self.expired_server,
             self.wrong_host_server,
         ]
-        return [self.ca, self.impostor_ca, *(p for c in pairs for p in (c.cert, c.key))]
+        files = [self.ca, self.folder / "ca.key", self.impostor_ca]
+        return [*files, *(p for c in pairs for p in (c.cert, c.key))]
+
+    def client_identity(self, name: str, email: str | None = None) -> CertFiles:
+        """A client identity certificate from the CA (``clients/<name>.pem``), made once.
+
+        The certificate names ``email`` (default ``<name>@conformance.test``) as an RFC 822
+        identity: the login email an Ivanti tenant binds to a certificate.
+        """
+        files = CertFiles(
+            self.folder / "clients" / f"{name}.pem", self.folder / "clients" / f"{name}.key"
+        )
+        if files.cert.is_file() and files.key.is_file():
+            return files
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"client identity name {name!r}: letters, digits, - and _ only")
+        files.cert.parent.mkdir(parents=True, exist_ok=True)
+        ca = trustme.CA.from_pem(self.ca.read_bytes(), self._ca_key())
+        cert = ca.issue_cert(email or f"{name}@conformance.test", common_name=name)
+        cert.private_key_pem.write_to_path(str(files.key))
+        cert.cert_chain_pems[0].write_to_path(str(files.cert))
+        return files
+
+    def _ca_key(self) -> bytes:
+        return (self.folder / "ca.key").read_bytes()
 
     def server_context(self, files: CertFiles | None = None) -> ssl.SSLContext:
         """A TLS server context presenting ``files`` (default: the simulators' certificate)."""

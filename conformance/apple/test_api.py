@@ -16,6 +16,7 @@ from conformance.harness import API_RETRY_AFTER_S
 from conformance.verdicts import Check
 from simulators.apple.api import ApiRequest
 
+pytestmark = pytest.mark.run_last(1)  # after the receiver checks: the SUT's timers have run
 requirement = pytest.mark.requirement
 
 STARTUP_WAIT_S = 20.0  # how long the SUT has to make its first API calls

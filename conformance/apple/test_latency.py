@@ -9,7 +9,7 @@ import pytest
 from conformance.apple.conftest import AppleDriver
 from conformance.verdicts import Check
 
-pytestmark = pytest.mark.run_last(2)
+pytestmark = pytest.mark.run_last(3)
 requirement = pytest.mark.requirement
 
 P95_LIMIT_S = 0.5

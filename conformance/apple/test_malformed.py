@@ -15,7 +15,7 @@ from conformance.apple.conftest import AppleDriver, example, fresh
 from conformance.apple.strategies import malformed_bodies
 from conformance.verdicts import Check
 
-pytestmark = pytest.mark.run_last(1)
+pytestmark = pytest.mark.run_last(2)
 requirement = pytest.mark.requirement
 
 CAMPAIGN = settings(

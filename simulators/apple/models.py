@@ -207,3 +207,7 @@ class Notification(_Wire):
 
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
+
+    def to_bytes(self) -> bytes:
+        """The JSON body as sent on the wire."""
+        return self.model_dump_json(exclude_none=True).encode()

@@ -18,7 +18,6 @@ Faults (target ``"deliver"``, one per attempt, armed through :attr:`Notifier.fau
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 import time
 from collections.abc import Mapping
@@ -103,7 +102,7 @@ class Notifier:
 
     async def deliver(self, notification: Notification) -> Delivery:
         """Deliver one notification with up to 3 attempts over 1–5 minutes (SIM-APL-RETRY)."""
-        body = json.dumps(notification.to_wire()).encode()
+        body = notification.to_bytes()
         delivery = Delivery(notification.notificationId, self.clock.now(), self.schedule)
         label = f"{notification.notificationType} {notification.notificationId}"
         while (deadline := delivery.next_deadline()) is not None:
@@ -125,6 +124,8 @@ class Notifier:
             attempt = await self._attempt(number, body, label, self.headers())
             delivery.finish_attempt(attempt)
         outcome = "delivered" if delivery.state is DeliveryState.DELIVERED else "gave up"
+        if outcome == "delivered" and len(delivery.attempts) == 1:
+            return delivery  # the request and its 2xx answer are already on record
         self.recorder.record(
             ACTOR,
             "--",

@@ -16,6 +16,7 @@ from simulators.apple.models import (
     AssetManagement,
     Assignment,
     Notification,
+    NotificationError,
     User,
     UserManagement,
 )
@@ -28,6 +29,7 @@ ERRORS: dict[int, tuple[int, str]] = {
     9602: (400, "Invalid argument."),
     9621: (401, "The sToken has expired."),
     9646: (429, "There are too many recent requests. Try again momentarily."),
+    9609: (400, "Registered user not found."),
     9708: (400, "Event not found."),
     9709: (400, "There aren't enough assets available to complete this association."),
     9710: (400, "Notification URL and notification auth token must be supplied together."),
@@ -90,12 +92,22 @@ class Event:
     num_requested: int
     created_at: float
     complete_at: float
-    notification: Notification
+    notifications: list[Notification]
+    failures: list[dict[str, Any]] = field(default_factory=list)
     held: bool = False  # kept PENDING and silent until released (fault)
     done: bool = False
 
-    def status(self, now: float) -> str:
-        return "COMPLETE" if self.done else "PENDING"
+    def status(self) -> str:
+        """PENDING until processed; then FAILED if any task failed, else COMPLETE."""
+        if not self.done:
+            return "PENDING"
+        return "FAILED" if self.failures else "COMPLETE"
+
+    def num_completed(self) -> int:
+        if not self.done:
+            return 0
+        failed = sum(len(v) for f in self.failures for v in f.get("errorInfo", {}).values())
+        return self.num_requested - failed
 
 
 @dataclass
@@ -256,14 +268,13 @@ class AppsAndBooks:
         if event is None:
             raise ApiError(9708)
         self.tick(now)
-        done = event.done
         return self.envelope(
             {
-                "eventStatus": event.status(now),
+                "eventStatus": event.status(),
                 "eventType": event.event_type,
                 "numRequested": event.num_requested,
-                "numCompleted": event.num_requested if done else 0,
-                "failures": [],
+                "numCompleted": event.num_completed(),
+                "failures": event.failures if event.done else [],
             }
         )
 
@@ -272,25 +283,42 @@ class AppsAndBooks:
     def mutate(self, path: str, request: Any, now: float) -> dict[str, Any]:
         if not isinstance(request, dict):
             raise ApiError(9602, "The request body must be a JSON object.")
+        event_id = str(uuid.uuid4())
         if path in ("assets/associate", "assets/disassociate", "assets/revoke"):
-            notification, count, kind = self._manage_assets(path.split("/")[1], request)
+            notifications, count, failures = self._manage_assets(
+                path.split("/")[1], request, event_id
+            )
         elif path in ("users/create", "users/update", "users/retire"):
-            notification, count, kind = self._manage_users(path.split("/")[1], request)
+            notifications, count, failures = self._manage_users(
+                path.split("/")[1], request, event_id
+            )
         else:
             raise ApiError(9602, f"Unknown operation {path}.")
-        event_id = notification.notification["eventId"]
         held = self.hold_events > 0
         self.hold_events -= held
         self.events[event_id] = Event(
-            event_id, kind, count, now, now + self.processing_delay_s, notification, held=held
+            event_id,
+            path.split("/")[1].upper(),
+            count,
+            now,
+            now + self.processing_delay_s,
+            notifications,
+            failures,
+            held=held,
         )
         return self.envelope({"eventId": event_id})
 
-    def _manage_assets(self, action: str, request: dict[str, Any]) -> tuple[Notification, int, str]:
+    def _manage_assets(
+        self, action: str, request: dict[str, Any], event_id: str
+    ) -> tuple[list[Notification], int, list[dict[str, Any]]]:
+        """Associate, disassociate or revoke; an association to a user who is not registered
+        fails with 9609 ("Registered user not found"), reported in its own FAILURE
+        notification (at most one ``error`` per notification) and in the event's failures."""
         users = _strings(request, "clientUserIds")
         serials = _strings(request, "serialNumbers")
         if not users and not serials:
             raise ApiError(9602, "clientUserIds or serialNumbers is required.")
+        missing: list[str] = []
         if action == "revoke":
             targets = [
                 a
@@ -302,26 +330,46 @@ class AppsAndBooks:
             assets = request.get("assets")
             if not isinstance(assets, list) or not assets or len(assets) > LIMITS["maxAssets"]:
                 raise ApiError(9602, "assets must list 1 to 25 {adamId, pricingParam}.")
+            if action == "associate":
+                missing = [
+                    u for u in users if self.users.get(u, {}).get("status") in (None, "Retired")
+                ]
+            people = [{"clientUserId": u} for u in users] + [{"serialNumber": s} for s in serials]
             targets = [
                 {"adamId": str(a.get("adamId")), "pricingParam": a.get("pricingParam", "STDQ"), **t}
                 for a in assets
                 if isinstance(a, dict)
-                for t in [{"clientUserId": u} for u in users]
-                + [{"serialNumber": s} for s in serials]
+                for t in people
             ]
             if action == "associate":
-                self.assignments.extend(targets)
+                self.assignments.extend(t for t in targets if t.get("clientUserId") not in missing)
             else:
                 self.assignments = [a for a in self.assignments if a not in targets]
-        body = AssetManagement(
-            assignments=[Assignment.model_validate(t) for t in targets],
-            eventId=str(uuid.uuid4()),
-            result="SUCCESS",
-            type=action.upper(),
-        )
-        return Notification.of(body, uid=self.uid), len(targets), action.upper()
+        failed = [t for t in targets if t.get("clientUserId") in missing]
+        succeeded = [t for t in targets if t not in failed]
+        notifications = []
+        for result, items in (("SUCCESS", succeeded), ("FAILURE", failed)):
+            if items or (result == "SUCCESS" and not failed):
+                body = AssetManagement(
+                    assignments=[Assignment.model_validate(t) for t in items],
+                    eventId=event_id,
+                    result=result,
+                    type=action.upper(),
+                    error=NotificationError(errorNumber=9609, errorMessage=ERRORS[9609][1])
+                    if result == "FAILURE"
+                    else None,
+                )
+                notifications.append(Notification.of(body, uid=self.uid))
+        failures = []
+        if missing:
+            failures.append(
+                {**error_body(9609), "errorInfo": {"clientUserIds": sorted(set(missing))}}
+            )
+        return notifications, len(targets), failures
 
-    def _manage_users(self, action: str, request: dict[str, Any]) -> tuple[Notification, int, str]:
+    def _manage_users(
+        self, action: str, request: dict[str, Any], event_id: str
+    ) -> tuple[list[Notification], int, list[dict[str, Any]]]:
         users = request.get("users")
         if not isinstance(users, list) or not users or len(users) > LIMITS["maxUsers"]:
             raise ApiError(9602, "users must list 1 to 100 users.")
@@ -338,12 +386,12 @@ class AppsAndBooks:
             user["status"] = "Retired" if action == "retire" else "Registered"
             changed.append(User.model_validate(user))
         body = UserManagement(
-            eventId=str(uuid.uuid4()),
+            eventId=event_id,
             result="SUCCESS",
             type=action.upper(),
             users=changed,
         )
-        return Notification.of(body, uid=self.uid), len(changed), action.upper()
+        return [Notification.of(body, uid=self.uid)], len(changed), []
 
     # Time.
 
@@ -353,12 +401,11 @@ class AppsAndBooks:
 
     def tick(self, now: float) -> list[Notification]:
         """Complete every event that fell due; return the notifications to send for them."""
-        out = []
+        out: list[Notification] = []
         for event in self.events.values():
             if not event.done and not event.held and event.complete_at <= now:
                 event.done = True
-                if self.subscribed(event.notification.notificationType):
-                    out.append(event.notification)
+                out.extend(n for n in event.notifications if self.subscribed(n.notificationType))
         return out
 
     def release(self, now: float) -> None:

@@ -48,6 +48,19 @@ async def call(
         return r.status, await r.json(), r.headers
 
 
+async def configure(
+    session: aiohttp.ClientSession, server: AppsAndBooksServer, url: str, types: list[str]
+) -> None:
+    status, data, _ = await call(
+        session,
+        "POST",
+        f"{server.base_url}/client/config",
+        headers=AUTH,
+        json={"notificationUrl": url, "notificationAuthToken": "nt", "notificationTypes": types},
+    )
+    assert status == 200, data
+
+
 @pytest.mark.parametrize(
     "body, number",
     [
@@ -112,17 +125,7 @@ def test_client_config_rejected_with_9728_when_test_fails(pki: PKI) -> None:
 def test_event_status_pending_then_complete_with_notification(pki: PKI) -> None:
     async def scenario() -> None:
         async with api(pki) as (server, session), receiver(pki) as rec:
-            await call(
-                session,
-                "POST",
-                f"{server.base_url}/client/config",
-                headers=AUTH,
-                json={
-                    "notificationUrl": rec.url,
-                    "notificationAuthToken": "nt",
-                    "notificationTypes": ["USER_MANAGEMENT"],
-                },
-            )
+            await configure(session, server, rec.url, ["USER_MANAGEMENT"])
             _status, data, _ = await call(
                 session,
                 "POST",
@@ -193,5 +196,58 @@ def test_faults_429_and_503_with_retry_after(pki: PKI) -> None:
             assert (status, data["errorNumber"]) == (429, 9646)
             status, data, _ = await call(session, "GET", f"{server.base_url}/assets", headers=AUTH)
             assert status == 200 and data["assets"]
+
+    asyncio.run(scenario())
+
+
+def test_association_to_unknown_user_fails_with_9609(pki: PKI) -> None:
+    """SIM-APL-STATUS: FAILED with numCompleted, numRequested and failures; the failed part
+    arrives in its own FAILURE notification."""
+
+    async def scenario() -> None:
+        async with api(pki) as (server, session), receiver(pki) as rec:
+            await configure(session, server, rec.url, ["ASSET_MANAGEMENT", "USER_MANAGEMENT"])
+            await call(
+                session,
+                "POST",
+                f"{server.base_url}/users/create",
+                headers=AUTH,
+                json={"users": [{"clientUserId": "known"}]},
+            )
+            _, data, _ = await call(
+                session,
+                "POST",
+                f"{server.base_url}/assets/associate",
+                headers=AUTH,
+                json={
+                    "assets": [{"adamId": "408709785", "pricingParam": "STDQ"}],
+                    "clientUserIds": ["known", "ghost"],
+                },
+            )
+            server.clock.advance(60)
+            for _ in range(3):  # TEST, USER_MANAGEMENT, then the two ASSET_MANAGEMENT parts
+                rec.arrived.clear()
+                if sum(r.body["notificationType"] == "ASSET_MANAGEMENT" for r in rec.requests) == 2:
+                    break
+                await asyncio.wait_for(rec.arrived.wait(), 5)
+            _, st, _ = await call(
+                session,
+                "GET",
+                f"{server.base_url}/status",
+                headers=AUTH,
+                params={"eventId": data["eventId"]},
+            )
+            assert (st["eventStatus"], st["numRequested"], st["numCompleted"]) == ("FAILED", 2, 1)
+            assert st["failures"][0]["errorNumber"] == 9609
+            assert st["failures"][0]["errorInfo"] == {"clientUserIds": ["ghost"]}
+            parts = [
+                r.body["notification"]
+                for r in rec.requests
+                if r.body["notificationType"] == "ASSET_MANAGEMENT"
+            ]
+            assert sorted(p["result"] for p in parts) == ["FAILURE", "SUCCESS"]
+            failure = next(p for p in parts if p["result"] == "FAILURE")
+            assert failure["error"]["errorNumber"] == 9609
+            assert [a["clientUserId"] for a in failure["assignments"]] == ["ghost"]
 
     asyncio.run(scenario())
