@@ -93,12 +93,15 @@ class RunState:
         self.report_paths: dict[str, Any] | None = None
 
 
+def _arg_paths(config: pytest.Config) -> list[Path]:
+    return [Path(arg.split("::")[0]).resolve() for arg in config.args]
+
+
 def _selected_vendors(config: pytest.Config) -> list[str] | None:
     """Vendors selected by the paths given; None when no path is inside conformance/."""
     found: set[str] = set()
     any_suite = False
-    for arg in config.args:
-        path = Path(arg.split("::")[0]).resolve()
+    for path in _arg_paths(config):
         if path == SUITE_DIR or SUITE_DIR in path.parents:
             any_suite = True
             rel = path.relative_to(SUITE_DIR).parts if path != SUITE_DIR else ()
@@ -182,6 +185,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if by_path is None:
         return  # not a conformance run: stay out of the way
     config.stash[STATE] = RunState(_settings(config, by_path))
+    # GEN requirements bind every SUT: when only vendor folders were named, judge them too.
+    general = str(SUITE_DIR / "test_general.py")
+    if not any(p == SUITE_DIR / "test_general.py" or p == SUITE_DIR for p in _arg_paths(config)):
+        config.args.append(general)
 
 
 def _state(config: pytest.Config) -> RunState | None:

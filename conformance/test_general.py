@@ -19,7 +19,7 @@ def test_sut_still_up(harness: Harness, check: Check) -> None:
     manifest = harness.manifest
     check.expect("the SUT process is running and its readiness probe answers")
     problem = harness.sut_alive()
-    if manifest.process is None and (manifest.process is None or not manifest.process.ready):
+    if manifest.process is None:  # nothing launched: the receiver URL is all there is to check
         url = manifest.apple.webhook_url if manifest.apple else None
         if url is None:
             raise check.not_verified("no process, readiness probe or receiver URL to check")

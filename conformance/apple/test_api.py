@@ -164,6 +164,7 @@ def test_backs_off(apple: AppleDriver, check: Check, answer: str) -> None:
     after = [r for r in api.requests if r.endpoint == hit.endpoint and r.real_s > hit.real_s]
     if not after:
         check.observe(f"{hit.endpoint} answered {status}; not retried within the run")
+        check.note("the SUT did not call that endpoint again: no early retry to fault")
         return
     gap = after[0].real_s - hit.real_s
     check.observe(f"{hit.endpoint} answered {status}; next call {gap:.2f} s later")

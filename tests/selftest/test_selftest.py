@@ -12,12 +12,16 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conformance.launcher import probe
 from fixtures.reference_sut.flaws import FLAWS
+from simulators.pki import PKI
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKEN = ROOT / "fixtures" / "broken"
@@ -30,14 +34,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_suite(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+def run_suite(
+    tmp_path: Path, *args: str, target: str = "conformance"
+) -> tuple[int, dict[str, Any], str]:
     env = {**os.environ, "REFERENCE_SUT_PORT": str(_free_port())}
     env.pop("PYTEST_ADDOPTS", None)
     cmd = [
         sys.executable,
         "-m",
         "pytest",
-        "conformance",
+        target,
         "-q",
         "-p",
         "no:cacheprovider",
@@ -97,3 +103,50 @@ def test_strict_turns_should_failures_into_failures(tmp_path: Path) -> None:
     code, report, out = run_suite(tmp_path, f"--sut={BROKEN / 'sluggish'}.toml", "--strict")
     assert verdicts(report, "fail") == {"APL-LAT-02"}, out[-3000:]
     assert code != 0
+
+
+def test_running_receiver_by_url_with_pinned_observer(tmp_path: Path) -> None:
+    """Journey 2: a receiver already running outside the harness, judged by URL. The observer
+    port is pinned so the deployed SUT knows where to report."""
+    pki = PKI.load_or_create(tmp_path / "pki")
+    port, observer_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "REFERENCE_SUT_PORT": str(port),
+        "REFERENCE_SUT_TOKEN": "their-secret",
+        "CONFORMANCE_SUT_CERT_FILE": str(pki.sut_server.cert),
+        "CONFORMANCE_SUT_KEY_FILE": str(pki.sut_server.key),
+        "CONFORMANCE_OBSERVER_URL": f"http://127.0.0.1:{observer_port}",
+    }
+    sut = subprocess.Popen(
+        [sys.executable, "-m", "fixtures.reference_sut"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while probe(f"https://127.0.0.1:{port}/healthz", pki.ca) and time.monotonic() < deadline:
+            threading.Event().wait(0.1)
+        code, report, out = run_suite(
+            tmp_path,
+            f"--sut=https://127.0.0.1:{port}/apple/notify",
+            "--sut-token=their-secret",
+            f"--sut-ca={pki.ca}",
+            f"--observer-port={observer_port}",
+            target="conformance/apple",
+        )
+    finally:
+        sut.terminate()
+        sut.wait(10)
+    assert code == 0, out[-3000:]
+    assert report["sut"]["source"] == f"https://127.0.0.1:{port}/apple/notify"
+    assert verdicts(report, "fail") == set()
+    assert verdicts(report, "not-verified") == {
+        "APL-API-01",
+        "APL-API-02",
+        "APL-API-03",
+        "APL-API-04",
+    }
+    assert {"APL-OBS-01", "APL-OBS-02", "GEN-OBS-01", "GEN-LIVE-01"} <= verdicts(report, "pass")
