@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from conformance.launcher import LaunchError, SutProcess
+from conformance.launcher import LaunchError, SutProcess, probe
 from conformance.manifest import SutManifest
 from conformance.observer import Observer
 from simulators.apple.api import AppsAndBooksServer
@@ -168,8 +168,6 @@ class Harness:
         if self.sut is not None and (code := self.sut.exited()) is not None:
             return f"the SUT process exited with status {code}"
         if self.manifest.process is not None and self.manifest.process.ready:
-            from conformance.launcher import probe
-
             problem = probe(self.manifest.process.ready, self._probe_ca())
             if problem:
                 return f"readiness probe {self.manifest.process.ready} -> {problem}"

@@ -237,6 +237,14 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
         h.startup_error = str(exc)
         h.stop()
         pytest.exit(f"conformance: {exc}", returncode=4)
+    except OSError as exc:  # e.g. a pinned --observer-port or --apple-api-port already in use
+        h.startup_error = str(exc)
+        h.stop()
+        pytest.exit(
+            f"conformance: could not start the simulators: {exc}. If you pinned "
+            "--observer-port or --apple-api-port, choose a free port.",
+            returncode=4,
+        )
     yield h
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -75,3 +76,14 @@ def test_sut_that_exits_early_is_reported(tmp_path: Path) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 4, out[-2000:]
     assert "exited with status 3 before it was ready" in out and "boom" in out
+
+
+def test_busy_pinned_port_is_one_clear_message(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = run("conformance", f"--observer-port={port}", f"--report-dir={tmp_path}")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 4, out[-2000:]
+    assert "could not start the simulators" in out and "choose a free port" in out
