@@ -61,10 +61,9 @@ class Recorder:
     ) -> None:
         real, sim = self._clock.readings()
         with self._lock:
-            if len(self._events) < self._limit:
-                self._events.append(
-                    (len(self._events), real, sim, actor, direction, peer, kind, summary, detail)
-                )
+            events = self._events
+            if len(events) < self._limit:
+                events.append((len(events), real, sim, actor, direction, peer, kind, summary, detail))
             else:
                 self.dropped += 1
 

@@ -59,7 +59,7 @@ class DeliveryState(enum.Enum):
     GAVE_UP = "gave-up"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Attempt:
     """The outcome of one POST: a status code, or an error (timeout, connection failure)."""
 
@@ -74,7 +74,7 @@ class Attempt:
         return self.status is not None and 200 <= self.status < 300
 
 
-@dataclass
+@dataclass(slots=True)
 class Delivery:
     """The retry state of one notification: feed attempt outcomes and ``now``; read deadlines."""
 
