@@ -7,7 +7,6 @@ checks are plain synchronous pytest functions that call :meth:`Harness.run`.
 
 from __future__ import annotations
 
-import secrets
 import socket
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ class Settings:
     apple_api_port: int = 0
     apple_schedule: RetrySchedule = field(default_factory=RetrySchedule)
     apple_timeout_s: float = 5.0
+    apple_stoken: str = "conformance-stoken"
     launched_by_default: bool = False  # the bundled reference SUT (no --sut given)
 
 
@@ -145,7 +145,7 @@ class Harness:
 
         notifier = notifier_for(receiver)
         await notifier.start()
-        service = AppsAndBooks(stoken=secrets.token_urlsafe(24))
+        service = AppsAndBooks(stoken=self.settings.apple_stoken)
         api = AppsAndBooksServer(
             service,
             self.clock,

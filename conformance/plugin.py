@@ -65,6 +65,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--apple-api-port", type=int, default=0, help="pin the Apps and Books API's port"
     )
     group.addoption(
+        "--apple-stoken",
+        metavar="TOKEN",
+        help="the sToken the simulated Apps and Books API accepts (default: one kept in the "
+        "PKI folder, the same from run to run)",
+    )
+    group.addoption(
         "--apple-retry-schedule",
         default="0,60,300",
         metavar="S,S,S",
@@ -158,11 +164,13 @@ def _settings(config: pytest.Config, by_path: list[str]) -> Settings:
     if not 0 < opt("--apple-timeout") <= 60:
         raise pytest.UsageError("--apple-timeout: give seconds between 0 and 60")
     report_dir = Path(opt("--report-dir")).resolve()
+    pki_dir = Path(opt("--pki-dir")).resolve() if opt("--pki-dir") else report_dir / "pki"
     return Settings(
         manifest=manifest,
         vendors=vendors,
         report_dir=report_dir,
-        pki_dir=Path(opt("--pki-dir")).resolve() if opt("--pki-dir") else report_dir / "pki",
+        pki_dir=pki_dir,
+        apple_stoken=opt("--apple-stoken") or _stable_secret(pki_dir / "apple-stoken"),
         strict=bool(getattr(config.option, "strict", False)),
         slow=opt("--slow"),
         observer_port=opt("--observer-port"),
@@ -171,6 +179,16 @@ def _settings(config: pytest.Config, by_path: list[str]) -> Settings:
         apple_timeout_s=opt("--apple-timeout"),
         launched_by_default=sut is None,
     )
+
+
+def _stable_secret(path: Path) -> str:
+    """A secret made once and kept beside the PKI, so a deployed SUT can be configured with it."""
+    if path.is_file() and (value := path.read_text().strip()):
+        return value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(24)
+    path.write_text(value + "\n")
+    return value
 
 
 def _free_port() -> int:

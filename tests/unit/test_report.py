@@ -1,0 +1,93 @@
+"""conformance.verdicts and conformance.report: verdict rules and the three report files."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from conformance.catalogue import catalogue, for_vendors, requirement
+from conformance.harness import Settings
+from conformance.manifest import manifest_for_url
+from conformance.report import write_reports
+from conformance.verdicts import CheckResult, requirement_verdict
+
+
+def result(outcome: str, *ids: str, message: str = "m") -> CheckResult:
+    return CheckResult(
+        name=f"conformance/x.py::t_{outcome}",
+        requirement_ids=list(ids),
+        outcome=outcome,
+        message=message,
+    )
+
+
+def test_catalogue_matches_the_agreed_ids() -> None:
+    ids = set(catalogue())
+    assert {
+        "GEN-LIVE-01",
+        "GEN-OBS-01",
+        "APL-API-04",
+        "IVT-PUB-01",
+        "PEL-WS-07",
+        "SIM-PEL-WS",
+    } <= ids
+    assert requirement("APL-LAT-02").level == "SHOULD"
+    assert [r.vendor for r in for_vendors(["apple"])][:2] == ["gen", "gen"]
+    assert all(r.vendor in ("gen", "apple") for r in for_vendors(["apple"]))
+
+
+@pytest.mark.parametrize(
+    "outcomes, verdict",
+    [
+        ([], "not-verified"),  # never passes by default
+        (["pass"], "pass"),
+        (["pass", "fail"], "fail"),
+        (["pass", "not-verified"], "pass"),
+        (["not-verified", "not-verified"], "not-verified"),
+        (["warn", "pass"], "warn"),
+        (["fail", "error"], "error"),
+    ],
+)
+def test_requirement_verdict(outcomes: list[str], verdict: str) -> None:
+    req = requirement("APL-DUP-01")
+    assert requirement_verdict(req, [result(o, req.id) for o in outcomes])[0] == verdict
+
+
+def test_report_files(tmp_path: Path) -> None:
+    settings = Settings(
+        manifest=manifest_for_url("https://127.0.0.1:1/n", "apple", token="t", ca=None),
+        vendors=("apple",),
+        report_dir=tmp_path,
+        pki_dir=tmp_path / "pki",
+    )
+    results = [
+        result("pass", "APL-AUTH-01"),
+        result("fail", "APL-AUTH-02", message="accepted <script>alert(1)</script> with no token"),
+        result("not-verified", "APL-OBS-01", message="the SUT reported nothing"),
+        result("warn", "APL-LAT-02"),
+    ]
+    write_reports(settings, "run-1", tmp_path / "run-1", 0.0, results, simulated_s=360.0)
+    data = json.loads((tmp_path / "latest" / "report.json").read_text())
+    assert data["schema"] == "conformance-report/1" and data["run_id"] == "run-1"
+    by_id = {r["id"]: r for r in data["requirements"]}
+    assert set(by_id) == {r.id for r in for_vendors(["apple"])}
+    assert by_id["APL-AUTH-02"]["verdict"] == "fail"
+    assert by_id["APL-TYPE-01"]["verdict"] == "not-verified"
+    assert data["summary"]["pass"] == 1 and data["summary"]["warn"] == 1
+    assert data["summary"]["not-verified"] == len(by_id) - 3
+
+    suite = ET.parse(tmp_path / "latest" / "junit.xml").getroot()
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert cases["t_fail"].find("failure") is not None
+    assert cases["t_not-verified"].find("skipped") is not None
+    props = {p.get("name"): p.get("value") for p in cases["t_fail"].iter("property")}
+    assert props["requirement"] == "APL-AUTH-02" and props["verdict"] == "fail"
+
+    html = (tmp_path / "latest" / "index.html").read_text()
+    assert "&lt;script&gt;alert(1)" in html and "<script>alert" not in html  # escaped
+    assert not re.search(r"""(src|href)=["']?(https?:)?//|@import|url\(""", html)  # self-contained
+    assert (tmp_path / "run-1" / "index.html").read_text() == html
