@@ -63,7 +63,9 @@ class Recorder:
         with self._lock:
             events = self._events
             if len(events) < self._limit:
-                events.append((len(events), real, sim, actor, direction, peer, kind, summary, detail))
+                events.append(
+                    (len(events), real, sim, actor, direction, peer, kind, summary, detail)
+                )
             else:
                 self.dropped += 1
 

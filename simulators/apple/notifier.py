@@ -22,6 +22,7 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -79,7 +80,9 @@ class Notifier:
     async def start(self) -> None:
         if self._session is None:
             connector = aiohttp.TCPConnector(ssl=self.receiver.ssl_context() or False, limit=32)
-            self._session = aiohttp.ClientSession(connector=connector)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout_s)
+            )
 
     async def close(self) -> None:
         if self._session is not None:
@@ -241,12 +244,12 @@ class Notifier:
         if self._session is None:
             await self.start()
         assert self._session is not None
+        # The session carries the usual timeout; only a different one costs a new object.
+        options: dict[str, Any] = {"allow_redirects": False}
+        if timeout != self.timeout_s:
+            options["timeout"] = aiohttp.ClientTimeout(total=timeout)
         async with self._session.post(
-            self.receiver.url,
-            data=body,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            allow_redirects=False,
+            self.receiver.url, data=body, headers=headers, **options
         ) as response:
             await response.read()
             return response.status
