@@ -370,15 +370,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             log_tail = harness.sut.log_tail()
     if harness is None or harness.startup_error:
         return  # nothing was judged; the startup error was printed
-    paths = report.write_reports(
+    data = report.build_report(
         state.settings,
         state.run_id,
-        state.run_dir,
         state.started_at,
         state.results,
         sut_log_tail=log_tail,
         simulated_s=harness.clock.now(),
     )
+    paths = report.write_reports(data, state.run_dir, state.settings.report_dir)
     state.report_paths = paths
 
 

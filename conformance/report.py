@@ -73,21 +73,13 @@ def build_report(
     }
 
 
-def write_reports(
-    settings: Settings,
-    run_id: str,
-    run_dir: Path,
-    started_at: float,
-    results: list[CheckResult],
-    sut_log_tail: str = "",
-    simulated_s: float | None = None,
-) -> dict[str, Any]:
-    data = build_report(settings, run_id, started_at, results, sut_log_tail, simulated_s)
+def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict[str, Any]:
+    """Write a report built by :func:`build_report`; refresh ``<report_dir>/latest``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "report.json").write_text(json.dumps(data, indent=2) + "\n", "utf-8")
     (run_dir / "junit.xml").write_bytes(_junit(data))
     (run_dir / "index.html").write_text(_html(data), "utf-8")
-    latest = settings.report_dir / "latest"
+    latest = report_dir / "latest"
     latest.mkdir(parents=True, exist_ok=True)
     for name in ("report.json", "junit.xml", "index.html"):
         shutil.copyfile(run_dir / name, latest / name)

@@ -31,6 +31,7 @@ __all__ = [
     "User",
     "UserAssociated",
     "UserManagement",
+    "association",
     "new_notification_id",
 ]
 
@@ -168,6 +169,28 @@ ELEMENT_FIELDS: dict[str, str] = {
     "USER_MANAGEMENT": "users",
     "USER_ASSOCIATED": "associatedUsers",
 }
+
+
+def association(
+    count: int,
+    *,
+    target: Literal["clientUserId", "serialNumber"] = "clientUserId",
+    adam_id: str = "408709785",
+    event_id: str | None = None,
+) -> Notification:
+    """A successful ASSET_MANAGEMENT ASSOCIATE of one asset to ``count`` users or devices: the
+    notification an association of that size produces before it is split at 100."""
+    prefix = "user" if target == "clientUserId" else "device"
+    body = AssetManagement(
+        assignments=[
+            Assignment(adamId=adam_id, pricingParam="STDQ", **{target: f"{prefix}-{i}"})
+            for i in range(count)
+        ],
+        eventId=event_id or str(uuid.uuid4()),
+        result="SUCCESS",
+        type="ASSOCIATE",
+    )
+    return Notification.of(body)
 
 
 def new_notification_id() -> str:

@@ -48,6 +48,15 @@ async def call(
         return r.status, await r.json(), r.headers
 
 
+async def event_status(
+    session: aiohttp.ClientSession, server: AppsAndBooksServer, event_id: str
+) -> tuple[int, Any]:
+    status, data, _ = await call(
+        session, "GET", f"{server.base_url}/status", headers=AUTH, params={"eventId": event_id}
+    )
+    return status, data
+
+
 async def configure(
     session: aiohttp.ClientSession, server: AppsAndBooksServer, url: str, types: list[str]
 ) -> None:
@@ -134,26 +143,14 @@ def test_event_status_pending_then_complete_with_notification(pki: PKI) -> None:
                 json={"users": [{"clientUserId": "u1"}]},
             )
             event_id = data["eventId"]
-            _, st, _ = await call(
-                session,
-                "GET",
-                f"{server.base_url}/status",
-                headers=AUTH,
-                params={"eventId": event_id},
-            )
+            _, st = await event_status(session, server, event_id)
             assert (st["eventStatus"], st["numRequested"], st["numCompleted"]) == ("PENDING", 1, 0)
             rec.arrived.clear()
             server.clock.advance(server.service.processing_delay_s)
             await asyncio.wait_for(rec.arrived.wait(), 5)
             assert rec.requests[-1].body["notificationType"] == "USER_MANAGEMENT"
             assert rec.requests[-1].body["notification"]["eventId"] == event_id
-            _, st, _ = await call(
-                session,
-                "GET",
-                f"{server.base_url}/status",
-                headers=AUTH,
-                params={"eventId": event_id},
-            )
+            _, st = await event_status(session, server, event_id)
             assert (st["eventStatus"], st["numCompleted"], st["failures"]) == ("COMPLETE", 1, [])
 
     asyncio.run(scenario())
@@ -162,13 +159,7 @@ def test_event_status_pending_then_complete_with_notification(pki: PKI) -> None:
 def test_unknown_event_and_bad_token(pki: PKI) -> None:
     async def scenario() -> None:
         async with api(pki) as (server, session):
-            status, data, _ = await call(
-                session,
-                "GET",
-                f"{server.base_url}/status",
-                headers=AUTH,
-                params={"eventId": "nope"},
-            )
+            status, data = await event_status(session, server, "nope")
             assert (status, data["errorNumber"]) == (400, 9708)
             status, data, _ = await call(
                 session,
@@ -230,13 +221,7 @@ def test_association_to_unknown_user_fails_with_9609(pki: PKI) -> None:
                 if sum(r.body["notificationType"] == "ASSET_MANAGEMENT" for r in rec.requests) == 2:
                     break
                 await asyncio.wait_for(rec.arrived.wait(), 5)
-            _, st, _ = await call(
-                session,
-                "GET",
-                f"{server.base_url}/status",
-                headers=AUTH,
-                params={"eventId": data["eventId"]},
-            )
+            _, st = await event_status(session, server, data["eventId"])
             assert (st["eventStatus"], st["numRequested"], st["numCompleted"]) == ("FAILED", 2, 1)
             assert st["failures"][0]["errorNumber"] == 9609
             assert st["failures"][0]["errorInfo"] == {"clientUserIds": ["ghost"]}

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from simulators.apple.delivery import DeliveryState, RetrySchedule
-from simulators.apple.models import AssetManagement, Assignment, Notification, TestNotification
+from simulators.apple.models import Notification, TestNotification, association
 from simulators.apple.notifier import Notifier, Receiver
 from simulators.clock import Clock
 from simulators.evidence import Recorder
@@ -18,19 +18,6 @@ from tests.sim.conftest import ca, receiver
 def _notifier(pki: PKI, url: str, **kw: object) -> Notifier:
     clock = Clock()
     return Notifier(Receiver(url, "s3cret", ca(pki)), clock, Recorder(clock), **kw)  # type: ignore[arg-type]
-
-
-def _event(n: int) -> Notification:
-    return Notification.of(
-        AssetManagement(
-            assignments=[
-                Assignment(adamId="1", pricingParam="STDQ", serialNumber=f"s{i}") for i in range(n)
-            ],
-            eventId="ev",
-            result="SUCCESS",
-            type="ASSOCIATE",
-        )
-    )
 
 
 def test_headers_are_bearer_and_json(pki: PKI) -> None:
@@ -61,7 +48,7 @@ def test_three_attempts_within_five_minutes_same_id(pki: PKI, failure: str) -> N
             elif failure == "connection-dropped":
                 rec.answer = lambda n: 200
                 notifier.faults.add("deliver", "drop_after_send", times=3)
-            note = _event(3)
+            note = association(3, target="serialNumber")
             delivery = await notifier.deliver(note)
             await notifier.close()
             assert delivery.state is DeliveryState.GAVE_UP
@@ -77,7 +64,7 @@ def test_schedule_is_configurable_and_success_stops_retries(pki: PKI) -> None:
     async def scenario() -> None:
         async with receiver(pki, answer=lambda n: 503 if n == 1 else 202) as rec:
             notifier = _notifier(pki, rec.url, autojump=True, schedule=RetrySchedule((0, 90)))
-            delivery = await notifier.deliver(_event(1))
+            delivery = await notifier.deliver(association(1, target="serialNumber"))
             await notifier.close()
             assert delivery.state is DeliveryState.DELIVERED
             assert [round(a.started_at) for a in delivery.attempts] == [0, 90]
@@ -91,7 +78,7 @@ def test_retry_waits_for_the_simulated_clock(pki: PKI) -> None:
     async def scenario() -> None:
         async with receiver(pki, answer=lambda n: 500 if n == 1 else 200) as rec:
             notifier = _notifier(pki, rec.url)
-            task = asyncio.ensure_future(notifier.deliver(_event(1)))
+            task = asyncio.ensure_future(notifier.deliver(association(1, target="serialNumber")))
             await asyncio.wait_for(rec.arrived.wait(), 5)
             rec.arrived.clear()
             await asyncio.sleep(0.1)
@@ -110,7 +97,7 @@ def test_events_over_100_elements_are_split(pki: PKI) -> None:
     async def scenario() -> None:
         async with receiver(pki) as rec:
             notifier = _notifier(pki, rec.url)
-            deliveries = await notifier.deliver_event(_event(250))
+            deliveries = await notifier.deliver_event(association(250, target="serialNumber"))
             await notifier.close()
             sizes = sorted(len(r.body["notification"]["assignments"]) for r in rec.requests)
             assert sizes == [50, 100, 100]
@@ -125,7 +112,7 @@ def test_duplicate_fault_sends_the_same_notification_twice(pki: PKI) -> None:
         async with receiver(pki) as rec:
             notifier = _notifier(pki, rec.url)
             notifier.faults.add("deliver", "duplicate")
-            await notifier.deliver(_event(1))
+            await notifier.deliver(association(1, target="serialNumber"))
             await notifier.close()
             assert len(rec.requests) == 2
             assert rec.requests[0].body == rec.requests[1].body
@@ -143,7 +130,7 @@ def test_untrusted_receiver_certificate_is_a_failed_attempt(pki: PKI) -> None:
                 Recorder(clock),
                 schedule=RetrySchedule((0,)),
             )
-            delivery = await notifier.deliver(_event(1))
+            delivery = await notifier.deliver(association(1, target="serialNumber"))
             await notifier.close()
             assert delivery.state is DeliveryState.GAVE_UP
             assert "CERTIFICATE" in (delivery.attempts[0].error or "").upper()

@@ -15,7 +15,7 @@ from simulators.apple.delivery import (
     RetrySchedule,
     split_notification,
 )
-from simulators.apple.models import MAX_ELEMENTS, AssetManagement, Assignment, Notification
+from simulators.apple.models import MAX_ELEMENTS, Notification, association
 
 
 def test_default_schedule_is_three_attempts_within_five_minutes() -> None:
@@ -67,21 +67,8 @@ def test_finish_without_start_is_a_harness_error() -> None:
         Delivery("id", 0.0).finish_attempt(Attempt(1, 0.0, status=200))
 
 
-def _event(n: int) -> Notification:
-    return Notification.of(
-        AssetManagement(
-            assignments=[
-                Assignment(adamId="1", pricingParam="STDQ", clientUserId=f"u{i}") for i in range(n)
-            ],
-            eventId="e1",
-            result="SUCCESS",
-            type="ASSOCIATE",
-        )
-    )
-
-
 def test_150_elements_split_into_100_and_50_with_their_own_ids() -> None:
-    event = _event(150)
+    event = association(150, event_id="e1")
     parts = split_notification(event)
     assert [len(p.elements()) for p in parts] == [100, 50]
     assert len({p.notificationId for p in parts} | {event.notificationId}) == 3
@@ -90,7 +77,7 @@ def test_150_elements_split_into_100_and_50_with_their_own_ids() -> None:
 
 
 def test_within_limit_is_unchanged() -> None:
-    event = _event(100)
+    event = association(100)
     assert split_notification(event) == [event]
 
 

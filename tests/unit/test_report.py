@@ -12,7 +12,7 @@ import pytest
 from conformance.catalogue import catalogue, for_vendors, requirement
 from conformance.harness import Settings
 from conformance.manifest import manifest_for_url
-from conformance.report import write_reports
+from conformance.report import build_report, write_reports
 from conformance.verdicts import CheckResult, requirement_verdict
 
 
@@ -70,7 +70,8 @@ def test_report_files(tmp_path: Path) -> None:
         result("not-verified", "APL-OBS-01", message="the SUT reported nothing"),
         result("warn", "APL-LAT-02"),
     ]
-    write_reports(settings, "run-1", tmp_path / "run-1", 0.0, results, simulated_s=360.0)
+    data = build_report(settings, "run-1", 0.0, results, simulated_s=360.0)
+    write_reports(data, tmp_path / "run-1", tmp_path)
     data = json.loads((tmp_path / "latest" / "report.json").read_text())
     assert data["schema"] == "conformance-report/1" and data["run_id"] == "run-1"
     by_id = {r["id"]: r for r in data["requirements"]}
