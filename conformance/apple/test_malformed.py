@@ -14,6 +14,7 @@ from conformance.apple import openapi
 from conformance.apple.conftest import AppleDriver, example, fresh
 from conformance.apple.strategies import malformed_bodies
 from conformance.verdicts import Check
+from simulators.apple.models import association
 
 pytestmark = pytest.mark.run_last(2)
 requirement = pytest.mark.requirement
@@ -102,7 +103,7 @@ def test_schemathesis_campaign(apple: AppleDriver, check: Check) -> None:
 
 @requirement("APL-BAD-02")
 def test_still_healthy_after_campaign(apple: AppleDriver, check: Check) -> None:
-    body = fresh(example("asset-count")).to_wire()
+    body = association(2).to_wire()
     check.expect("2xx for a valid notification, and 4xx for a wrong token, after the campaign")
     good = apple.post(body)
     bad = apple.post(

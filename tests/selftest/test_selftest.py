@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from conformance.catalogue import for_vendors
 from conformance.launcher import probe
 from fixtures.reference_sut.flaws import FLAWS
 from simulators.pki import PKI
@@ -88,12 +89,13 @@ def test_every_flaw_has_a_manifest() -> None:
 @pytest.mark.parametrize("flaw", sorted(FLAWS))
 def test_broken_sut_fails_exactly_its_ids(tmp_path: Path, flaw: str) -> None:
     expected = FLAWS[flaw]
-    code, report, out = run_suite(tmp_path, f"--sut={BROKEN / flaw}.toml")
+    code, report, out = run_suite(tmp_path, f"--sut={BROKEN / flaw}.toml", *expected.options)
     tail = out[-4000:]
     assert verdicts(report, "fail") == set(expected.fails), tail
     assert verdicts(report, "error") == set(), tail
     assert verdicts(report, "warn") == set(expected.warns), tail
-    assert verdicts(report, "not-verified") == SLOW_ONLY | expected.not_verified | (
+    slow_only = set() if "--slow" in expected.options else SLOW_ONLY
+    assert verdicts(report, "not-verified") == slow_only | expected.not_verified | (
         set() if expected.api_client else {"APL-API-01", "APL-API-02", "APL-API-04"}
     ), tail
     assert (code != 0) == bool(expected.fails), f"exit status {code}\n{tail}"
@@ -150,3 +152,10 @@ def test_running_receiver_by_url_with_pinned_observer(tmp_path: Path) -> None:
         "APL-API-04",
     }
     assert {"APL-OBS-01", "APL-OBS-02", "GEN-OBS-01", "GEN-LIVE-01"} <= verdicts(report, "pass")
+
+
+def test_every_requirement_has_a_demonstrated_failure() -> None:
+    """Each APL and GEN requirement is failed (or warned, for SHOULD) by some broken SUT."""
+    demonstrated = set().union(*(f.fails | f.warns for f in FLAWS.values()))
+    wanted = {r.id for r in for_vendors(["apple"])}
+    assert wanted - demonstrated == set()
