@@ -95,16 +95,19 @@ class Event:
     notifications: list[Notification]
     failures: list[dict[str, Any]] = field(default_factory=list)
     held: bool = False  # kept PENDING and silent until released (fault)
-    done: bool = False
+    notified: bool = False  # its notifications have been handed out by tick()
 
-    def status(self) -> str:
+    def complete(self, now: float) -> bool:
+        return not self.held and now >= self.complete_at
+
+    def status(self, now: float) -> str:
         """PENDING until processed; then FAILED if any task failed, else COMPLETE."""
-        if not self.done:
+        if not self.complete(now):
             return "PENDING"
         return "FAILED" if self.failures else "COMPLETE"
 
-    def num_completed(self) -> int:
-        if not self.done:
+    def num_completed(self, now: float) -> int:
+        if not self.complete(now):
             return 0
         failed = sum(len(v) for f in self.failures for v in f.get("errorInfo", {}).values())
         return self.num_requested - failed
@@ -184,7 +187,7 @@ class AppsAndBooks:
         }
 
     def validate_client_config(self, request: Any) -> dict[str, Any]:
-        """Check a ClientConfigRequest (9602, 9710–9712, 9723–9725); return it normalized."""
+        """Check a ClientConfigRequest (9602, 9710–9712, 9723–9725); return it if valid."""
         if not isinstance(request, dict):
             raise ApiError(9602, "The request body must be a JSON object.")
         url, token = request.get("notificationUrl"), request.get("notificationAuthToken")
@@ -267,14 +270,14 @@ class AppsAndBooks:
         event = self.events.get(event_id or "")
         if event is None:
             raise ApiError(9708)
-        self.tick(now)
+        done = event.complete(now)
         return self.envelope(
             {
-                "eventStatus": event.status(),
+                "eventStatus": event.status(now),
                 "eventType": event.event_type,
                 "numRequested": event.num_requested,
-                "numCompleted": event.num_completed(),
-                "failures": event.failures if event.done else [],
+                "numCompleted": event.num_completed(now),
+                "failures": event.failures if done else [],
             }
         )
 
@@ -396,15 +399,18 @@ class AppsAndBooks:
     # Time.
 
     def next_deadline(self) -> float | None:
-        due = [e.complete_at for e in self.events.values() if not e.done and not e.held]
+        due = [e.complete_at for e in self.events.values() if not e.notified and not e.held]
         return min(due, default=None)
 
     def tick(self, now: float) -> list[Notification]:
-        """Complete every event that fell due; return the notifications to send for them."""
+        """Hand out, once, the notifications of every event that has completed by ``now``.
+
+        Status reads derive from ``now`` and never consume notifications, so a poll that
+        arrives before the adapter's tick cannot lose them."""
         out: list[Notification] = []
         for event in self.events.values():
-            if not event.done and not event.held and event.complete_at <= now:
-                event.done = True
+            if not event.notified and event.complete(now):
+                event.notified = True
                 out.extend(n for n in event.notifications if self.subscribed(n.notificationType))
         return out
 

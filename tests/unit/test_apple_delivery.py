@@ -89,3 +89,20 @@ def test_no_part_exceeds_the_limit_and_nothing_is_lost(n: Notification, limit: i
     if len(n.elements()) > limit:
         assert len({p.notificationId for p in parts}) == len(parts)
     assert len(n.elements()) <= MAX_ELEMENTS  # the strategy stays within the vendor limit
+
+
+def test_a_status_poll_never_consumes_an_events_notifications() -> None:
+    """Regression: status() used to run tick() and drop the notifications it returned, so a
+    poll landing between an event's deadline and the adapter's tick lost them."""
+    from simulators.apple.service import AppsAndBooks
+
+    service = AppsAndBooks(stoken="s", processing_delay_s=2.0)
+    service.store_client_config({"notificationTypes": ["USER_MANAGEMENT"]})
+    event_id = service.mutate("users/create", {"users": [{"clientUserId": "u1"}]}, now=0.0)[
+        "eventId"
+    ]
+    assert service.status(event_id, now=1.0)["eventStatus"] == "PENDING"
+    assert service.status(event_id, now=3.0)["eventStatus"] == "COMPLETE"  # polled first
+    sent = service.tick(now=3.0)
+    assert [n.notification["eventId"] for n in sent] == [event_id]
+    assert service.tick(now=4.0) == []  # handed out once
