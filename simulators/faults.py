@@ -34,7 +34,6 @@ class FaultPlan:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queues: dict[str, deque[Fault]] = {}
-        self.applied: list[tuple[str, Fault]] = []
 
     def add(self, target: str, kind: str, *, times: int = 1, **params: Any) -> Fault:
         """Apply fault ``kind`` to the next ``times`` operations on ``target``."""
@@ -52,12 +51,9 @@ class FaultPlan:
             if not queue:
                 return None
             fault = queue.popleft()
-            self.applied.append((target, fault))
+            if not queue:
+                del self._queues[target]  # keep the no-lock fast path above reachable
             return fault
-
-    def pending(self, target: str) -> int:
-        with self._lock:
-            return len(self._queues.get(target, ()))
 
     def clear(self, target: str | None = None) -> None:
         with self._lock:
@@ -74,6 +70,8 @@ class FaultPlan:
             yield fault
         finally:
             with self._lock:
-                queue = self._queues.get(target)
-                if queue:
-                    self._queues[target] = deque(f for f in queue if f is not fault)
+                left = deque(f for f in self._queues.get(target, ()) if f is not fault)
+                if left:
+                    self._queues[target] = left
+                else:
+                    self._queues.pop(target, None)

@@ -89,12 +89,22 @@ class Notifier:
             await self._session.close()
             self._session = None
 
-    def headers(self, token: str | None = None) -> dict[str, str]:
+    def headers(self) -> dict[str, str]:
         """The headers of a notification POST (SIM-APL-AUTH)."""
         return {
-            "Authorization": f"Bearer {self.receiver.token if token is None else token}",
+            "Authorization": f"Bearer {self.receiver.token}",
             "Content-Type": "application/json",
         }
+
+    async def _wait(self, seconds: float) -> None:
+        """Let ``seconds`` of simulated time pass: jump there with autojump, else wait for it.
+
+        The deadline is fixed before the jump; sleeping ``seconds`` after advancing would wait
+        them out again in real time."""
+        deadline = self.clock.now() + seconds
+        if self.autojump:
+            self.clock.advance(seconds)
+        await self.clock.sleep_until(deadline)
 
     # Delivering notifications.
 
@@ -120,9 +130,7 @@ class Notifier:
                     notificationId=notification.notificationId,
                     due_sim_s=round(deadline, 3),
                 )
-                if self.autojump:
-                    self.clock.advance(wait)
-                await self.clock.sleep_until(deadline)
+                await self._wait(wait)
             number = delivery.start_attempt(self.clock.now())
             attempt = await self._attempt(number, body, label, self.headers())
             delivery.finish_attempt(attempt)
@@ -168,9 +176,7 @@ class Notifier:
         if fault is not None and fault.kind == "delay":
             seconds = float(fault.get("seconds", 30.0))
             self._note_fault(fault, label, f"delayed by {seconds:.0f} s (simulated)")
-            if self.autojump:
-                self.clock.advance(seconds)
-            await self.clock.sleep(seconds)
+            await self._wait(seconds)
         copies = 2 if fault is not None and fault.kind == "duplicate" else 1
         attempt = Attempt(number, self.clock.now(), error="not sent")
         for copy in range(copies):
@@ -275,9 +281,7 @@ class Notifier:
                 writer.write(body[: len(body) // 2])
                 await writer.drain()
                 self._note_fault(fault, label, f"stalled mid-body for {timeout:g} s")
-                if self.autojump:
-                    self.clock.advance(timeout)
-                await self.clock.sleep(timeout)
+                await self._wait(timeout)
                 return f"stalled mid-body; no answer within {timeout:g} s"
             writer.write(body)
             await writer.drain()

@@ -137,3 +137,37 @@ def test_untrusted_receiver_certificate_is_a_failed_attempt(pki: PKI) -> None:
             assert rec.requests == []
 
     asyncio.run(scenario())
+
+
+def test_delay_fault_holds_the_attempt_on_the_simulated_clock(pki: PKI) -> None:
+    async def scenario() -> None:
+        async with receiver(pki) as rec:
+            notifier = _notifier(pki, rec.url)
+            notifier.faults.add("deliver", "delay", seconds=45)
+            task = asyncio.ensure_future(notifier.deliver(association(1)))
+            await asyncio.sleep(0.2)
+            assert rec.requests == [] and not task.done()  # held, not sent
+            notifier.clock.advance(45)
+            delivery = await asyncio.wait_for(task, 5)
+            await notifier.close()
+            assert delivery.state is DeliveryState.DELIVERED and len(rec.requests) == 1
+            assert delivery.attempts[0].started_at >= 45
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("kind", ["delay", "stall"])
+def test_autojump_faults_take_no_real_time(pki: PKI, kind: str) -> None:
+    """Regression: with autojump, delay and stall advanced the clock and then slept their
+    duration again in real time."""
+
+    async def scenario() -> float:
+        async with receiver(pki) as rec:
+            notifier = _notifier(pki, rec.url, autojump=True, timeout_s=30.0)
+            notifier.faults.add("deliver", kind, seconds=120)
+            started = asyncio.get_running_loop().time()
+            await asyncio.wait_for(notifier.deliver(association(1)), 10)
+            await notifier.close()
+            return asyncio.get_running_loop().time() - started
+
+    assert asyncio.run(scenario()) < 5.0
