@@ -12,10 +12,8 @@ Faults (``server.faults``): target ``"api"`` (any endpoint but client/config) or
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,8 +80,8 @@ class AppsAndBooksServer:
         return f"https://127.0.0.1:{self.port}{BASE_PATH}"
 
     async def start(self) -> None:
-        app = web.Application(middlewares=[self._middleware])
-        app.router.add_route("*", BASE_PATH + "/{path:.*}", self._dispatch)
+        app = web.Application()
+        app.router.add_route("*", BASE_PATH + "/{path:.*}", self._serve)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(
@@ -119,11 +117,9 @@ class AppsAndBooksServer:
 
     # Request handling.
 
-    @web.middleware
-    async def _middleware(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        path = request.match_info.get("path", "")
+    async def _serve(self, request: web.Request) -> web.Response:
+        """Answer one call, record it (evidence and :attr:`requests`), serialize it once."""
+        path = request.match_info.get("path", "").strip("/")
         self.recorder.record(
             "sut",
             "->",
@@ -132,28 +128,23 @@ class AppsAndBooksServer:
             f"{request.method} {BASE_PATH}/{path}"
             + (f"?{request.query_string}" if request.query_string else ""),
         )
-        body: Any = None
+        headers: dict[str, str] = {}
         try:
-            response = await handler(request)
+            status, body, headers = await self._dispatch(request, path)
         except ApiError as exc:
-            response = web.json_response(error_body(exc.number, exc.message), status=exc.status)
-        if isinstance(response, web.Response) and response.body is not None:
-            with contextlib.suppress(ValueError, TypeError):
-                body = json.loads(bytes(response.body))  # type: ignore[arg-type]
-        retry_after = response.headers.get("Retry-After")
+            status, body = exc.status, error_body(exc.number, exc.message)
+        retry_after = headers.get("Retry-After")
         record = ApiRequest(
             real_s=self.clock.real(),
             sim_s=self.clock.now(),
             method=request.method,
             path=path,
             query=dict(request.query),
-            status=response.status,
-            error_number=body.get("errorNumber") if isinstance(body, dict) else None,
+            status=status,
+            error_number=body.get("errorNumber"),
             retry_after=int(retry_after) if retry_after else None,
-            event_id=request.query.get("eventId")
-            if path == "status"
-            else (body.get("eventId") if isinstance(body, dict) else None),
-            event_status=body.get("eventStatus") if isinstance(body, dict) else None,
+            event_id=request.query.get("eventId") if path == "status" else body.get("eventId"),
+            event_status=body.get("eventStatus"),
             body=body,
         )
         with self.changed:
@@ -164,20 +155,22 @@ class AppsAndBooksServer:
             "->",
             "sut",
             "api-response",
-            f"{response.status} for {request.method} {path}"
+            f"{status} for {request.method} {path}"
             + (f" (errorNumber {record.error_number})" if record.error_number else "")
             + (f" eventStatus {record.event_status}" if record.event_status else "")
             + (f" Retry-After {retry_after}" if retry_after else ""),
-            status=response.status,
+            status=status,
         )
-        return response
+        return web.json_response(body, status=status, headers=headers)
 
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        path = request.match_info["path"].strip("/")
+    async def _dispatch(
+        self, request: web.Request, path: str
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """The answer to one call: HTTP status, JSON body, extra headers."""
         endpoint = f"{request.method} {path}"
         service = self.service
         if endpoint == "GET service/config":
-            return web.json_response(service.service_config(self.base_url))
+            return 200, service.service_config(self.base_url), {}
         service.check_authorization(request.headers.get("Authorization"))
         if path != "client/config" and (
             fault := self.faults.take(f"api:{endpoint}") or self.faults.take("api")
@@ -190,7 +183,7 @@ class AppsAndBooksServer:
             self.recorder.record(
                 ACTOR, "--", "sut", "fault", f"fault: {status}/{number} {endpoint}"
             )
-            return web.json_response(error_body(number), status=status, headers=headers)
+            return status, error_body(number), headers
         now = self.clock.now()
         if request.method == "POST":
             if request.content_type != "application/json":
@@ -200,24 +193,24 @@ class AppsAndBooksServer:
             except ValueError:
                 raise ApiError(9602, "The request body is not valid JSON.") from None
             if path == "client/config":
-                return web.json_response(await self._store_client_config(payload))
+                return 200, await self._store_client_config(payload), {}
             response = service.mutate(path, payload, now)
             self._wake_events()
-            return web.json_response(response)
+            return 200, response, {}
         if request.method != "GET":
             raise ApiError(9726)
         if path == "client/config":
-            return web.json_response(service.client_config_response())
+            return 200, service.client_config_response(), {}
         if path == "status":
-            return web.json_response(service.status(request.query.get("eventId"), now))
+            return 200, service.status(request.query.get("eventId"), now), {}
         readers = {
             "assets": service.get_assets,
             "assignments": service.get_assignments,
             "users": service.get_users,
         }
         if path in readers:
-            return web.json_response(readers[path]())
-        raise web.HTTPNotFound()
+            return 200, readers[path](), {}
+        return 404, {"errorMessage": f"No such endpoint: {endpoint}."}, {}
 
     async def _store_client_config(self, payload: Any) -> dict[str, Any]:
         """Validate, send TEST_NOTIFICATION synchronously, store only if it was answered 2xx."""
