@@ -48,7 +48,6 @@ class Settings:
     apple_schedule: RetrySchedule = field(default_factory=RetrySchedule)
     apple_timeout_s: float = 5.0
     apple_stoken: str = "conformance-stoken"
-    launched_by_default: bool = False  # the bundled reference SUT (no --sut given)
 
 
 @dataclass

@@ -183,16 +183,14 @@ def manifest_for_url(url: str, vendor: str, *, token: str | None, ca: Path | Non
         _https_or_http(url)
     except ValueError as exc:
         raise ManifestError(f"--sut={url}: {exc}") from None
-    if vendor == "apple":
-        if not token:
-            raise ManifestError(
-                "--sut=URL for Apple needs --sut-token=TOKEN (the notificationAuthToken the "
-                "receiver expects)"
-            )
-        section = AppleSection(webhook_url=url, auth_token=token, tls_ca=ca)
-        return SutManifest(name=url, apple=section, source=url)
-    headers = {}
-    if token:
-        headers = {"authorization": f"Bearer {token}"}
-    section_p = PelionSection(callback_url=url, callback_headers=headers, tls_ca=ca)
-    return SutManifest(name=url, pelion=section_p, source=url)
+    if vendor != "apple":
+        raise ManifestError(
+            f"--sut=URL checks Apple receivers for now; describe a {vendor} SUT in a manifest"
+        )
+    if not token:
+        raise ManifestError(
+            "--sut=URL for Apple needs --sut-token=TOKEN (the notificationAuthToken the "
+            "receiver expects)"
+        )
+    section = AppleSection(webhook_url=url, auth_token=token, tls_ca=ca)
+    return SutManifest(name=url, apple=section, source=url)

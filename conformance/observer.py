@@ -85,7 +85,7 @@ class Observer:
 
     def records(self, vendor: str) -> list[Any]:
         with self.changed:
-            return [o.record for o in self.observations if o.vendor == vendor]
+            return self._records(vendor)
 
     def wait_for(
         self, vendor: str, predicate: Callable[[list[Any]], bool], timeout: float

@@ -177,7 +177,6 @@ def _settings(config: pytest.Config, by_path: list[str]) -> Settings:
         apple_api_port=opt("--apple-api-port"),
         apple_schedule=schedule,
         apple_timeout_s=opt("--apple-timeout"),
-        launched_by_default=sut is None,
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from conformance.catalogue import Requirement
 
-__all__ = ["Check", "CheckResult", "NotVerified", "requirement_verdict"]
+__all__ = ["Check", "CheckResult", "HarnessError", "NotVerified", "requirement_verdict"]
 
 OUTCOMES = ("pass", "fail", "warn", "not-verified", "error")
 # How bad an outcome is when a requirement has several checks: the worst one wins.
@@ -19,6 +19,10 @@ _SEVERITY = {"error": 4, "fail": 3, "warn": 2, "not-verified": 1, "pass": 0}
 
 class NotVerified(Exception):
     """Raised by a check that could not observe what it needs; the reason goes in the report."""
+
+
+class HarnessError(RuntimeError):
+    """The harness itself broke (verdict ``error``): never blamed on the SUT."""
 
 
 @dataclass

@@ -34,10 +34,6 @@ class LoopThread:
             future.cancel()
             raise
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
-        """Start ``coro`` in the loop; return an awaitable-from-the-loop future."""
-        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
-
     def stop(self) -> None:
         if self.loop.is_closed():
             return

@@ -94,37 +94,39 @@ class AppleDriver:
     # The observer.
 
     def records(self) -> list[dict[str, Any]]:
-        return [
-            r.get("notification", {})
-            for r in self.harness.observer.records("apple")
-            if isinstance(r, dict)
-        ]
+        """The notifications the SUT reported as processed, in order."""
+        return [n for r in self.harness.observer.records("apple") if (n := _notification(r))]
 
-    def fence(self) -> bool:
-        """Deliver a marker notification and wait for its report: the SUT has reported what it
-        processed before it. False when the SUT reports nothing to the observer."""
+    def fence(self) -> str | None:
+        """Deliver a marker notification and wait for its report, so that everything the SUT
+        processed before it has been reported. None when fenced; else why the observer cannot
+        be relied on in this run (the check is then not-verified)."""
         marker = association(1)  # the most common type; per-type checks judge the others
         if self.deliver(marker).state.value != "delivered":
-            return False
+            return "the SUT did not acknowledge a marker notification, so reports cannot be awaited"
         wait = 2.0 if self.observer_silent else OBSERVER_WAIT_S
-        found = self.harness.observer.wait_for(
-            "apple", lambda rs: any(_nid(r) == marker.notificationId for r in rs), wait
-        )
-        seen = any(_nid(r) == marker.notificationId for r in found)
-        self.observer_silent = not seen and not self.records()
-        return seen
+
+        def reported(records: list[Any]) -> bool:
+            return any(
+                _notification(r).get("notificationId") == marker.notificationId for r in records
+            )
+
+        if reported(self.harness.observer.wait_for("apple", reported, wait)):
+            return None
+        self.observer_silent = not self.records()
+        if self.observer_silent:
+            return "the SUT reported nothing to the observer"
+        return f"the SUT did not report a marker notification within {wait:g} s"
 
     def reports_of(self, ids: Iterable[str]) -> list[dict[str, Any]]:
         wanted = set(ids)
-        return [
-            n for n in self.records() if isinstance(n, dict) and n.get("notificationId") in wanted
-        ]
+        return [n for n in self.records() if n.get("notificationId") in wanted]
 
 
-def _nid(record: Any) -> Any:
-    return (
-        record.get("notification", {}).get("notificationId") if isinstance(record, dict) else None
-    )
+def _notification(record: Any) -> dict[str, Any]:
+    """The notification inside an observer record (``{"notification": …}``), or {}."""
+    inner = record.get("notification") if isinstance(record, dict) else None
+    return inner if isinstance(inner, dict) else {}
 
 
 def _label(body: bytes | dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from conformance.apple.conftest import AppleDriver, example, fresh
-from conformance.verdicts import Check
+from conformance.verdicts import Check, HarnessError
 from simulators.apple.models import association
 
 requirement = pytest.mark.requirement
@@ -201,8 +201,8 @@ def test_repeated_notification_processed_once(apple: AppleDriver, check: Check) 
     apple.arm("drop_after_send")
     apple.deliver(retried)
     check.expect("one observer report per notificationId after a duplicate and a retry")
-    if not apple.fence():
-        raise check.not_verified("the SUT reported nothing to the observer")
+    if unverifiable := apple.fence():
+        raise check.not_verified(unverifiable)
     reports = apple.reports_of([twice.notificationId, retried.notificationId])
     counts = {
         nid: sum(1 for r in reports if r.get("notificationId") == nid)
@@ -221,12 +221,13 @@ def test_split_event_processed_completely(apple: AppleDriver, check: Check) -> N
     event = association(150)
     deliveries = apple.deliver_event(event)
     check.expect("observer sees all 150 assignments of the event, from both parts")
-    assert len(deliveries) == 2, "the simulator did not split the event"  # harness sanity
+    if len(deliveries) != 2:
+        raise HarnessError(f"the simulator split 150 elements into {len(deliveries)} parts")
     assert all(d.state.value == "delivered" for d in deliveries), (
         f"a part was not acknowledged: {[d.state.value for d in deliveries]}"
     )
-    if not apple.fence():
-        raise check.not_verified("the SUT reported nothing to the observer")
+    if unverifiable := apple.fence():
+        raise check.not_verified(unverifiable)
     reports = apple.reports_of(d.notification_id for d in deliveries)
     seen = {r["notificationId"] for r in reports}
     elements = sum(

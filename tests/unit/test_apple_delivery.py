@@ -84,7 +84,7 @@ def test_within_limit_is_unchanged() -> None:
 @given(notifications(), st.integers(1, 120))
 def test_no_part_exceeds_the_limit_and_nothing_is_lost(n: Notification, limit: int) -> None:
     parts = split_notification(n, limit)
-    assert all(len(p.elements()) <= max(limit, 0) or len(parts) == 1 for p in parts)
+    assert all(len(p.elements()) <= limit for p in parts)
     assert [e for p in parts for e in p.elements()] == n.elements()
     if len(n.elements()) > limit:
         assert len({p.notificationId for p in parts}) == len(parts)

@@ -72,5 +72,7 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_url_form_needs_a_token() -> None:
     with pytest.raises(ManifestError, match="--sut-token"):
         manifest_for_url("https://h/n", "apple", token=None, ca=None)
+    with pytest.raises(ManifestError, match="describe a pelion SUT in a manifest"):
+        manifest_for_url("https://h/n", "pelion", token="t", ca=None)
     m = manifest_for_url("https://h/n", "apple", token="t", ca=None)
     assert m.apple is not None and m.source == "https://h/n"
