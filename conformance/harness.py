@@ -1,13 +1,17 @@
-"""One run's moving parts: PKI, clock, evidence, observer, simulators and the launched SUT.
+"""One run's moving parts: PKI, clock, evidence, observer, vendor simulators and the launched SUT.
 
 The plugin builds a :class:`Harness` once per session from the checked options; checks reach
 the simulators through it. Simulators run in a background event loop (:class:`LoopThread`);
 checks are plain synchronous pytest functions that call :meth:`Harness.run`.
+
+Startup order (generic): observer, each vendor's simulators, the SUT, each vendor's
+after-ready hook, then a reachability check of every SUT endpoint.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,48 +20,31 @@ from urllib.parse import urlsplit
 
 from conformance.launcher import LaunchError, SutProcess, probe
 from conformance.manifest import SutManifest
-from conformance.observer import Observer
-from simulators.apple.api import AppsAndBooksServer
-from simulators.apple.delivery import RetrySchedule
-from simulators.apple.notifier import Notifier, Receiver
-from simulators.apple.service import AppsAndBooks
+from conformance.observer import Observer, Route
+from conformance.vendors import Endpoint, RunningVendor, VendorRun, vendor
 from simulators.clock import Clock
-from simulators.evidence import Recorder
+from simulators.evidence import RUN, Recorder
 from simulators.loop import LoopThread
 from simulators.pki import PKI
 
-__all__ = ["AppleSim", "Harness", "Settings"]
+__all__ = ["Harness", "Settings"]
 
 T = TypeVar("T")
-
-# API mode (APL-API-02/04): the first two API calls the SUT makes after configuring
-# notifications are answered 503 + Retry-After, then 429/9646; its first event is held PENDING.
-API_RETRY_AFTER_S = 2
 
 
 @dataclass(frozen=True)
 class Settings:
+    """A conformance run's checked options (generic ones, and each vendor's own)."""
+
     manifest: SutManifest
     vendors: tuple[str, ...]
     report_dir: Path
     pki_dir: Path
+    vendor_settings: dict[str, Any] = field(default_factory=dict)
     strict: bool = False
     slow: bool = False
     observer_port: int = 0
-    apple_api_port: int = 0
-    apple_schedule: RetrySchedule = field(default_factory=RetrySchedule)
-    apple_timeout_s: float = 5.0
-    apple_stoken: str = "conformance-stoken"
-
-
-@dataclass
-class AppleSim:
-    """The Apple side of a run: the notifier aimed at the SUT and the Apps and Books API."""
-
-    notifier: Notifier
-    service: AppsAndBooks
-    api: AppsAndBooksServer
-    receiver: Receiver
+    fuzz_profile: str = "conformance"
 
 
 class Harness:
@@ -69,25 +56,42 @@ class Harness:
         self.clock = Clock()
         self.recorder = Recorder(self.clock)
         self.loop = LoopThread()
-        self.observer = Observer(self.clock, self.recorder, port=settings.observer_port)
-        self.apple: AppleSim | None = None
+        routes = {
+            name: Route(vendor(name).observer_record_model(), vendor(name).observer_key)
+            for name in settings.vendors
+        }
+        self.observer = Observer(self.clock, self.recorder, routes, port=settings.observer_port)
+        self.running: dict[str, RunningVendor] = {}
         self.sut: SutProcess | None = None
         self.sut_exit: int | None = None
         self.startup_error: str | None = None
+        self.cause = RUN  # the check running now: simulator calls are attributed to it
 
     # Life cycle.
 
     def start(self) -> None:
-        """Start the simulators, then the SUT; raise LaunchError with a clear message."""
+        """Start the observer, the simulators, the SUT; raise LaunchError with a clear message."""
         self.run(self.observer.start())
-        if "apple" in self.settings.vendors:
-            self.apple = self.run(self._start_apple())
+        for name in self.settings.vendors:
+            run = VendorRun(
+                clock=self.clock,
+                recorder=self.recorder,
+                pki=self.pki,
+                observer_url=self.observer.base_url,
+                run_dir=self.run_dir,
+                settings=self.settings.vendor_settings.get(name),
+                section=self.manifest.section(name),
+                slow=self.settings.slow,
+            )
+            self.running[name] = self.run(vendor(name).start(run))
         process = self.manifest.process
         if process is not None:
             self.sut = SutProcess(process, self.environment(), self.run_dir / "sut.log")
             self.recorder.record("harness", "--", "sut", "launch", f"started {process.command}")
-            waited = self.sut.wait_ready(self._probe_ca())
+            waited = self.sut.wait_ready(self.probe_context())
             self.recorder.record("harness", "--", "sut", "ready", f"ready after {waited:.1f} s")
+        for running in self.running.values():
+            self.run(running.after_ready())
         self._check_reachable()
 
     def stop(self) -> None:
@@ -96,15 +100,27 @@ class Harness:
         try:
             if self.sut is not None:
                 self.sut_exit = self.sut.stop()
-            if self.apple is not None:
-                self.run(self.apple.api.stop())
-                self.run(self.apple.notifier.close())
+            for running in self.running.values():
+                self.run(running.stop())
             self.run(self.observer.stop())
         finally:
             self.loop.stop()
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
-        return self.loop.run(coro, timeout)
+    def run(
+        self, coro: Coroutine[Any, Any, T], timeout: float = 120.0, *, autojump: bool = False
+    ) -> T:
+        """Run ``coro`` in the simulators' loop and wait for it. Its evidence is attributed to
+        the running check; with ``autojump`` its waits on the simulated clock take no time."""
+        cause, clock = self.cause, self.clock
+
+        async def attributed() -> T:
+            with self.recorder.attributed(cause):
+                if not autojump:
+                    return await coro
+                with clock.autojump():
+                    return await coro
+
+        return self.loop.run(attributed(), timeout)
 
     def environment(self) -> dict[str, str]:
         """The CONFORMANCE_* variables a launched SUT receives (sut-contract.md §3)."""
@@ -115,82 +131,52 @@ class Harness:
             "CONFORMANCE_SUT_CERT_FILE": str(self.pki.sut_server.cert),
             "CONFORMANCE_SUT_KEY_FILE": str(self.pki.sut_server.key),
         }
-        if self.apple is not None:
-            env["CONFORMANCE_APPLE_API_URL"] = self.apple.api.base_url
-            env["CONFORMANCE_APPLE_STOKEN"] = self.apple.service.stoken
+        for running in self.running.values():
+            env.update(running.environment())
         return env
 
-    # Apple.
+    def errors(self) -> list[str]:
+        """Every background error of the simulators so far (harness faults)."""
+        return [error for running in self.running.values() for error in running.errors()]
 
-    def sut_cafiles(self, tls_ca: Path | None) -> tuple[str, ...]:
-        """CAs trusted for the SUT's certificate: its declared CA, else ours (plus the system's)."""
-        return (str(tls_ca),) if tls_ca is not None else (str(self.pki.ca),)
+    # The SUT.
 
-    async def _start_apple(self) -> AppleSim:
-        section = self.manifest.apple
-        assert section is not None
-        cafiles = self.sut_cafiles(section.tls_ca)
-        receiver = Receiver(section.webhook_url, section.auth_token, cafiles)
+    def endpoints(self) -> list[Endpoint]:
+        return [e for running in self.running.values() for e in running.endpoints()]
 
-        def notifier_for(target: Receiver) -> Notifier:
-            return Notifier(
-                Receiver(target.url, target.token, cafiles),
-                self.clock,
-                self.recorder,
-                schedule=self.settings.apple_schedule,
-                timeout_s=self.settings.apple_timeout_s,
-                autojump=True,
-            )
-
-        notifier = notifier_for(receiver)
-        await notifier.start()
-        service = AppsAndBooks(stoken=self.settings.apple_stoken)
-        api = AppsAndBooksServer(
-            service,
-            self.clock,
-            self.recorder,
-            self.pki,
-            notifier_for,
-            port=self.settings.apple_api_port,
-        )
-        if section.api_client:
-            service.hold_events = 1
-            api.faults.add("api", "status", status=503, error=9729, retry_after=API_RETRY_AFTER_S)
-            api.faults.add("api", "status", status=429, error=9646)
-        await api.start()
-        return AppleSim(notifier, service, api, receiver)
-
-    # Checks on the SUT.
+    def probe_context(self) -> ssl.SSLContext:
+        """A TLS context for the readiness probe: the SUT's declared CAs, else the harness CA."""
+        cafiles = {e.cafile for e in self.endpoints() if e.cafile is not None} or {self.pki.ca}
+        context = ssl.create_default_context()
+        for cafile in sorted(cafiles):
+            context.load_verify_locations(cafile=str(cafile))
+        return context
 
     def sut_alive(self) -> str | None:
         """None when the SUT is still up; else what is wrong (GEN-LIVE-01)."""
         if self.sut is not None and (code := self.sut.exited()) is not None:
             return f"the SUT process exited with status {code}"
         if self.manifest.process is not None and self.manifest.process.ready:
-            problem = probe(self.manifest.process.ready, self._probe_ca())
+            problem = probe(self.manifest.process.ready, self.probe_context())
             if problem:
                 return f"readiness probe {self.manifest.process.ready} -> {problem}"
         return None
 
-    def _probe_ca(self) -> Path | None:
-        apple = self.manifest.apple
-        if apple is not None and apple.tls_ca is not None:
-            return apple.tls_ca
-        return self.pki.ca
+    def unreachable(self, endpoint: Endpoint, timeout: float = 5.0) -> str | None:
+        """None when ``endpoint`` accepts a connection; else why not."""
+        parts = urlsplit(endpoint.url)
+        port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)
+        try:
+            with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+                return None
+        except OSError as exc:
+            return f"{endpoint.url} ({endpoint.what}) does not accept connections: {exc}"
 
     def _check_reachable(self) -> None:
-        """Fail fast with a clear message when a receiver URL does not accept connections."""
-        urls = []
-        if self.manifest.apple is not None:
-            urls.append(("[apple] webhook_url", self.manifest.apple.webhook_url))
-        for what, url in urls:
-            parts = urlsplit(url)
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            try:
-                with socket.create_connection((parts.hostname or "", port), timeout=5):
-                    pass
-            except OSError as exc:
+        """Fail fast with a clear message when a SUT endpoint does not accept connections."""
+        for endpoint in self.endpoints():
+            if problem := self.unreachable(endpoint):
                 raise LaunchError(
-                    f"cannot reach the SUT at {url} ({what}): {exc}. Start the receiver first, "
-                    "or give a manifest with a [process] section so the harness starts it."
-                ) from None
+                    f"cannot reach the SUT: {problem}. Start it first, or give a manifest with "
+                    "a [process] section so the harness starts it."
+                )

@@ -6,6 +6,7 @@ waits for it to be ready is reported at once with the end of its log, not waited
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -26,14 +27,14 @@ class LaunchError(Exception):
     """The SUT could not be started or never became ready."""
 
 
-def probe(url: str, cafile: Path | None, timeout: float = 2.0) -> str | None:
-    """Check a readiness URL once; None when ready, else why not."""
+def probe(url: str, context: ssl.SSLContext | None = None, timeout: float = 2.0) -> str | None:
+    """Check a readiness URL once; None when ready, else why not (never raises: a probe that
+    answers garbage is a failed probe)."""
     parts = urlsplit(url)
     try:
         if parts.scheme == "tcp":
             with socket.create_connection((parts.hostname or "", parts.port or 0), timeout):
                 return None
-        context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
         request = urllib.request.Request(url, method="GET")
         with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             status = int(response.status)
@@ -42,6 +43,8 @@ def probe(url: str, cafile: Path | None, timeout: float = 2.0) -> str | None:
         return f"answered {exc.code}"
     except (OSError, urllib.error.URLError, ssl.SSLError) as exc:
         return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+    except (http.client.HTTPException, ValueError) as exc:
+        return f"not an HTTP answer ({type(exc).__name__}: {str(exc)[:200]!r})"
 
 
 class SutProcess:
@@ -80,7 +83,7 @@ class SutProcess:
             return ""
         return data[-limit:].decode("utf-8", "replace")
 
-    def wait_ready(self, cafile: Path | None) -> float:
+    def wait_ready(self, context: ssl.SSLContext | None) -> float:
         """Poll the readiness probe until it answers 2xx; return the seconds it took."""
         url = self.section.ready
         timeout = self.section.ready_timeout_s
@@ -97,7 +100,7 @@ class SutProcess:
                 )
             if url is None:
                 return waited
-            last = probe(url, cafile) or ""
+            last = probe(url, context) or ""
             if not last:
                 return waited
             stop.wait(step)  # a bounded poll of an external process; nothing to wait on

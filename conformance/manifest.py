@@ -1,8 +1,10 @@
 """The SUT manifest (shared/spec/sut-contract.md §2): parsing, with one clear error per problem.
 
-Strings may use ``${VAR}`` or ``${VAR:-default}``: values come from the environment, plus
-``${PYTHON}`` (the interpreter running pytest) and ``${MANIFEST_DIR}``. Relative paths are taken
-from the manifest's folder. Every error names the file and the key and says how to fix it.
+The manifest has a ``name``, an optional ``[process]`` section, and one section per vendor
+plug-in (``[apple]``…), each the plug-in's own pydantic model. Strings may use ``${VAR}`` or
+``${VAR:-default}`` (the default may itself use variables): values come from the environment,
+plus ``${PYTHON}`` (the interpreter running pytest) and ``${MANIFEST_DIR}``. Relative paths are
+taken from the manifest's folder. Every error names the file and the key and says how to fix it.
 """
 
 from __future__ import annotations
@@ -11,108 +13,185 @@ import os
 import re
 import sys
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 
-__all__ = ["ManifestError", "SutManifest", "load_manifest", "manifest_for_url"]
+from conformance.vendors import discover
+
+__all__ = [
+    "ManifestError",
+    "ManifestFile",
+    "ProcessSection",
+    "Section",
+    "SutManifest",
+    "WebUrl",
+    "check_web_url",
+    "load_manifest",
+    "manifest_for_url",
+    "parse_manifest",
+]
 
 
 class ManifestError(Exception):
     """A manifest (or --sut option) problem, worded for the user."""
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """Base of every manifest section: unknown keys are errors, values are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _https_or_http(url: str) -> str:
+def check_web_url(url: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    """``url`` if it is a ``scheme://host[:port]/path`` URL with a valid port, else ValueError."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{url!r} is not an http(s)://host[:port]/path URL")
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"{url!r} is not a {'/'.join(schemes)}://host[:port]/path URL")
+    try:
+        parts.port  # noqa: B018 (urlsplit checks the port range when it is read)
+    except ValueError:
+        raise ValueError(f"{url!r}: the port must be a number from 1 to 65535") from None
+    if parts.port == 0:
+        raise ValueError(f"{url!r}: the port must be a number from 1 to 65535")
     return url
 
 
-class ProcessSection(_Section):
+WebUrl = Annotated[str, AfterValidator(check_web_url)]
+
+
+def _existing_file(value: Path, info: ValidationInfo) -> Path:
+    """Resolve a path against the manifest's folder and require the file to exist."""
+    folder = (info.context or {}).get("folder")
+    path = (Path(folder) / value).resolve() if folder else value.resolve()
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist")
+    return path
+
+
+ManifestFile = Annotated[Path, AfterValidator(_existing_file)]
+
+
+class ProcessSection(Section):
     command: list[str] = Field(min_length=1)
-    cwd: Path = Path(".")
+    cwd: Path = Field(default=Path("."), validate_default=True)
     env: dict[str, str] = {}
     ready: str | None = None
     ready_timeout_s: float = Field(default=30.0, gt=0, le=600)
+
+    @field_validator("cwd")
+    @classmethod
+    def _folder(cls, value: Path, info: ValidationInfo) -> Path:
+        folder = (info.context or {}).get("folder")
+        path = (Path(folder) / value).resolve() if folder else value.resolve()
+        if not path.is_dir():
+            raise ValueError(f"{path} is not a folder")
+        return path
 
     @field_validator("ready")
     @classmethod
     def _ready_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parts = urlsplit(value)
-        if parts.scheme == "tcp":
-            if not parts.hostname or not parts.port:
+        if urlsplit(value).scheme == "tcp":
+            parts = urlsplit(value)
+            try:
+                port = parts.port
+            except ValueError:
+                port = None
+            if not parts.hostname or not port:
                 raise ValueError(f"{value!r}: a tcp readiness probe is tcp://host:port")
             return value
-        return _https_or_http(value)
+        return check_web_url(value)
 
 
-class AppleSection(_Section):
-    webhook_url: str
-    auth_token: str = Field(min_length=1)
-    tls_ca: Path | None = None
-    api_client: bool = False
+class SutManifest(Section):
+    """A parsed manifest. Vendor sections are fields named after their plug-in."""
 
-    _url = field_validator("webhook_url")(_https_or_http)
-
-
-class PelionSection(_Section):
-    channel: Literal["callback", "websocket"] = "callback"
-    callback_url: str | None = None
-    callback_headers: dict[str, str] = {}
-    registers_itself: bool = False
-    tls_ca: Path | None = None
-
-
-class IvantiSection(_Section):
-    consumes: list[str] | None = None
-    topic_style: Literal["neurons", "epmm"] = "neurons"
-
-
-class SutManifest(_Section):
     name: str = "sut"
     process: ProcessSection | None = None
-    apple: AppleSection | None = None
-    pelion: PelionSection | None = None
-    ivanti: IvantiSection | None = None
     source: str = ""  # where it came from (manifest path or URL); not a manifest key
 
     def vendors(self) -> list[str]:
         """The profiles the SUT claims (a section present = the profile is claimed)."""
-        return [v for v in ("ivanti", "apple", "pelion") if getattr(self, v) is not None]
+        return [name for name in discover() if self.section(name) is not None]
+
+    def section(self, vendor: str) -> BaseModel | None:
+        value = getattr(self, vendor, None)
+        return value if isinstance(value, BaseModel) else None
 
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+def _manifest_model() -> type[SutManifest]:
+    sections: dict[str, Any] = {
+        name: (plugin.section_model() | None, None) for name, plugin in discover().items()
+    }
+    return create_model("SutManifest", __base__=SutManifest, **sections)
 
 
-def _expand(value: Any, where: str, variables: dict[str, str]) -> Any:
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _expand(value: Any, where: str, variables: Mapping[str, str]) -> Any:
     if isinstance(value, dict):
         return {k: _expand(v, f"{where}.{k}", variables) for k, v in value.items()}
     if isinstance(value, list):
         return [_expand(v, where, variables) for v in value]
     if not isinstance(value, str):
         return value
+    return _expand_text(value, where, variables)
 
-    def substitute(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in variables:
-            return variables[name]
-        if default is not None:
-            return default
-        raise ManifestError(
-            f"{where} uses ${{{name}}}, which is not set: export {name}, "
-            f"or write ${{{name}:-default}}"
-        )
 
-    return _VAR.sub(substitute, value)
+def _expand_text(text: str, where: str, variables: Mapping[str, str]) -> str:
+    """Replace ``${NAME}`` and ``${NAME:-default}`` (defaults may nest) in ``text``."""
+    out: list[str] = []
+    i = 0
+    while (start := text.find("${", i)) >= 0:
+        out.append(text[i:start])
+        name = _NAME.match(text, start + 2)
+        if name is None:
+            raise ManifestError(
+                f"{where}: {text!r}: '${{' must start ${{NAME}} or ${{NAME:-default}}"
+            )
+        j = name.end()
+        default: str | None = None
+        if text.startswith(":-", j):
+            depth, k = 1, j + 2
+            while k < len(text) and depth:
+                if text.startswith("${", k):
+                    depth, k = depth + 1, k + 2
+                    continue
+                depth -= text[k] == "}"
+                k += 1
+            if depth:
+                raise ManifestError(f"{where}: {text!r}: a '${{' is not closed by '}}'")
+            default, j = text[j + 2 : k - 1], k - 1
+        if not text.startswith("}", j):
+            raise ManifestError(f"{where}: {text!r}: a '${{' is not closed by '}}'")
+        key = name.group()
+        if key in variables:
+            out.append(variables[key])
+        elif default is not None:
+            out.append(_expand_text(default, where, variables))
+        else:
+            raise ManifestError(
+                f"{where} uses ${{{key}}}, which is not set: export {key}, "
+                f"or write ${{{key}:-default}}"
+            )
+        i = j + 1
+    out.append(text[i:])
+    return "".join(out)
 
 
 def load_manifest(path: Path) -> SutManifest:
@@ -123,74 +202,58 @@ def load_manifest(path: Path) -> SutManifest:
         raw = tomllib.loads(path.read_text("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: not valid TOML: {exc}") from None
+    return parse_manifest(raw, path)
+
+
+def parse_manifest(raw: dict[str, Any], path: Path) -> SutManifest:
+    """Check a manifest already read as TOML (``path`` names it in errors and anchors paths)."""
     folder = path.resolve().parent
     variables = {**os.environ, "PYTHON": sys.executable, "MANIFEST_DIR": str(folder)}
     raw = {k: _expand(v, f"{path}: {k}", variables) for k, v in raw.items()}
     if "source" in raw:
         raise ManifestError(f"{path}: unknown key 'source' (it is not a manifest key)")
     try:
-        manifest = SutManifest.model_validate({**raw, "source": str(path)})
+        manifest = _manifest_model().model_validate(
+            {**raw, "source": str(path)}, context={"folder": folder}
+        )
     except ValidationError as exc:
         raise ManifestError(_describe(path, exc)) from None
     if not manifest.vendors():
-        raise ManifestError(
-            f"{path}: declares no profile: add an [apple], [pelion] or [ivanti] section"
-        )
-    return _resolve_paths(manifest, folder, path)
+        known = ", ".join(f"[{name}]" for name in discover())
+        raise ManifestError(f"{path}: declares no profile: add a section ({known})")
+    return manifest
 
 
 def _describe(path: Path, exc: ValidationError) -> str:
     lines = []
+    known = ", ".join(["name", "[process]", *(f"[{n}]" for n in discover())])
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]]
         section = f"[{loc[0]}] " if len(loc) > 1 else ""
         key = ".".join(loc[1:]) if len(loc) > 1 else (loc[0] if loc else "?")
         if error["type"] == "extra_forbidden":
             what = "unknown key (check its spelling against the SUT contract)"
+            if len(loc) == 1:
+                what = f"unknown key or section (known: {known})"
         elif error["type"] == "missing":
             what = "missing required key"
         else:
-            what = error["msg"]
+            what = str(error["msg"]).removeprefix("Value error, ")
         lines.append(f"{path}: {section}{key}: {what}")
     return "\n".join(lines)
-
-
-def _resolve_paths(manifest: SutManifest, folder: Path, path: Path) -> SutManifest:
-    updates: dict[str, Any] = {}
-    if manifest.process is not None:
-        cwd = (folder / manifest.process.cwd).resolve()
-        if not cwd.is_dir():
-            raise ManifestError(f"{path}: [process] cwd: {cwd} is not a folder")
-        updates["process"] = manifest.process.model_copy(update={"cwd": cwd})
-    for vendor in ("apple", "pelion"):
-        section = getattr(manifest, vendor)
-        if section is not None and section.tls_ca is not None:
-            ca = (folder / section.tls_ca).resolve()
-            if not ca.is_file():
-                raise ManifestError(
-                    f"{path}: [{vendor}] tls_ca: {ca} does not exist (the PEM of the CA that "
-                    "signed the SUT's server certificate)"
-                )
-            updates[vendor] = section.model_copy(update={"tls_ca": ca})
-    return manifest.model_copy(update=updates)
 
 
 def manifest_for_url(url: str, vendor: str, *, token: str | None, ca: Path | None) -> SutManifest:
     """The manifest equivalent of ``--sut=URL --sut-token=… --sut-ca=…`` for one receiver."""
     if ca is not None and not ca.is_file():
         raise ManifestError(f"--sut-ca={ca}: no such file (the PEM of the CA that signed the SUT)")
+    if vendor not in discover():
+        raise ManifestError(f"no vendor plug-in {vendor!r} (known: {', '.join(discover())})")
     try:
-        _https_or_http(url)
+        check_web_url(url)
+        section = discover()[vendor].section_for_url(url, token=token, ca=ca)
+    except ValidationError as exc:
+        raise ManifestError(f"--sut={url}: {_describe(Path('--sut'), exc)}") from None
     except ValueError as exc:
         raise ManifestError(f"--sut={url}: {exc}") from None
-    if vendor != "apple":
-        raise ManifestError(
-            f"--sut=URL checks Apple receivers for now; describe a {vendor} SUT in a manifest"
-        )
-    if not token:
-        raise ManifestError(
-            "--sut=URL for Apple needs --sut-token=TOKEN (the notificationAuthToken the "
-            "receiver expects)"
-        )
-    section = AppleSection(webhook_url=url, auth_token=token, tls_ca=ca)
-    return SutManifest(name=url, apple=section, source=url)
+    return _manifest_model()(name=url, source=url, **{vendor: section})

@@ -1,6 +1,11 @@
 """The observer endpoint (sut-contract.md §4): the SUT reports what it has processed.
 
-``POST {base}/apple|ivanti|pelion`` with one JSON record or an array of records; answers 204.
+``POST {base}/<vendor>`` with one JSON record or an array of records; answers 204. Each record
+is checked against the vendor plug-in's record model; a body with an invalid record is refused
+with 400 and counted (the checks then say the SUT reported in a shape they cannot read). Memory
+stays bounded whatever the SUT sends: a body over :data:`MAX_BODY_BYTES` gets 413, records past
+:data:`MAX_RECORDS` per vendor get 413, and both are counted for the report.
+
 Checks wait on it with a bounded timeout (:meth:`Observer.wait_for`).
 """
 
@@ -14,29 +19,56 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
 from simulators.clock import Clock
 from simulators.evidence import Recorder
 
-__all__ = ["Observation", "Observer"]
+__all__ = ["MAX_BODY_BYTES", "MAX_RECORDS", "Observation", "Observer", "Route"]
 
-VENDORS = ("apple", "ivanti", "pelion")
+MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_RECORDS = 200_000  # per vendor
+PARSE_IN_THREAD_BYTES = 256 * 1024  # larger bodies are parsed off the event loop
+
+
+@dataclass(frozen=True)
+class Route:
+    """One vendor's observer route: the record model, and what links a record to its cause."""
+
+    model: type[BaseModel]
+    key: Callable[[Any], str | None] = lambda record: None
 
 
 @dataclass(frozen=True)
 class Observation:
     vendor: str
-    record: Any
+    record: Any  # the record as the SUT sent it (a JSON object that passed the model)
     real_s: float
+
+
+@dataclass
+class Refusals:
+    """What the observer refused, per reason, with the first message of each."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    first: dict[str, str] = field(default_factory=dict)
+
+    def add(self, reason: str, message: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        self.first.setdefault(reason, message[:500])
+
+    def total(self) -> int:
+        return sum(self.counts.values())
 
 
 @dataclass
 class Observer:
     clock: Clock
     recorder: Recorder
+    routes: dict[str, Route]
     port: int = 0
-    observations: list[Observation] = field(default_factory=list)
-    rejected: int = 0
+    observations: dict[str, list[Observation]] = field(default_factory=dict)
+    refused: dict[str, Refusals] = field(default_factory=dict)
     changed: threading.Condition = field(default_factory=threading.Condition)
     _runner: web.AppRunner | None = None
 
@@ -45,7 +77,7 @@ class Observer:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post("/{vendor}", self._receive)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -59,29 +91,73 @@ class Observer:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    def _refuse(self, vendor: str, reason: str, status: int, message: str) -> web.Response:
+        with self.changed:
+            self.refused.setdefault(vendor, Refusals()).add(reason, message)
+        self.recorder.record(
+            "sut", "->", "observer", "observer-refused", f"{vendor} report refused: {message}"
+        )
+        return web.json_response({"error": message}, status=status)
+
     async def _receive(self, request: web.Request) -> web.Response:
         vendor = request.match_info["vendor"]
-        if vendor not in VENDORS:
-            return web.json_response({"error": f"unknown vendor {vendor!r}"}, status=404)
+        route = self.routes.get(vendor)
+        if route is None:
+            known = ", ".join(f"/{name}" for name in self.routes)
+            return web.json_response(
+                {"error": f"no observer route /{vendor} in this run (routes: {known})"}, status=404
+            )
         try:
-            body = json.loads(await request.read())
-        except ValueError:
-            self.rejected += 1
-            return web.json_response({"error": "body is not JSON"}, status=400)
-        records = body if isinstance(body, list) else [body]
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._refuse(
+                vendor,
+                "too-large",
+                413,
+                f"body over {MAX_BODY_BYTES} bytes: report in smaller posts",
+            )
+        if len(raw) > PARSE_IN_THREAD_BYTES:
+            parsed = await asyncio.to_thread(_parse, raw, route.model)
+        else:
+            parsed = _parse(raw, route.model)
+        if isinstance(parsed, tuple):
+            return self._refuse(vendor, *parsed)
+        records = parsed
         now = self.clock.real()
         with self.changed:
-            self.observations.extend(Observation(vendor, r, now) for r in records)
-            self.changed.notify_all()
-        self.recorder.record(
-            "sut",
-            "->",
-            "observer",
-            "observed",
-            f"reported {len(records)} processed {vendor} record(s)",
-            records=[_short(r) for r in records[:5]],
-        )
+            kept = self.observations.setdefault(vendor, [])
+            full = len(kept) + len(records) > MAX_RECORDS
+            if not full:
+                kept.extend(Observation(vendor, r, now) for r in records)
+                self.changed.notify_all()
+        if full:
+            return self._refuse(
+                vendor, "too-many", 413, f"more than {MAX_RECORDS} records reported in this run"
+            )
+        self._record_evidence(vendor, route, records)
         return web.Response(status=204)
+
+    def _record_evidence(self, vendor: str, route: Route, records: list[Any]) -> None:
+        causes: dict[str | None, list[Any]] = {}
+        if len(records) > 1000:  # attribute a sample; the rest are counted on the run timeline
+            self.recorder.record(
+                "sut", "->", "observer", "observed", f"reported {len(records)} {vendor} records"
+            )
+        for record in records[:1000]:
+            key = route.key(record)
+            causes.setdefault(self.recorder.cause_of(key) if key else None, []).append(record)
+        for cause, group in causes.items():
+            self.recorder.record(
+                "sut",
+                "->",
+                "observer",
+                "observed",
+                f"reported {len(group)} processed {vendor} record(s)",
+                cause=cause,
+                records=[_short(r) for r in group[:5]],
+            )
+
+    # Reading (any thread).
 
     def records(self, vendor: str) -> list[Any]:
         with self.changed:
@@ -95,17 +171,40 @@ class Observer:
             self.changed.wait_for(lambda: predicate(self._records(vendor)), timeout)
             return self._records(vendor)
 
+    def refusals(self, vendor: str) -> Refusals:
+        with self.changed:
+            return self.refused.get(vendor, Refusals())
+
+    def count(self) -> int:
+        """Records kept, every vendor."""
+        with self.changed:
+            return sum(len(kept) for kept in self.observations.values())
+
     def _records(self, vendor: str) -> list[Any]:
-        return [o.record for o in self.observations if o.vendor == vendor]
+        return [o.record for o in self.observations.get(vendor, ())]
 
 
-def _label(vendor: str, record: Any) -> str:
-    """A short name for a record: the notification type and id for Apple."""
-    if vendor == "apple" and isinstance(record, dict):
-        n = record.get("notification")
-        if isinstance(n, dict):
-            return f"{n.get('notificationType', '?')} {n.get('notificationId', '?')}"
-    return "record"
+def _parse(raw: bytes, model: type[BaseModel]) -> list[Any] | tuple[str, int, str]:
+    """The records of a body, or why it is refused: ``(reason, status, message)``."""
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        return "too-deep", 400, "JSON nested too deeply"
+    except ValueError:
+        return "not-json", 400, "body is not JSON"
+    records = body if isinstance(body, list) else [body]
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            return "not-object", 400, f"record {index} is not a JSON object"
+        try:
+            model.model_validate(record)
+        except ValidationError as exc:
+            detail = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}"
+                for e in exc.errors()[:3]
+            )
+            return "invalid-record", 400, f"record {index}: {detail}"
+    return records
 
 
 def _short(record: Any) -> Any:

@@ -1,193 +1,203 @@
 """The ``pytest conformance`` plugin (registered by the ``pytest11`` entry point).
 
-It stays inert unless the run collects checks from the ``conformance/`` folder. Then it checks
-the options and the SUT manifest before anything starts, starts the harness (simulators, the
-observer and, when declared, the SUT), turns check outcomes into requirement verdicts, and writes
-``report.json``, ``junit.xml`` and ``index.html`` (sut-contract.md §1, §5).
+pytest loads this module in every run of the user's environment, so it imports only pytest and
+the standard library at module level; the harness, simulators and report code load when a
+conformance run starts. It stays inert unless the run collects checks from the
+``conformance/`` folder. Then it checks the options and the SUT manifest before anything
+starts, starts the harness (the observer, every vendor's simulators and, when declared, the
+SUT), turns check outcomes into requirement verdicts, and writes ``report.json``,
+``junit.xml`` and ``index.html`` (sut-contract.md §1, §5).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import socket
 import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from conformance import report
-from conformance.catalogue import RECEIVER_VENDORS, VENDORS, requirement
-from conformance.harness import Harness, Settings
-from conformance.launcher import LaunchError
-from conformance.manifest import ManifestError, SutManifest, load_manifest, manifest_for_url
-from conformance.verdicts import Check, CheckResult, NotVerified
-from simulators.apple.delivery import RetrySchedule
+from conformance.vendors import discover
+
+if TYPE_CHECKING:
+    from conformance.harness import Harness, Settings
+    from conformance.manifest import SutManifest
+    from conformance.verdicts import Check, CheckResult
 
 SUITE_DIR = Path(__file__).resolve().parent
-REFERENCE_MANIFEST = SUITE_DIR.parent / "fixtures" / "reference_sut" / "sut.toml"
 STATE = pytest.StashKey["RunState"]()
+FUZZ_PROFILES = ("conformance", "conformance-long")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("conformance", "vendor notification conformance")
-    group.addoption(
+    add = group.addoption
+    add(
         "--sut",
         metavar="URL|FILE.toml",
         help="the system under test: a receiver URL, or a SUT manifest (default: the bundled "
         "reference SUT)",
     )
-    group.addoption("--sut-token", metavar="SECRET", help="with --sut=URL: the token it expects")
-    group.addoption("--sut-ca", metavar="PEM", help="with --sut=URL: CA of its certificate")
-    group.addoption(
+    add("--sut-token", metavar="SECRET", help="with --sut=URL: the token it expects")
+    add("--sut-ca", metavar="PEM", help="with --sut=URL: CA of its certificate")
+    add(
         "--vendor",
         metavar="LIST",
-        help=f"restrict to these vendors, comma-separated ({','.join(VENDORS)})",
+        help=f"restrict to these vendors, comma-separated ({','.join(discover())})",
     )
-    group.addoption("--report-dir", default="reports", metavar="DIR", help="default: reports/")
+    add("--report-dir", default="reports", metavar="DIR", help="default: reports/")
     # --strict (SHOULD failures fail the run too) is pytest's own flag since pytest 9: we read it
     # rather than redefine it. It also turns on pytest's strict modes, which this suite meets.
-    group.addoption(
+    add(
         "--slow",
         action="store_true",
         help="also run checks that wait for the SUT's own long real-time timers",
     )
-    group.addoption(
+    add(
         "--pki-dir",
         metavar="DIR",
         help="where the simulators' CA and certificates are written once and reused "
         "(default: <report-dir>/pki)",
     )
-    group.addoption("--observer-port", type=int, default=0, help="pin the observer's port")
-    group.addoption(
-        "--apple-api-port", type=int, default=0, help="pin the Apps and Books API's port"
-    )
-    group.addoption(
-        "--apple-stoken",
-        metavar="TOKEN",
-        help="the sToken the simulated Apps and Books API accepts (default: one kept in the "
-        "PKI folder, the same from run to run)",
-    )
-    group.addoption(
-        "--apple-retry-schedule",
-        default="0,60,300",
-        metavar="S,S,S",
-        help="notification attempt offsets in simulated seconds (default 0,60,300)",
-    )
-    group.addoption(
-        "--apple-timeout",
-        type=float,
-        default=5.0,
-        metavar="S",
-        help="seconds a receiver has to answer a notification (default 5)",
-    )
+    add("--observer-port", type=int, default=0, help="pin the observer's port")
+    add("--fuzz-profile", default="conformance", choices=FUZZ_PROFILES,
+        help="how hard the malformed-input campaigns try: conformance (quick, the same "
+        "examples every run) or conformance-long (many more, randomized)")  # fmt: skip
+    for plugin in discover().values():
+        plugin.add_options(add)
 
 
 class RunState:
     """Everything the plugin keeps for one ``pytest conformance`` run."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, report_dir: Path, vendors: tuple[str, ...]) -> None:
         self.run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2)
-        self.run_dir = settings.report_dir / self.run_id
+        self.report_dir = report_dir
+        self.run_dir = report_dir / self.run_id
+        self.vendors = vendors
         self.started_at = time.time()
+        self.settings: Settings | None = None
         self.harness: Harness | None = None
         self.results: list[CheckResult] = []
-        self.marks: dict[str, int] = {}
+        self.errors_seen = 0
         self.report_paths: dict[str, Any] | None = None
+        self.startup_error: str | None = None
 
 
 def _arg_paths(config: pytest.Config) -> list[Path]:
     return [Path(arg.split("::")[0]).resolve() for arg in config.args]
 
 
+def _is_suite_path(path: Path) -> bool:
+    return path == SUITE_DIR or SUITE_DIR in path.parents
+
+
 def _selected_vendors(config: pytest.Config) -> list[str] | None:
     """Vendors selected by the paths given; None when no path is inside conformance/."""
+    vendors = list(discover())
     found: set[str] = set()
     any_suite = False
     for path in _arg_paths(config):
-        if path == SUITE_DIR or SUITE_DIR in path.parents:
+        if _is_suite_path(path):
             any_suite = True
             rel = path.relative_to(SUITE_DIR).parts if path != SUITE_DIR else ()
-            found.update(rel[:1] if rel and rel[0] in VENDORS else VENDORS)
-    return sorted(found) if any_suite else None
+            found.update(rel[:1] if rel and rel[0] in vendors else vendors)
+    return [v for v in vendors if v in found] if any_suite else None
 
 
-def _settings(config: pytest.Config, by_path: list[str]) -> Settings:
-    opt = config.getoption
-    vendor_opt = opt("--vendor")
+def _wanted(config: pytest.Config, by_path: list[str]) -> tuple[str, ...]:
     wanted = set(by_path)
+    vendor_opt = config.getoption("--vendor")
     if vendor_opt:
         named = {v.strip() for v in vendor_opt.split(",") if v.strip()}
-        if unknown := named - set(VENDORS):
+        if unknown := named - set(discover()):
             raise pytest.UsageError(
-                f"--vendor: unknown vendor(s) {sorted(unknown)}; choose from {','.join(VENDORS)}"
+                f"--vendor: unknown vendor(s) {sorted(unknown)}; choose from {','.join(discover())}"
             )
         wanted &= named
-    sut = opt("--sut")
-    manifest: SutManifest
+    return tuple(v for v in discover() if v in wanted)
+
+
+def _load_sut(config: pytest.Config, wanted: tuple[str, ...]) -> SutManifest:
+    from conformance.manifest import ManifestError, load_manifest, manifest_for_url
+    from conformance.reference import reference_manifest
+
+    sut = config.getoption("--sut")
+    url_only = {
+        "--sut-token": config.getoption("--sut-token"),
+        "--sut-ca": config.getoption("--sut-ca"),
+    }
     try:
+        if (sut is None or "://" not in sut) and (
+            given := [name for name, value in url_only.items() if value]
+        ):
+            raise pytest.UsageError(
+                f"{', '.join(given)} only go with --sut=URL; in a manifest, write the token "
+                "and CA in the vendor's section"
+            )
         if sut is None:
             # The bundled reference SUT listens where REFERENCE_SUT_PORT says; pick a free port
             # unless the user pinned one, so a newcomer's run never collides with a busy 9443.
             os.environ.setdefault("REFERENCE_SUT_PORT", str(_free_port()))
-            manifest = load_manifest(REFERENCE_MANIFEST)
-        elif "://" in sut:
-            receivers = sorted(wanted & set(RECEIVER_VENDORS))
+            return reference_manifest()
+        if "://" in sut:
+            receivers = [v for v in wanted if discover()[v].receiver]
             if len(receivers) != 1:
                 raise pytest.UsageError(
                     f"--sut=URL names one webhook receiver, but this run selects "
                     f"{receivers or 'no receiver vendor'}: run one vendor's folder (e.g. "
-                    "pytest conformance/apple --sut=URL), add --vendor=apple, or describe the "
-                    "SUT in a manifest: --sut=sut.toml"
+                    f"pytest conformance/{next(n for n, v in discover().items() if v.receiver)} "
+                    "--sut=URL), add --vendor=NAME, or describe the SUT in a manifest: "
+                    "--sut=sut.toml"
                 )
-            ca = opt("--sut-ca")
-            manifest = manifest_for_url(
-                sut, receivers[0], token=opt("--sut-token"), ca=Path(ca) if ca else None
-            )
-        else:
-            manifest = load_manifest(Path(sut))
+            ca = config.getoption("--sut-ca")
+            return manifest_for_url(
+                sut, receivers[0], token=config.getoption("--sut-token"),
+                ca=Path(ca) if ca else None,
+            )  # fmt: skip
+        return load_manifest(Path(sut))
     except ManifestError as exc:
         raise pytest.UsageError(str(exc)) from None
-    vendors = tuple(v for v in VENDORS if v in wanted and v in manifest.vendors())
+
+
+def _settings(config: pytest.Config, wanted: tuple[str, ...], report_dir: Path) -> Settings:
+    from conformance.harness import Settings
+
+    manifest = _load_sut(config, wanted)
+    vendors = tuple(v for v in wanted if v in manifest.vendors())
     if not vendors:
         raise pytest.UsageError(
             f"nothing to check: the SUT declares {manifest.vendors()} but this run selects "
-            f"{sorted(wanted)}"
+            f"{list(wanted)}"
         )
-    try:
-        schedule = RetrySchedule.parse(opt("--apple-retry-schedule"))
-    except ValueError as exc:
-        raise pytest.UsageError(f"--apple-retry-schedule: {exc}") from None
-    if not 0 < opt("--apple-timeout") <= 60:
-        raise pytest.UsageError("--apple-timeout: give seconds between 0 and 60")
-    report_dir = Path(opt("--report-dir")).resolve()
-    pki_dir = Path(opt("--pki-dir")).resolve() if opt("--pki-dir") else report_dir / "pki"
+    pki_dir = Path(config.getoption("--pki-dir") or report_dir / "pki").resolve()
+    observer_port = config.getoption("--observer-port")
+    if not 0 <= observer_port <= 65535:
+        raise pytest.UsageError(
+            f"--observer-port={observer_port}: give a port from 1 to 65535 (0: any)"
+        )
+    vendor_settings = {}
+    for name in vendors:
+        try:
+            vendor_settings[name] = discover()[name].settings(config.getoption, pki_dir=pki_dir)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
     return Settings(
         manifest=manifest,
         vendors=vendors,
         report_dir=report_dir,
         pki_dir=pki_dir,
-        apple_stoken=opt("--apple-stoken") or _stable_secret(pki_dir / "apple-stoken"),
+        vendor_settings=vendor_settings,
         strict=bool(getattr(config.option, "strict", False)),
-        slow=opt("--slow"),
-        observer_port=opt("--observer-port"),
-        apple_api_port=opt("--apple-api-port"),
-        apple_schedule=schedule,
-        apple_timeout_s=opt("--apple-timeout"),
+        slow=config.getoption("--slow"),
+        observer_port=observer_port,
+        fuzz_profile=config.getoption("--fuzz-profile"),
     )
-
-
-def _stable_secret(path: Path) -> str:
-    """A secret made once and kept beside the PKI, so a deployed SUT can be configured with it."""
-    if path.is_file() and (value := path.read_text().strip()):
-        return value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(24)
-    path.write_text(value + "\n")
-    return value
 
 
 def _free_port() -> int:
@@ -201,11 +211,29 @@ def pytest_configure(config: pytest.Config) -> None:
     by_path = _selected_vendors(config)
     if by_path is None:
         return  # not a conformance run: stay out of the way
-    config.stash[STATE] = RunState(_settings(config, by_path))
+    if getattr(config.option, "numprocesses", None) or hasattr(config, "workerinput"):
+        raise pytest.UsageError(
+            "pytest-xdist (-n) cannot run a conformance suite: every worker would start its own "
+            "SUT and simulators on the same ports. Run without -n (the suite runs its checks "
+            "in order)."
+        )
+    report_dir = Path(config.getoption("--report-dir")).resolve()
+    wanted = _wanted(config, by_path)
+    state = RunState(report_dir, wanted)
+    try:
+        state.settings = _settings(config, wanted, report_dir)
+    except pytest.UsageError as exc:
+        _write_startup_report(state, f"usage error: {exc}")
+        raise
+    state.vendors = state.settings.vendors
+    config.stash[STATE] = state
+    from conformance.fuzzing import register_profiles
+
+    register_profiles()
     # GEN requirements bind every SUT: when only vendor folders were named, judge them too.
-    general = str(SUITE_DIR / "test_general.py")
-    if not any(p == SUITE_DIR / "test_general.py" or p == SUITE_DIR for p in _arg_paths(config)):
-        config.args.append(general)
+    general = SUITE_DIR / "test_general.py"
+    if not any(p in (general, SUITE_DIR) for p in _arg_paths(config)):
+        config.args.append(str(general))
 
 
 def _state(config: pytest.Config) -> RunState | None:
@@ -216,23 +244,34 @@ def _requirement_ids(item: pytest.Item) -> list[str]:
     return [rid for m in item.iter_markers("requirement") for rid in m.args]
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
     state = _state(config)
     if state is None:
         return
-    keep, drop = [], []
+    from conformance.catalogue import requirement
+
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    checks: list[pytest.Item] = []
     for item in items:
+        if not _is_suite_path(Path(str(item.path))):
+            keep.append(item)  # not a conformance check (e.g. the user's own tests)
+            continue
         ids = _requirement_ids(item)
         if not ids:
             raise pytest.UsageError(f"{item.nodeid}: a conformance check needs @requirement(ID)")
+        for rid in ids:
+            requirement(rid)  # unknown IDs are an error here, not at report time
+            item.extra_keyword_matches.add(rid)  # pytest -k APL-AUTH-01 selects its checks
         vendors = {requirement(rid).vendor for rid in ids}
-        (keep if vendors <= {"gen", *state.settings.vendors} else drop).append(item)
+        (checks if vendors <= {"gen", *state.vendors} else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
-    keep.sort(key=_rank)
-    items[:] = keep
+    checks.sort(key=_rank)
+    items[:] = keep + checks
 
 
 def _rank(item: pytest.Item) -> int:
@@ -244,39 +283,53 @@ def _rank(item: pytest.Item) -> int:
 def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     """The running simulators and SUT of this conformance run."""
     state = _state(request.config)
-    if state is None:
+    if state is None or state.settings is None:
         pytest.skip("not a conformance run")
+    from conformance.harness import Harness
+    from conformance.launcher import LaunchError
+
     h = Harness(state.settings, state.run_dir)
     state.harness = h
     try:
         h.start()
-    except (LaunchError, ManifestError) as exc:
-        h.startup_error = str(exc)
-        h.stop()
-        pytest.exit(f"conformance: {exc}", returncode=4)
-    except OSError as exc:  # e.g. a pinned --observer-port or --apple-api-port already in use
-        h.startup_error = str(exc)
-        h.stop()
-        pytest.exit(
-            f"conformance: could not start the simulators: {exc}. If you pinned "
-            "--observer-port or --apple-api-port, choose a free port.",
-            returncode=4,
+    except LaunchError as exc:
+        message = f"conformance: {exc}"
+    except OSError as exc:  # e.g. a pinned port already in use
+        message = (
+            f"conformance: could not start the simulators: {exc}. If you pinned a port "
+            "(--observer-port, --<vendor>-…-port), choose a free one."
         )
-    yield h
+    else:
+        yield h
+        return
+    state.startup_error = message
+    h.stop()
+    pytest.exit(message, returncode=4)
 
 
 @pytest.fixture
 def check() -> Check:
     """Expected vs observed and reproduction notes for the report."""
+    from conformance.verdicts import Check
+
     return Check()
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
     state = _state(item.config)
     if state is not None and state.harness is not None:
-        state.marks[item.nodeid] = state.harness.recorder.mark()
-    return (yield)
+        state.harness.cause = item.nodeid
+        state.errors_seen = len(state.harness.errors())
+    try:
+        return (yield)
+    finally:
+        if state is not None and state.harness is not None:
+            from simulators.evidence import RUN
+
+            state.harness.cause = RUN
 
 
 @pytest.hookimpl(wrapper=True)
@@ -285,76 +338,14 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     rep = yield
     state = _state(item.config)
-    ids = _requirement_ids(item)
-    if state is None or not ids:
+    if state is None or not _is_suite_path(Path(str(item.path))):
         return rep
+    ids = _requirement_ids(item)
     if rep.when == "call" or (rep.when == "setup" and not rep.passed):
-        _record(state, item, call, rep, ids)
+        from conformance.results import record_result
+
+        record_result(state, item, call, rep, ids)
     return rep
-
-
-def _record(
-    state: RunState,
-    item: pytest.Item,
-    call: pytest.CallInfo[None],
-    rep: pytest.TestReport,
-    ids: list[str],
-) -> None:
-    exc = call.excinfo
-    if rep.passed:
-        outcome, message = "pass", "as required"
-    elif exc is not None and exc.errisinstance(NotVerified):
-        outcome, message = "not-verified", str(exc.value)
-        rep.outcome = "skipped"
-        rep.longrepr = (str(item.path), item.location[1] or 0, f"not-verified: {message}")
-    elif rep.skipped:
-        outcome, message = "not-verified", _skip_reason(rep)
-    elif exc is not None and exc.errisinstance((AssertionError, pytest.fail.Exception)):
-        outcome, message = "fail", _first_line(str(exc.value))
-        if all(requirement(r).level == "SHOULD" for r in ids) and not state.settings.strict:
-            outcome = "warn"
-            rep.outcome = "passed"
-            rep.sections.append(("conformance warning", message))
-    else:
-        outcome = "error"
-        message = _first_line(exc.exconly() if exc is not None else "harness error")
-    check = item.funcargs.get("check") if hasattr(item, "funcargs") else None
-    evidence: list[dict[str, Any]] = []
-    if state.harness is not None:
-        start = state.marks.get(item.nodeid, 0)
-        actors = getattr(check, "history_actors", set())
-        events = [
-            e
-            for e in state.harness.recorder.all()
-            if e.seq >= start or e.actor in actors or e.peer in actors
-        ]
-        evidence = [e.to_json() for e in events][:400]
-    state.results.append(
-        CheckResult(
-            name=item.nodeid,
-            requirement_ids=ids,
-            outcome=outcome,
-            message=message,
-            expected=getattr(check, "expected", None),
-            observed=getattr(check, "observed", None),
-            reproduce=list(getattr(check, "reproduce", [])),
-            notes=list(getattr(check, "notes", [])),
-            duration_s=round(rep.duration, 3),
-            evidence=evidence,
-        )
-    )
-
-
-def _skip_reason(rep: pytest.TestReport) -> str:
-    if isinstance(rep.longrepr, tuple):
-        return str(rep.longrepr[2]).removeprefix("Skipped: ")
-    return str(rep.longrepr)
-
-
-def _first_line(text: str, limit: int = 500) -> str:
-    text = text.strip()
-    line = text.split("\nassert ")[0].split("\n+")[0].strip()
-    return line[:limit]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -362,23 +353,26 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state is None:
         return
     harness = state.harness
-    log_tail = ""
     if harness is not None:
         harness.stop()
-        if harness.sut is not None:
-            log_tail = harness.sut.log_tail()
-    if harness is None or harness.startup_error:
-        return  # nothing was judged; the startup error was printed
-    data = report.build_report(
-        state.settings,
-        state.run_id,
-        state.started_at,
-        state.results,
-        sut_log_tail=log_tail,
-        simulated_s=harness.clock.now(),
-    )
-    paths = report.write_reports(data, state.run_dir, state.settings.report_dir)
-    state.report_paths = paths
+    if state.startup_error is not None:
+        _write_startup_report(state, state.startup_error)
+        return
+    if harness is None:
+        return  # no check ran
+    from conformance.results import write_run_report
+
+    state.report_paths = write_run_report(state)
+
+
+def _write_startup_report(state: RunState, message: str) -> None:
+    """A run that cannot start still writes a report (every requirement ``error``) and moves
+    ``latest`` to it, so CI never publishes a stale result."""
+    if importlib.util.find_spec("jinja2") is None:  # pragma: no cover - installed with us
+        return
+    from conformance.results import write_startup_report
+
+    state.report_paths = write_startup_report(state, message)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

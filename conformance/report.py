@@ -11,8 +11,9 @@ import shutil
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
 import markupsafe
@@ -20,26 +21,41 @@ import markupsafe
 from conformance.catalogue import for_vendors
 from conformance.verdicts import OUTCOMES, CheckResult, requirement_verdict
 
-if TYPE_CHECKING:
-    from conformance.harness import Settings
-
-__all__ = ["build_report", "write_reports"]
+__all__ = ["RunInfo", "build_report", "write_reports"]
 
 SCHEMA = "conformance-report/1"
 
 
-def build_report(
-    settings: Settings,
-    run_id: str,
-    started_at: float,
-    results: list[CheckResult],
-    sut_log_tail: str = "",
-    simulated_s: float | None = None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RunInfo:
+    """What the report says about the run itself."""
+
+    run_id: str
+    started_at: float  # wall-clock epoch seconds
+    sut_name: str
+    sut_source: str
+    vendors: tuple[str, ...]
+    titles: dict[str, str] = field(default_factory=dict)  # vendor -> report title
+    launched: bool = False
+    strict: bool = False
+    slow: bool = False
+    simulated_s: float | None = None
+    sut_log_tail: str = ""
+    startup_error: str | None = None  # the run could not start: every requirement is `error`
+    run_events: list[dict[str, Any]] = field(default_factory=list)
+    run_events_cut: int = 0
+    evidence_dropped: int = 0
+    observer_refused: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def build_report(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
     requirements = []
-    for req in for_vendors(list(settings.vendors)):
+    for req in for_vendors(info.vendors):
         checks = [r for r in results if req.id in r.requirement_ids]
-        verdict, reason = requirement_verdict(req, checks)
+        if info.startup_error is not None:
+            verdict, reason = "error", f"the run could not start: {info.startup_error}"
+        else:
+            verdict, reason = requirement_verdict(req, checks)
         requirements.append(
             {
                 "id": req.id,
@@ -52,24 +68,28 @@ def build_report(
             }
         )
     summary = Counter({o: 0 for o in OUTCOMES})
-    summary.update(r["verdict"] for r in requirements)
-    manifest = settings.manifest
+    summary.update(str(r["verdict"]) for r in requirements)
     return {
         "schema": SCHEMA,
-        "run_id": run_id,
-        "started_at": datetime.datetime.fromtimestamp(started_at, datetime.UTC).isoformat(),
-        "duration_s": round(time.time() - started_at, 3),
-        "simulated_s": None if simulated_s is None else round(simulated_s, 3),
+        "run_id": info.run_id,
+        "started_at": datetime.datetime.fromtimestamp(info.started_at, datetime.UTC).isoformat(),
+        "duration_s": round(time.time() - info.started_at, 3),
+        "simulated_s": None if info.simulated_s is None else round(info.simulated_s, 3),
         "sut": {
-            "name": manifest.name,
-            "source": manifest.source,
-            "vendors": list(settings.vendors),
-            "launched": manifest.process is not None,
-            "log_tail": sut_log_tail,
+            "name": info.sut_name,
+            "source": info.sut_source,
+            "vendors": list(info.vendors),
+            "launched": info.launched,
+            "log_tail": info.sut_log_tail,
         },
-        "options": {"strict": settings.strict, "slow": settings.slow},
+        "vendors": {v: info.titles.get(v, v) for v in info.vendors},
+        "options": {"strict": info.strict, "slow": info.slow},
+        "startup_error": info.startup_error,
         "summary": dict(summary),
         "requirements": requirements,
+        "run_timeline": {"events": info.run_events, "cut": info.run_events_cut},
+        "evidence_dropped": info.evidence_dropped,
+        "observer_refused": info.observer_refused,
     }
 
 
@@ -83,11 +103,15 @@ def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict
     latest.mkdir(parents=True, exist_ok=True)
     for name in ("report.json", "junit.xml", "index.html"):
         shutil.copyfile(run_dir / name, latest / name)
-    lines = [
-        f"  {r['verdict'].upper():13} {r['id']} ({r['level']}): {r['reason']}"
-        for r in data["requirements"]
-        if r["verdict"] != "pass"
-    ]
+    if data.get("startup_error"):
+        first = str(data["startup_error"]).strip().splitlines()[0]
+        lines = [f"  the run could not start, so every requirement is error: {first}"]
+    else:
+        lines = [
+            f"  {r['verdict'].upper():13} {r['id']} ({r['level']}): {r['reason']}"
+            for r in data["requirements"]
+            if r["verdict"] != "pass"
+        ]
     return {
         "summary": data["summary"],
         "lines": lines,
@@ -148,7 +172,7 @@ def _junit(data: dict[str, Any]) -> bytes:
         elif c["outcome"] == "warn":
             ET.SubElement(case, "system-out").text = f"warning (SHOULD): {text}"
     ET.indent(suite)
-    return ET.tostring(suite, encoding="utf-8", xml_declaration=True)
+    return bytes(ET.tostring(suite, encoding="utf-8", xml_declaration=True))
 
 
 def _html(data: dict[str, Any]) -> str:

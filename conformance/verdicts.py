@@ -65,6 +65,7 @@ class CheckResult:
     notes: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     evidence: list[dict[str, Any]] = field(default_factory=list)
+    evidence_cut: int = 0  # events of this check not kept (the middle of a long timeline)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -1,21 +1,39 @@
 """The one simulated clock every simulator reads (architecture.md, "Simulated time").
 
-Simulated time is real monotonic time plus an offset. ``advance(seconds)`` moves the offset
-forward and wakes every sleeper, so a retry due at +300 s fires at once instead of after five
-real minutes, while the system under test keeps running in real time against real sockets.
+Two kinds of time run through a conformance run, and they must never be mixed:
+
+- **Simulated time** (``now()``, fields named ``*_sim_s`` or ``*_at``): vendor durations. A
+  retry due at +300 s, a 3-hour retention window or a 24-hour channel removal pass through this
+  clock. Simulated time is real monotonic time plus an offset; :meth:`Clock.advance` moves the
+  offset forward and wakes every sleeper, so hours take no real time while the system under test
+  keeps running in real time against real sockets.
+- **Real time** (``real()``, fields named ``*_real_s``): the SUT's own timers (status polling,
+  ``Retry-After``, keep-alive, pings, reconnect back-off) and answer times. They are judged in
+  real seconds; :meth:`Clock.sleep_real` is unaffected by ``advance`` so a jump of simulated
+  hours never fires a real-time rule.
 
 Cores never read this clock: they take ``now`` as an argument and answer with deadlines.
 Adapters call :meth:`Clock.now` and :meth:`Clock.sleep_until`.
+
+**Autojump** is a mode of the clock, scoped to a context rather than owned by an adapter:
+inside ``with clock.autojump():`` (and in every task started from it), a sleeper jumps the clock
+to its deadline instead of waiting for it. The harness turns it on around the simulator
+operations a check waits for (a notification and its retries); background activity keeps the
+pace of real time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 
 __all__ = ["Clock"]
+
+_AUTOJUMP: contextvars.ContextVar[bool] = contextvars.ContextVar("autojump", default=False)
 
 
 class Clock:
@@ -38,14 +56,14 @@ class Clock:
         """Simulated seconds since the clock was made (plus ``start``)."""
         return self._real() - self._origin + self._offset
 
+    def real(self) -> float:
+        """Real monotonic seconds since the clock was made."""
+        return self._real() - self._origin
+
     def readings(self) -> tuple[float, float]:
         """``(real(), now())`` read at one instant."""
         real = self._real() - self._origin
         return real, real + self._offset
-
-    def real(self) -> float:
-        """Real monotonic seconds since the clock was made."""
-        return self._real() - self._origin
 
     @property
     def offset(self) -> float:
@@ -64,22 +82,54 @@ class Clock:
                 loop.call_soon_threadsafe(event.set)
         return self.now()
 
+    # Waiting on simulated time.
+
+    @contextmanager
+    def autojump(self) -> Iterator[None]:
+        """Within this context (and tasks started from it), sleepers jump to their deadline."""
+        token = _AUTOJUMP.set(True)
+        try:
+            yield
+        finally:
+            _AUTOJUMP.reset(token)
+
+    @staticmethod
+    def autojumping() -> bool:
+        """Whether sleepers in the current context jump the clock."""
+        return _AUTOJUMP.get()
+
     async def sleep_until(self, deadline: float) -> None:
-        """Return once simulated time reaches ``deadline`` (real time or ``advance``)."""
+        """Return once simulated time reaches ``deadline`` (real time or ``advance``).
+
+        The waker is registered before the clock is read, so an ``advance`` from another thread
+        between the read and the wait still wakes this sleeper (no lost wake-up)."""
         loop = asyncio.get_running_loop()
-        while (remaining := deadline - self.now()) > 0:
-            event = asyncio.Event()
-            key = (loop, event)
+        event = asyncio.Event()
+        key = (loop, event)
+        with self._lock:
+            self._wakers.add(key)
+        try:
+            while True:
+                event.clear()
+                remaining = deadline - self.now()
+                if remaining <= 0:
+                    return
+                if _AUTOJUMP.get():
+                    self.advance(remaining)
+                    continue
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), timeout=remaining)
+        finally:
             with self._lock:
-                self._wakers.add(key)
-            try:
-                await asyncio.wait_for(event.wait(), timeout=remaining)
-            except TimeoutError:
-                pass
-            finally:
-                with self._lock:
-                    self._wakers.discard(key)
+                self._wakers.discard(key)
 
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds`` of simulated time."""
         await self.sleep_until(self.now() + seconds)
+
+    # Waiting on real time.
+
+    async def sleep_real(self, seconds: float) -> None:
+        """Wait ``seconds`` of real time: the pace of the SUT's own timers. ``advance`` never
+        shortens it, and autojump does not apply."""
+        await asyncio.sleep(seconds)

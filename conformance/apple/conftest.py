@@ -6,16 +6,18 @@ import json
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conformance.harness import AppleSim, Harness
+from conformance.apple.sim import AppleSim
+from conformance.harness import Harness
+from conformance.reference import fixtures_dir
 from simulators.apple.delivery import Attempt, Delivery
 from simulators.apple.models import Notification, association, new_notification_id
+from simulators.apple.notifier import Notifier
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "apple" / "examples"
+EXAMPLES = fixtures_dir() / "apple" / "examples"
 # How long a check waits for the SUT's observer report of something it answered 2xx to.
 OBSERVER_WAIT_S = 10.0
 # A receiver that answers late is judged by APL-LAT-01; the status checks wait this long.
@@ -40,6 +42,12 @@ class AppleDriver:
     observer_silent: bool = False
 
     @property
+    def notifier(self) -> Notifier:
+        """The notifier aimed at the SUT's declared receiver."""
+        assert self.sim.notifier is not None
+        return self.sim.notifier
+
+    @property
     def token(self) -> str:
         return self.sim.receiver.token
 
@@ -57,22 +65,22 @@ class AppleDriver:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         label = _label(body)
         return self.harness.run(
-            self.sim.notifier.post(data, headers=headers, label=label, timeout_s=timeout)
+            self.notifier.post(data, headers=headers, label=label, timeout_s=timeout)
         )
 
     def deliver(self, notification: Notification) -> Delivery:
-        """Deliver as the vendor does: retries on the simulated clock."""
-        return self.harness.run(self.sim.notifier.deliver(notification))
+        """Deliver as the vendor does: retries on the simulated clock (jumped to, not waited)."""
+        return self.harness.run(self.notifier.deliver(notification), autojump=True)
 
     def deliver_event(self, notification: Notification) -> list[Delivery]:
-        return self.harness.run(self.sim.notifier.deliver_event(notification))
+        return self.harness.run(self.notifier.deliver_event(notification), autojump=True)
 
     def arm(self, kind: str, **params: Any) -> None:
-        self.sim.notifier.faults.add("deliver", kind, **params)
+        self.notifier.faults.add("deliver", kind, **params)
 
     def curl(self, body: bytes | dict[str, Any], headers: dict[str, str] | None = None) -> str:
         """A command that sends the same request again."""
-        headers = self.sim.notifier.headers() if headers is None else headers
+        headers = self.notifier.headers() if headers is None else headers
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         parts = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}\\n", "-X", "POST"]
         ca = self.sim.receiver.cafiles
@@ -139,12 +147,9 @@ def _escape_bytes(data: bytes) -> str:
     return "".join(f"\\x{b:02x}" for b in data[:4096])
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def apple(harness: Harness) -> AppleDriver:
-    if harness.apple is None:
+    sim = harness.running.get("apple")
+    if not isinstance(sim, AppleSim):
         pytest.skip("the SUT does not declare the Apple profile")
-    driver: AppleDriver | None = getattr(harness, "_apple_driver", None)
-    if driver is None:
-        driver = AppleDriver(harness, harness.apple)
-        harness._apple_driver = driver  # type: ignore[attr-defined]
-    return driver
+    return AppleDriver(harness, sim)

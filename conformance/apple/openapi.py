@@ -11,9 +11,10 @@ import json
 from typing import Any
 
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from schemathesis import GenerationMode
 
+from conformance.fuzzing import campaign_settings
 from simulators.apple.models import BODY_MODELS, NOTIFICATION_TYPES
 
 __all__ = ["negative_cases", "receiver_openapi"]
@@ -78,19 +79,13 @@ def _unknown_type_only(body: Any) -> bool:
     )
 
 
-def negative_cases(max_examples: int = 30) -> list[bytes]:
-    """Schema-violating request bodies, deterministic from run to run."""
+def negative_cases(campaign: settings | None = None) -> list[bytes]:
+    """Schema-violating request bodies (deterministic from run to run by default)."""
     schema = schemathesis.openapi.from_dict(receiver_openapi())
     strategy = schema[PATH]["POST"].as_strategy(generation_mode=GenerationMode.NEGATIVE)
     bodies: list[bytes] = []
 
-    @settings(
-        max_examples=max_examples,
-        database=None,
-        derandomize=True,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @(campaign or campaign_settings("conformance", max_examples=30))
     @given(strategy)
     def collect(case: Any) -> None:
         body = case.body

@@ -19,7 +19,7 @@ bodies are never a valid notification envelope.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from hypothesis import strategies as st
 
@@ -33,6 +33,7 @@ from simulators.apple.models import (
     SubscriptionAssignment,
     SubscriptionCount,
     SubscriptionCounts,
+    SubscriptionCountsBlock,
     SubscriptionManagement,
     TestNotification,
     User,
@@ -48,10 +49,10 @@ __all__ = [
 ]
 
 _ids = st.text("0123456789", min_size=6, max_size=12)
-_words = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20)
+_words = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20)
 _uuids = st.uuids().map(str)
 _pricing = st.sampled_from(["STDQ", "PLUS"])
-_result = st.sampled_from(["SUCCESS", "FAILURE"])
+_result: st.SearchStrategy[Literal["SUCCESS", "FAILURE"]] = st.sampled_from(["SUCCESS", "FAILURE"])
 _errors = st.builds(NotificationError, errorNumber=st.integers(9600, 9899), errorMessage=_words)
 
 
@@ -67,7 +68,7 @@ def _asset_management(draw: st.DrawFn) -> AssetManagement:
     return AssetManagement(
         assignments=draw(st.lists(_assignment(), min_size=1, max_size=100)),
         eventId=draw(_uuids),
-        result=result,  # type: ignore[arg-type]
+        result=result,
         type=draw(st.sampled_from(["ASSOCIATE", "DISASSOCIATE", "REVOKE"])),
         error=draw(_errors) if result == "FAILURE" else None,
     )
@@ -97,11 +98,7 @@ def notification_bodies() -> st.SearchStrategy[Any]:
             SubscriptionCount,
             parentAdamId=st.integers(1, 10**10),
             adamId=st.integers(1, 10**10),
-            counts=st.builds(
-                dict,
-                available=_counts,
-                total=_counts,  # type: ignore[arg-type]
-            ).map(lambda d: {"available": d["available"], "total": d["total"]}),
+            counts=st.builds(SubscriptionCountsBlock, available=_counts, total=_counts),
         ),
         st.builds(
             SubscriptionManagement,

@@ -12,7 +12,7 @@ import itertools
 import pytest
 
 from conformance.apple.conftest import AppleDriver
-from conformance.harness import API_RETRY_AFTER_S
+from conformance.apple.sim import API_RETRY_AFTER_S
 from conformance.verdicts import Check
 from simulators.apple.api import ApiRequest
 
@@ -30,7 +30,7 @@ MEASUREMENT_SLACK_S = 0.05
 
 
 def _require_api_client(apple: AppleDriver, check: Check) -> None:
-    section = apple.harness.manifest.apple
+    section = apple.sim.section
     if section is None or not section.api_client:
         raise check.not_verified("profile not declared: the SUT's [apple] api_client is false")
     check.include_history("apple-api")

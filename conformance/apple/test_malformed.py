@@ -8,24 +8,17 @@ import json
 import uuid
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 from conformance.apple import openapi
 from conformance.apple.conftest import AppleDriver, example, fresh
 from conformance.apple.strategies import malformed_bodies
+from conformance.fuzzing import campaign_settings
 from conformance.verdicts import Check, HarnessError
 from simulators.apple.models import association
 
 pytestmark = pytest.mark.run_last(2)
 requirement = pytest.mark.requirement
-
-CAMPAIGN = settings(
-    max_examples=25,
-    deadline=None,
-    database=None,
-    derandomize=True,
-    suppress_health_check=list(HealthCheck),
-)
 
 
 def _valid() -> dict[str, object]:
@@ -82,7 +75,7 @@ def test_malformed_campaign(apple: AppleDriver, check: Check) -> None:
     """Hypothesis: bodies from conformance.apple.strategies.malformed_bodies()."""
     check.expect("never 5xx for any generated malformed body")
 
-    @CAMPAIGN
+    @campaign_settings(apple.harness.settings.fuzz_profile)
     @given(malformed_bodies())
     def campaign(body: bytes) -> None:
         _judge(apple, check, body, f"a generated body of {len(body)} B")
@@ -94,7 +87,9 @@ def test_malformed_campaign(apple: AppleDriver, check: Check) -> None:
 def test_schemathesis_campaign(apple: AppleDriver, check: Check) -> None:
     """Schemathesis: negative cases from the receiver's OpenAPI description (pydantic models)."""
     check.expect("never 5xx for schema-violating notifications")
-    cases = openapi.negative_cases(max_examples=15)
+    cases = openapi.negative_cases(
+        campaign_settings(apple.harness.settings.fuzz_profile, max_examples=15)
+    )
     if not cases:
         raise HarnessError("Schemathesis generated no negative case")
     check.note(f"{len(cases)} negative bodies generated from the OpenAPI description")

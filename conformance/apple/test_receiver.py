@@ -4,6 +4,7 @@ and split events (APL-TLS, APL-AUTH, APL-TYPE, APL-DUP, APL-OBS)."""
 from __future__ import annotations
 
 import base64
+import functools
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -99,7 +100,7 @@ DOCUMENTED = [
     _type_case("APL-TYPE-02", "asset-count-positive", lambda: _asset_count(12)),
     _type_case("APL-TYPE-02", "asset-count-negative", lambda: _asset_count(-12)),
     *(
-        _type_case(rid, name, lambda name=name: example(name))
+        _type_case(rid, name, functools.partial(example, name))
         for rid, names in [
             (
                 "APL-TYPE-03",
@@ -154,6 +155,7 @@ def _answers_2xx(apple: AppleDriver, check: Check, body: dict[str, Any]) -> None
 @requirement("APL-TYPE-06")
 @pytest.mark.parametrize("variant", ["unknown-type", "unknown-fields"])
 def test_type_forward_compatible(apple: AppleDriver, check: Check, variant: str) -> None:
+    wire: dict[str, Any]
     if variant == "unknown-type":
         wire = {
             "notification": {"futureField": 1},

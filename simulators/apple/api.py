@@ -25,6 +25,7 @@ from simulators.apple.notifier import Notifier, Receiver
 from simulators.apple.service import ApiError, AppsAndBooks, error_body
 from simulators.clock import Clock
 from simulators.evidence import Recorder
+from simulators.faultlog import FaultLog
 from simulators.faults import FaultPlan
 from simulators.pki import PKI
 
@@ -67,6 +68,7 @@ class AppsAndBooksServer:
     notifier_factory: NotifierFactory
     port: int = 0
     faults: FaultPlan = field(default_factory=FaultPlan)
+    fault_log: FaultLog = field(default_factory=lambda: FaultLog(ACTOR))
     requests: list[ApiRequest] = field(default_factory=list)
     notifier: Notifier | None = None
     changed: threading.Condition = field(default_factory=threading.Condition)
@@ -74,13 +76,14 @@ class AppsAndBooksServer:
     _wake: asyncio.Event | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _retired: set[Notifier] = field(default_factory=set)
 
     @property
     def base_url(self) -> str:
         return f"https://127.0.0.1:{self.port}{BASE_PATH}"
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self.fault_log.middleware()])
         app.router.add_route("*", BASE_PATH + "/{path:.*}", self._serve)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -99,8 +102,9 @@ class AppsAndBooksServer:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.notifier is not None:
-            await self.notifier.close()
+        for notifier in [*self._retired, self.notifier]:
+            if notifier is not None:
+                await notifier.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -213,20 +217,20 @@ class AppsAndBooksServer:
         return 404, {"errorMessage": f"No such endpoint: {endpoint}."}, {}
 
     async def _store_client_config(self, payload: Any) -> dict[str, Any]:
-        """Validate, send TEST_NOTIFICATION synchronously, store only if it was answered 2xx."""
+        """Validate, send TEST_NOTIFICATION synchronously (one attempt), store only if it was
+        answered 2xx. Deliveries still under way to a replaced receiver run to their end."""
         request = self.service.validate_client_config(payload)
         url = request.get("notificationUrl")
         if url is None:
             return self.service.store_client_config(request)
         notifier = self.notifier_factory(Receiver(url, request["notificationAuthToken"]))
-        notifier.schedule = RetrySchedule((0.0,))
         test = Notification.of(TestNotification(), uid=self.service.uid)
-        delivery = await notifier.deliver(test)
+        delivery = await notifier.deliver(test, schedule=RetrySchedule((0.0,)))
         if not delivery.attempts or not delivery.attempts[-1].succeeded:
             await notifier.close()
             raise ApiError(9728)
         if self.notifier is not None:
-            await self.notifier.close()
+            self._retire(self.notifier)
         self.notifier = notifier
         return self.service.store_client_config(request)
 
@@ -253,7 +257,18 @@ class AppsAndBooksServer:
                 if self.notifier is not None:
                     self._spawn(self.notifier.deliver_event(notification))
 
+    def _retire(self, notifier: Notifier) -> None:
+        """A replaced receiver's notifier closes once its deliveries have ended."""
+        self._retired.add(notifier)
+
+        async def close() -> None:
+            await notifier.close_when_idle()
+            self._retired.discard(notifier)
+
+        self._spawn(close())
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
+        self.fault_log.watch(task, "background task")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

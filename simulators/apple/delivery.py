@@ -61,13 +61,20 @@ class DeliveryState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """The outcome of one POST: a status code, or an error (timeout, connection failure)."""
+    """The outcome of one POST: a status code, or an error (timeout, connection failure).
+
+    ``started_sim_s`` is simulated time (the retry schedule's); ``elapsed_real_s`` is how long
+    the receiver took in real time (its answer time). ``timed_out`` says the receiver did not
+    answer within the delivery timeout; ``fault`` names the fault the simulator injected into
+    this attempt, if any (then a failure is ours, not the receiver's)."""
 
     number: int
-    started_at: float
+    started_sim_s: float
     status: int | None = None
     error: str | None = None
-    elapsed_s: float | None = None
+    elapsed_real_s: float | None = None
+    timed_out: bool = False
+    fault: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -79,7 +86,7 @@ class Delivery:
     """The retry state of one notification: feed attempt outcomes and ``now``; read deadlines."""
 
     notification_id: str
-    first_at: float
+    first_sim_s: float
     schedule: RetrySchedule = field(default_factory=RetrySchedule)
     attempts: list[Attempt] = field(default_factory=list)
     state: DeliveryState = DeliveryState.DUE
@@ -88,7 +95,7 @@ class Delivery:
         """When the next attempt is due, or None when none will be made."""
         if self.state is not DeliveryState.DUE:
             return None
-        return self.first_at + self.schedule.offsets[len(self.attempts)]
+        return self.first_sim_s + self.schedule.offsets[len(self.attempts)]
 
     def start_attempt(self, now: float) -> int:
         """Mark an attempt as started; return its number (1-based)."""

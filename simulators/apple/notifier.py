@@ -2,9 +2,13 @@
 
 A thin aiohttp adapter over :mod:`simulators.apple.delivery`: each POST carries
 ``Authorization: Bearer <notificationAuthToken>`` and ``Content-Type: application/json``; any
-2xx is success; a non-2xx status, a timeout (default 5 s real time, the receiver answers in real
-time) or a connection error is retried on the simulated clock (default +60 s, +300 s), reusing
-the ``notificationId``. Events over 100 elements are split first.
+2xx is success; a non-2xx status, a timeout (default 5 s of real time: the receiver answers in
+real time, and the timeout covers the whole exchange) or a connection error is retried on the
+simulated clock (default +60 s, +300 s), reusing the ``notificationId``. Events over 100
+elements are split first. At most :data:`ANSWER_READ_LIMIT` bytes of an answer are read.
+
+Every attempt is written to an :class:`AttemptLog` (shared by every notifier of a run), so
+answer times are judged over all of them.
 
 Faults (target ``"deliver"``, one per attempt, armed through :attr:`Notifier.faults`):
 
@@ -12,14 +16,15 @@ Faults (target ``"deliver"``, one per attempt, armed through :attr:`Notifier.fau
 - ``drop_after_send``: the request is written in full, the connection is aborted as soon as the
   receiver starts answering, so the receiver got it but the notifier saw no answer and retries;
 - ``delay`` (``seconds``, simulated): the attempt starts late;
-- ``stall``: headers and half the body are sent, then nothing until the attempt times out.
+- ``stall``: headers and half the body are sent, then nothing until the attempt times out (real
+  time: it is the receiver that waits).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-import time
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,10 +45,11 @@ from simulators.clock import Clock
 from simulators.evidence import Recorder
 from simulators.faults import Fault, FaultPlan
 
-__all__ = ["Notifier", "Receiver"]
+__all__ = ["ANSWER_READ_LIMIT", "AttemptLog", "LoggedAttempt", "Notifier", "Receiver"]
 
 ACTOR = "apple-notifier"
 PEER = "sut"
+ANSWER_READ_LIMIT = 64 * 1024  # bytes of a receiver's answer body read, at most
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,39 @@ class Receiver:
         return context
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class LoggedAttempt:
+    """One attempt and what it carried (``label``: type and notificationId)."""
+
+    label: str
+    attempt: Attempt
+
+
+class AttemptLog:
+    """Every attempt a run's notifiers made, thread-safe. Answer times are kept for all of them;
+    the attempts themselves up to ``limit`` (the rest are counted)."""
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self._lock = threading.Lock()
+        self._limit = limit
+        self._entries: list[LoggedAttempt] = []
+        self.answer_times_real_s: list[float] = []
+        self.total = 0
+
+    def add(self, label: str, attempt: Attempt) -> None:
+        with self._lock:
+            self.total += 1
+            if attempt.status is not None and attempt.elapsed_real_s is not None:
+                self.answer_times_real_s.append(attempt.elapsed_real_s)
+            if len(self._entries) < self._limit:
+                self._entries.append(LoggedAttempt(label, attempt))
+
+    def entries(self) -> list[LoggedAttempt]:
+        with self._lock:
+            return list(self._entries)
+
+
+@dataclass(eq=False)
 class Notifier:
     """Delivers notifications to one receiver, with the vendor's retries, split and faults."""
 
@@ -72,10 +110,11 @@ class Notifier:
     recorder: Recorder
     schedule: RetrySchedule = field(default_factory=RetrySchedule)
     timeout_s: float = DEFAULT_TIMEOUT_S
-    autojump: bool = False  # jump the clock to a retry deadline instead of waiting for it
     faults: FaultPlan = field(default_factory=FaultPlan)
-    answers: list[Attempt] = field(default_factory=list)  # every attempt that got a status
+    log: AttemptLog = field(default_factory=AttemptLog)
+    in_flight: int = 0  # deliveries under way
     _session: aiohttp.ClientSession | None = None
+    _idle: asyncio.Event | None = None
 
     async def start(self) -> None:
         if self._session is None:
@@ -89,22 +128,19 @@ class Notifier:
             await self._session.close()
             self._session = None
 
+    async def close_when_idle(self) -> None:
+        """Close once the deliveries under way have ended (a replaced receiver's notifier)."""
+        while self.in_flight:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
+        await self.close()
+
     def headers(self) -> dict[str, str]:
         """The headers of a notification POST (SIM-APL-AUTH)."""
         return {
             "Authorization": f"Bearer {self.receiver.token}",
             "Content-Type": "application/json",
         }
-
-    async def _wait(self, seconds: float) -> None:
-        """Let ``seconds`` of simulated time pass: jump there with autojump, else wait for it.
-
-        The deadline is fixed before the jump; sleeping ``seconds`` after advancing would wait
-        them out again in real time."""
-        deadline = self.clock.now() + seconds
-        if self.autojump:
-            self.clock.advance(seconds)
-        await self.clock.sleep_until(deadline)
 
     # Delivering notifications.
 
@@ -113,11 +149,24 @@ class Notifier:
         parts = split_notification(notification)
         return list(await asyncio.gather(*(self.deliver(part) for part in parts)))
 
-    async def deliver(self, notification: Notification) -> Delivery:
-        """Deliver one notification with up to 3 attempts over 1–5 minutes (SIM-APL-RETRY)."""
+    async def deliver(
+        self, notification: Notification, schedule: RetrySchedule | None = None
+    ) -> Delivery:
+        """Deliver one notification with up to 3 attempts over 1–5 minutes (SIM-APL-RETRY);
+        ``schedule`` overrides the notifier's for this one (TEST_NOTIFICATION: one attempt)."""
+        self.in_flight += 1
+        try:
+            return await self._deliver(notification, schedule or self.schedule)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight and self._idle is not None:
+                self._idle.set()
+
+    async def _deliver(self, notification: Notification, schedule: RetrySchedule) -> Delivery:
         body = notification.to_bytes()
-        delivery = Delivery(notification.notificationId, self.clock.now(), self.schedule)
+        delivery = Delivery(notification.notificationId, self.clock.now(), schedule)
         label = f"{notification.notificationType} {notification.notificationId}"
+        self.recorder.remember_cause(notification.notificationId)
         while (deadline := delivery.next_deadline()) is not None:
             wait = deadline - self.clock.now()
             if wait > 0:
@@ -130,7 +179,7 @@ class Notifier:
                     notificationId=notification.notificationId,
                     due_sim_s=round(deadline, 3),
                 )
-                await self._wait(wait)
+                await self.clock.sleep_until(deadline)
             number = delivery.start_attempt(self.clock.now())
             attempt = await self._attempt(number, body, label, self.headers())
             delivery.finish_attempt(attempt)
@@ -176,7 +225,7 @@ class Notifier:
         if fault is not None and fault.kind == "delay":
             seconds = float(fault.get("seconds", 30.0))
             self._note_fault(fault, label, f"delayed by {seconds:.0f} s (simulated)")
-            await self._wait(seconds)
+            await self.clock.sleep(seconds)
         copies = 2 if fault is not None and fault.kind == "duplicate" else 1
         attempt = Attempt(number, self.clock.now(), error="not sent")
         for copy in range(copies):
@@ -194,7 +243,7 @@ class Notifier:
         timeout: float,
         fault: Fault | None,
     ) -> Attempt:
-        started_sim = self.clock.now()
+        started_real, started_sim = self.clock.readings()
         auth = headers.get("Authorization")
         self.recorder.record(
             ACTOR,
@@ -207,22 +256,31 @@ class Notifier:
             authorization=_redact(auth),
             body=_excerpt(body),
         )
-        started = time.perf_counter()
         status: int | None = None
         error: str | None = None
+        timed_out = False
+        injected = fault.kind if fault is not None and fault.kind != "delay" else None
         try:
             if fault is not None and fault.kind in ("drop_after_send", "stall"):
                 error = await self._send_raw(body, headers, timeout, fault, label)
             else:
                 status = await self._send_aiohttp(body, headers, timeout)
         except TimeoutError:
-            error = f"no answer within {timeout:g} s"
+            error, timed_out = f"no answer within {timeout:g} s", True
         except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
             error = f"{type(exc).__name__}: {exc}"
-        elapsed = time.perf_counter() - started
-        attempt = Attempt(number, started_sim, status=status, error=error, elapsed_s=elapsed)
+        elapsed = self.clock.real() - started_real
+        attempt = Attempt(
+            number,
+            started_sim,
+            status=status,
+            error=error,
+            elapsed_real_s=elapsed,
+            timed_out=timed_out,
+            fault=injected,
+        )
+        self.log.add(label, attempt)
         if status is not None:
-            self.answers.append(attempt)
             self.recorder.record(
                 PEER,
                 "->",
@@ -257,7 +315,10 @@ class Notifier:
         async with self._session.post(
             self.receiver.url, data=body, headers=headers, **options
         ) as response:
-            await response.read()
+            # A bounded read: a receiver answering a huge body cannot exhaust the harness.
+            await response.content.read(ANSWER_READ_LIMIT)
+            if not response.content.at_eof():
+                response.close()  # drop the connection rather than drain the rest
             return response.status
 
     async def _send_raw(
@@ -280,8 +341,8 @@ class Notifier:
             if fault.kind == "stall":
                 writer.write(body[: len(body) // 2])
                 await writer.drain()
-                self._note_fault(fault, label, f"stalled mid-body for {timeout:g} s")
-                await self._wait(timeout)
+                self._note_fault(fault, label, f"stalled mid-body for {timeout:g} s (real)")
+                await self.clock.sleep_real(timeout)
                 return f"stalled mid-body; no answer within {timeout:g} s"
             writer.write(body)
             await writer.drain()

@@ -42,17 +42,18 @@ def test_three_attempts_within_five_minutes_same_id(pki: PKI, failure: str) -> N
 
     async def scenario() -> None:
         async with receiver(pki, answer=lambda n: 500) as rec:
-            notifier = _notifier(pki, rec.url, autojump=True, timeout_s=0.5)
+            notifier = _notifier(pki, rec.url, timeout_s=0.5)
             if failure == "timeout":
                 notifier.faults.add("deliver", "stall", times=3)
             elif failure == "connection-dropped":
                 rec.answer = lambda n: 200
                 notifier.faults.add("deliver", "drop_after_send", times=3)
             note = association(3, target="serialNumber")
-            delivery = await notifier.deliver(note)
+            with notifier.clock.autojump():
+                delivery = await notifier.deliver(note)
             await notifier.close()
             assert delivery.state is DeliveryState.GAVE_UP
-            assert [round(a.started_at) for a in delivery.attempts] == [0, 60, 300]
+            assert [round(a.started_sim_s) for a in delivery.attempts] == [0, 60, 300]
             if failure != "timeout":
                 assert {r.body["notificationId"] for r in rec.requests} == {note.notificationId}
                 assert len(rec.requests) == 3
@@ -63,11 +64,12 @@ def test_three_attempts_within_five_minutes_same_id(pki: PKI, failure: str) -> N
 def test_schedule_is_configurable_and_success_stops_retries(pki: PKI) -> None:
     async def scenario() -> None:
         async with receiver(pki, answer=lambda n: 503 if n == 1 else 202) as rec:
-            notifier = _notifier(pki, rec.url, autojump=True, schedule=RetrySchedule((0, 90)))
-            delivery = await notifier.deliver(association(1, target="serialNumber"))
+            notifier = _notifier(pki, rec.url, schedule=RetrySchedule((0, 90)))
+            with notifier.clock.autojump():
+                delivery = await notifier.deliver(association(1, target="serialNumber"))
             await notifier.close()
             assert delivery.state is DeliveryState.DELIVERED
-            assert [round(a.started_at) for a in delivery.attempts] == [0, 90]
+            assert [round(a.started_sim_s) for a in delivery.attempts] == [0, 90]
 
     asyncio.run(scenario())
 
@@ -151,23 +153,41 @@ def test_delay_fault_holds_the_attempt_on_the_simulated_clock(pki: PKI) -> None:
             delivery = await asyncio.wait_for(task, 5)
             await notifier.close()
             assert delivery.state is DeliveryState.DELIVERED and len(rec.requests) == 1
-            assert delivery.attempts[0].started_at >= 45
+            assert delivery.attempts[0].started_sim_s >= 45
 
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("kind", ["delay", "stall"])
-def test_autojump_faults_take_no_real_time(pki: PKI, kind: str) -> None:
-    """Regression: with autojump, delay and stall advanced the clock and then slept their
-    duration again in real time."""
+def test_autojump_delay_takes_no_real_time(pki: PKI) -> None:
+    """Regression: with autojump, a delay advanced the clock and then slept its duration again
+    in real time."""
 
     async def scenario() -> float:
         async with receiver(pki) as rec:
-            notifier = _notifier(pki, rec.url, autojump=True, timeout_s=30.0)
-            notifier.faults.add("deliver", kind, seconds=120)
+            notifier = _notifier(pki, rec.url, timeout_s=30.0)
+            notifier.faults.add("deliver", "delay", seconds=120)
             started = asyncio.get_running_loop().time()
-            await asyncio.wait_for(notifier.deliver(association(1)), 10)
+            with notifier.clock.autojump():
+                await asyncio.wait_for(notifier.deliver(association(1)), 10)
             await notifier.close()
             return asyncio.get_running_loop().time() - started
 
     assert asyncio.run(scenario()) < 5.0
+
+
+def test_stall_lasts_the_real_timeout_even_under_autojump(pki: PKI) -> None:
+    """A stalled request keeps the receiver waiting in real time: autojump does not cut it."""
+
+    async def scenario() -> tuple[float, str | None]:
+        async with receiver(pki) as rec:
+            notifier = _notifier(pki, rec.url, timeout_s=0.5, schedule=RetrySchedule((0,)))
+            notifier.faults.add("deliver", "stall")
+            started = asyncio.get_running_loop().time()
+            with notifier.clock.autojump():
+                delivery = await asyncio.wait_for(notifier.deliver(association(1)), 10)
+            await notifier.close()
+            return asyncio.get_running_loop().time() - started, delivery.attempts[0].fault
+
+    elapsed, fault = asyncio.run(scenario())
+    assert 0.5 <= elapsed < 5.0
+    assert fault == "stall"  # the failure is the simulator's doing, not the receiver's

@@ -43,14 +43,14 @@ def _fail(d: Delivery, now: float, status: int | None = 500) -> DeliveryState:
 
 
 def test_any_2xx_delivers() -> None:
-    d = Delivery("id", first_at=10.0)
+    d = Delivery("id", first_sim_s=10.0)
     assert d.next_deadline() == 10.0
     assert _fail(d, 10.0, status=204) is DeliveryState.DELIVERED
     assert d.next_deadline() is None
 
 
 def test_failures_retry_on_schedule_then_give_up() -> None:
-    d = Delivery("id", first_at=10.0)
+    d = Delivery("id", first_sim_s=10.0)
     assert _fail(d, 10.0) is DeliveryState.DUE
     assert d.next_deadline() == 70.0
     with pytest.raises(RuntimeError):

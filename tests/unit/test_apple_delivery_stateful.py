@@ -55,7 +55,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         assert len(d.attempts) <= 3
         assert all(offset <= 300 for offset in d.schedule.offsets)
         for a, offset in zip(d.attempts, d.schedule.offsets, strict=False):
-            assert a.started_at >= d.first_at + offset  # never early
+            assert a.started_sim_s >= d.first_sim_s + offset  # never early
         succeeded = any(a.succeeded for a in d.attempts)
         assert (d.state is DeliveryState.DELIVERED) == succeeded
         if succeeded:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -9,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from conformance.vendors import discover
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,33 +26,78 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (
-            ["conformance", "--sut=https://127.0.0.1:1/x", "--sut-token=t"],
-            "names one webhook receiver",
-        ),
-        (["conformance/apple", "--sut=https://127.0.0.1:1/x"], "needs --sut-token"),
-        (["conformance", "--sut=missing.toml"], "missing.toml: no such file"),
-        (["conformance", "--vendor=apple,nokia"], "unknown vendor(s) ['nokia']"),
-        (["conformance", "--apple-retry-schedule=0,400"], "--apple-retry-schedule"),
-        (
-            [
-                "conformance/apple",
-                "--sut=https://127.0.0.1:9/x",
-                "--sut-token=t",
-                "--sut-ca=no.pem",
-            ],
-            "--sut-ca=no.pem: no such file",
-        ),
-    ],
-)
-def test_usage_errors(args: list[str], message: str) -> None:
-    proc = run(*args)
+def _two_receivers() -> bool:
+    return sum(v.receiver for v in discover().values()) >= 2
+
+
+USAGE_ERRORS = [
+    pytest.param(
+        ["conformance", "--sut=https://127.0.0.1:1/x", "--sut-token=t"],
+        "names one webhook receiver",
+        id="url-needs-one-receiver",
+        marks=pytest.mark.skipif(not _two_receivers(), reason="one receiver vendor installed"),
+    ),
+    (["conformance/apple", "--sut=https://127.0.0.1:1/x"], "needs --sut-token"),
+    (["conformance", "--sut=missing.toml"], "missing.toml: no such file"),
+    (["conformance", "--vendor=apple,nokia"], "unknown vendor(s) ['nokia']"),
+    (["conformance", "--apple-retry-schedule=0,400"], "--apple-retry-schedule"),
+    (
+        ["conformance/apple", "--sut=https://127.0.0.1:9/x", "--sut-token=t", "--sut-ca=no.pem"],
+        "--sut-ca=no.pem: no such file",
+    ),
+    (["conformance/apple", "--sut=https://127.0.0.1:99999/x", "--sut-token=t"], "port must be"),
+    (["conformance", "--sut-ca=ca.pem"], "--sut-ca only go with --sut=URL"),
+    (["conformance", "--observer-port=70000"], "--observer-port=70000"),
+    (["conformance", "--apple-api-port=-1"], "--apple-api-port=-1"),
+]
+
+
+@pytest.mark.parametrize("args, message", USAGE_ERRORS)
+def test_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = run(*args, f"--report-dir={tmp_path}")
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_non_boolean_api_client_is_a_usage_error(tmp_path: Path) -> None:
+    manifest = tmp_path / "sut.toml"
+    manifest.write_text(
+        '[apple]\nwebhook_url = "https://127.0.0.1:9/n"\nauth_token = "t"\napi_client = "yes"\n'
+    )
+    proc = run("conformance", f"--sut={manifest}", f"--report-dir={tmp_path}")
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "[apple] api_client: Input should be a valid boolean" in proc.stderr
+
+
+def test_a_run_that_cannot_start_still_writes_a_report(tmp_path: Path) -> None:
+    """Every requirement `error` with the startup message, and `latest` moved to it."""
+    stale = tmp_path / "latest" / "report.json"
+    stale.parent.mkdir()
+    stale.write_text('{"summary": {"pass": 23}}')
+    proc = run("conformance", "--sut=missing.toml", f"--report-dir={tmp_path}")
+    assert proc.returncode == 4
+    data = json.loads(stale.read_text())
+    assert data["startup_error"] and "missing.toml: no such file" in data["startup_error"]
+    assert {r["verdict"] for r in data["requirements"]} == {"error"}
+    assert {r["id"] for r in data["requirements"]} >= {"GEN-LIVE-01", "APL-AUTH-01"}
+
+
+def test_project_tests_and_conformance_in_one_run(tmp_path: Path) -> None:
+    """Only items under conformance/ need @requirement."""
+    proc = run("tests/unit/test_clock.py", "conformance", "--collect-only", "-q",
+               f"--report-dir={tmp_path}")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "tests/unit/test_clock.py::" in proc.stdout
+    assert "conformance/apple/test_receiver.py::" in proc.stdout
+
+
+def test_k_selects_a_requirements_checks(tmp_path: Path) -> None:
+    proc = run("conformance", "-k", "APL-AUTH-03", "--collect-only", "-q",
+               f"--report-dir={tmp_path}")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    selected = [line for line in proc.stdout.splitlines() if "::" in line]
+    assert selected and all("test_rejects_wrong_authorization" in line for line in selected)
 
 
 def test_unreachable_sut_is_reported_before_checks(tmp_path: Path) -> None:
@@ -61,7 +109,9 @@ def test_unreachable_sut_is_reported_before_checks(tmp_path: Path) -> None:
         f"--report-dir={tmp_path}",
     )
     assert proc.returncode == 4, proc.stdout[-2000:]
-    assert "cannot reach the SUT at https://127.0.0.1:9/notify" in proc.stdout + proc.stderr
+    assert "https://127.0.0.1:9/notify ([apple] webhook_url) does not accept" in (
+        proc.stdout + proc.stderr
+    )
     assert time.monotonic() - started < 60
 
 
@@ -86,4 +136,4 @@ def test_busy_pinned_port_is_one_clear_message(tmp_path: Path) -> None:
         proc = run("conformance", f"--observer-port={port}", f"--report-dir={tmp_path}")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 4, out[-2000:]
-    assert "could not start the simulators" in out and "choose a free port" in out
+    assert "could not start the simulators" in out and "choose a free one" in out

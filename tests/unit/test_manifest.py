@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from conformance.apple.sim import AppleSection
 from conformance.manifest import ManifestError, load_manifest, manifest_for_url
 
 GOOD = """
@@ -29,14 +30,16 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_good_manifest(tmp_path: Path) -> None:
     m = load_manifest(write(tmp_path, GOOD))
     assert m.vendors() == ["apple"]
-    assert m.apple is not None and m.apple.auth_token == "s3cret" and m.apple.api_client
+    apple = m.section("apple")
+    assert isinstance(apple, AppleSection) and apple.auth_token == "s3cret" and apple.api_client
     assert m.process is not None and m.process.cwd == tmp_path.resolve()
 
 
 def test_environment_expansion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACME_TOKEN", "from-env")
     m = load_manifest(write(tmp_path, GOOD))
-    assert m.apple is not None and m.apple.auth_token == "from-env"
+    apple = m.section("apple")
+    assert isinstance(apple, AppleSection) and apple.auth_token == "from-env"
 
 
 @pytest.mark.parametrize(
@@ -72,7 +75,7 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_url_form_needs_a_token() -> None:
     with pytest.raises(ManifestError, match="--sut-token"):
         manifest_for_url("https://h/n", "apple", token=None, ca=None)
-    with pytest.raises(ManifestError, match="describe a pelion SUT in a manifest"):
-        manifest_for_url("https://h/n", "pelion", token="t", ca=None)
+    with pytest.raises(ManifestError, match="no vendor plug-in 'nokia'"):
+        manifest_for_url("https://h/n", "nokia", token="t", ca=None)
     m = manifest_for_url("https://h/n", "apple", token="t", ca=None)
-    assert m.apple is not None and m.source == "https://h/n"
+    assert m.section("apple") is not None and m.source == "https://h/n"

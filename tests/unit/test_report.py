@@ -6,13 +6,12 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conformance.catalogue import catalogue, for_vendors, requirement
-from conformance.harness import Settings
-from conformance.manifest import manifest_for_url
-from conformance.report import build_report, write_reports
+from conformance.report import RunInfo, build_report, write_reports
 from conformance.verdicts import CheckResult, requirement_verdict
 
 
@@ -57,20 +56,27 @@ def test_requirement_verdict(outcomes: list[str], verdict: str) -> None:
     assert requirement_verdict(req, [result(o, req.id) for o in outcomes])[0] == verdict
 
 
+def run_info(**overrides: Any) -> RunInfo:
+    fields: dict[str, Any] = {
+        "run_id": "run-1",
+        "started_at": 0.0,
+        "sut_name": "https://127.0.0.1:1/n",
+        "sut_source": "https://127.0.0.1:1/n",
+        "vendors": ("apple",),
+        "titles": {"apple": "Apple Apps and Books notifications"},
+        "simulated_s": 360.0,
+    }
+    return RunInfo(**{**fields, **overrides})
+
+
 def test_report_files(tmp_path: Path) -> None:
-    settings = Settings(
-        manifest=manifest_for_url("https://127.0.0.1:1/n", "apple", token="t", ca=None),
-        vendors=("apple",),
-        report_dir=tmp_path,
-        pki_dir=tmp_path / "pki",
-    )
     results = [
         result("pass", "APL-AUTH-01"),
         result("fail", "APL-AUTH-02", message="accepted <script>alert(1)</script> with no token"),
         result("not-verified", "APL-OBS-01", message="the SUT reported nothing"),
         result("warn", "APL-LAT-02"),
     ]
-    data = build_report(settings, "run-1", 0.0, results, simulated_s=360.0)
+    data = build_report(run_info(), results)
     write_reports(data, tmp_path / "run-1", tmp_path)
     data = json.loads((tmp_path / "latest" / "report.json").read_text())
     assert data["schema"] == "conformance-report/1" and data["run_id"] == "run-1"

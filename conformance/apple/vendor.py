@@ -1,0 +1,123 @@
+"""The Apple Apps and Books vendor plug-in (conformance.vendors.Vendor).
+
+Imported in every pytest run of a user's environment (options are declared at start-up), so it
+imports nothing heavy at module level; the simulators load when a run starts them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from conformance.vendors import AddOption, GetOption, RunningVendor, VendorRun
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from simulators.apple.delivery import RetrySchedule
+
+__all__ = ["VENDOR", "AppleSettings", "AppleVendor"]
+
+
+@dataclass(frozen=True)
+class AppleSettings:
+    api_port: int = 0
+    stoken: str = "conformance-stoken"
+    retry_schedule: RetrySchedule | None = None  # None: the vendor's +0, +60, +300 s
+    timeout_s: float = 5.0
+
+
+class AppleVendor:
+    name = "apple"
+    title = "Apple Apps and Books notifications"
+    receiver = True
+
+    def add_options(self, add: AddOption) -> None:
+        add(
+            "--apple-api-port",
+            type=int,
+            default=0,
+            metavar="PORT",
+            help="pin the simulated Apps and Books API's port (default: a free one)",
+        )
+        add(
+            "--apple-stoken",
+            metavar="TOKEN",
+            help="the sToken the simulated Apps and Books API accepts (default: one kept in "
+            "the PKI folder, the same from run to run)",
+        )
+        add(
+            "--apple-retry-schedule",
+            default="0,60,300",
+            metavar="S,S,S",
+            help="notification attempt offsets in simulated seconds (default 0,60,300)",
+        )
+        add("--apple-timeout", type=float, default=5.0, metavar="S",
+            help="seconds a receiver has to answer a notification (default 5)")  # fmt: skip
+
+    def settings(self, option: GetOption, *, pki_dir: Path) -> AppleSettings:
+        from simulators.apple.delivery import RetrySchedule
+
+        try:
+            schedule = RetrySchedule.parse(option("--apple-retry-schedule"))
+        except ValueError as exc:
+            raise ValueError(f"--apple-retry-schedule: {exc}") from None
+        timeout = option("--apple-timeout")
+        if not 0 < timeout <= 60:
+            raise ValueError("--apple-timeout: give seconds between 0 and 60")
+        port = option("--apple-api-port")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"--apple-api-port={port}: give a port from 1 to 65535 (0: any)")
+        return AppleSettings(
+            api_port=port,
+            stoken=option("--apple-stoken") or _stable_secret(pki_dir / "apple-stoken"),
+            retry_schedule=schedule,
+            timeout_s=timeout,
+        )
+
+    def section_model(self) -> type[BaseModel]:
+        from conformance.apple.sim import AppleSection
+
+        return AppleSection
+
+    def section_for_url(self, url: str, *, token: str | None, ca: Path | None) -> BaseModel:
+        from conformance.apple.sim import AppleSection
+
+        if not token:
+            raise ValueError(
+                "an Apple receiver needs --sut-token=TOKEN (the notificationAuthToken it expects)"
+            )
+        return AppleSection(webhook_url=url, auth_token=token, tls_ca=ca)
+
+    def profiles(self, section: BaseModel) -> frozenset[str]:
+        return frozenset({"api_client"}) if getattr(section, "api_client", False) else frozenset()
+
+    def observer_record_model(self) -> type[BaseModel]:
+        from conformance.apple.sim import ObservedNotification
+
+        return ObservedNotification
+
+    def observer_key(self, record: Any) -> str | None:
+        inner = record.get("notification") if isinstance(record, dict) else None
+        key = inner.get("notificationId") if isinstance(inner, dict) else None
+        return key if isinstance(key, str) else None
+
+    async def start(self, run: VendorRun) -> RunningVendor:
+        from conformance.apple.sim import start
+
+        return await start(run)
+
+
+def _stable_secret(path: Path) -> str:
+    """A secret made once and kept beside the PKI, so a deployed SUT can be configured with it."""
+    if path.is_file() and (value := path.read_text().strip()):
+        return value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(24)
+    path.write_text(value + "\n")
+    return value
+
+
+VENDOR = AppleVendor()

@@ -1,0 +1,162 @@
+"""The vendor plug-in interface (architecture.md, "A vendor is a plug-in").
+
+A vendor is a package ``conformance/<name>/`` whose module ``vendor.py`` defines ``VENDOR``, an
+object implementing :class:`Vendor`. The generic modules (plugin, harness, manifest, observer,
+report, launcher, GEN checks, self-test, ``conformance-sim``) reach vendors only through this
+interface and name none of them.
+
+This module is imported by the pytest plugin in every pytest run of a user's environment, so it
+and every ``vendor.py`` import nothing heavy at module level (no aiohttp, pydantic, jinja2,
+hypothesis, schemathesis or simulator): they import those inside the methods that need them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from simulators.clock import Clock
+    from simulators.evidence import Recorder
+    from simulators.pki import PKI
+
+__all__ = [
+    "AddOption",
+    "Endpoint",
+    "GetOption",
+    "RunningVendor",
+    "Vendor",
+    "VendorRun",
+    "discover",
+    "vendor",
+]
+
+AddOption = Callable[..., Any]  # pytest's ``group.addoption`` or argparse's ``add_argument``
+GetOption = Callable[[str], Any]  # the value of an option by its flag, e.g. "--apple-timeout"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A SUT endpoint the harness watches: it must accept connections before the checks start
+    and still at the end (GEN-LIVE-01). ``cafile`` verifies its certificate."""
+
+    what: str  # where it was declared, e.g. "[apple] webhook_url"
+    url: str
+    cafile: Path | None = None
+
+
+@dataclass(frozen=True)
+class VendorRun:
+    """What a vendor's simulators get to start with: the run's shared parts."""
+
+    clock: Clock
+    recorder: Recorder
+    pki: PKI
+    observer_url: str
+    run_dir: Path
+    settings: Any  # the vendor's own settings object, from :meth:`Vendor.settings`
+    section: BaseModel | None  # the SUT's manifest section; None when serving standalone
+    slow: bool = False  # --slow: checks may wait for the SUT's long real-time timers
+
+
+class RunningVendor(Protocol):
+    """A vendor's simulators, started for one run (or one ``conformance-sim serve``)."""
+
+    def environment(self) -> dict[str, str]:
+        """The ``CONFORMANCE_<VENDOR>_*`` variables a SUT needs (sut-contract.md §3)."""
+
+    def endpoints(self) -> list[Endpoint]:
+        """The SUT's endpoints: probed before the checks start and by GEN-LIVE-01."""
+
+    async def after_ready(self) -> None:
+        """Runs once the SUT is ready (e.g. register a callback the SUT serves)."""
+
+    def errors(self) -> list[str]:
+        """Every error raised so far in a background task or request handler (the harness's
+        faults, never the SUT's): a check during which one appears gets ``error``."""
+
+    async def stop(self) -> None:
+        """Stop every server, client and task."""
+
+
+class Vendor(Protocol):
+    """One vendor plug-in: ``VENDOR`` in ``conformance/<name>/vendor.py``."""
+
+    name: str  # "apple": the manifest section, the observer route, the option prefix
+    title: str  # for reports, e.g. "Apple Apps and Books notifications"
+    receiver: bool  # its SUT can be a webhook receiver given as --sut=URL
+
+    def add_options(self, add: AddOption) -> None:
+        """Declare the vendor's options, each named ``--<name>-…``."""
+
+    def settings(self, option: GetOption, *, pki_dir: Path) -> Any:
+        """Validate the options into the vendor's settings; raise ValueError naming the option
+        and the fix."""
+
+    def section_model(self) -> type[BaseModel]:
+        """The manifest section ``[<name>]`` as a pydantic model (unknown keys forbidden)."""
+
+    def section_for_url(self, url: str, *, token: str | None, ca: Path | None) -> BaseModel:
+        """The section equivalent of ``--sut=URL --sut-token=… --sut-ca=…`` (receivers only);
+        raise ValueError naming the option and the fix."""
+
+    def profiles(self, section: BaseModel) -> frozenset[str]:
+        """The optional profiles a section claims (the catalogue's ``profile`` values)."""
+
+    def observer_record_model(self) -> type[BaseModel]:
+        """The record a SUT POSTs to ``{observer}/<name>`` (sut-contract.md §4)."""
+
+    def observer_key(self, record: Any) -> str | None:
+        """What ties a valid record to the evidence that caused it (e.g. a notification id)."""
+
+    async def start(self, run: VendorRun) -> RunningVendor:
+        """Start the vendor's simulators in the running event loop."""
+
+
+def _package_dir() -> Path:
+    return Path(__file__).resolve().parent
+
+
+@cache
+def discover() -> dict[str, Vendor]:
+    """Every vendor plug-in, by name, in the catalogue's order."""
+    found: dict[str, Vendor] = {}
+    for info in pkgutil.iter_modules([str(_package_dir())]):
+        if not info.ispkg:
+            continue
+        module_name = f"conformance.{info.name}.vendor"
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        plugin: Vendor = importlib.import_module(module_name).VENDOR
+        if plugin.name != info.name:
+            raise RuntimeError(f"{module_name}: VENDOR.name is {plugin.name!r}, not {info.name!r}")
+        found[plugin.name] = plugin
+    order = _catalogue_order()
+    return dict(sorted(found.items(), key=lambda kv: order.get(kv[0], len(order))))
+
+
+def _catalogue_order() -> dict[str, int]:
+    """Vendors in the order the catalogue first names them (the report's order)."""
+    import tomllib
+
+    data = tomllib.loads((_package_dir() / "requirements.toml").read_text("utf-8"))
+    order: dict[str, int] = {}
+    for entry in data["requirement"]:
+        order.setdefault(entry["vendor"], len(order))
+    return order
+
+
+def vendor(name: str) -> Vendor:
+    """The plug-in called ``name``; KeyError naming the known ones otherwise."""
+    try:
+        return discover()[name]
+    except KeyError:
+        raise KeyError(f"no vendor plug-in {name!r} (known: {', '.join(discover())})") from None
