@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=PORT",
         help="pin a port: observer=PORT, or NAME=PORT for a vendor option "
-        "--NAME-port (e.g. apple-api=9444)",
+        "--NAME-port (the --*-port options below)",
     )
     serve.add_argument("--observer-port", type=int, default=0, help="pin the observer's port")
     serve.add_argument(
@@ -75,7 +75,12 @@ def _apply_ports(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
             parser.error(f"--port {item}: write NAME=PORT with a port from 1 to 65535")
         attr = "observer_port" if name == "observer" else f"{name.replace('-', '_')}_port"
         if not hasattr(args, attr):
-            parser.error(f"--port {item}: no option --{name}-port (try observer or apple-api)")
+            names = sorted(
+                "observer" if a == "observer_port" else a.removesuffix("_port").replace("_", "-")
+                for a in vars(args)
+                if a.endswith("_port")
+            )
+            parser.error(f"--port {item}: no option --{name}-port (names: {', '.join(names)})")
         setattr(args, attr, int(value))
 
 
@@ -142,7 +147,7 @@ async def _serve(
         lines = [f"export {key}={shlex.quote(value)}" for key, value in env.items()]
         print("\n".join(lines), flush=True)
         if args.env_file:
-            await asyncio.to_thread(Path(args.env_file).write_text, "\n".join(lines) + "\n")
+            await asyncio.to_thread(_write_atomically, Path(args.env_file), "\n".join(lines) + "\n")
         print(f"conformance-sim: serving {', '.join(vendors)}; Ctrl-C or SIGTERM stops",
               file=sys.stderr, flush=True)  # fmt: skip
         stop = asyncio.Event()
@@ -159,6 +164,13 @@ async def _serve(
         print(f"conformance-sim: simulator error: {error}", file=sys.stderr)
     print("conformance-sim: stopped", file=sys.stderr, flush=True)
     return 1 if errors else 0
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Whoever waits for the file never reads half of it."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    partial.replace(path)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The SUT manifest (shared/spec/sut-contract.md §2): parsing, with one clear error per problem.
 
 The manifest has a ``name``, an optional ``[process]`` section, and one section per vendor
-plug-in (``[apple]``…), each the plug-in's own pydantic model. Strings may use ``${VAR}`` or
+plug-in (``[<vendor>]``), each the plug-in's own pydantic model. Strings may use ``${VAR}`` or
 ``${VAR:-default}`` (the default may itself use variables): values come from the environment,
 plus ``${PYTHON}`` (the interpreter running pytest) and ``${MANIFEST_DIR}``. Relative paths are
 taken from the manifest's folder. Every error names the file and the key and says how to fix it.

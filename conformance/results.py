@@ -12,7 +12,7 @@ import pytest
 from conformance import report
 from conformance.catalogue import requirement
 from conformance.vendors import discover
-from conformance.verdicts import CheckResult, NotVerified
+from conformance.verdicts import CheckResult, NotVerified, blame_harness
 
 if TYPE_CHECKING:
     from conformance.plugin import RunState
@@ -50,11 +50,12 @@ def record_result(
         outcome = "error"
         message = _first_line(exc.exconly() if exc is not None else "harness error")
     harness = state.harness
-    if harness is not None and outcome != "error":
+    if harness is not None:
         errors = harness.errors()
-        if len(errors) > state.errors_seen:
-            outcome, message = "error", f"the harness broke during this check: {errors[-1]}"
-            state.errors_seen = len(errors)
+        blamed = blame_harness(outcome, message, errors[state.errors_seen :])
+        state.errors_seen = len(errors)
+        if blamed != (outcome, message):
+            outcome, message = blamed
             rep.outcome = "failed"
             rep.longrepr = message
     check = item.funcargs.get("check") if hasattr(item, "funcargs") else None

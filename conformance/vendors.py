@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 AddOption = Callable[..., Any]  # pytest's ``group.addoption`` or argparse's ``add_argument``
-GetOption = Callable[[str], Any]  # the value of an option by its flag, e.g. "--apple-timeout"
+GetOption = Callable[[str], Any]  # an option's value by its flag, "--<vendor>-…"
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Endpoint:
     """A SUT endpoint the harness watches: it must accept connections before the checks start
     and still at the end (GEN-LIVE-01). ``cafile`` verifies its certificate."""
 
-    what: str  # where it was declared, e.g. "[apple] webhook_url"
+    what: str  # where it was declared, e.g. "[<vendor>] <key>"
     url: str
     cafile: Path | None = None
 
@@ -90,8 +90,8 @@ class RunningVendor(Protocol):
 class Vendor(Protocol):
     """One vendor plug-in: ``VENDOR`` in ``conformance/<name>/vendor.py``."""
 
-    name: str  # "apple": the manifest section, the observer route, the option prefix
-    title: str  # for reports, e.g. "Apple Apps and Books notifications"
+    name: str  # the manifest section, the observer route, the option prefix
+    title: str  # for reports: the vendor's product name
     receiver: bool  # its SUT can be a webhook receiver given as --sut=URL
 
     def add_options(self, add: AddOption) -> None:
@@ -127,7 +127,7 @@ def _package_dir() -> Path:
 
 @cache
 def discover() -> dict[str, Vendor]:
-    """Every vendor plug-in, by name, in the catalogue's order."""
+    """Every vendor plug-in, by name (alphabetical)."""
     found: dict[str, Vendor] = {}
     for info in pkgutil.iter_modules([str(_package_dir())]):
         if not info.ispkg:
@@ -139,19 +139,7 @@ def discover() -> dict[str, Vendor]:
         if plugin.name != info.name:
             raise RuntimeError(f"{module_name}: VENDOR.name is {plugin.name!r}, not {info.name!r}")
         found[plugin.name] = plugin
-    order = _catalogue_order()
-    return dict(sorted(found.items(), key=lambda kv: order.get(kv[0], len(order))))
-
-
-def _catalogue_order() -> dict[str, int]:
-    """Vendors in the order the catalogue first names them (the report's order)."""
-    import tomllib
-
-    data = tomllib.loads((_package_dir() / "requirements.toml").read_text("utf-8"))
-    order: dict[str, int] = {}
-    for entry in data["requirement"]:
-        order.setdefault(entry["vendor"], len(order))
-    return order
+    return dict(sorted(found.items()))
 
 
 def vendor(name: str) -> Vendor:

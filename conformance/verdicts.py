@@ -10,7 +10,14 @@ from typing import Any
 
 from conformance.catalogue import Requirement
 
-__all__ = ["Check", "CheckResult", "HarnessError", "NotVerified", "requirement_verdict"]
+__all__ = [
+    "Check",
+    "CheckResult",
+    "HarnessError",
+    "NotVerified",
+    "blame_harness",
+    "requirement_verdict",
+]
 
 OUTCOMES = ("pass", "fail", "warn", "not-verified", "error")
 # How bad an outcome is when a requirement has several checks: the worst one wins.
@@ -71,6 +78,15 @@ class CheckResult:
         data = asdict(self)
         data.pop("requirement_ids")
         return data
+
+
+def blame_harness(outcome: str, message: str, new_errors: list[str]) -> tuple[str, str]:
+    """A check during which the simulators raised errors of their own gets ``error``: its
+    verdict cannot be trusted, and the SUT is not to blame."""
+    if not new_errors:
+        return outcome, message
+    more = f" (and {len(new_errors) - 1} more)" if len(new_errors) > 1 else ""
+    return "error", f"the harness broke during this check: {new_errors[0]}{more}"
 
 
 def requirement_verdict(req: Requirement, results: list[CheckResult]) -> tuple[str, str]:

@@ -108,7 +108,7 @@ class PKI:
         """A client identity certificate from the CA (``clients/<name>.pem``), made once.
 
         The certificate names ``email`` (default ``<name>@conformance.test``) as an RFC 822
-        identity: the login email an Ivanti tenant binds to a certificate.
+        identity: the login email a tenant binds to a certificate.
         """
         files = CertFiles(
             self.folder / "clients" / f"{name}.pem", self.folder / "clients" / f"{name}.key"

@@ -98,3 +98,12 @@ def test_report_files(tmp_path: Path) -> None:
     assert "&lt;script&gt;alert(1)" in html and "<script>alert" not in html  # escaped
     assert not re.search(r"""(src|href)=["']?(https?:)?//|@import|url\(""", html)  # self-contained
     assert (tmp_path / "run-1" / "index.html").read_text() == html
+
+
+def test_a_harness_fault_during_a_check_is_an_error_not_the_suts_failure() -> None:
+    from conformance.verdicts import blame_harness
+
+    assert blame_harness("fail", "answered 500", []) == ("fail", "answered 500")
+    outcome, message = blame_harness("fail", "answered 500", ["apple-api: GET /x: KeyError: 'k'"])
+    assert outcome == "error" and "harness broke" in message and "KeyError" in message
+    assert blame_harness("pass", "ok", ["a", "b"])[0] == "error"
