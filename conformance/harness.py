@@ -10,6 +10,7 @@ after-ready hook, then a reachability check of every SUT endpoint.
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import ssl
 from collections.abc import Coroutine
@@ -30,6 +31,8 @@ from simulators.pki import PKI
 __all__ = ["Harness", "Settings"]
 
 T = TypeVar("T")
+_ALIVE = ("answered ", "not an HTTP answer")  # probe results that still show a live SUT
+BODIES_LIMIT = 32 * 1024 * 1024  # bytes of reproducer bodies kept beside a report
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class Harness:
         self.sut_exit: int | None = None
         self.startup_error: str | None = None
         self.cause = RUN  # the check running now: simulator calls are attributed to it
+        self.sut_down: str | None = None  # why the SUT is taken as unresponsive, once it is
+        self._bodies_kept = 0
 
     # Life cycle.
 
@@ -161,6 +166,46 @@ class Harness:
             if problem:
                 return f"readiness probe {self.manifest.process.ready} -> {problem}"
         return None
+
+    def confirm_unresponsive(self, symptom: str) -> str | None:
+        """After the SUT failed to answer (``symptom``), probe it once: when the process has
+        exited, the readiness probe fails, or no endpoint answers HTTP within a few seconds, the
+        SUT is taken as down for the rest of the run (:attr:`sut_down`), so the checks that
+        need it fail at once with this cause instead of each waiting out its timeouts."""
+        if self.sut_down is not None:
+            return self.sut_down
+        problem = self.sut_alive()
+        if problem is None and not (self.manifest.process and self.manifest.process.ready):
+            answers = [
+                probe(e.url, self._endpoint_context(e), timeout=3.0) for e in self.endpoints()
+            ]
+            dead = [a for a in answers if a is not None and not a.startswith(_ALIVE)]
+            problem = dead[0] if dead and len(dead) == len(answers) else None
+        if problem is not None:
+            self.sut_down = f"{symptom}; then {problem} (first seen in {self.cause or 'the run'})"
+            self.recorder.record("harness", "--", "sut", "unresponsive", self.sut_down)
+        return self.sut_down
+
+    def body_file(self, data: bytes) -> str:
+        """Keep a request body beside the report (``bodies/<hash>.bin``, at most
+        :data:`BODIES_LIMIT` bytes in all) and return its path relative to the report folder."""
+        name = f"bodies/{hashlib.sha256(data).hexdigest()[:16]}.bin"
+        path = self.run_dir / name
+        if not path.exists() and self._bodies_kept + len(data) <= BODIES_LIMIT:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            self._bodies_kept += len(data)
+        return name
+
+    def require_sut(self) -> None:
+        """Fail the running check at once when the SUT was found unresponsive."""
+        if self.sut_down is not None:
+            raise AssertionError(f"the SUT is unresponsive: {self.sut_down}")
+
+    def _endpoint_context(self, endpoint: Endpoint) -> ssl.SSLContext | None:
+        if urlsplit(endpoint.url).scheme != "https":
+            return None
+        return ssl.create_default_context(cafile=str(endpoint.cafile or self.pki.ca))
 
     def unreachable(self, endpoint: Endpoint, timeout: float = 5.0) -> str | None:
         """None when ``endpoint`` accepts a connection; else why not."""

@@ -6,16 +6,21 @@ waits for it to be ready is reported at once with the end of its log, not waited
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import http.client
 import os
 import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit
 
 from conformance.manifest import ProcessSection
@@ -47,51 +52,102 @@ def probe(url: str, context: ssl.SSLContext | None = None, timeout: float = 2.0)
         return f"not an HTTP answer ({type(exc).__name__}: {str(exc)[:200]!r})"
 
 
+LOG_FILE_LIMIT = 8 * 1024 * 1024  # bytes of SUT output kept on disk; later output only counted
+LOG_TAIL_BYTES = 64 * 1024  # the end of the SUT's output, always kept in memory
+
+
+class _OutputCapture:
+    """Drains the SUT's output (so it never blocks on a full pipe) into a capped log file and a
+    ring buffer of its last bytes."""
+
+    def __init__(self, pipe: IO[bytes], path: Path) -> None:
+        self._pipe = pipe
+        self._file = path.open("wb")
+        self._tail = bytearray()
+        self._lock = threading.Lock()
+        self.written = 0
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._drain, name="sut-output", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (
+            chunk := self._pipe.read1(65536)
+            if hasattr(self._pipe, "read1")
+            else self._pipe.read(65536)
+        ):
+            with self._lock:
+                self._tail += chunk
+                del self._tail[:-LOG_TAIL_BYTES]
+                room = max(0, LOG_FILE_LIMIT - self.written)
+                if room:
+                    self._file.write(chunk[:room])
+                    self.written += min(room, len(chunk))
+                self.dropped += max(0, len(chunk) - room)
+        with self._lock:
+            if self.dropped:
+                self._file.write(
+                    f"\n[... {self.dropped} bytes of output not kept; the last "
+                    f"{len(self._tail)} follow ...]\n".encode()
+                    + bytes(self._tail)
+                )
+            self._file.close()
+
+    def tail(self, limit: int) -> str:
+        with self._lock:
+            if not self._file.closed:
+                self._file.flush()
+            return bytes(self._tail[-limit:]).decode("utf-8", "replace")
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._thread.join(timeout)
+
+
 class SutProcess:
-    """One launched SUT process."""
+    """One launched SUT process, and every process it starts.
+
+    The SUT runs in its own session. The harness makes itself a child subreaper (Linux), so a
+    descendant that daemonizes or calls ``setsid()`` stays in its tree; :meth:`stop` ends them
+    all, and the SUT itself gets SIGKILL if the harness process dies first."""
 
     def __init__(self, section: ProcessSection, env: dict[str, str], log_path: Path) -> None:
         self.section = section
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = log_path.open("wb")
+        become_subreaper()
         try:
             self.proc = subprocess.Popen(
                 section.command,
                 cwd=section.cwd,
                 env={**os.environ, **env, **section.env},
-                stdout=self._log,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         except OSError as exc:
-            self._log.close()
             raise LaunchError(
                 f"[process] command {section.command!r} could not start: {exc}"
             ) from None
+        assert self.proc.stdout is not None
+        self._output = _OutputCapture(self.proc.stdout, log_path)
 
     def exited(self) -> int | None:
         return self.proc.poll()
 
     def log_tail(self, limit: int = 4000) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        try:
-            data = self.log_path.read_bytes()
-        except OSError:
-            return ""
-        return data[-limit:].decode("utf-8", "replace")
+        """The end of the SUT's output (read from memory, however much it wrote)."""
+        return self._output.tail(limit)
 
     def wait_ready(self, context: ssl.SSLContext | None) -> float:
         """Poll the readiness probe until it answers 2xx; return the seconds it took."""
         url = self.section.ready
         timeout = self.section.ready_timeout_s
-        stop = threading.Event()
-        waited = 0.0
+        started = time.monotonic()
+        pause = threading.Event()
         last = "not probed"
-        step = 0.1
-        while waited < timeout:
+        while (waited := time.monotonic() - started) < timeout:
             code = self.exited()
             if code is not None:
                 raise LaunchError(
@@ -100,11 +156,10 @@ class SutProcess:
                 )
             if url is None:
                 return waited
-            last = probe(url, context) or ""
+            last = probe(url, context, timeout=min(2.0, max(0.1, timeout - waited))) or ""
             if not last:
-                return waited
-            stop.wait(step)  # a bounded poll of an external process; nothing to wait on
-            waited += step
+                return time.monotonic() - started
+            pause.wait(0.1)  # a bounded poll of an external process; nothing to wait on
         raise LaunchError(
             f"the SUT was not ready after {timeout:g} s: {url} -> {last}. Raise "
             f"[process] ready_timeout_s or fix the probe.\n--- last lines of {self.log_path} "
@@ -112,14 +167,82 @@ class SutProcess:
         )
 
     def stop(self, grace_s: float = 5.0) -> int | None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(grace_s)
-            except ProcessLookupError:
-                pass
-        self._log.close()
+        """End the SUT and every descendant: SIGTERM, then SIGKILL after ``grace_s``."""
+        tree = [self.proc.pid, *descendants(os.getpid())]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in tree:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    if pid == self.proc.pid:
+                        os.killpg(pid, sig)
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline and _alive(tree, self.proc):
+                threading.Event().wait(0.05)  # bounded: processes we signalled
+            if not _alive(tree, self.proc):
+                break
+            tree = [self.proc.pid, *descendants(os.getpid())]
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(grace_s)
+        _reap(tree)
+        self._output.close()
         return self.proc.returncode
+
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_LIBC: ctypes.CDLL | None = None
+
+
+def become_subreaper() -> None:
+    """Adopt orphaned descendants (Linux ``PR_SET_CHILD_SUBREAPER``), so a SUT that daemonizes
+    cannot escape the cleanup. Elsewhere a no-op."""
+    global _LIBC
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        _LIBC = _LIBC or ctypes.CDLL(None, use_errno=True)
+        _LIBC.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _die_with_parent() -> None:
+    """In the SUT's process, between fork and exec: SIGKILL it when the harness dies (Linux).
+    Only a call through the already loaded libc: nothing here may take a lock."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below ``root`` (from /proc; empty where there is none)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = list(parents.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(parents.get(pid, []))
+    return found
+
+
+def _alive(pids: list[int], proc: subprocess.Popen[bytes]) -> bool:
+    if proc.poll() is None:
+        return True
+    for pid in pids:
+        if pid == proc.pid:
+            continue
+        with contextlib.suppress(OSError):
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state != "Z":
+                return True
+    return False
+
+
+def _reap(pids: list[int]) -> None:
+    """Collect the exit status of adopted descendants (they are our children now)."""
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)

@@ -290,6 +290,7 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 
     h = Harness(state.settings, state.run_dir)
     state.harness = h
+    _stop_on_termination(h)
     try:
         h.start()
     except LaunchError as exc:
@@ -305,6 +306,22 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     state.startup_error = message
     h.stop()
     pytest.exit(message, returncode=4)
+
+
+def _stop_on_termination(h: Harness) -> None:
+    """SIGTERM ends the run like Ctrl-C (pytest finishes, reports, stops the SUT); whatever
+    happens, the SUT and its descendants do not outlive this process."""
+    import atexit
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+
+        def interrupt(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        signal.signal(signal.SIGTERM, interrupt)
+    atexit.register(h.stop)
 
 
 @pytest.fixture

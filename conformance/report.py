@@ -1,12 +1,17 @@
 """The three report files (sut-contract.md §5): ``report.json``, ``junit.xml``, ``index.html``.
 
-Each run writes ``<report-dir>/<run-id>/`` and refreshes ``<report-dir>/latest/`` with copies.
+Each run writes ``<report-dir>/<run-id>/`` and refreshes ``<report-dir>/latest/`` with copies
+(and ``bodies/``, the request bodies reproducers send). Whatever the SUT sent, every file is
+valid and small: text is made safe once, before any file is written (characters XML 1.0 and
+HTML forbid, and lone surrogates, become visible ``\\xNN`` escapes), and evidence is kept within
+a byte budget, failing checks first.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import re
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -24,6 +29,11 @@ from conformance.verdicts import OUTCOMES, CheckResult, requirement_verdict
 __all__ = ["RunInfo", "build_report", "write_reports"]
 
 SCHEMA = "conformance-report/1"
+FILE_LIMIT_BYTES = 900_000  # each report file, whatever the SUT did
+TEXT_LIMIT = 300  # characters of an evidence summary or detail value
+_ALLOWANCE = {"error": 60, "fail": 60, "warn": 30, "not-verified": 20, "pass": 12}
+# Code points XML 1.0 does not allow (§2.2), C1 controls, and lone surrogates.
+_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,13 @@ class RunInfo:
 
 
 def build_report(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
+    """The report's data: every requirement of the run's vendors with one verdict, text made
+    safe, evidence within budget."""
+    data: dict[str, Any] = _safe(_fitted(_build(info, results), 1.0))
+    return data
+
+
+def _build(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
     requirements = []
     for req in for_vendors(info.vendors):
         checks = [r for r in results if req.id in r.requirement_ids]
@@ -56,6 +73,11 @@ def build_report(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
             verdict, reason = "error", f"the run could not start: {info.startup_error}"
         else:
             verdict, reason = requirement_verdict(req, checks)
+            if verdict == "pass":
+                observed = [c.observed for c in checks if c.outcome == "pass" and c.observed]
+                reason = observed[0] if len(observed) == 1 else reason
+                if len(observed) > 1:
+                    reason = f"{len(checks)} checks; e.g. {observed[0]}"
         requirements.append(
             {
                 "id": req.id,
@@ -93,31 +115,127 @@ def build_report(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
     }
 
 
+def _safe(value: Any) -> Any:
+    """Every string made printable and encodable: forbidden characters become ``\\xNN``."""
+    if isinstance(value, str):
+        return _UNSAFE.sub(_escape, value)
+    if isinstance(value, dict):
+        return {_safe(k): _safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_safe(v) for v in value]
+    return value
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def _fitted(data: dict[str, Any], scale: float) -> dict[str, Any]:
+    """A copy of ``data`` whose evidence keeps each check's first and last events (more for
+    failing checks, ``scale`` times the usual allowance) and whose long texts are trimmed;
+    what was left out is counted."""
+    data = {**data, "requirements": [dict(r) for r in data["requirements"]]}
+    data["run_timeline"] = dict(data["run_timeline"])
+    limit = max(60, int(TEXT_LIMIT * min(1.0, scale * 2)))
+    for req in data["requirements"]:
+        req["checks"] = [dict(c) for c in req["checks"]]
+        for c in req["checks"]:
+            full = c["evidence"]
+            allowance = max(2, int(_ALLOWANCE[c["outcome"]] * scale))
+            kept = [_trim_event(e, limit) for e in _ends(full, allowance)]
+            c["evidence_cut"] = c.get("evidence_cut", 0) + len(full) - len(kept)
+            c["evidence"] = kept
+            for key in ("message", "expected", "observed"):
+                if isinstance(c.get(key), str):
+                    c[key] = _short(c[key], limit * 4)
+            c["notes"] = [_short(n, limit * 2) for n in c["notes"]]
+            c["reproduce"] = [_short(r, limit * 8) for r in c["reproduce"]]
+    timeline = data["run_timeline"]
+    events = timeline["events"]
+    timeline["events"] = [_trim_event(e, limit) for e in _ends(events, max(10, int(200 * scale)))]
+    timeline["cut"] += len(events) - len(timeline["events"])
+    return data
+
+
+def _ends(events: list[dict[str, Any]], keep: int) -> list[dict[str, Any]]:
+    if len(events) <= keep:
+        return events
+    head = keep // 2
+    return [*events[:head], *events[len(events) - (keep - head) :]]
+
+
+def _trim_event(event: dict[str, Any], limit: int = TEXT_LIMIT) -> dict[str, Any]:
+    def trimmed(value: Any) -> Any:
+        if isinstance(value, (int, float, bool, type(None))):
+            return value
+        return _short(value if isinstance(value, str) else json.dumps(value), limit)
+
+    event = dict(event)
+    event["summary"] = _short(str(event.get("summary", "")), limit)
+    event["detail"] = {k: trimmed(v) for k, v in (event.get("detail") or {}).items()}
+    return event
+
+
+def _short(text: str, limit: int = TEXT_LIMIT) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
+
+
+def _render(data: dict[str, Any]) -> dict[str, bytes]:
+    """The three files, each under :data:`FILE_LIMIT_BYTES`: evidence and long texts shrink
+    until they fit."""
+    scale = 1.0
+    while True:
+        fitted = _fitted(data, scale)
+        files = {
+            "report.json": (json.dumps(fitted, indent=1) + "\n").encode(),
+            "junit.xml": _junit(fitted),
+            "index.html": _html(fitted).encode(),
+        }
+        if max(map(len, files.values())) <= FILE_LIMIT_BYTES or scale < 0.01:
+            return files
+        scale /= 2
+
+
 def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict[str, Any]:
     """Write a report built by :func:`build_report`; refresh ``<report_dir>/latest``."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "report.json").write_text(json.dumps(data, indent=2) + "\n", "utf-8")
-    (run_dir / "junit.xml").write_bytes(_junit(data))
-    (run_dir / "index.html").write_text(_html(data), "utf-8")
+    for name, content in _render(data).items():
+        (run_dir / name).write_bytes(content)
     latest = report_dir / "latest"
     latest.mkdir(parents=True, exist_ok=True)
     for name in ("report.json", "junit.xml", "index.html"):
         shutil.copyfile(run_dir / name, latest / name)
+    shutil.rmtree(latest / "bodies", ignore_errors=True)
+    if (run_dir / "bodies").is_dir():  # reproducers' bodies: `curl … @bodies/…` from here
+        shutil.copytree(run_dir / "bodies", latest / "bodies")
     if data.get("startup_error"):
         first = str(data["startup_error"]).strip().splitlines()[0]
         lines = [f"  the run could not start, so every requirement is error: {first}"]
     else:
-        lines = [
-            f"  {r['verdict'].upper():13} {r['id']} ({r['level']}): {r['reason']}"
-            for r in data["requirements"]
-            if r["verdict"] != "pass"
-        ]
+        lines = []
+        for r in data["requirements"]:
+            if r["verdict"] == "pass":
+                continue
+            lines.append(
+                f"  {r['verdict'].upper():13} {r['id']} ({r['level']}): {_line(r['reason'])}"
+            )
+            failing = [
+                c for c in r["checks"] if c["outcome"] in ("fail", "error") and c["reproduce"]
+            ]
+            if failing and r["verdict"] in ("fail", "error"):
+                lines.append(f"                reproduce: {_line(failing[0]['reproduce'][0])}")
     return {
         "summary": data["summary"],
         "lines": lines,
         "index": latest / "index.html",
         "json": latest / "report.json",
     }
+
+
+def _line(text: str, limit: int = 240) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _junit(data: dict[str, Any]) -> bytes:
@@ -145,7 +263,7 @@ def _junit(data: dict[str, Any]) -> bytes:
             suite,
             "testcase",
             classname=classname.replace("/", ".").removesuffix(".py"),
-            name=test,
+            name=f"{' '.join(r['id'] for r in reqs)} {test}",  # CI lists show the IDs
             time=str(c["duration_s"]),
         )
         cprops = ET.SubElement(case, "properties")

@@ -12,7 +12,7 @@ import pytest
 from conformance import report
 from conformance.catalogue import requirement
 from conformance.vendors import discover
-from conformance.verdicts import CheckResult, NotVerified, blame_harness
+from conformance.verdicts import Check, CheckResult, NotVerified, blame_harness
 
 if TYPE_CHECKING:
     from conformance.plugin import RunState
@@ -59,6 +59,9 @@ def record_result(
             rep.outcome = "failed"
             rep.longrepr = message
     check = item.funcargs.get("check") if hasattr(item, "funcargs") else None
+    if outcome == "fail":  # the SUT's failure, said plainly (a harness error keeps its traceback)
+        first = next(iter(getattr(check, "reproduce", [])), None)
+        rep.longrepr = f"{' '.join(ids)}: {message}" + (f"\n  reproduce: {first}" if first else "")
     evidence: list[dict[str, Any]] = []
     cut = 0
     if harness is not None:
@@ -84,7 +87,13 @@ def record_result(
             expected=getattr(check, "expected", None),
             observed=getattr(check, "observed", None),
             reproduce=list(getattr(check, "reproduce", [])),
-            notes=list(getattr(check, "notes", [])),
+            reproduce_more=getattr(check, "reproduce_more", 0),
+            notes=list(getattr(check, "notes", []))
+            + (
+                [f"… and {check.notes_more} more notes"]
+                if isinstance(check, Check) and check.notes_more
+                else []
+            ),
             duration_s=round(rep.duration, 3),
             evidence=evidence,
             evidence_cut=cut,

@@ -32,32 +32,67 @@ class HarnessError(RuntimeError):
     """The harness itself broke (verdict ``error``): never blamed on the SUT."""
 
 
+MAX_REPRODUCERS = 3  # per check: the smallest failing examples; the rest are counted
+MAX_NOTES = 10  # per check, distinct; the rest are counted
+MAX_TEXT = 2_000  # characters of an expected/observed/note text kept
+
+
 @dataclass
 class Check:
-    """What a running check says about itself: expected vs observed, and how to reproduce."""
+    """What a running check says about itself: expected vs observed, and how to reproduce.
+
+    Bounded whatever the SUT does: at most :data:`MAX_REPRODUCERS` reproducers (the smallest
+    first) and :data:`MAX_NOTES` distinct notes, with counts of what was left out."""
 
     expected: str | None = None
     observed: str | None = None
-    reproduce: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     history_actors: set[str] = field(default_factory=set)
+    notes_more: int = 0
+    reproduce_more: int = 0
+    _reproducers: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def reproduce(self) -> list[str]:
+        """Commands that send a failing example again, the smallest first."""
+        return [command for _, command in self._reproducers]
+
+    def reproducer(self, command: str, size: int = 0) -> None:
+        """Offer a command that reproduces a failure (``size``: how big its example is)."""
+        if any(c == command for _, c in self._reproducers):
+            return
+        self._reproducers.append((size, command))
+        self._reproducers.sort(key=lambda pair: pair[0])
+        if len(self._reproducers) > MAX_REPRODUCERS:
+            self._reproducers.pop()
+            self.reproduce_more += 1
 
     def include_history(self, actor: str) -> None:
         """Also show this actor's evidence from before the check began (the SUT acted earlier)."""
         self.history_actors.add(actor)
 
     def expect(self, text: str) -> None:
-        self.expected = text
+        self.expected = _bounded(text)
 
     def observe(self, text: str) -> None:
-        self.observed = text
+        self.observed = _bounded(text)
 
     def note(self, text: str) -> None:
-        self.notes.append(text)
+        text = _bounded(text)
+        if text in self.notes:
+            return
+        if len(self.notes) < MAX_NOTES:
+            self.notes.append(text)
+        else:
+            self.notes_more += 1
 
     def not_verified(self, reason: str) -> NotVerified:
         """``raise check.not_verified("why")``: the requirement could not be observed."""
         return NotVerified(reason)
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + f"… ({len(text)} characters)"
 
 
 @dataclass
@@ -69,6 +104,7 @@ class CheckResult:
     expected: str | None = None
     observed: str | None = None
     reproduce: list[str] = field(default_factory=list)
+    reproduce_more: int = 0  # further failing examples, not listed
     notes: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     evidence: list[dict[str, Any]] = field(default_factory=list)

@@ -10,15 +10,113 @@ outside the harness can trust ``ca.pem`` once and for all.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = ["PKI", "CertFiles"]
 
 SERVER_HOSTS = ("localhost", "127.0.0.1")
+PKI_VERSION = "2"  # a folder written by an older layout is written again
+
+
+class _Issuer:
+    """Issues leaf certificates from a CA, the way public CAs do (RFC 5280, CA/B Forum):
+    subjectAltName non-critical beside a non-empty subject, so strict verifiers accept them."""
+
+    def __init__(self, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+        self.cert = cert
+        self.key = key
+
+    @classmethod
+    def of(cls, ca: trustme.CA) -> _Issuer:
+        return cls.load(ca.cert_pem.bytes(), ca.private_key_pem.bytes())
+
+    @classmethod
+    def load(cls, cert_pem: bytes, key_pem: bytes) -> _Issuer:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("the CA key is not an EC key")
+        return cls(x509.load_pem_x509_certificate(cert_pem), key)
+
+    def issue(
+        self,
+        files: CertFiles,
+        *,
+        hosts: tuple[str, ...] = (),
+        emails: tuple[str, ...] = (),
+        common_name: str | None = None,
+        not_before: datetime.datetime | None = None,
+        not_after: datetime.datetime | None = None,
+    ) -> None:
+        """Write a certificate (server auth for ``hosts``, client auth for ``emails``) and its
+        key to ``files``."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        names: list[x509.GeneralName] = []
+        for host in hosts:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                names.append(x509.DNSName(host))
+        names += [x509.RFC822Name(email) for email in emails]
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH] if hosts else []
+        usages += [ExtendedKeyUsageOID.CLIENT_AUTH] if emails else []
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Conformance simulators"),
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name or (hosts or emails)[0]),
+            ]
+        )
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before or now - datetime.timedelta(hours=1))
+            .not_valid_after(not_after or now + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        files.key.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
 @dataclass(frozen=True)
@@ -44,10 +142,13 @@ class PKI:
 
     @classmethod
     def load_or_create(cls, folder: Path) -> PKI:
-        """Reuse the PKI in ``folder`` when complete; otherwise write a new one there."""
+        """Reuse the PKI in ``folder`` when complete and of this version; otherwise write a new
+        one there."""
         folder = folder.resolve()
         pki = cls._paths(folder)
-        if all(p.is_file() for p in pki._all_files()):
+        version = folder / "pki-version"
+        current = version.is_file() and version.read_text().strip() == PKI_VERSION
+        if current and all(p.is_file() for p in pki._all_files()):
             return pki
         folder.mkdir(parents=True, exist_ok=True)
         ca = trustme.CA(organization_name="Conformance simulators CA")
@@ -56,25 +157,18 @@ class PKI:
         ca.private_key_pem.write_to_path(str(folder / "ca.key"))
         impostor.cert_pem.write_to_path(str(pki.impostor_ca))
         now = datetime.datetime.now(datetime.UTC)
-        issued = [
-            (ca.issue_cert(*SERVER_HOSTS), pki.server),
-            (ca.issue_cert(*SERVER_HOSTS), pki.sut_server),
-            (impostor.issue_cert(*SERVER_HOSTS), pki.impostor_server),
-            (
-                ca.issue_cert(
-                    *SERVER_HOSTS,
-                    not_before=now - datetime.timedelta(days=30),
-                    not_after=now - datetime.timedelta(days=1),
-                ),
-                pki.expired_server,
-            ),
-            (ca.issue_cert("wrong-host.example"), pki.wrong_host_server),
-        ]
-        for cert, files in issued:
-            cert.private_key_pem.write_to_path(str(files.key))
-            cert.cert_chain_pems[0].write_to_path(str(files.cert))
-            for extra in cert.cert_chain_pems[1:]:
-                extra.write_to_path(str(files.cert), append=True)
+        good, bad = _Issuer.of(ca), _Issuer.of(impostor)
+        good.issue(pki.server, hosts=SERVER_HOSTS)
+        good.issue(pki.sut_server, hosts=SERVER_HOSTS)
+        bad.issue(pki.impostor_server, hosts=SERVER_HOSTS)
+        good.issue(
+            pki.expired_server,
+            hosts=SERVER_HOSTS,
+            not_before=now - datetime.timedelta(days=30),
+            not_after=now - datetime.timedelta(days=1),
+        )
+        good.issue(pki.wrong_host_server, hosts=("wrong-host.example",))
+        version.write_text(PKI_VERSION + "\n")
         return pki
 
     @classmethod
@@ -118,10 +212,8 @@ class PKI:
         if not name.replace("-", "").replace("_", "").isalnum():
             raise ValueError(f"client identity name {name!r}: letters, digits, - and _ only")
         files.cert.parent.mkdir(parents=True, exist_ok=True)
-        ca = trustme.CA.from_pem(self.ca.read_bytes(), self._ca_key())
-        cert = ca.issue_cert(email or f"{name}@conformance.test", common_name=name)
-        cert.private_key_pem.write_to_path(str(files.key))
-        cert.cert_chain_pems[0].write_to_path(str(files.cert))
+        issuer = _Issuer.load(self.ca.read_bytes(), self._ca_key())
+        issuer.issue(files, emails=(email or f"{name}@conformance.test",), common_name=name)
         return files
 
     def _ca_key(self) -> bytes:

@@ -1,4 +1,9 @@
-"""Answer times over the whole run (APL-LAT-01, APL-LAT-02), judged after the other checks."""
+"""Answer times over the whole run (APL-LAT-01, APL-LAT-02), judged after the other checks.
+
+Every notification attempt of the run counts: the checks' own and those the Apps and Books API
+sent, answered or not. An attempt that got no answer within the delivery timeout is a late
+answer; one that failed because the simulator injected a fault is ours and does not count.
+"""
 
 from __future__ import annotations
 
@@ -19,14 +24,34 @@ MIN_SAMPLES = 20
 @requirement("APL-LAT-01")
 def test_every_answer_within_timeout(apple: AppleDriver, check: Check) -> None:
     limit = apple.sim.settings.timeout_s
-    answers = [e.attempt for e in apple.sim.attempts.entries() if e.attempt.status is not None]
     check.expect(f"every notification answered within {limit:g} s")
-    if not answers:
-        raise check.not_verified("the SUT answered no notification in this run")
-    late = [a for a in answers if (a.elapsed_real_s or 0) > limit]
-    slowest = max(a.elapsed_real_s or 0 for a in answers)
-    check.observe(f"{len(answers)} answers; slowest {slowest:.3f} s; {len(late)} over {limit:g} s")
-    assert not late, f"{len(late)} answer(s) took longer than {limit:g} s (slowest {slowest:.1f} s)"
+    entries = [e for e in apple.sim.attempts.entries() if e.attempt.fault is None]
+    answered = [e for e in entries if e.attempt.status is not None]
+    late = [
+        e
+        for e in entries
+        if e.attempt.timed_out
+        or (e.attempt.status is not None and (e.attempt.elapsed_real_s or 0) > limit)
+    ]
+    if not answered and not late:
+        raise check.not_verified("no notification reached the SUT in this run")
+    slowest = max((e.attempt.elapsed_real_s or 0 for e in answered), default=0.0)
+    check.observe(
+        f"{len(answered)} answered (slowest {slowest:.3f} s), {len(late)} late or unanswered "
+        f"of {len(entries)} attempts"
+    )
+    if late:
+        first = late[0]
+        how = (
+            f"no answer within {limit:g} s"
+            if first.attempt.timed_out
+            else f"answered after {first.attempt.elapsed_real_s:.1f} s"
+        )
+        for entry in late[1:6]:
+            check.note(f"also late: {entry.label}")
+        raise AssertionError(
+            f"{len(late)} notification(s) not answered within {limit:g} s; first: {first.label} ({how})"
+        )
 
 
 @requirement("APL-LAT-02")

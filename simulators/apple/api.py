@@ -12,7 +12,9 @@ Faults (``server.faults``): target ``"api"`` (any endpoint but client/config) or
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +35,8 @@ __all__ = ["ApiRequest", "AppsAndBooksServer"]
 
 ACTOR = "apple-api"
 BASE_PATH = "/mdm/v2"
+REQUESTS_KEPT = 20_000
+MAX_BODY_BYTES = 1024 * 1024
 NotifierFactory = Callable[[Receiver], Notifier]
 
 
@@ -50,7 +54,6 @@ class ApiRequest:
     retry_after: int | None = None
     event_id: str | None = None
     event_status: str | None = None
-    body: Any = None
 
     @property
     def endpoint(self) -> str:
@@ -67,9 +70,14 @@ class AppsAndBooksServer:
     pki: PKI
     notifier_factory: NotifierFactory
     port: int = 0
+    # A connection that has not sent a whole request after this many seconds is closed
+    # (aiohttp applies its keep-alive timeout from the start of a connection).
+    request_timeout_s: float = 15.0
     faults: FaultPlan = field(default_factory=FaultPlan)
     fault_log: FaultLog = field(default_factory=lambda: FaultLog(ACTOR))
-    requests: list[ApiRequest] = field(default_factory=list)
+    # The calls the SUT made, the latest REQUESTS_KEPT of them (the rest are counted).
+    requests: deque[ApiRequest] = field(default_factory=lambda: deque(maxlen=REQUESTS_KEPT))
+    requests_total: int = 0
     notifier: Notifier | None = None
     changed: threading.Condition = field(default_factory=threading.Condition)
     _runner: web.AppRunner | None = None
@@ -83,9 +91,12 @@ class AppsAndBooksServer:
         return f"https://127.0.0.1:{self.port}{BASE_PATH}"
 
     async def start(self) -> None:
-        app = web.Application(middlewares=[self.fault_log.middleware()])
+        app = web.Application(
+            middlewares=[self.fault_log.middleware()], client_max_size=MAX_BODY_BYTES
+        )
         app.router.add_route("*", BASE_PATH + "/{path:.*}", self._serve)
-        self._runner = web.AppRunner(app, access_log=None)
+        app.router.add_route("*", "/{path:.*}", self._elsewhere)
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.request_timeout_s)
         await self._runner.setup()
         site = web.TCPSite(
             self._runner, "127.0.0.1", self.port, ssl_context=self.pki.server_context()
@@ -112,6 +123,11 @@ class AppsAndBooksServer:
         """Let held events complete (thread-safe through the loop)."""
         self.service.release(self.clock.now())
         self._wake_events()
+
+    def calls(self) -> list[ApiRequest]:
+        """The calls kept so far, in order (any thread)."""
+        with self.changed:
+            return list(self.requests)
 
     def wait_for(self, predicate: Callable[[list[ApiRequest]], Any], timeout: float) -> Any:
         """Block (outside the loop) until ``predicate(requests)`` is truthy or time runs out."""
@@ -149,10 +165,10 @@ class AppsAndBooksServer:
             retry_after=int(retry_after) if retry_after else None,
             event_id=request.query.get("eventId") if path == "status" else body.get("eventId"),
             event_status=body.get("eventStatus"),
-            body=body,
         )
         with self.changed:
             self.requests.append(record)
+            self.requests_total += 1
             self.changed.notify_all()
         self.recorder.record(
             ACTOR,
@@ -190,12 +206,11 @@ class AppsAndBooksServer:
             return status, error_body(number), headers
         now = self.clock.now()
         if request.method == "POST":
-            if request.content_type != "application/json":
-                raise ApiError(9727)
-            try:
-                payload = await request.json()
-            except ValueError:
-                raise ApiError(9602, "The request body is not valid JSON.") from None
+            if request.content_type != "application/json" or (
+                request.charset is not None and request.charset.lower() not in ("utf-8", "utf8")
+            ):
+                raise ApiError(9727, "The Content-Type must be application/json (UTF-8).")
+            payload = await _read_json(request)
             if path == "client/config":
                 return 200, await self._store_client_config(payload), {}
             response = service.mutate(path, payload, now)
@@ -233,6 +248,14 @@ class AppsAndBooksServer:
             self._retire(self.notifier)
         self.notifier = notifier
         return self.service.store_client_config(request)
+
+    async def _elsewhere(self, request: web.Request) -> web.Response:
+        """Any path outside /mdm/v2: a documented error body, never a plain-text 404."""
+        self.recorder.record(
+            "sut", "->", ACTOR, "api-request", f"{request.method} {request.path[:200]}"
+        )
+        body = error_body(9602, f"No such endpoint: {request.method} {request.path[:200]}.")
+        return web.json_response(body, status=404)
 
     # Events complete on the simulated clock; their notifications go to the configured URL.
 
@@ -272,3 +295,20 @@ class AppsAndBooksServer:
         self.fault_log.watch(task, "background task")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+async def _read_json(request: web.Request) -> Any:
+    """The JSON body, or a documented 4xx: too large (413), not JSON, not UTF-8, nested too
+    deeply (9602). The declared charset is not trusted: JSON is UTF-8 (RFC 8259 §8.1)."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(
+            9602, f"The request body is over {MAX_BODY_BYTES} bytes.", status=413
+        ) from None
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ApiError(9602, "The request body is nested too deeply.") from None
+    except ValueError:
+        raise ApiError(9602, "The request body is not valid JSON.") from None

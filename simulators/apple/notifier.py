@@ -267,7 +267,7 @@ class Notifier:
                 status = await self._send_aiohttp(body, headers, timeout)
         except TimeoutError:
             error, timed_out = f"no answer within {timeout:g} s", True
-        except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
+        except (aiohttp.ClientError, OSError, ssl.SSLError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         elapsed = self.clock.real() - started_real
         attempt = Attempt(

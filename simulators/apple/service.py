@@ -11,12 +11,10 @@ import itertools
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from simulators.apple.models import (
-    AssetManagement,
-    Assignment,
     Notification,
-    NotificationError,
     User,
     UserManagement,
 )
@@ -72,9 +70,12 @@ SUBSCRIBABLE = (
 class ApiError(Exception):
     """A synchronous error answer: ``errorNumber`` maps to its HTTP status."""
 
-    def __init__(self, number: int, message: str | None = None) -> None:
+    def __init__(
+        self, number: int, message: str | None = None, *, status: int | None = None
+    ) -> None:
         self.number = number
         self.status, default = ERRORS[number]
+        self.status = status or self.status
         self.message = message or default
         super().__init__(f"{number}: {self.message}")
 
@@ -94,6 +95,7 @@ class Event:
     complete_at: float
     notifications: list[Notification]
     failures: list[dict[str, Any]] = field(default_factory=list)
+    num_failed: int = 0  # how many of the requested tasks failed
     held: bool = False  # kept PENDING and silent until released (fault)
     notified: bool = False  # its notifications have been handed out by tick()
 
@@ -107,10 +109,7 @@ class Event:
         return "FAILED" if self.failures else "COMPLETE"
 
     def num_completed(self, now: float) -> int:
-        if not self.complete(now):
-            return 0
-        failed = sum(len(v) for f in self.failures for v in f.get("errorInfo", {}).values())
-        return self.num_requested - failed
+        return self.num_requested - self.num_failed if self.complete(now) else 0
 
 
 @dataclass
@@ -124,7 +123,8 @@ class AppsAndBooks:
     client_config: dict[str, Any] = field(default_factory=dict)
     assets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
-    assignments: list[dict[str, Any]] = field(default_factory=list)
+    # (adamId, pricingParam, "clientUserId" | "serialNumber", id) -> the assignment, in order
+    assignments: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
     events: dict[str, Event] = field(default_factory=dict)
     _version: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -198,8 +198,12 @@ class AppsAndBooks:
                 raise ApiError(9602, "notificationUrl and notificationAuthToken are strings.")
             if len(url) > LIMITS["maxNotificationLength"] or len(token) > 512:
                 raise ApiError(9711)
-            if not url.lower().startswith("https://") or len(url) <= len("https://"):
+            if not _https_url(url):
                 raise ApiError(9712)
+            if not token.isascii() or not token.isprintable():
+                raise ApiError(
+                    9602, "notificationAuthToken must be printable ASCII (it is sent in a header)."
+                )
         types = request.get("notificationTypes", [])
         if not isinstance(types, list) or any(t not in SUBSCRIBABLE for t in types):
             raise ApiError(9602, f"notificationTypes must be drawn from {list(SUBSCRIBABLE)}.")
@@ -260,7 +264,7 @@ class AppsAndBooks:
         return self.page("assets", list(self.assets.values()))
 
     def get_assignments(self) -> dict[str, Any]:
-        return self.page("assignments", list(self.assignments))
+        return self.page("assignments", list(self.assignments.values()))
 
     def get_users(self) -> dict[str, Any]:
         return self.page("users", list(self.users.values()))
@@ -284,102 +288,145 @@ class AppsAndBooks:
     # Mutations: each returns an EventResponse and schedules an event.
 
     def mutate(self, path: str, request: Any, now: float) -> dict[str, Any]:
+        """Validate the whole request first (an error leaves no state behind), then apply it
+        and schedule its event."""
         if not isinstance(request, dict):
             raise ApiError(9602, "The request body must be a JSON object.")
         event_id = str(uuid.uuid4())
+        action = path.split("/")[-1]
         if path in ("assets/associate", "assets/disassociate", "assets/revoke"):
-            notifications, count, failures = self._manage_assets(
-                path.split("/")[1], request, event_id
-            )
+            outcome = self._manage_assets(action, request, event_id)
         elif path in ("users/create", "users/update", "users/retire"):
-            notifications, count, failures = self._manage_users(
-                path.split("/")[1], request, event_id
-            )
+            outcome = self._manage_users(action, request, event_id)
         else:
             raise ApiError(9602, f"Unknown operation {path}.")
         held = self.hold_events > 0
         self.hold_events -= held
         self.events[event_id] = Event(
             event_id,
-            path.split("/")[1].upper(),
-            count,
+            action.upper(),
+            outcome.requested,
             now,
             now + self.processing_delay_s,
-            notifications,
-            failures,
+            outcome.notifications,
+            outcome.failures,
+            num_failed=outcome.failed,
             held=held,
         )
         return self.envelope({"eventId": event_id})
 
-    def _manage_assets(
-        self, action: str, request: dict[str, Any], event_id: str
-    ) -> tuple[list[Notification], int, list[dict[str, Any]]]:
-        """Associate, disassociate or revoke; an association to a user who is not registered
-        fails with 9609 ("Registered user not found"), reported in its own FAILURE
-        notification (at most one ``error`` per notification) and in the event's failures."""
-        users = _strings(request, "clientUserIds")
-        serials = _strings(request, "serialNumbers")
+    def _manage_assets(self, action: str, request: dict[str, Any], event_id: str) -> _Outcome:
+        """Associate, disassociate or revoke. An association to a user who is not registered
+        fails with 9609 ("Registered user not found"), one beyond an asset's available count
+        with 9709; each error gets its own FAILURE notification (at most one ``error`` per
+        notification) and an entry in the event's failures."""
+        revoke = action == "revoke"
+        users = _strings(
+            request, "clientUserIds", "maxRevokeClientUserIds" if revoke else "maxClientUserIds"
+        )
+        serials = _strings(
+            request, "serialNumbers", "maxRevokeSerialNumbers" if revoke else "maxSerialNumbers"
+        )
         if not users and not serials:
             raise ApiError(9602, "clientUserIds or serialNumbers is required.")
-        missing: list[str] = []
-        if action == "revoke":
+        if revoke:
+            user_set, serial_set = set(users), set(serials)
             targets = [
-                a
-                for a in self.assignments
-                if a.get("clientUserId") in users or a.get("serialNumber") in serials
+                key
+                for key in self.assignments
+                if (key[2] == "clientUserId" and key[3] in user_set)
+                or (key[2] == "serialNumber" and key[3] in serial_set)
             ]
-            self.assignments = [a for a in self.assignments if a not in targets]
-        else:
-            assets = request.get("assets")
-            if not isinstance(assets, list) or not assets or len(assets) > LIMITS["maxAssets"]:
-                raise ApiError(9602, "assets must list 1 to 25 {adamId, pricingParam}.")
-            if action == "associate":
-                missing = [
-                    u for u in users if self.users.get(u, {}).get("status") in (None, "Retired")
-                ]
-            people = [{"clientUserId": u} for u in users] + [{"serialNumber": s} for s in serials]
-            targets = [
-                {"adamId": str(a.get("adamId")), "pricingParam": a.get("pricingParam", "STDQ"), **t}
-                for a in assets
-                if isinstance(a, dict)
-                for t in people
-            ]
-            if action == "associate":
-                self.assignments.extend(t for t in targets if t.get("clientUserId") not in missing)
-            else:
-                self.assignments = [a for a in self.assignments if a not in targets]
-        failed = [t for t in targets if t.get("clientUserId") in missing]
-        succeeded = [t for t in targets if t not in failed]
-        notifications = []
-        for result, items in (("SUCCESS", succeeded), ("FAILURE", failed)):
-            if items or (result == "SUCCESS" and not failed):
-                body = AssetManagement(
-                    assignments=[Assignment.model_validate(t) for t in items],
-                    eventId=event_id,
-                    result=result,
-                    type=action.upper(),
-                    error=NotificationError(errorNumber=9609, errorMessage=ERRORS[9609][1])
-                    if result == "FAILURE"
-                    else None,
-                )
-                notifications.append(Notification.of(body, uid=self.uid))
-        failures = []
-        if missing:
-            failures.append(
-                {**error_body(9609), "errorInfo": {"clientUserIds": sorted(set(missing))}}
+            return self._apply(action, event_id, len(targets), targets, {})
+        assets = self._assets(request)
+        people = [("clientUserId", u) for u in users] + [("serialNumber", s) for s in serials]
+        targets = [(adam, pricing, kind, who) for adam, pricing in assets for kind, who in people]
+        if action == "disassociate":
+            return self._apply(
+                action, event_id, len(targets), [t for t in targets if t in self.assignments], {}
             )
-        return notifications, len(targets), failures
+        unknown = {u for u in users if self.users.get(u, {}).get("status") in (None, "Retired")}
+        failed: dict[int, list[tuple[str, str, str, str]]] = {9609: [], 9709: []}
+        wanted: dict[tuple[str, str], list[tuple[str, str, str, str]]] = {}
+        for target in targets:
+            if target[2] == "clientUserId" and target[3] in unknown:
+                failed[9609].append(target)
+            elif target not in self.assignments:
+                wanted.setdefault(target[:2], []).append(target)
+        granted = []
+        for asset, new in wanted.items():
+            if len(new) > self.assets[asset]["availableCount"]:
+                failed[9709].extend(new)
+            else:
+                granted.extend(new)
+        return self._apply(action, event_id, len(targets), granted, failed)
 
-    def _manage_users(
-        self, action: str, request: dict[str, Any], event_id: str
-    ) -> tuple[list[Notification], int, list[dict[str, Any]]]:
+    def _assets(self, request: dict[str, Any]) -> list[tuple[str, str]]:
+        """The request's ``assets``: 1 to 25 known ``{adamId, pricingParam}``, without repeats."""
+        assets = request.get("assets")
+        if not isinstance(assets, list) or not 1 <= len(assets) <= LIMITS["maxAssets"]:
+            raise ApiError(9602, "assets must list 1 to 25 {adamId, pricingParam}.")
+        keys = []
+        for item in assets:
+            if not isinstance(item, dict):
+                raise ApiError(9602, "every asset is an object {adamId, pricingParam}.")
+            adam, pricing = item.get("adamId"), item.get("pricingParam", "STDQ")
+            if isinstance(adam, int) and not isinstance(adam, bool):
+                adam = str(adam)
+            if not isinstance(adam, str) or not isinstance(pricing, str):
+                raise ApiError(9602, "adamId and pricingParam are strings.")
+            if (adam, pricing) not in self.assets:
+                raise ApiError(9602, f"Unknown asset {adam[:40]} {pricing[:10]}.")
+            keys.append((adam, pricing))
+        return list(dict.fromkeys(keys))
+
+    def _apply(
+        self,
+        action: str,
+        event_id: str,
+        requested: int,
+        done: list[tuple[str, str, str, str]],
+        failed: dict[int, list[tuple[str, str, str, str]]],
+    ) -> _Outcome:
+        """Change the assignments and counts, and build the event's notifications."""
+        for key in done:
+            asset = self.assets[key[:2]]
+            if action == "associate":
+                self.assignments[key] = {"adamId": key[0], "pricingParam": key[1], key[2]: key[3]}
+                asset["availableCount"] -= 1
+                asset["assignedCount"] += 1
+            else:
+                del self.assignments[key]
+                asset["availableCount"] += 1
+                asset["assignedCount"] -= 1
+        kind = action.upper()
+        notifications = []
+        if done or not any(failed.values()):
+            notifications.append(_asset_notification(done, event_id, kind, None, self.uid))
+        failures = []
+        for number, keys in failed.items():
+            if not keys:
+                continue
+            notifications.append(_asset_notification(keys, event_id, kind, number, self.uid))
+            info: dict[str, list[str]] = {}
+            for key in keys:
+                info.setdefault(f"{key[2]}s", [])
+                if key[3] not in info[f"{key[2]}s"]:
+                    info[f"{key[2]}s"].append(key[3])
+            failures.append({**error_body(number), "errorInfo": info})
+        return _Outcome(notifications, requested, failures, sum(len(k) for k in failed.values()))
+
+    def _manage_users(self, action: str, request: dict[str, Any], event_id: str) -> _Outcome:
         users = request.get("users")
         if not isinstance(users, list) or not users or len(users) > LIMITS["maxUsers"]:
             raise ApiError(9602, "users must list 1 to 100 users.")
+        for item in users:
+            if not isinstance(item, dict) or not _valid_text(item.get("clientUserId")):
+                raise ApiError(9602, "every user needs a clientUserId (a string).")
+            if "email" in item and not _valid_text(item["email"]):
+                raise ApiError(9602, "email is a string.")
         changed = []
         for item in users:
-            if not isinstance(item, dict) or not isinstance(item.get("clientUserId"), str):
-                raise ApiError(9602, "every user needs a clientUserId.")
             user = self.users.setdefault(
                 item["clientUserId"],
                 {"clientUserId": item["clientUserId"], "inviteCode": uuid.uuid4().hex},
@@ -394,7 +441,7 @@ class AppsAndBooks:
             type=action.upper(),
             users=changed,
         )
-        return [Notification.of(body, uid=self.uid)], len(changed), []
+        return _Outcome([Notification.of(body, uid=self.uid)], len(changed), [], 0)
 
     # Time.
 
@@ -422,8 +469,58 @@ class AppsAndBooks:
                 event.complete_at = max(event.complete_at, now)
 
 
-def _strings(request: dict[str, Any], key: str) -> list[str]:
+def _https_url(url: str) -> bool:
+    """An ``https://host[:port]/…`` URL with a host and a valid port."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return False
+    return parts.scheme.lower() == "https" and bool(parts.hostname) and port != 0
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What a mutation did: its notifications, tasks requested, failures and failed count."""
+
+    notifications: list[Notification]
+    requested: int
+    failures: list[dict[str, Any]]
+    failed: int
+
+
+def _valid_text(value: Any, limit: int = 256) -> bool:
+    """A non-empty string of at most ``limit`` characters that encodes as UTF-8 (a lone
+    surrogate cannot be sent in a notification)."""
+    if not isinstance(value, str) or not value or len(value) > limit:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _strings(request: dict[str, Any], key: str, limit: str) -> list[str]:
+    """The request's list of identifiers under ``key``, without repeats, within ``limit``."""
     value = request.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ApiError(9602, f"{key} must be a list of strings.")
-    return list(value)
+    if not isinstance(value, list) or not all(_valid_text(v) for v in value):
+        raise ApiError(9602, f"{key} must be a list of identifiers (non-empty UTF-8 strings).")
+    if len(value) > LIMITS[limit]:
+        raise ApiError(9602, f"{key}: at most {LIMITS[limit]} ({limit}).")
+    return list(dict.fromkeys(value))
+
+
+def _asset_notification(
+    keys: list[tuple[str, str, str, str]], event_id: str, kind: str, error: int | None, uid: str
+) -> Notification:
+    """An ASSET_MANAGEMENT notification, built as plain JSON (it may carry 25,000 items)."""
+    body: dict[str, Any] = {
+        "assignments": [{"adamId": a, "pricingParam": p, k: who} for a, p, k, who in keys],
+        "eventId": event_id,
+        "result": "FAILURE" if error else "SUCCESS",
+        "type": kind,
+    }
+    if error:
+        body["error"] = {"errorNumber": error, "errorMessage": ERRORS[error][1]}
+    return Notification(notification=body, notificationType="ASSET_MANAGEMENT", uId=uid)

@@ -71,3 +71,29 @@ def test_client_identity_is_required_and_accepted(tmp_path: Path) -> None:
     assert pki.client_identity("tenant-a") == identity  # made once, reused
     with pytest.raises(ValueError):
         pki.client_identity("../escape")
+
+
+def test_certificates_pass_a_strict_x509_verifier(pki: PKI) -> None:
+    """pyca/cryptography's verifier follows the web PKI profile (RFC 5280, CA/B Forum): it rejects
+    a critical subjectAltName beside a non-empty subject, which trustme's leaves carry."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+
+    def chain(path: Path) -> list[x509.Certificate]:
+        return x509.load_pem_x509_certificates(path.read_bytes())
+
+    now = datetime.datetime.now(datetime.UTC)
+    builder = PolicyBuilder().store(Store(chain(pki.ca))).time(now)
+    for name in (x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))):
+        leaf, *rest = chain(pki.server.cert)
+        assert builder.build_server_verifier(name).verify(leaf, rest)
+    client = chain(pki.client_identity("strict-check").cert)[0]
+    subjects = builder.build_client_verifier().verify(client, []).subjects
+    assert subjects == [x509.RFC822Name("strict-check@conformance.test")]
+    localhost = builder.build_server_verifier(x509.DNSName("localhost"))
+    for bad in (pki.impostor_server, pki.expired_server, pki.wrong_host_server):
+        with pytest.raises(VerificationError):
+            localhost.verify(chain(bad.cert)[0], [])

@@ -137,3 +137,67 @@ def test_busy_pinned_port_is_one_clear_message(tmp_path: Path) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 4, out[-2000:]
     assert "could not start the simulators" in out and "choose a free one" in out
+
+
+SILENT_SUT = """
+import os, socket, sys, time
+port, pids = int(sys.argv[1]), sys.argv[2]
+if os.fork() == 0:  # a daemon the SUT leaves behind
+    os.setsid()
+    if os.fork() == 0:
+        open(pids, "a").write(f"{os.getpid()}\\n")
+        while True:
+            time.sleep(1)
+    os._exit(0)
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", port))
+server.listen()
+open(pids, "a").write(f"{os.getpid()}\\n")
+conns = []
+while True:
+    conns.append(server.accept()[0])  # accepts, never answers
+"""
+
+
+def test_sigterm_to_pytest_leaves_no_sut_process_behind(tmp_path: Path) -> None:
+    import signal
+    import threading
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "sut.py").write_text(SILENT_SUT)
+    pids = tmp_path / "pids"
+    manifest = tmp_path / "sut.toml"
+    manifest.write_text(
+        f'[process]\ncommand = ["${{PYTHON}}", "sut.py", "{port}", "{pids}"]\n'
+        f'ready = "tcp://127.0.0.1:{port}"\n'
+        f'[apple]\nwebhook_url = "https://127.0.0.1:{port}/n"\nauth_token = "t"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "conformance", f"--sut={manifest}",
+         f"--report-dir={tmp_path}", "-p", "no:cacheprovider", "-q"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while (
+        time.monotonic() < deadline and len(pids.read_text().split() if pids.is_file() else []) < 2
+    ):
+        threading.Event().wait(0.1)  # bounded poll of the SUT's own pid file
+    started = [int(p) for p in pids.read_text().split()]
+    threading.Event().wait(1.0)  # let a check begin (waiting on the silent receiver)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    alive = [p for p in started if _running(p)]
+    assert len(started) == 2
+    assert alive == [], out[-2000:]
+    assert (tmp_path / "latest" / "report.json").is_file(), out[-2000:]
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -89,9 +89,9 @@ def test_report_files(tmp_path: Path) -> None:
 
     suite = ET.parse(tmp_path / "latest" / "junit.xml").getroot()
     cases = {c.get("name"): c for c in suite.iter("testcase")}
-    assert cases["t_fail"].find("failure") is not None
-    assert cases["t_not-verified"].find("skipped") is not None
-    props = {p.get("name"): p.get("value") for p in cases["t_fail"].iter("property")}
+    assert cases["APL-AUTH-02 t_fail"].find("failure") is not None  # the ID in the case name
+    assert cases["APL-OBS-01 t_not-verified"].find("skipped") is not None
+    props = {p.get("name"): p.get("value") for p in cases["APL-AUTH-02 t_fail"].iter("property")}
     assert props["requirement"] == "APL-AUTH-02" and props["verdict"] == "fail"
 
     html = (tmp_path / "latest" / "index.html").read_text()
@@ -107,3 +107,53 @@ def test_a_harness_fault_during_a_check_is_an_error_not_the_suts_failure() -> No
     outcome, message = blame_harness("fail", "answered 500", ["apple-api: GET /x: KeyError: 'k'"])
     assert outcome == "error" and "harness broke" in message and "KeyError" in message
     assert blame_harness("pass", "ok", ["a", "b"])[0] == "error"
+
+
+HOSTILE_TEXT = "answered \x14\x1b[31mred\x00 \ud800 & <b>bold</b> \x7f\x85 \ufffe" * 3
+
+
+def test_reports_stay_valid_and_small_whatever_the_sut_sent(tmp_path: Path) -> None:
+    """Control characters, NUL, lone surrogates and markup from a SUT; thousands of evidence
+    events: junit.xml parses as XML 1.0, report.json as JSON, the HTML escapes everything, and
+    every file stays under 1 MB."""
+    event = {
+        "seq": 0,
+        "real_s": 1.0,
+        "sim_s": 2.0,
+        "actor": "sut",
+        "direction": "->",
+        "peer": "observer",
+        "kind": "observed",
+        "summary": HOSTILE_TEXT * 20,
+        "detail": {"body": HOSTILE_TEXT * 100, "status": 500, "nested": {"x": [HOSTILE_TEXT]}},
+    }
+    results = [
+        CheckResult(
+            name=f"conformance/x.py::t_{i}[{HOSTILE_TEXT}]",
+            requirement_ids=["APL-BAD-01"],
+            outcome="fail" if i % 2 else "pass",
+            message=HOSTILE_TEXT,
+            expected=HOSTILE_TEXT,
+            observed=HOSTILE_TEXT,
+            reproduce=[f"curl --data-binary '{HOSTILE_TEXT}'"],
+            notes=[HOSTILE_TEXT],
+            evidence=[{**event, "seq": n} for n in range(300)],
+        )
+        for i in range(120)
+    ]
+    info = run_info(sut_log_tail=HOSTILE_TEXT * 50, run_events=[event] * 2000)
+    write_reports(build_report(info, results), tmp_path / "run-1", tmp_path)
+    for name in ("report.json", "junit.xml", "index.html"):
+        path = tmp_path / "latest" / name
+        assert path.stat().st_size < 1_000_000, (name, path.stat().st_size)
+        text = path.read_text("utf-8")  # encodable: no lone surrogate survived
+        assert "\x14" not in text and "\x00" not in text and "\x1b" not in text
+    ET.parse(tmp_path / "latest" / "junit.xml")
+    data = json.loads((tmp_path / "latest" / "report.json").read_text())
+    bad = next(r for r in data["requirements"] if r["id"] == "APL-BAD-01")
+    check = next(c for c in bad["checks"] if c["outcome"] == "fail")
+    shown = check["message"]
+    assert "\\x14" in shown and "\\x1b" in shown and "\\ud800" in shown  # visible escapes
+    html = (tmp_path / "latest" / "index.html").read_text()
+    assert "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
+    assert check["evidence_cut"] > 0 and len(check["evidence"]) < 300
