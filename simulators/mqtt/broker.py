@@ -62,7 +62,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Container, Hashable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Literal, TypeAlias
 
@@ -113,6 +113,7 @@ __all__ = [
     "SessionView",
     "allow_all",
     "allow_none",
+    "next_free_packet_id",
 ]
 
 ConnectionId: TypeAlias = Hashable
@@ -199,6 +200,14 @@ class BrokerPolicy:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+
+
+def next_free_packet_id(candidate: int, in_use: Container[int]) -> int:
+    """The first packet id from ``candidate`` on, wrapping 65535 → 1, that is not in use
+    (MQTT-2.3.1-2, -4). The caller keeps fewer than 65535 in use."""
+    while candidate in in_use:
+        candidate = candidate % MAX_PACKET_ID + 1
+    return candidate
 
 
 # --- actions ----------------------------------------------------------------------------------
@@ -886,9 +895,7 @@ class BrokerCore:
         self, session: _Session, conn: _Connection, message: _Message, qos: int, now: float
     ) -> list[Action]:
         """A first PUBLISH: DUP = 0, RETAIN = 0 (MQTT-3.3.1-9), an unused packet id (MQTT-2.3.1-4)."""
-        packet_id = session.next_packet_id
-        while packet_id in session.inflight:
-            packet_id = packet_id % MAX_PACKET_ID + 1
+        packet_id = next_free_packet_id(session.next_packet_id, session.inflight)
         session.next_packet_id = packet_id % MAX_PACKET_ID + 1
         publish = Publish(message.topic, message.payload, qos=qos, packet_id=packet_id)
         session.inflight[packet_id] = _Inflight(message, publish, self._resend_at(now))
