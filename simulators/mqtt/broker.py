@@ -170,7 +170,7 @@ class BrokerPolicy:
     max_inflight: int = 64
     max_queued_per_session: int = 100_000
     max_sessions_per_tenant: int = 1_000
-    max_subscriptions_per_session: int = 1_000
+    max_subscriptions_per_session: int = 100
     max_topic_filter_length: int = 1_024
     max_client_id_length: int = 256
     max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
@@ -299,6 +299,7 @@ class _State(enum.Enum):
 @dataclass(eq=False, slots=True)
 class _Message:
     message_id: int
+    tenant: str | None  # None: published to every tenant
     topic: str
     payload: bytes
     qos: int
@@ -807,7 +808,7 @@ class BrokerCore:
     ) -> list[Action]:
         """Deliver one message to the matching sessions, following the policy's model."""
         message = _Message(
-            self._next_message_id, topic, payload, qos, now, now + self.policy.retention_s
+            self._next_message_id, tenant, topic, payload, qos, now, now + self.policy.retention_s
         )
         self._next_message_id += 1
         matches = []
@@ -954,6 +955,7 @@ class BrokerCore:
             actions.append(
                 Notice(
                     NoticeKind.MESSAGE_EXPIRED,
+                    tenant=message.tenant,
                     detail={
                         "message_id": message.message_id,
                         "topic": message.topic,
