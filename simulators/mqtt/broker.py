@@ -812,9 +812,10 @@ class BrokerCore:
         )
         self._next_message_id += 1
         matches = []
-        for session in self._all_sessions():
-            if tenant is not None and session.tenant != tenant:
-                continue
+        candidates = (
+            self._all_sessions() if tenant is None else self._sessions.get(tenant, {}).values()
+        )
+        for session in candidates:
             granted = [q for f, q in session.subscriptions.items() if topic_matches(f, topic)]
             if granted:  # MQTT-3.3.5-1: one copy, at the highest matching QoS
                 matches.append((session, max(granted)))
@@ -849,7 +850,10 @@ class BrokerCore:
                 )
             )
         elif not sent and not message.queued_in:
-            reason = "no connected subscriber and no durable session subscribed at QoS 1"
+            if any(isinstance(a, Notice) and a.kind is NoticeKind.QUEUE_FULL for a in actions):
+                reason = "every receiving queue was full"
+            else:
+                reason = "no connected subscriber and no durable session subscribed at QoS 1"
             actions.append(
                 Notice(
                     NoticeKind.MESSAGE_DROPPED, tenant=tenant, detail={**summary, "reason": reason}

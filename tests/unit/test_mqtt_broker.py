@@ -552,6 +552,8 @@ def test_a_full_queue_drops_new_messages_with_a_notice() -> None:
         actions = h.publish("t/x", str(n).encode())
     [full] = notices(NoticeKind.QUEUE_FULL, actions)
     assert full.detail["dropped"] == 1
+    [dropped] = notices(NoticeKind.MESSAGE_DROPPED, actions)
+    assert dropped.detail["reason"] == "every receiving queue was full"
     view = h.core.session_view("c1", tenant="tenant-a")
     assert view is not None and (view.queued, view.dropped) == (3, 1)
     payloads = [p.payload for p in publishes_to("c2", h.connect("c2", "c1", clean_session=False))]
