@@ -245,8 +245,8 @@ def _flag(value: object, info: ValidationInfo) -> bool:
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     raise ValueError(
-        f"{info.field_name} must be true or false (a JSON boolean, or the string \"true\" or "
-        f"\"false\" as in the vendor's example), got {value!r}"
+        f'{info.field_name} must be true or false (a JSON boolean, or the string "true" or '
+        f'"false" as in the vendor\'s example), got {value!r}'
     )
 
 
@@ -288,7 +288,7 @@ class SerializationConfig(_Request):
         if number is None or not MIN_CHUNK_SIZE <= number <= MAX_CHUNK_SIZE:
             raise ValueError(
                 f"max_chunk_size must be an integer from {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE} "
-                f"(a JSON number, or a string of digits such as \"100\" as in the vendor's "
+                f'(a JSON number, or a string of digits such as "100" as in the vendor\'s '
                 f"example), got {value!r}"
             )
         return number
@@ -533,8 +533,9 @@ class Event:
     def __post_init__(self) -> None:
         if self.kind not in _EVENT_MODELS:
             raise ValueError(f"unknown kind {self.kind!r}; expected one of {KINDS}")
-        if not self.body or ("ep" not in self.body and self.kind != "async-responses"):
-            raise ValueError(f"a {self.kind!r} event body needs at least 'ep', got {self.body!r}")
+        key = "id" if self.kind == "async-responses" else "ep"
+        if key not in self.body:
+            raise ValueError(f"a {self.kind!r} event body needs {key!r}, got {self.body!r}")
         object.__setattr__(self, "json", json.dumps(self.body, separators=(",", ":")))
 
     @classmethod
