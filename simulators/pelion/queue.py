@@ -127,7 +127,7 @@ class NotificationQueue:
     def append(self, event: Event, now: float) -> QueuedItem:
         """Queue ``event``; when the queue is full the oldest item is dropped (``overflow``)."""
         items = self._items
-        if now < self._now or (items and items[0].queued_at <= now - self.lifetime_s):
+        if now < self._now or (items and items[0].queued_at + self.lifetime_s <= now):
             self.expire(now)  # the rare path; the common one costs two comparisons
         self._now = now
         if len(items) >= self.max_items:
@@ -142,9 +142,11 @@ class NotificationQueue:
         """Drop every item whose lifetime has ended by ``now``; return how many."""
         self._tick(now)
         items = self._items
-        cutoff = now - self.lifetime_s
+        lifetime = self.lifetime_s
         n = 0
-        while items and items[0].queued_at <= cutoff:
+        # The same sum as next_deadline(): ``now - lifetime`` could round differently, and an
+        # adapter woken at the deadline would then find nothing to expire.
+        while items and items[0].queued_at + lifetime <= now:
             items.popleft()
             n += 1
         self._dropped[DropReason.EXPIRED] += n
