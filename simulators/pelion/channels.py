@@ -16,7 +16,9 @@ channel"; research/pelion.md §2).
   (:class:`~simulators.pelion.models.Outgoing`).
 
 Every method returns the effects the adapter must carry out (:data:`Effect`): wake a sender,
-answer a poll, close a socket, report a removed channel.
+answer a poll, close a socket, report a removed channel. Lookups (``metadata``, ``webhook``,
+``websocket_status``) apply the timers too, so that a channel removed by now is a 404; the
+effects that produces are returned by the next call that returns effects.
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ class ChannelRegistry:
         self._channels: dict[str, _Channel] = {}
         self.removed: list[ChannelRemoved] = []
         self.undeliverable: Counter[str] = Counter()
+        self._pending: list[Effect] = []
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -170,7 +173,7 @@ class ChannelRegistry:
 
     def metadata(self, key: str, now: float) -> ChannelMetadata | None:
         """``GET /v2/notification/channel``: 200 with this, or 404 for None."""
-        self._advance(key, now)
+        self._look(key, now)
         mechanism = self.mechanism(key)
         return None if mechanism is None else ChannelMetadata(delivery_mechanism=mechanism)
 
@@ -194,11 +197,12 @@ class ChannelRegistry:
         return removed
 
     def _advance(self, key: str, now: float) -> list[Effect]:
-        """Apply ``key``'s timers; reap its channel if the service removed it."""
+        """Apply ``key``'s timers; reap its channel if the service removed it. The effects
+        include those a lookup held back (:meth:`_look`)."""
+        effects, self._pending = self._pending, []
         channel = self._channels.get(key)
         if channel is None:
-            return []
-        effects: list[Effect] = []
+            return effects
         core = channel.core
         if isinstance(core, WebSocketDelivery):
             effects.extend(core.handle_timeout(now))
@@ -206,6 +210,11 @@ class ChannelRegistry:
             core.handle_timeout(now)
         effects.extend(self._reap(key, now))
         return effects
+
+    def _look(self, key: str, now: float) -> None:
+        """Apply timers before a lookup; the effects (a socket to close, a channel removed) are
+        held back and returned by the next call that returns effects."""
+        self._pending = self._advance(key, now)
 
     def _reap(self, key: str, now: float) -> list[Effect]:
         channel = self._channels[key]
@@ -264,7 +273,7 @@ class ChannelRegistry:
 
     def webhook(self, key: str, now: float) -> Webhook | None:
         """``GET /v2/notification/callback``: the registered body, or None for 404."""
-        self._advance(key, now)
+        self._look(key, now)
         channel = self._channels.get(key)
         return channel.webhook if channel is not None and channel.mechanism == "CALLBACK" else None
 
@@ -310,7 +319,7 @@ class ChannelRegistry:
 
     def websocket_status(self, key: str, now: float) -> WebsocketChannel | None:
         """``GET /v2/notification/websocket``: the status body, or None for 404."""
-        self._advance(key, now)
+        self._look(key, now)
         core = self.websocket(key)
         return None if core is None else core.status_body()
 
@@ -425,7 +434,7 @@ class ChannelRegistry:
 
     def handle_timeout(self, now: float) -> list[Effect]:
         """Apply every channel's timers; removed channels are dropped with their queues."""
-        effects: list[Effect] = []
+        effects, self._pending = self._pending, []
         for key in list(self._channels):
             effects.extend(self._advance(key, now))
         return effects

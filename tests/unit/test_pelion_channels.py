@@ -305,3 +305,18 @@ def test_options_reach_the_queues() -> None:
         r.route(A, obs(n), 0.0)
     stats = r.queue_stats(A)
     assert stats is not None and stats.queued == 2 and stats.to_dict()["dropped_overflow"] == 1
+
+
+def test_effects_of_a_lookup_are_returned_by_the_next_call() -> None:
+    """A GET applies the timers (a channel removed by now is a 404) without losing what the
+    adapter must do: the idle socket's close comes with the next call returning effects."""
+    r = ChannelRegistry()
+    r.register_websocket(A, None, 0.0)
+    r.connect_websocket(A, "s1", 0.0)
+    status = r.websocket_status(A, DAY)  # the server closed the idle socket at 24 h
+    assert status is not None and status.status == "disconnected"
+    (close,) = r.handle_timeout(DAY)
+    assert isinstance(close, CloseSocket) and close.socket == "s1"
+    assert r.metadata(A, 2 * DAY) is None  # 24 h without a socket: removed, 404
+    (removed,) = r.route(B, obs(1), 2 * DAY)[:1]
+    assert isinstance(removed, ChannelRemoved) and removed.reason == "unbound-24h"

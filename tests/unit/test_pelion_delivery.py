@@ -495,3 +495,23 @@ def test_delete_answers_a_waiting_poll_with_410() -> None:
     p.receive_poll("g1", 0.0)
     assert p.delete() == [PollAnswer("g1", 410)]
     assert p.state is PullState.DELETED and p.delete() == []
+
+
+def test_cores_read_no_clock_and_touch_no_socket() -> None:
+    """The cores take ``now`` as an argument: no module of simulators/pelion imports a clock,
+    an event loop, threads or sockets."""
+    import ast
+    from pathlib import Path
+
+    import simulators.pelion
+
+    banned = {"time", "datetime", "asyncio", "socket", "ssl", "threading", "selectors"}
+    package = Path(simulators.pelion.__file__).parent
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not {n.split(".")[0] for n in names} & banned, f"{path.name} imports {names}"
