@@ -42,6 +42,8 @@ from pydantic import (
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_SERIALIZATION",
+    "ERROR_TYPES",
     "KINDS",
     "MAX_CHUNK_SIZE",
     "MAX_PRESUBSCRIPTIONS",
@@ -71,6 +73,7 @@ __all__ = [
     "bad_request",
     "error_body",
     "forbidden",
+    "new_request_id",
     "not_found",
     "parse_presubscriptions",
     "serialize",
