@@ -4,6 +4,8 @@ channel or to every key's, and removals reported as effects."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import pytest
 
 from simulators.pelion.channels import (
@@ -46,7 +48,7 @@ def hook(url: str = "https://app.example/cb", **kwargs: object) -> Webhook:
     return Webhook.model_validate({"url": url, **kwargs})
 
 
-def kinds(effects: list[object]) -> list[str]:
+def kinds(effects: Sequence[object]) -> list[str]:
     return [type(e).__name__ for e in effects]
 
 
@@ -92,7 +94,7 @@ def test_another_type_is_a_400_conflict(existing: str) -> None:
         r.register_websocket(A, None, 0.0)
     else:
         r.poll(A, "g1", 0.0)
-    attempts = {
+    attempts: dict[str, Callable[[], object]] = {
         "callback": lambda: r.register_callback(A, hook(), 1.0),
         "websocket": lambda: r.register_websocket(A, None, 1.0),
         "pull": lambda: r.poll(A, "g2", 1.0),

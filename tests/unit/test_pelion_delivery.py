@@ -387,7 +387,7 @@ def test_reconnecting_within_24_h_keeps_the_channel_and_its_queue() -> None:
     w.handle_timeout(2 * DAY - 1)
     assert w.state is WebSocketState.DISCONNECTED  # the 24 h count from the last disconnect
     w.handle_timeout(2 * DAY)
-    assert w.state is WebSocketState.REMOVED
+    assert w.state is WebSocketState.REMOVED  # type: ignore[comparison-overlap]  # mypy narrowed it
 
 
 def test_server_closes_after_24_h_of_inactivity() -> None:
@@ -403,7 +403,7 @@ def test_server_closes_after_24_h_of_inactivity() -> None:
     assert (close.socket, close.code) == ("s1", CloseCode.GOING_AWAY)
     assert w.state is WebSocketState.DISCONNECTED and w.socket is None
     w.handle_timeout(100.0 + 2 * DAY)
-    assert w.state is WebSocketState.REMOVED
+    assert w.state is WebSocketState.REMOVED  # type: ignore[comparison-overlap]  # mypy narrowed it
 
 
 def test_idle_close_can_be_disabled() -> None:
