@@ -8,16 +8,16 @@ import asyncio
 from typing import Any
 
 import pytest
-from amqtt.adapters import BufferReader  # type: ignore[import-untyped]
-from amqtt.mqtt.connect import (  # type: ignore[import-untyped]
+from amqtt.adapters import BufferReader
+from amqtt.mqtt.connect import (
     ConnectPacket,
     ConnectPayload,
     ConnectVariableHeader,
 )
-from amqtt.mqtt.puback import PubackPacket  # type: ignore[import-untyped]
-from amqtt.mqtt.publish import PublishPacket  # type: ignore[import-untyped]
-from amqtt.mqtt.suback import SubackPacket  # type: ignore[import-untyped]
-from amqtt.mqtt.subscribe import SubscribePacket  # type: ignore[import-untyped]
+from amqtt.mqtt.puback import PubackPacket
+from amqtt.mqtt.publish import PublishPacket
+from amqtt.mqtt.suback import SubackPacket
+from amqtt.mqtt.subscribe import SubscribePacket
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
