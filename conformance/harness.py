@@ -175,7 +175,7 @@ class Harness:
         if self.sut_down is not None:
             return self.sut_down
         problem = self.sut_alive()
-        if problem is None and not (self.manifest.process and self.manifest.process.ready):
+        if problem is None:  # a listening socket is no proof of life: ask each endpoint
             answers = [
                 probe(e.url, self._endpoint_context(e), timeout=3.0) for e in self.endpoints()
             ]

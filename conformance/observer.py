@@ -71,6 +71,7 @@ class Observer:
     refused: dict[str, Refusals] = field(default_factory=dict)
     changed: threading.Condition = field(default_factory=threading.Condition)
     _runner: web.AppRunner | None = None
+    _large: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
     @property
     def base_url(self) -> str:
@@ -117,7 +118,8 @@ class Observer:
                 f"body over {MAX_BODY_BYTES} bytes: report in smaller posts",
             )
         if len(raw) > PARSE_IN_THREAD_BYTES:
-            parsed = await asyncio.to_thread(_parse, raw, route.model)
+            async with self._large:  # one large body in memory at a time, off the event loop
+                parsed = await asyncio.to_thread(_parse, raw, route.model)
         else:
             parsed = _parse(raw, route.model)
         if isinstance(parsed, tuple):

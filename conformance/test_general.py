@@ -15,7 +15,7 @@ requirement = pytest.mark.requirement
 def test_sut_still_up(harness: Harness, check: Check) -> None:
     manifest = harness.manifest
     check.expect("the SUT process is running and its readiness probe answers")
-    problem = harness.sut_alive()
+    problem = harness.sut_alive() or harness.sut_down
     if manifest.process is None:  # nothing launched: the SUT's endpoints are all there is
         endpoints = harness.endpoints()
         if not endpoints:

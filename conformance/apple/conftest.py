@@ -98,6 +98,13 @@ class AppleDriver:
         if silent and len(silent) == len(attempts):
             self.harness.confirm_unresponsive(f"no answer to a notification: {silent[-1].error}")
 
+    def acknowledged(self, notification_id: str) -> bool:
+        """Whether any copy or attempt of this notification was answered 2xx."""
+        return any(
+            entry.label.endswith(f" {notification_id}") and entry.attempt.acknowledged
+            for entry in self.sim.attempts.entries()
+        )
+
     def arm(self, kind: str, **params: Any) -> None:
         self.notifier.faults.add("deliver", kind, **params)
 

@@ -75,6 +75,13 @@ class Attempt:
     elapsed_real_s: float | None = None
     timed_out: bool = False
     fault: str | None = None
+    dropped_status: int | None = None  # the status a receiver began to answer when we dropped it
+
+    @property
+    def acknowledged(self) -> bool:
+        """The receiver answered 2xx, even if a fault kept the notifier from reading it."""
+        status = self.status if self.status is not None else self.dropped_status
+        return status is not None and 200 <= status < 300
 
     @property
     def succeeded(self) -> bool:

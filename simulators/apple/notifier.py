@@ -258,11 +258,12 @@ class Notifier:
         )
         status: int | None = None
         error: str | None = None
+        dropped: int | None = None
         timed_out = False
         injected = fault.kind if fault is not None and fault.kind != "delay" else None
         try:
             if fault is not None and fault.kind in ("drop_after_send", "stall"):
-                error = await self._send_raw(body, headers, timeout, fault, label)
+                error, dropped = await self._send_raw(body, headers, timeout, fault, label)
             else:
                 status = await self._send_aiohttp(body, headers, timeout)
         except TimeoutError:
@@ -278,6 +279,7 @@ class Notifier:
             elapsed_real_s=elapsed,
             timed_out=timed_out,
             fault=injected,
+            dropped_status=dropped,
         )
         self.log.add(label, attempt)
         if status is not None:
@@ -323,7 +325,7 @@ class Notifier:
 
     async def _send_raw(
         self, body: bytes, headers: dict[str, str], timeout: float, fault: Fault, label: str
-    ) -> str:
+    ) -> tuple[str, int | None]:
         """Write the request by hand over a fresh (TLS) connection, then misbehave."""
         url = URL(self.receiver.url)
         context = self.receiver.ssl_context()
@@ -343,7 +345,7 @@ class Notifier:
                 await writer.drain()
                 self._note_fault(fault, label, f"stalled mid-body for {timeout:g} s (real)")
                 await self.clock.sleep_real(timeout)
-                return f"stalled mid-body; no answer within {timeout:g} s"
+                return f"stalled mid-body; no answer within {timeout:g} s", None
             writer.write(body)
             await writer.drain()
             first = await asyncio.wait_for(reader.read(12), timeout)
@@ -352,7 +354,9 @@ class Notifier:
                 label,
                 f"connection aborted after the request was sent (receiver began {first[:12]!r})",
             )
-            return "connection dropped after the request was sent"
+            began = first.split(b" ")
+            status = int(began[1]) if len(began) > 1 and began[1][:3].isdigit() else None
+            return "connection dropped after the request was sent", status
         finally:
             writer.transport.abort()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 import subprocess
@@ -49,6 +50,14 @@ USAGE_ERRORS = [
     (["conformance", "--sut-ca=ca.pem"], "--sut-ca only go with --sut=URL"),
     (["conformance", "--observer-port=70000"], "--observer-port=70000"),
     (["conformance", "--apple-api-port=-1"], "--apple-api-port=-1"),
+    pytest.param(
+        ["conformance", "-n", "2"],
+        "pytest-xdist (-n) cannot run a conformance suite",
+        id="xdist",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("xdist") is None, reason="pytest-xdist not installed"
+        ),
+    ),
 ]
 
 
