@@ -88,6 +88,7 @@ Direction = Literal["in", "out"]
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_HANDSHAKE_TIMEOUT_S = 10.0
 KEEPALIVE_FACTOR = 1.5  # MQTT-3.1.2-24
+SHUTDOWN_TIMEOUT_S = 2.0  # a peer that never answers the TLS close_notify is cut off then
 
 
 def tls12_server_context(
@@ -158,7 +159,7 @@ class ConnectionView:
     email: str | None
     opened_real_s: float
     opened_sim_s: float
-    closed_real_s: float | None
+    closed_real_s: float | None  # when the broker closed it or saw it closed
     close_reason: str | None
     client_id: str | None  # from CONNECT
     clean_session: bool | None
@@ -266,6 +267,7 @@ class _Connection(asyncio.Protocol):
         self.closing = False
         self.last_packet_real_s = 0.0
         self.closed = asyncio.Event()
+        self.connected = asyncio.Event()  # set when CONNACK 0 goes out: keep-alive applies
         self.pending = bytearray()  # encoded packets not yet written
 
     def attach(self, transport: asyncio.Transport) -> None:
@@ -397,6 +399,8 @@ class MqttServer:
                 packet = action.packet
                 if isinstance(packet, Publish) and packet.qos and not packet.dup:
                     work.extend(self._publish_faults(conn, packet))
+                elif isinstance(packet, Connack) and packet.return_code == 0:
+                    conn.connected.set()
             elif isinstance(action, Received):
                 conn = self._live.get(action.conn_id)  # type: ignore[call-overload]
                 if conn is not None:
@@ -427,7 +431,10 @@ class MqttServer:
         conn.closing = True
         log = conn.log
         if log is not None and log.close_reason is None:
-            log.close_reason = reason
+            with self.changed:  # the broker serves it no more: closed from now on
+                log.close_reason = reason
+                log.closed_real_s = self.clock.real()
+                self.changed.notify_all()
         self.recorder.record(self.actor, "--", self._peer(conn), "close", f"closed: {reason}")
         if conn.transport is not None:
             conn.transport.close()
@@ -616,6 +623,7 @@ class MqttServer:
                 self.ssl_context,
                 server_side=True,
                 ssl_handshake_timeout=self.handshake_timeout_s,
+                ssl_shutdown_timeout=SHUTDOWN_TIMEOUT_S,
             )
         except (OSError, TimeoutError, ConnectionError, ValueError) as exc:
             self._live.pop(conn.conn_id, None)
@@ -667,7 +675,8 @@ class MqttServer:
         log = conn.log
         assert log is not None
         with self.changed:
-            log.closed_real_s = self.clock.real()
+            if log.closed_real_s is None:
+                log.closed_real_s = self.clock.real()
             if log.close_reason is None:
                 log.close_reason = "closed by the client"
             self.changed.notify_all()
@@ -697,7 +706,19 @@ class MqttServer:
             if remaining <= 0:
                 self.execute(self.core.drop_connection(conn.conn_id, self.clock.now(), reason))
                 return
-            await self.clock.sleep_real(remaining)
+            if keepalive is not None:
+                await self.clock.sleep_real(remaining)
+                continue
+            # Before CONNACK: wake at the CONNECT deadline or as soon as keep-alive applies.
+            waiters = [
+                asyncio.ensure_future(self.clock.sleep_real(remaining)),
+                asyncio.ensure_future(conn.connected.wait()),
+            ]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
 
     async def _run_deadlines(self) -> None:
         """Sleep until the core's next deadline (simulated time), run what is due, repeat."""

@@ -5,6 +5,7 @@ point third-party peers at it."""
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -82,6 +83,15 @@ class IvantiEnv:
     ) -> Any:
         result = self.sim.broker.wait_for(predicate, timeout)
         assert result, f"timed out after {timeout} s; connections: {self.sim.broker.connections()}"
+        return result
+
+    def poll(self, condition: Callable[[], Any], timeout: float = 15.0) -> Any:
+        """Check ``condition`` every 20 ms until it holds (bounded), for state that has no
+        event to wait on (the core's sessions, the evidence)."""
+        deadline = self.clock.real() + timeout
+        while not (result := condition()) and self.clock.real() < deadline:
+            threading.Event().wait(0.02)
+        assert result, f"condition not met within {timeout} s"
         return result
 
     def wait_subscribed(self, client_id: str, timeout: float = 15.0) -> ConnectionView:

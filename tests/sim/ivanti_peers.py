@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
 ROOT = Path(__file__).resolve().parents[2]
 MQTTJS = ROOT / ".peers" / "node" / "node_modules" / "mqtt"
@@ -56,6 +57,8 @@ class Target:
     topic: str
     username: str | None = None
     keepalive_s: int = 30
+    qos: int = 1
+    clean_session: bool = False
 
     def context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.ca))
@@ -222,9 +225,9 @@ class Paho(Peer):
     def make_client(self) -> paho.Client:
         t = self.target
         client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=t.client_id,
-            clean_session=False,
+            clean_session=t.clean_session,
             protocol=paho.MQTTv311,
         )
         client.tls_set_context(t.context())
@@ -239,11 +242,13 @@ class Paho(Peer):
 
         def on_connect(c: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
             self.note(f"CONNACK {reason}")
-            if not reason.is_failure:
-                c.subscribe(t.topic, qos=1)
+            if not reason.is_failure and t.topic:
+                c.subscribe(t.topic, qos=t.qos)
 
         def on_message(c: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-            self.received(Message(msg.topic, msg.payload, msg.qos, bool(msg.dup), msg.retain))
+            self.received(
+                Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.dup), msg.retain)
+            )
 
         client.on_connect = on_connect
         client.on_message = on_message
@@ -255,6 +260,11 @@ class Paho(Peer):
             self.client.disconnect()
             self.client.loop_stop()
             self.client = None
+
+    def go_silent(self) -> None:
+        """Stop the network loop without closing: no PINGREQ, no packet, the socket open."""
+        assert self.client is not None
+        self.client.loop_stop()
 
 
 # --- asyncio clients, each in its own thread and loop -----------------------------------------
@@ -307,7 +317,7 @@ async def _until(stop: asyncio.Event, receiving: Callable[[], Any]) -> None:
         pending.cancel()
     await asyncio.gather(task, stopper, return_exceptions=True)
     if task.done() and not task.cancelled() and task.exception() is not None:
-        raise task.exception()  # type: ignore[misc]
+        raise task.exception()
 
 
 class Amqtt(_AsyncPeer):
