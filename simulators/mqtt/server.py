@@ -522,11 +522,12 @@ class MqttServer:
             summary += " " + ", ".join(f"{f} q{q}" for f, q in packet.subscriptions)
         elif isinstance(packet, Suback):
             summary += " " + ",".join(f"0x{c:02x}" for c in packet.return_codes)
-        arrow = "->" if direction == "out" else "<-"
+        peer = self._peer(conn)
+        sender, receiver = (self.actor, peer) if direction == "out" else (peer, self.actor)
         self.recorder.record(
-            self.actor,
-            arrow,
-            self._peer(conn),
+            sender,
+            "->",
+            receiver,
             "mqtt",
             summary,
             cause=cause,
@@ -682,7 +683,7 @@ class MqttServer:
             self.changed.notify_all()
         if not conn.closing:
             self.recorder.record(
-                self.actor, "<-", self._peer(conn), "close", "the client closed the connection"
+                self._peer(conn), "->", self.actor, "close", "the client closed the connection"
             )
         conn.closing = True
         self.execute(self.core.connection_lost(conn.conn_id, self.clock.now()))
