@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import multiprocessing
 import os
@@ -87,6 +88,9 @@ def start_mosquitto(pki: PKI, folder: Path) -> tuple[subprocess.Popen[bytes], in
         f"cafile {pki.ca}\ncertfile {pki.server.cert}\nkeyfile {pki.server.key}\n"
         "require_certificate true\ntls_version tlsv1.2\nallow_anonymous true\n"
         "persistence false\nmax_queued_messages 0\nlog_dest none\n"
+        # Run as whoever runs this (as root it would switch to "mosquitto", who cannot read
+        # the keys in our private temp folder).
+        f"user {getpass.getuser()}\n"
     )
     process = subprocess.Popen(["mosquitto", "-c", str(config)])
     deadline = time.monotonic() + 10

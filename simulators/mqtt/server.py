@@ -37,10 +37,10 @@ import contextlib
 import itertools
 import ssl
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from simulators.clock import Clock
 from simulators.evidence import CAUSE, RUN, Recorder
@@ -59,7 +59,10 @@ from simulators.mqtt.codec import encode
 from simulators.mqtt.packets import (
     Connack,
     Connect,
+    Disconnect,
     Packet,
+    Pingreq,
+    Pingresp,
     Puback,
     Pubcomp,
     Publish,
@@ -88,6 +91,7 @@ Direction = Literal["in", "out"]
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_HANDSHAKE_TIMEOUT_S = 10.0
 KEEPALIVE_FACTOR = 1.5  # MQTT-3.1.2-24
+PUBLISHER_CAUSES_KEPT = 10_000
 SHUTDOWN_TIMEOUT_S = 2.0  # a peer that never answers the TLS close_notify is cut off then
 
 
@@ -108,9 +112,9 @@ def tls12_server_context(
 # --- what a check reads -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class PacketRecord:
-    """One packet on one connection, as it crossed the wire."""
+class PacketRecord(NamedTuple):
+    """One packet on one connection, as it crossed the wire (a named tuple: one is made per
+    packet, on the hot path)."""
 
     real_s: float
     sim_s: float
@@ -269,6 +273,7 @@ class _Connection(asyncio.Protocol):
         self.closed = asyncio.Event()
         self.connected = asyncio.Event()  # set when CONNACK 0 goes out: keep-alive applies
         self.pending = bytearray()  # encoded packets not yet written
+        self.causes: dict[int, str] = {}  # packet id of a PUBLISH sent for a cause -> cause
 
     def attach(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -336,6 +341,8 @@ class MqttServer:
         self.handshake_failures: deque[HandshakeFailure] = deque(maxlen=200)
         self.handshakes_failed = 0
         self.changed = threading.Condition()  # notified whenever a connection log changes
+        self._waiting = 0  # threads in wait_for
+        self._publisher_causes: OrderedDict[str, str] = OrderedDict()
         self._ids = itertools.count(1)
         self._live: dict[int, _Connection] = {}  # every accepted TCP connection not yet lost
         self._logs: dict[int, _Log] = {}  # the latest connections_kept
@@ -462,83 +469,56 @@ class MqttServer:
     # --- evidence -----------------------------------------------------------------------------
 
     def _packet(self, conn: _Connection, direction: Direction, packet: Packet, size: int) -> None:
+        """Log one packet and record it as evidence (the hot path: kept lean). The log is
+        changed without a lock (appends and assignments are atomic in CPython; readers copy
+        under :attr:`changed`), and waiters are woken only when there are some."""
         log = conn.log
         assert log is not None
         real, sim = self.clock.readings()
-        kind = type(packet).__name__.upper()
-        packet_id = getattr(packet, "packet_id", None)
-        qos = dup = retain = topic = None
-        if isinstance(packet, Publish):
-            qos, dup, retain, topic = packet.qos, packet.dup, packet.retain, packet.topic
-        record = PacketRecord(
-            real, sim, direction, kind, size, packet_id, qos, bool(dup), bool(retain), topic
-        )
-        with self.changed:
-            log.packets.append(record)
-            log.packets_total += 1
-            if isinstance(packet, Connect):
+        kind = _KINDS[type(packet)]
+        cause: str | None = None
+        if type(packet) is Publish:
+            packet_id = packet.packet_id
+            record = PacketRecord(
+                real, sim, direction, kind, size, packet_id, packet.qos, packet.dup,
+                packet.retain, packet.topic,
+            )  # fmt: skip
+            summary = (
+                f"{kind} id={packet_id} q{packet.qos} dup={int(packet.dup)} "
+                f"retain={int(packet.retain)} {packet.topic} {size}B"
+            )
+            if direction == "out" and packet_id is not None:
+                cause = CAUSE.get()
+                if cause == RUN:  # a queued or resent message: its publisher's cause, if any
+                    cause = self._publisher_causes.get(_message_key(packet.topic, packet.payload))
+                if cause:
+                    conn.causes[packet_id] = cause
+        else:
+            packet_id = getattr(packet, "packet_id", None)
+            record = PacketRecord(real, sim, direction, kind, size, packet_id)
+            summary = _summary(kind, packet)
+            if type(packet) is Puback and conn.causes:
+                cause = conn.causes.pop(packet.packet_id, None)
+            elif type(packet) is Connect:
                 log.connect = packet
-            elif isinstance(packet, Connack):
+            elif type(packet) is Connack:
                 log.connack = packet.return_code
-            elif isinstance(packet, Subscribe):
+            elif type(packet) is Subscribe:
                 log.requested[packet.packet_id] = packet.subscriptions
-            elif isinstance(packet, Suback):
+            elif type(packet) is Suback:
                 for (topic_filter, requested), code in zip(
                     log.requested.pop(packet.packet_id, ()), packet.return_codes, strict=False
                 ):
                     log.subscriptions.append((topic_filter, requested, code))
-            self.changed.notify_all()
-        self._record_packet(conn, direction, kind, record, packet)
-
-    def _record_packet(
-        self, conn: _Connection, direction: Direction, kind: str, r: PacketRecord, packet: Packet
-    ) -> None:
-        cause = None
-        key = f"{conn.conn_id}:{r.packet_id}" if r.packet_id is not None else None
-        if isinstance(packet, Publish) and direction == "out":
-            if CAUSE.get() == RUN:  # a queued or resent message: its publisher's cause
-                cause = self.recorder.cause_of(_message_key(packet.topic, packet.payload))
-            if key is not None:
-                if cause is not None:
-                    with self.recorder.attributed(cause):
-                        self.recorder.remember_cause(key)
-                else:
-                    self.recorder.remember_cause(key)
-        elif key is not None and direction == "in" and isinstance(packet, Puback):
-            cause = self.recorder.cause_of(key)
-        summary = kind
-        if r.packet_id is not None:
-            summary += f" id={r.packet_id}"
-        if isinstance(packet, Publish):
-            summary += f" q{r.qos} dup={int(r.dup)} retain={int(r.retain)} {r.topic} {r.size}B"
-        elif isinstance(packet, Connect):
-            summary += (
-                f" client_id={packet.client_id!r} clean={int(packet.clean_session)}"
-                f" keepalive={packet.keepalive_s}s level={packet.protocol_level}"
-            )
-        elif isinstance(packet, Connack):
-            summary += f" rc={packet.return_code} session_present={int(packet.session_present)}"
-        elif isinstance(packet, Subscribe):
-            summary += " " + ", ".join(f"{f} q{q}" for f, q in packet.subscriptions)
-        elif isinstance(packet, Suback):
-            summary += " " + ",".join(f"0x{c:02x}" for c in packet.return_codes)
+        log.packets.append(record)
+        log.packets_total += 1
+        if self._waiting:
+            with self.changed:
+                self.changed.notify_all()
         peer = self._peer(conn)
         sender, receiver = (self.actor, peer) if direction == "out" else (peer, self.actor)
         self.recorder.record(
-            sender,
-            "->",
-            receiver,
-            "mqtt",
-            summary,
-            cause=cause,
-            conn=conn.conn_id,
-            packet=kind,
-            packet_id=r.packet_id,
-            qos=r.qos,
-            dup=r.dup,
-            retain=r.retain,
-            topic=r.topic,
-            size=r.size,
+            sender, "->", receiver, "mqtt", summary, cause=cause, conn=conn.conn_id
         )
 
     def _notice(self, notice: Notice) -> None:
@@ -561,8 +541,12 @@ class MqttServer:
 
     def remember_publisher(self, topic: str, payload: bytes) -> None:
         """Tie every later delivery of this message (queued, resent) to the current cause."""
-        if CAUSE.get() != RUN:
-            self.recorder.remember_cause(_message_key(topic, payload))
+        cause = CAUSE.get()
+        if cause != RUN:
+            causes = self._publisher_causes
+            causes[_message_key(topic, payload)] = cause
+            while len(causes) > PUBLISHER_CAUSES_KEPT:
+                causes.popitem(last=False)
 
     @staticmethod
     def _peer(conn: _Connection) -> str:
@@ -591,7 +575,11 @@ class MqttServer:
         """Block (outside the loop) until ``predicate(connections())`` is truthy or ``timeout``
         real seconds pass; return its last value."""
         with self.changed:
-            self.changed.wait_for(lambda: predicate(self.connections()), timeout)
+            self._waiting += 1
+            try:
+                self.changed.wait_for(lambda: predicate(self.connections()), timeout)
+            finally:
+                self._waiting -= 1
         return predicate(self.connections())
 
     async def until(self, predicate: Callable[[list[ConnectionView]], T], timeout: float) -> T:
@@ -763,6 +751,39 @@ class _Accept(asyncio.Protocol):
 
 def _message_key(topic: str, payload: bytes) -> str:
     return f"mqtt-message:{hash((topic, payload))}"
+
+
+_KINDS: dict[type, str] = {
+    cls: cls.__name__.upper()
+    for cls in (
+        Connect, Connack, Publish, Puback, Pubrec, Pubrel, Pubcomp, Subscribe, Suback,
+        Unsubscribe, Unsuback, Pingreq, Pingresp, Disconnect,
+    )
+}  # fmt: skip
+
+
+def _summary(kind: str, packet: Packet) -> str:
+    """One line for the evidence (PUBLISH is summarized on the hot path itself)."""
+    match packet:
+        case Puback(packet_id) | Pubrec(packet_id) | Pubrel(packet_id) | Pubcomp(packet_id):
+            return f"{kind} id={packet_id}"
+        case Unsuback(packet_id):
+            return f"{kind} id={packet_id}"
+        case Connect():
+            return (
+                f"{kind} client_id={packet.client_id!r} clean={int(packet.clean_session)} "
+                f"keepalive={packet.keepalive_s}s level={packet.protocol_level}"
+                + (f" username={packet.username!r}" if packet.username is not None else "")
+            )
+        case Connack(session_present, return_code):
+            return f"{kind} rc={return_code} session_present={int(session_present)}"
+        case Subscribe(packet_id, subscriptions):
+            return f"{kind} id={packet_id} " + ", ".join(f"{f} q{q}" for f, q in subscriptions)
+        case Suback(packet_id, codes):
+            return f"{kind} id={packet_id} " + ",".join(f"0x{c:02x}" for c in codes)
+        case Unsubscribe(packet_id, filters):
+            return f"{kind} id={packet_id} " + ", ".join(filters)
+    return kind
 
 
 def _handshake_reason(exc: BaseException) -> str:
