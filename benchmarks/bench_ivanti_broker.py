@@ -203,7 +203,7 @@ def retention_scenario(pki_dir: Path, events: int = 100) -> float:
         c = client("retained", ctx, clean=False)
 
         def on_message(cl: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-            got.append(msg.payload)
+            got.append(bytes(msg.payload))
             if len(got) == events:
                 all_in.set()
 
