@@ -10,9 +10,12 @@ import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.mqtt.packets import Connack, Pingreq, Pingresp
 from simulators.pki import PKI
@@ -476,3 +479,36 @@ def _summaries(env: IvantiEnv, pattern: str) -> list[str]:
 
 
 __all__ = ["Path", "_summaries"]
+
+
+# --- impostor brokers (for IVT-TLS-03) ---------------------------------------------------------
+
+
+@MOSQUITTO
+def test_impostor_brokers_record_whether_a_connect_reached_them(env: IvantiEnv) -> None:
+    """Impostors (unknown CA, expired, wrong host): mosquitto_sub, verifying the broker, refuses
+    each at the handshake and sends no CONNECT; a careless paho client (no verification) gets
+    through to one, and that impostor records the CONNECT."""
+    impostors = env.sim.impostors
+    assert set(impostors) == {"unknown-ca", "expired", "wrong-host"}
+    for kind, impostor in impostors.items():
+        target = replace(env.target(f"careful-{kind}"), port=impostor.port)
+        done = mosquitto("mosquitto_sub", target, "-t", env.sim.topic("device_enrolled"), "-E")
+        assert done.returncode != 0, (kind, done.stdout)
+        env.poll(lambda i=impostor: i.handshakes_refused >= 1)
+        assert not impostor.connect_received, kind
+    careless = replace(env.target("careless"), port=impostors["expired"].port)
+    context = ssl.create_default_context(cafile=str(careless.ca))
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="careless", protocol=paho.MQTTv311)
+    client.tls_set_context(context)
+    client.connect("127.0.0.1", careless.port)
+    client.loop_start()
+    try:
+        env.poll(lambda: impostors["expired"].connect_received)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert not impostors["unknown-ca"].connect_received
+    assert not impostors["wrong-host"].connect_received
