@@ -420,6 +420,8 @@ class BrokerCore:
         deadlines = []
         if self._queued_messages:
             deadlines.append(next(iter(self._queued_messages.values())).expires_at)
+        if self.policy.redelivery_timeout_s is None:  # no in-flight timers: O(1) for adapters
+            return min(deadlines, default=None)
         deadlines += (
             entry.resend_at
             for session in self._connected_sessions()

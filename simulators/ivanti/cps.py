@@ -1,0 +1,163 @@
+"""The CPS REST calls a subscriber needs, over HTTPS (TLS 1.2) on 127.0.0.1, built on aiohttp.
+
+From the CPS API guide (research/ivanti.md §3–§5):
+
+- ``GET /msa/v1/cps/event/$metadata``: "Returns the event types available for subscription and
+  the retention time": ``{"topics": {<event type>: <topic>}, "retentionPeriodMinutes": 180}``,
+  Neurons style (tenant-prefixed topics) or EPMM style (unprefixed) after the caller's tenant;
+- ``POST /msa/v1/cps/device`` (also ``/device/mac``, ``/device/uuid``) with
+  ``{"identifiers": [...]}``: the devices with those MDM identifiers (MAC addresses, device
+  GUIDs), so the "event, then pull details" flow works.
+
+"You must include the identity certificate in every API call": the caller is identified by its
+client certificate (the same as the broker's); HTTP Basic with a known login email (any password)
+is accepted as the guide's other option. Anything else is 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import ssl
+from typing import Any
+
+from aiohttp import web
+
+from simulators.clock import Clock
+from simulators.evidence import Recorder
+from simulators.faultlog import FaultLog
+from simulators.ivanti.broker import IvantiBroker, Login
+from simulators.ivanti.events import metadata
+from simulators.mqtt.server import tls12_server_context
+
+__all__ = ["BASE_PATH", "CpsServer"]
+
+ACTOR = "ivanti-cps"
+BASE_PATH = "/msa/v1/cps"
+MAX_BODY_BYTES = 256 * 1024
+MAX_IDENTIFIERS = 200  # "?limit=200" in the guide's examples
+LOOKUPS = {"device": "identifier", "device/mac": "macAddress", "device/uuid": "deviceGuid"}
+
+
+class CpsServer:
+    """The CPS REST API of the broker's tenants."""
+
+    def __init__(
+        self,
+        broker: IvantiBroker,
+        clock: Clock,
+        recorder: Recorder,
+        *,
+        port: int = 0,
+        fault_log: FaultLog | None = None,
+    ) -> None:
+        self.broker = broker
+        self.clock = clock
+        self.recorder = recorder
+        self.port = port
+        self.fault_log = fault_log if fault_log is not None else FaultLog(ACTOR)
+        self.requests = 0
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}{BASE_PATH}"
+
+    async def start(self) -> None:
+        pki = self.broker.pki
+        context = tls12_server_context(
+            str(pki.server.cert), str(pki.server.key), str(pki.ca), require_client_cert=False
+        )
+        app = web.Application(
+            middlewares=[self.fault_log.middleware()], client_max_size=MAX_BODY_BYTES
+        )
+        app.router.add_route("*", "/{path:.*}", self._serve)
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=15.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=context)
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.base_events.Server)
+        self.port = server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _serve(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        path = request.path
+        login = self._caller(request)
+        who = login.email if login is not None else "an unidentified caller"
+        self.recorder.record(
+            who, "->", ACTOR, "cps-request", f"{request.method} {path[:200]}", method=request.method
+        )
+        status, body = await self._dispatch(request, path, login)
+        self.recorder.record(
+            ACTOR,
+            "->",
+            who,
+            "cps-response",
+            f"{status} for {request.method} {path[:200]}",
+            status=status,
+        )
+        return web.json_response(body, status=status)
+
+    async def _dispatch(
+        self, request: web.Request, path: str, login: Login | None
+    ) -> tuple[int, Any]:
+        if not path.startswith(BASE_PATH + "/"):
+            return 404, {"errors": [{"message": f"No such endpoint: {path[:200]}"}]}
+        if login is None:
+            return 401, {
+                "errors": [
+                    {
+                        "message": "Authentication required: present the identity certificate "
+                        "(or HTTP Basic with a login email holding the CPS role)."
+                    }
+                ]
+            }
+        tenant = login.tenant
+        endpoint = path.removeprefix(BASE_PATH + "/").rstrip("/")
+        if endpoint == "event/$metadata":
+            if request.method != "GET":
+                return 405, {"errors": [{"message": "Use GET."}]}
+            return 200, metadata(tenant.tenant_id, tenant.style)
+        if endpoint in LOOKUPS:
+            if request.method != "POST":
+                return 405, {"errors": [{"message": 'Use POST with {"identifiers": [...]}.'}]}
+            try:
+                payload = json.loads(await request.read())
+            except (ValueError, RecursionError):
+                return 400, {"errors": [{"message": "The body is not valid JSON."}]}
+            identifiers = payload.get("identifiers") if isinstance(payload, dict) else None
+            if not isinstance(identifiers, list) or not all(
+                isinstance(i, str) for i in identifiers
+            ):
+                return 400, {"errors": [{"message": 'Give {"identifiers": ["..."]}.'}]}
+            if len(identifiers) > MAX_IDENTIFIERS:
+                return 400, {"errors": [{"message": f"At most {MAX_IDENTIFIERS} identifiers."}]}
+            fleet = self.broker.fleets[tenant.tenant_id]
+            devices = fleet.find(LOOKUPS[endpoint], identifiers)
+            return 200, [d.model_dump(exclude_none=True) for d in devices]
+        return 404, {"errors": [{"message": f"No such endpoint: {request.method} {path[:200]}"}]}
+
+    def _caller(self, request: web.Request) -> Login | None:
+        transport = request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+            login = self.broker.login_for(ssl_object.getpeercert())
+            if login is not None:
+                return login
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        email = decoded.partition(":")[0]
+        return self.broker.login_by_email(email)

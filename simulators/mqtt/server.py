@@ -1,0 +1,812 @@
+"""An asyncio adapter for :class:`~simulators.mqtt.broker.BrokerCore`: a TLS listener on
+127.0.0.1 that carries bytes, records every packet, and keeps the time rules the core leaves to
+its adapter.
+
+What the adapter does and the core does not:
+
+- **TLS.** Each TCP connection is accepted bare, then upgraded with ``loop.start_tls`` and the
+  listener's context, so a refused handshake (TLS 1.3 against a 1.2-only context, no client
+  certificate, an unknown CA, garbage) is seen and recorded, not lost inside asyncio. The
+  client's identity comes from its certificate through the ``identify`` callback.
+- **Evidence.** Every packet in and out is one evidence event and one :class:`PacketRecord` in
+  the connection's log (type, packet id, QoS, DUP, RETAIN, topic, size, real and simulated time).
+  A PUBLISH sent for a cause (the check that published it) ties its PUBACK to that cause.
+- **Real time.** A connection that sends no CONNECT within ``connect_timeout_s`` is closed; a
+  connected client silent for 1.5 × its keep-alive is disconnected (MQTT-3.1.2-24). Both run on
+  :meth:`Clock.sleep_real`, so a jump of simulated hours never fires them.
+- **Simulated time.** The core's :meth:`~BrokerCore.next_deadline` (message expiry, in-session
+  redelivery) is slept on with :meth:`Clock.sleep_until`; the sleeper is woken whenever an action
+  moves the deadline, and by :meth:`Clock.advance`.
+- **Bounds.** At most ``max_connections`` connections at once (more are closed before TLS), a
+  TLS handshake timeout, the core's packet-size limit, and a cap on unsent bytes to a peer that
+  does not read (it is disconnected; a durable session keeps its messages).
+
+Faults armed in :attr:`MqttServer.faults` (a :class:`~simulators.faults.FaultPlan`): target
+``"publish:<client id>"`` (or ``"publish"`` for any client), kind ``"drop-before-puback"``: the
+next QoS >= 1 PUBLISH to that client is sent and the connection is closed at once, so its PUBACK
+can never count and the PUBLISH is resent with DUP = 1 when the session resumes.
+
+Everything here runs in the listener's event loop except the read-only queries
+(:meth:`MqttServer.connections`, :meth:`MqttServer.wait_for`), which any thread may call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import ssl
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple, TypeVar
+
+from simulators.clock import Clock
+from simulators.evidence import CAUSE, RUN, Recorder
+from simulators.faultlog import FaultLog
+from simulators.faults import FaultPlan
+from simulators.mqtt.broker import (
+    Action,
+    BrokerCore,
+    Close,
+    Identity,
+    Notice,
+    Received,
+    Send,
+)
+from simulators.mqtt.codec import encode
+from simulators.mqtt.packets import (
+    Connack,
+    Connect,
+    Disconnect,
+    Packet,
+    Pingreq,
+    Pingresp,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Suback,
+    Subscribe,
+    Unsuback,
+    Unsubscribe,
+)
+
+__all__ = [
+    "Ack",
+    "ConnectionView",
+    "HandshakeFailure",
+    "Identify",
+    "MqttServer",
+    "PacketRecord",
+    "tls12_server_context",
+]
+
+T = TypeVar("T")
+Identify = Callable[[ssl.SSLObject | None], Identity | None]
+Direction = Literal["in", "out"]
+
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_HANDSHAKE_TIMEOUT_S = 10.0
+KEEPALIVE_FACTOR = 1.5  # MQTT-3.1.2-24
+PUBLISHER_CAUSES_KEPT = 10_000
+SHUTDOWN_TIMEOUT_S = 2.0  # a peer that never answers the TLS close_notify is cut off then
+
+
+def tls12_server_context(
+    cert: str, key: str, cafile: str, *, require_client_cert: bool = True
+) -> ssl.SSLContext:
+    """A server context that speaks TLS 1.2 and nothing else (1.3, 1.1 and 1.0 refused at the
+    handshake) and asks for a client certificate from ``cafile`` (required by default)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    context.load_verify_locations(cafile=cafile)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+# --- what a check reads -----------------------------------------------------------------------
+
+
+class PacketRecord(NamedTuple):
+    """One packet on one connection, as it crossed the wire (a named tuple: one is made per
+    packet, on the hot path)."""
+
+    real_s: float
+    sim_s: float
+    direction: Direction  # "in": from the client; "out": to it
+    kind: str  # "PUBLISH", "PUBACK", …
+    size: int  # bytes on the wire (fixed header included)
+    packet_id: int | None = None
+    qos: int | None = None
+    dup: bool = False
+    retain: bool = False
+    topic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A PUBLISH sent to the client (QoS >= 1) and its PUBACK, if one came on this connection."""
+
+    packet_id: int
+    topic: str
+    dup: bool
+    sent_real_s: float
+    acked_real_s: float | None
+
+    @property
+    def delay_real_s(self) -> float | None:
+        """Real seconds from this PUBLISH to its PUBACK (None: never acknowledged here)."""
+        return None if self.acked_real_s is None else self.acked_real_s - self.sent_real_s
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeFailure:
+    """A TLS handshake the listener refused or the client abandoned."""
+
+    real_s: float
+    peer: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ConnectionView:
+    """A snapshot of one connection: who it is, what its CONNECT said, every packet."""
+
+    conn_id: int
+    peer: str  # "127.0.0.1:54321"
+    tenant: str | None  # from the client certificate (None: not identified)
+    email: str | None
+    opened_real_s: float
+    opened_sim_s: float
+    closed_real_s: float | None  # when the broker closed it or saw it closed
+    close_reason: str | None
+    client_id: str | None  # from CONNECT
+    clean_session: bool | None
+    keepalive_s: int | None
+    protocol_level: int | None
+    username: str | None
+    connack: int | None  # the return code the broker answered
+    subscriptions: tuple[tuple[str, int, int], ...]  # (filter, requested QoS, granted or 0x80)
+    packets: tuple[PacketRecord, ...]  # the last ones kept (see packets_total)
+    packets_total: int
+
+    @property
+    def open(self) -> bool:
+        return self.closed_real_s is None
+
+    @property
+    def accepted(self) -> bool:
+        """CONNACK 0 was sent."""
+        return self.connack == 0
+
+    def sent(self, kind: str = "PUBLISH") -> list[PacketRecord]:
+        return [p for p in self.packets if p.direction == "out" and p.kind == kind]
+
+    def received(self, kind: str) -> list[PacketRecord]:
+        return [p for p in self.packets if p.direction == "in" and p.kind == kind]
+
+    def acks(self) -> list[Ack]:
+        """Every QoS >= 1 PUBLISH sent on this connection, each with the PUBACK that answered it
+        (the first PUBACK with its packet id after it), in sending order."""
+        pending: dict[int, list[int]] = {}
+        out: list[Ack] = []
+        for record in self.packets:
+            if record.kind == "PUBLISH" and record.direction == "out" and record.qos:
+                assert record.packet_id is not None
+                pending.setdefault(record.packet_id, []).append(len(out))
+                out.append(
+                    Ack(record.packet_id, record.topic or "", record.dup, record.real_s, None)
+                )
+            elif record.kind == "PUBACK" and record.direction == "in":
+                assert record.packet_id is not None
+                for index in pending.pop(record.packet_id, []):
+                    ack = out[index]
+                    out[index] = Ack(
+                        ack.packet_id, ack.topic, ack.dup, ack.sent_real_s, record.real_s
+                    )
+        return out
+
+
+@dataclass(eq=False)
+class _Log:
+    """The mutable record behind a :class:`ConnectionView` (changed only in the loop)."""
+
+    conn_id: int
+    peer: str
+    identity: Identity | None
+    opened_real_s: float
+    opened_sim_s: float
+    packets: deque[PacketRecord]
+    closed_real_s: float | None = None
+    close_reason: str | None = None
+    connect: Connect | None = None
+    connack: int | None = None
+    subscriptions: list[tuple[str, int, int]] = field(default_factory=list)
+    requested: dict[int, tuple[tuple[str, int], ...]] = field(default_factory=dict)
+    packets_total: int = 0
+
+    def view(self) -> ConnectionView:
+        connect = self.connect
+        return ConnectionView(
+            conn_id=self.conn_id,
+            peer=self.peer,
+            tenant=self.identity.tenant if self.identity else None,
+            email=self.identity.email if self.identity else None,
+            opened_real_s=self.opened_real_s,
+            opened_sim_s=self.opened_sim_s,
+            closed_real_s=self.closed_real_s,
+            close_reason=self.close_reason,
+            client_id=connect.client_id if connect else None,
+            clean_session=connect.clean_session if connect else None,
+            keepalive_s=connect.keepalive_s if connect else None,
+            protocol_level=connect.protocol_level if connect else None,
+            username=connect.username if connect else None,
+            connack=self.connack,
+            subscriptions=tuple(self.subscriptions),
+            packets=tuple(self.packets),
+            packets_total=self.packets_total,
+        )
+
+
+# --- the listener -----------------------------------------------------------------------------
+
+
+class _Connection(asyncio.Protocol):
+    """One client's TLS byte stream, fed to the core; bytes that arrive while the handshake is
+    finishing (before :meth:`attach`) are kept and fed then."""
+
+    def __init__(self, server: MqttServer, conn_id: int, peer: str) -> None:
+        self.server = server
+        self.conn_id = conn_id
+        self.peer = peer
+        self.transport: asyncio.Transport | None = None
+        self.log: _Log | None = None
+        self.early: list[bytes] = []
+        self.lost = False
+        self.closing = False
+        self.last_packet_real_s = 0.0
+        self.closed = asyncio.Event()
+        self.connected = asyncio.Event()  # set when CONNACK 0 goes out: keep-alive applies
+        self.pending = bytearray()  # encoded packets not yet written
+        self.causes: dict[int, str] = {}  # packet id of a PUBLISH sent for a cause -> cause
+
+    def attach(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.server._attached(self)
+        for data in self.early:
+            self.data_received(data)
+        self.early.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self.log is None:
+            self.early.append(data)
+            return
+        if self.closing:
+            return
+        server = self.server
+        server.execute(server.core.data_received(self.conn_id, data, server.clock.now()))
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.lost:
+            return
+        self.lost = True
+        self.closed.set()
+        if self.log is not None:
+            self.server._lost(self)
+
+
+class MqttServer:
+    """A TLS MQTT listener in front of one :class:`BrokerCore` (see the module docstring)."""
+
+    def __init__(
+        self,
+        core: BrokerCore,
+        clock: Clock,
+        recorder: Recorder,
+        ssl_context: ssl.SSLContext,
+        *,
+        identify: Identify,
+        actor: str = "broker",
+        port: int = 0,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S,
+        max_connections: int = 1_000,
+        max_unsent_bytes: int = 8 * 1024 * 1024,
+        packets_kept: int = 2_000,
+        connections_kept: int = 2_000,
+        fault_log: FaultLog | None = None,
+    ) -> None:
+        self.core = core
+        self.clock = clock
+        self.recorder = recorder
+        self.ssl_context = ssl_context
+        self.identify = identify
+        self.actor = actor
+        self.port = port
+        self.connect_timeout_s = connect_timeout_s
+        self.handshake_timeout_s = handshake_timeout_s
+        self.max_connections = max_connections
+        self.max_unsent_bytes = max_unsent_bytes
+        self.packets_kept = packets_kept
+        self.faults = FaultPlan()
+        self.fault_log = fault_log if fault_log is not None else FaultLog(actor)
+        self.handshake_failures: deque[HandshakeFailure] = deque(maxlen=200)
+        self.handshakes_failed = 0
+        self.changed = threading.Condition()  # notified whenever a connection log changes
+        self._waiting = 0  # threads in wait_for
+        self._publisher_causes: OrderedDict[str, str] = OrderedDict()
+        self._ids = itertools.count(1)
+        self._live: dict[int, _Connection] = {}  # every accepted TCP connection not yet lost
+        self._logs: dict[int, _Log] = {}  # the latest connections_kept
+        self._connections_kept = connections_kept
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wake: asyncio.Event | None = None
+        self._armed_deadline: float | None = None
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._server = await loop.create_server(
+            lambda: _Accept(self), "127.0.0.1", self.port, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.spawn(self._run_deadlines(), "deadline loop")
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._live.values()):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return "127.0.0.1", self.port
+
+    # --- driving the core (in the loop) ---------------------------------------------------------
+
+    def call(self, operation: Callable[[float], list[Action]]) -> list[Action]:
+        """Run ``operation(now)`` on the core (simulated ``now``) and carry out its actions."""
+        actions = operation(self.clock.now())
+        self.execute(actions)
+        return actions
+
+    def execute(self, actions: Iterable[Action]) -> None:
+        """Carry out the core's actions in order: record, write (one write per connection),
+        close; then re-arm the deadline sleeper if the core's next deadline moved."""
+        work = deque(actions)
+        touched: dict[int, _Connection] = {}
+        while work:
+            action = work.popleft()
+            if isinstance(action, Send):
+                conn = self._live.get(action.conn_id)  # type: ignore[call-overload]
+                if conn is None or conn.closing:
+                    continue
+                data = encode(action.packet)
+                conn.pending += data
+                touched[conn.conn_id] = conn
+                self._packet(conn, "out", action.packet, len(data))
+                packet = action.packet
+                if isinstance(packet, Publish) and packet.qos and not packet.dup:
+                    work.extend(self._publish_faults(conn, packet))
+                elif isinstance(packet, Connack) and packet.return_code == 0:
+                    conn.connected.set()
+            elif isinstance(action, Received):
+                conn = self._live.get(action.conn_id)  # type: ignore[call-overload]
+                if conn is not None:
+                    conn.last_packet_real_s = self.clock.real()
+                    self._packet(conn, "in", action.packet, _wire_size(action.packet))
+            elif isinstance(action, Close):
+                conn = self._live.get(action.conn_id)  # type: ignore[call-overload]
+                if conn is not None and not conn.closing:
+                    self._flush(conn)
+                    self._close(conn, action.reason)
+            elif isinstance(action, Notice):
+                self._notice(action)
+        for conn in touched.values():
+            self._flush(conn)
+        self._rearm()
+
+    def _flush(self, conn: _Connection) -> None:
+        if not conn.pending or conn.transport is None or conn.transport.is_closing():
+            conn.pending.clear()
+            return
+        conn.transport.write(bytes(conn.pending))
+        conn.pending.clear()
+        if not conn.closing and conn.transport.get_write_buffer_size() > self.max_unsent_bytes:
+            reason = f"the client reads nothing: over {self.max_unsent_bytes} bytes unsent"
+            self.execute(self.core.drop_connection(conn.conn_id, self.clock.now(), reason))
+
+    def _close(self, conn: _Connection, reason: str) -> None:
+        conn.closing = True
+        log = conn.log
+        if log is not None and log.close_reason is None:
+            with self.changed:  # the broker serves it no more: closed from now on
+                log.close_reason = reason
+                log.closed_real_s = self.clock.real()
+                self.changed.notify_all()
+        self.recorder.record(self.actor, "--", self._peer(conn), "close", f"closed: {reason}")
+        if conn.transport is not None:
+            conn.transport.close()
+
+    def _publish_faults(self, conn: _Connection, publish: Publish) -> list[Action]:
+        log = conn.log
+        client_id = log.connect.client_id if log is not None and log.connect else ""
+        fault = self.faults.take(f"publish:{client_id}") or self.faults.take("publish")
+        if fault is None:
+            return []
+        if fault.kind != "drop-before-puback":
+            raise ValueError(f"unknown publish fault {fault.kind!r}")
+        self.recorder.record(
+            self.actor,
+            "--",
+            self._peer(conn),
+            "fault",
+            f"fault: connection dropped right after PUBLISH id={publish.packet_id}, before its PUBACK",
+        )
+        self._flush(conn)
+        return self.core.drop_connection(
+            conn.conn_id, self.clock.now(), "injected fault: dropped before the PUBACK"
+        )
+
+    # --- evidence -----------------------------------------------------------------------------
+
+    def _packet(self, conn: _Connection, direction: Direction, packet: Packet, size: int) -> None:
+        """Log one packet and record it as evidence (the hot path: kept lean). The log is
+        changed without a lock (appends and assignments are atomic in CPython; readers copy
+        under :attr:`changed`), and waiters are woken only when there are some."""
+        log = conn.log
+        assert log is not None
+        real, sim = self.clock.readings()
+        kind = _KINDS[type(packet)]
+        cause: str | None = None
+        if type(packet) is Publish:
+            packet_id = packet.packet_id
+            record = PacketRecord(
+                real, sim, direction, kind, size, packet_id, packet.qos, packet.dup,
+                packet.retain, packet.topic,
+            )  # fmt: skip
+            summary = (
+                f"{kind} id={packet_id} q{packet.qos} dup={int(packet.dup)} "
+                f"retain={int(packet.retain)} {packet.topic} {size}B"
+            )
+            if direction == "out" and packet_id is not None:
+                cause = CAUSE.get()
+                if cause == RUN:  # a queued or resent message: its publisher's cause, if any
+                    cause = self._publisher_causes.get(_message_key(packet.topic, packet.payload))
+                if cause:
+                    conn.causes[packet_id] = cause
+        else:
+            packet_id = getattr(packet, "packet_id", None)
+            record = PacketRecord(real, sim, direction, kind, size, packet_id)
+            summary = _summary(kind, packet)
+            if type(packet) is Puback and conn.causes:
+                cause = conn.causes.pop(packet.packet_id, None)
+            elif type(packet) is Connect:
+                log.connect = packet
+            elif type(packet) is Connack:
+                log.connack = packet.return_code
+            elif type(packet) is Subscribe:
+                log.requested[packet.packet_id] = packet.subscriptions
+            elif type(packet) is Suback:
+                for (topic_filter, requested), code in zip(
+                    log.requested.pop(packet.packet_id, ()), packet.return_codes, strict=False
+                ):
+                    log.subscriptions.append((topic_filter, requested, code))
+        log.packets.append(record)
+        log.packets_total += 1
+        if self._waiting:
+            with self.changed:
+                self.changed.notify_all()
+        peer = self._peer(conn)
+        sender, receiver = (self.actor, peer) if direction == "out" else (peer, self.actor)
+        self.recorder.record(
+            sender, "->", receiver, "mqtt", summary, cause=cause, conn=conn.conn_id
+        )
+
+    def _notice(self, notice: Notice) -> None:
+        detail: dict[str, Any] = {
+            k: v for k, v in notice.detail.items() if not isinstance(v, bytes) and k != "cause"
+        }
+        text = ", ".join(f"{k}={v}" for k, v in detail.items())
+        who = notice.client_id or (f"conn {notice.conn_id}" if notice.conn_id is not None else "")
+        peer = who or (notice.tenant or "broker")
+        self.recorder.record(
+            self.actor,
+            "--",
+            peer,
+            notice.kind.value,
+            f"{notice.kind.value}: {text}" if text else notice.kind.value,
+            tenant=notice.tenant,
+            client_id=notice.client_id,
+            **detail,
+        )
+
+    def remember_publisher(self, topic: str, payload: bytes) -> None:
+        """Tie every later delivery of this message (queued, resent) to the current cause."""
+        cause = CAUSE.get()
+        if cause != RUN:
+            causes = self._publisher_causes
+            causes[_message_key(topic, payload)] = cause
+            while len(causes) > PUBLISHER_CAUSES_KEPT:
+                causes.popitem(last=False)
+
+    @staticmethod
+    def _peer(conn: _Connection) -> str:
+        log = conn.log
+        if log is not None and log.connect is not None and log.connect.client_id:
+            return log.connect.client_id
+        return f"conn {conn.conn_id}"
+
+    # --- queries (any thread) -------------------------------------------------------------------
+
+    def connections(
+        self, *, tenant: str | None = None, open_only: bool = False
+    ) -> list[ConnectionView]:
+        """Every connection kept (the latest ``connections_kept``), oldest first."""
+        with self.changed:
+            logs = list(self._logs.values())
+            views = [log.view() for log in logs]
+        return [v for v in views if tenant in (None, v.tenant) and (not open_only or v.open)]
+
+    def connection(self, conn_id: int) -> ConnectionView | None:
+        with self.changed:
+            log = self._logs.get(conn_id)
+            return log.view() if log is not None else None
+
+    def wait_for(self, predicate: Callable[[list[ConnectionView]], T], timeout: float) -> T:
+        """Block (outside the loop) until ``predicate(connections())`` is truthy or ``timeout``
+        real seconds pass; return its last value."""
+        with self.changed:
+            self._waiting += 1
+            try:
+                self.changed.wait_for(lambda: predicate(self.connections()), timeout)
+            finally:
+                self._waiting -= 1
+        return predicate(self.connections())
+
+    async def until(self, predicate: Callable[[list[ConnectionView]], T], timeout: float) -> T:
+        """:meth:`wait_for` for code running in the loop."""
+        return await asyncio.to_thread(self.wait_for, predicate, timeout)
+
+    # --- connection life cycle ----------------------------------------------------------------
+
+    def _accepted(self, transport: asyncio.Transport) -> None:
+        """A bare TCP connection: upgrade it to TLS in a task (bytes wait in the kernel)."""
+        transport.pause_reading()
+        peername = transport.get_extra_info("peername")
+        peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        if len(self._live) >= self.max_connections:
+            self.recorder.record(
+                self.actor, "--", peer, "refused", f"over {self.max_connections} connections"
+            )
+            transport.abort()
+            return
+        conn = _Connection(self, next(self._ids), peer)
+        self._live[conn.conn_id] = conn
+        self.spawn(self._handshake(conn, transport), "TLS handshake")
+
+    async def _handshake(self, conn: _Connection, raw: asyncio.Transport) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await loop.start_tls(
+                raw,
+                conn,
+                self.ssl_context,
+                server_side=True,
+                ssl_handshake_timeout=self.handshake_timeout_s,
+                ssl_shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            )
+        except (OSError, TimeoutError, ConnectionError, ValueError) as exc:
+            self._live.pop(conn.conn_id, None)
+            raw.abort()
+            reason = _handshake_reason(exc)
+            self.handshakes_failed += 1
+            with self.changed:
+                self.handshake_failures.append(
+                    HandshakeFailure(self.clock.real(), conn.peer, reason)
+                )
+                self.changed.notify_all()
+            self.recorder.record(
+                self.actor, "--", conn.peer, "tls-refused", f"TLS handshake failed: {reason}"
+            )
+            return
+        if transport is None or conn.lost:
+            self._live.pop(conn.conn_id, None)
+            return
+        conn.attach(transport)
+        self.spawn(self._watch(conn), "keep-alive watch")
+
+    def _attached(self, conn: _Connection) -> None:
+        assert conn.transport is not None
+        ssl_object = conn.transport.get_extra_info("ssl_object")
+        identity = self.identify(ssl_object)
+        real, sim = self.clock.readings()
+        log = _Log(conn.conn_id, conn.peer, identity, real, sim, deque(maxlen=self.packets_kept))
+        with self.changed:
+            self._logs[conn.conn_id] = log
+            while len(self._logs) > self._connections_kept:
+                self._logs.pop(next(iter(self._logs)))
+            self.changed.notify_all()
+        conn.log = log
+        conn.last_packet_real_s = real
+        version = ssl_object.version() if ssl_object is not None else "?"
+        who = f"{identity.email} (tenant {identity.tenant})" if identity else "an unknown identity"
+        self.recorder.record(
+            self.actor,
+            "--",
+            conn.peer,
+            "tls",
+            f"{version} connection from {who}",
+            conn=conn.conn_id,
+        )
+        self.core.connection_made(conn.conn_id, identity, self.clock.now())
+
+    def _lost(self, conn: _Connection) -> None:
+        self._live.pop(conn.conn_id, None)
+        log = conn.log
+        assert log is not None
+        with self.changed:
+            if log.closed_real_s is None:
+                log.closed_real_s = self.clock.real()
+            if log.close_reason is None:
+                log.close_reason = "closed by the client"
+            self.changed.notify_all()
+        if not conn.closing:
+            self.recorder.record(
+                self._peer(conn), "->", self.actor, "close", "the client closed the connection"
+            )
+        conn.closing = True
+        self.execute(self.core.connection_lost(conn.conn_id, self.clock.now()))
+
+    async def _watch(self, conn: _Connection) -> None:
+        """Real-time rules: CONNECT within connect_timeout_s; then a packet within 1.5 × the
+        keep-alive (MQTT-3.1.2-24). Never the simulated clock."""
+        connect_by = self.clock.real() + self.connect_timeout_s
+        while not conn.lost and not conn.closing:
+            keepalive = self.core.keepalive_s(conn.conn_id)
+            if keepalive is None:  # not connected yet
+                deadline, reason = connect_by, f"no CONNECT within {self.connect_timeout_s} s"
+            elif keepalive == 0:
+                await conn.closed.wait()
+                return
+            else:
+                limit = KEEPALIVE_FACTOR * keepalive
+                deadline = conn.last_packet_real_s + limit
+                reason = f"keep-alive: nothing received for {limit:g} s (1.5 x {keepalive} s, MQTT-3.1.2-24)"
+            remaining = deadline - self.clock.real()
+            if remaining <= 0:
+                self.execute(self.core.drop_connection(conn.conn_id, self.clock.now(), reason))
+                return
+            if keepalive is not None:
+                await self.clock.sleep_real(remaining)
+                continue
+            # Before CONNACK: wake at the CONNECT deadline or as soon as keep-alive applies.
+            waiters = [
+                asyncio.ensure_future(self.clock.sleep_real(remaining)),
+                asyncio.ensure_future(conn.connected.wait()),
+            ]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+
+    async def _run_deadlines(self) -> None:
+        """Sleep until the core's next deadline (simulated time), run what is due, repeat."""
+        assert self._wake is not None
+        while True:
+            self._wake.clear()
+            deadline = self._armed_deadline = self.core.next_deadline()
+            waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
+            if deadline is not None:
+                waiters.append(asyncio.ensure_future(self.clock.sleep_until(deadline)))
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            if deadline is not None and self.clock.now() >= deadline:
+                self.execute(self.core.tick(self.clock.now()))
+
+    def _rearm(self) -> None:
+        if self._wake is not None and self.core.next_deadline() != self._armed_deadline:
+            self._wake.set()
+
+    def spawn(self, coro: Any, where: str) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self.fault_log.watch(task, where)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+class _Accept(asyncio.Protocol):
+    """The bare TCP phase: hand the transport over and let the TLS upgrade take it."""
+
+    def __init__(self, server: MqttServer) -> None:
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.server._accepted(transport)
+
+
+def _message_key(topic: str, payload: bytes) -> str:
+    return f"mqtt-message:{hash((topic, payload))}"
+
+
+_KINDS: dict[type, str] = {
+    cls: cls.__name__.upper()
+    for cls in (
+        Connect, Connack, Publish, Puback, Pubrec, Pubrel, Pubcomp, Subscribe, Suback,
+        Unsubscribe, Unsuback, Pingreq, Pingresp, Disconnect,
+    )
+}  # fmt: skip
+
+
+def _summary(kind: str, packet: Packet) -> str:
+    """One line for the evidence (PUBLISH is summarized on the hot path itself)."""
+    match packet:
+        case Puback(packet_id) | Pubrec(packet_id) | Pubrel(packet_id) | Pubcomp(packet_id):
+            return f"{kind} id={packet_id}"
+        case Unsuback(packet_id):
+            return f"{kind} id={packet_id}"
+        case Connect():
+            return (
+                f"{kind} client_id={packet.client_id!r} clean={int(packet.clean_session)} "
+                f"keepalive={packet.keepalive_s}s level={packet.protocol_level}"
+                + (f" username={packet.username!r}" if packet.username is not None else "")
+            )
+        case Connack(session_present, return_code):
+            return f"{kind} rc={return_code} session_present={int(session_present)}"
+        case Subscribe(packet_id, subscriptions):
+            return f"{kind} id={packet_id} " + ", ".join(f"{f} q{q}" for f, q in subscriptions)
+        case Suback(packet_id, codes):
+            return f"{kind} id={packet_id} " + ",".join(f"0x{c:02x}" for c in codes)
+        case Unsubscribe(packet_id, filters):
+            return f"{kind} id={packet_id} " + ", ".join(filters)
+    return kind
+
+
+def _handshake_reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no TLS handshake in time"
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return f"{exc.reason} ({exc.library or 'ssl'})"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _wire_size(packet: Packet) -> int:
+    """Bytes of ``packet`` on the wire, without encoding the common ones again."""
+    if isinstance(packet, Puback | Pubrec | Pubrel | Pubcomp | Unsuback):
+        return 4
+    if isinstance(packet, Publish):
+        body = 2 + len(packet.topic.encode()) + (2 if packet.qos else 0) + len(packet.payload)
+        return 1 + _length_bytes(body) + body
+    if isinstance(packet, Subscribe | Unsubscribe | Connect):
+        with contextlib.suppress(ValueError):
+            return len(encode(packet))
+        return 0  # a level-5 CONNECT decoded partially
+    return len(encode(packet))
+
+
+def _length_bytes(length: int) -> int:
+    return 1 if length < 128 else 2 if length < 16_384 else 3 if length < 2_097_152 else 4

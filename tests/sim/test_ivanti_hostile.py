@@ -1,0 +1,156 @@
+"""The Ivanti broker against hostile clients over real TLS sockets: malformed and truncated
+packets, oversized remaining lengths, garbage instead of TLS, slow and vanishing peers. Each
+bad connection is closed alone; a live subscriber keeps receiving, and a durable subscriber
+that was away gets every message queued for it (SIM-IVT-PROTO)."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from simulators.mqtt.codec import encode
+from simulators.mqtt.packets import Connect, Publish, Subscribe
+from simulators.pki import PKI
+from tests.sim.ivanti_env import IvantiEnv, ivanti_env
+from tests.sim.ivanti_peers import Paho
+from tests.sim.ivanti_raw import RawClient
+
+CONNECT = encode(Connect("hostile", clean_session=True, keepalive_s=30))
+
+
+@pytest.fixture
+def env(pki: PKI) -> Iterator[IvantiEnv]:
+    with ivanti_env(pki.folder) as running:
+        running.sim.broker.server.connect_timeout_s = 1.0
+        yield running
+
+
+def _valid_packets(topic: str) -> list[bytes]:
+    return [
+        encode(Subscribe(1, ((topic, 1),))),
+        encode(Publish(topic, b'{"x":1}', qos=1, packet_id=7)),
+        encode(Publish(topic, b"{}")),
+    ]
+
+
+def hostile_streams(topic: str) -> st.SearchStrategy[bytes]:
+    """Byte streams a broker must survive, after a valid CONNECT or instead of one."""
+    valid = st.sampled_from(_valid_packets(topic))
+    truncated = valid.flatmap(lambda p: st.integers(1, len(p) - 1).map(lambda n: p[:n]))
+    flipped = st.tuples(valid, st.integers(0, 10_000), st.integers(1, 255)).map(
+        lambda t: (
+            t[0][: t[1] % len(t[0])]
+            + bytes([t[0][t[1] % len(t[0])] ^ t[2]])
+            + t[0][t[1] % len(t[0]) + 1 :]
+        )
+    )
+    oversized = st.sampled_from(
+        [b"\x30\xff\xff\xff\x7f", b"\x82\xff\xff\xff\xff\x01", b"\x10\x80\x80\x80\x80\x01"]
+    )
+    reserved = st.integers(0, 255).map(lambda b: bytes([0xF0 | (b & 0x0F), 0]))
+    junk = st.binary(min_size=1, max_size=300)
+    body = st.one_of(truncated, flipped, oversized, reserved, junk)
+    after_connect = body.map(lambda b: CONNECT + b)
+    return st.one_of(
+        after_connect,
+        body,
+        st.lists(valid, max_size=3).map(b"".join).map(lambda b: CONNECT + b + b"\x00"),
+    )
+
+
+def test_malformed_packet_campaign_leaves_the_broker_serving_with_nothing_lost(
+    env: IvantiEnv,
+) -> None:
+    """SIM-IVT-PROTO: a Hypothesis campaign of malformed, truncated, bit-flipped, oversized and
+    reserved packets over real TLS connections; each closes (or times out) alone; afterwards the
+    live paho subscriber still receives, and the durable one gets its three queued events."""
+    topic = env.sim.topic("device_check_in")
+    durable = Paho(env.target("durable"))
+    durable.start()
+    env.wait_subscribed("durable")
+    durable.stop()
+    env.wait_closed("durable")
+    queued = [env.publish(kind) for kind in ("device_enrolled", "device_check_in", "device_wiped")]
+    assert all(p.kept_for == ("durable",) for p in queued)
+    live = Paho(env.target("live"))
+    live.start()
+    try:
+        env.wait_subscribed("live")
+        target = env.target("hostile")
+
+        @settings(
+            max_examples=80,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        )
+        @given(stream=hostile_streams(topic), split=st.integers(1, 64), linger=st.booleans())
+        def campaign(stream: bytes, split: int, linger: bool) -> None:
+            raw = RawClient(target).open()
+            try:
+                for start in range(0, len(stream), split):
+                    raw.send(stream[start : start + split])
+                if linger:  # wait for the broker's verdict (closed, or nothing: a partial packet)
+                    raw.closed_by_broker(timeout=0.3)
+            except (OSError, ssl.SSLError):
+                pass  # the broker closed first: that is allowed
+            finally:
+                raw.close()
+
+        campaign()
+        assert env.sim.errors() == []
+        event = env.publish("device_retired")
+        live.wait_for_payloads([event.payload])
+        assert env.views("live")[-1].open
+    finally:
+        live.stop()
+    sessions = {s.client_id: s for s in env.run(env.sim.sessions())}
+    assert sessions["durable"].queued == 3
+    durable = Paho(env.target("durable"))
+    durable.start()
+    try:
+        durable.wait_for_payloads([p.payload for p in queued])
+    finally:
+        durable.stop()
+    malformed = [e for e in env.recorder.timeline().events() if e.kind == "malformed-packet"]
+    assert malformed  # the campaign did reach the decoder
+
+
+def test_garbage_slow_and_vanishing_peers_are_cut_off(env: IvantiEnv) -> None:
+    """SIM-IVT-PROTO (bounds): bytes that are not TLS fail the handshake; a peer that trickles
+    its CONNECT one byte at a time is closed at the CONNECT timeout; peers that vanish mid-
+    handshake or mid-packet leave nothing behind; a live paho subscriber is unaffected."""
+    server = env.sim.broker.server
+    live = Paho(env.target("steady"))
+    live.start()
+    try:
+        env.wait_subscribed("steady")
+        with socket.create_connection(("127.0.0.1", env.port), timeout=5) as raw:
+            raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + bytes(range(256)))
+        env.poll(lambda: server.handshakes_failed >= 1)
+        for _ in range(3):  # vanish during the handshake
+            socket.create_connection(("127.0.0.1", env.port), timeout=5).close()
+        slow = RawClient(env.target("slow")).open()
+        try:
+            for byte in CONNECT[:5]:
+                slow.send(bytes([byte]))
+            assert slow.closed_by_broker(timeout=5)
+        finally:
+            slow.close()
+        vanishing = RawClient(env.target("vanishing")).open()
+        vanishing.send(CONNECT + _valid_packets(env.sim.topic("device_wiped"))[1][:6])
+        vanishing.close()
+        env.poll(
+            lambda: not [c for c in server.connections() if c.open and c.client_id != "steady"]
+        )
+        event = env.publish("device_enrolled")
+        live.wait_for_payloads([event.payload])
+    finally:
+        live.stop()
+    assert env.sim.errors() == []
+    assert len(server._live) == 0 or all(c.log is not None for c in server._live.values())
