@@ -50,22 +50,25 @@ class EvidenceEvent:
         return data
 
 
+_Row = tuple[Any, ...]  # an EvidenceEvent's fields: recording sits on hot paths, reading does not
+
+
 class Timeline:
     """The events of one cause: the first ``head`` and the last ``tail``, and a count of the
     events cut between them."""
 
     def __init__(self, head: int, tail: int) -> None:
         self._head_limit = head
-        self.head: list[EvidenceEvent] = []
-        self.tail: deque[EvidenceEvent] = deque(maxlen=tail)
+        self.head: list[_Row] = []
+        self.tail: deque[_Row] = deque(maxlen=tail)
         self.total = 0
 
-    def add(self, event: EvidenceEvent) -> None:
+    def add(self, row: _Row) -> None:
         self.total += 1
         if len(self.head) < self._head_limit:
-            self.head.append(event)
+            self.head.append(row)
         else:
-            self.tail.append(event)
+            self.tail.append(row)
 
     @property
     def cut(self) -> int:
@@ -73,7 +76,7 @@ class Timeline:
         return self.total - len(self.head) - len(self.tail)
 
     def events(self) -> list[EvidenceEvent]:
-        return [*self.head, *self.tail]
+        return [EvidenceEvent(*row) for row in (*self.head, *self.tail)]
 
 
 class Recorder:
@@ -116,18 +119,16 @@ class Recorder:
         real, sim = self._clock.readings()
         key = CAUSE.get() if cause is None else cause
         with self._lock:
-            event = EvidenceEvent(
-                next(self._seq), real, sim, actor, direction, peer, kind, summary, detail
-            )
+            row = (next(self._seq), real, sim, actor, direction, peer, kind, summary, detail)
             timeline = self._timelines.get(key)
             if timeline is None:
                 timeline = self._timelines[key] = Timeline(*self._check_limits)
                 while len(self._timelines) > self._max_causes + 1:
                     evicted = next(k for k in self._timelines if k != RUN)
                     self.dropped += self._timelines.pop(evicted).total
-            timeline.add(event)
+            timeline.add(row)
         if self.sink is not None:
-            self.sink(event)
+            self.sink(EvidenceEvent(*row))
 
     # Attribution.
 
