@@ -32,11 +32,19 @@ class AppleSection(Section):
     api_client: StrictBool = False  # "yes" or 1 is an error, not true
 
 
+class ReportedEnvelope(BaseModel):
+    """The notification as received: at least its ``notificationId`` and ``notificationType``."""
+
+    model_config = ConfigDict(extra="allow")
+    notificationId: str
+    notificationType: str
+
+
 class ObservedNotification(BaseModel):
     """``POST {observer}/apple``: ``{"notification": <the notification body as received>}``."""
 
     model_config = ConfigDict(extra="allow")
-    notification: dict[str, Any]
+    notification: ReportedEnvelope
 
 
 @dataclass

@@ -27,7 +27,7 @@ def test_notification_url_is_https(apple: AppleDriver, check: Check) -> None:
     """The vendor only delivers to an HTTPS notification URL (error 9712 otherwise)."""
     check.expect("an https:// URL whose certificate verifies against the declared CA")
     scheme = apple.url.split("://", 1)[0]
-    attempt = apple.post(example("test-notification") | {"notificationId": str(uuid.uuid4())})
+    attempt = apple.post(association(1).to_wire())
     check.observe(f"an {scheme}:// URL; answered {answer(attempt)}")
     assert scheme == "https", f"the notification URL {apple.url} is not HTTPS"
     assert attempt.status is not None, f"no HTTPS answer: {attempt.error}"

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -201,6 +202,16 @@ def test_broken_sut_fails_exactly_its_ids(runs: SuiteRuns, case: Case) -> None:
     assert outcome.verdicts("warn") == set(case.flaw.warns), tail
     assert outcome.verdicts("not-verified") == set(by_design) | case.flaw.not_verified, tail
     assert (outcome.code != 0) == bool(case.flaw.fails), f"exit status {outcome.code}\n{tail}"
+    assert_reports_readable(outcome.report_dir / "latest")
+
+
+def assert_reports_readable(folder: Path) -> None:
+    """Every report file parses and stays under 1 MB, whatever the broken SUT sent."""
+    for name in ("report.json", "junit.xml", "index.html"):
+        assert (folder / name).stat().st_size < 1_000_000, name
+    ET.parse(folder / "junit.xml")
+    json.loads((folder / "report.json").read_text("utf-8"))
+    (folder / "index.html").read_text("utf-8")
 
 
 @pytest.mark.skipif(STRICT is None, reason="no flaw that only warns")

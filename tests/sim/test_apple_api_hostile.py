@@ -250,3 +250,38 @@ def test_a_client_that_sends_headers_too_slowly_is_disconnected(pki: PKI) -> Non
 
     closed_with, elapsed = asyncio.run(scenario())
     assert closed_with == b"" and elapsed < 5.0, (closed_with, elapsed)
+
+
+def test_a_large_association_of_unknown_users_is_linear(pki: PKI) -> None:
+    """Regression: 1,000 unknown users x 25 assets was quadratic (minutes of a blocked loop);
+    it is answered at once and its event fails with 9609 for every target."""
+
+    async def scenario() -> tuple[int, dict[str, Any], float]:
+        async with api(pki) as (server, session):
+            server.service.assets.update(
+                {
+                    (str(1000 + i), "STDQ"): {
+                        **server.service.assets[("408709785", "STDQ")],
+                        "adamId": str(1000 + i),
+                    }
+                    for i in range(24)
+                }
+            )
+            assets = [APP, *({"adamId": str(1000 + i), "pricingParam": "STDQ"} for i in range(24))]
+            users = [f"ghost-{i}" for i in range(1000)]
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            status, data = await post(
+                session,
+                f"{server.base_url}/assets/associate",
+                {"assets": assets, "clientUserIds": users},
+            )
+            took = loop.time() - started
+            server.clock.advance(60)
+            _, st = await event_status(session, server, data["eventId"])
+            return status, dict(st), took
+
+    status, st, took = asyncio.run(scenario())
+    assert status == 200
+    assert (st["eventStatus"], st["numRequested"], st["numCompleted"]) == ("FAILED", 25_000, 0)
+    assert took < 10.0  # generous: the quadratic version took minutes

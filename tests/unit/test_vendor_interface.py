@@ -73,3 +73,13 @@ def test_vendor_plugin_keeps_to_the_interface(name: str) -> None:
     assert plugin.section_model().model_config.get("extra") == "forbid"
     assert any(r.vendor == name for r in catalogue().values()), "no requirement in the catalogue"
     assert (ROOT / "conformance" / name).is_dir() and (ROOT / "fixtures" / name).is_dir()
+
+
+def test_installing_the_project_adds_no_top_level_fixtures_package(tmp_path: Path) -> None:
+    """testing-cabal's `fixtures` is an established distribution: ours installs as
+    `conformance_fixtures`, so nothing shadows it (run away from the repository's folder)."""
+    code = "import importlib.util as u; print(u.find_spec('fixtures'), u.find_spec('conformance_fixtures') is not None)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    ).stdout.split()
+    assert out == ["None", "True"], out
