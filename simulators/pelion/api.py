@@ -32,6 +32,7 @@ message.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import re
 import threading
@@ -70,6 +71,27 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FORBIDDEN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # Headers the sender frames the request with: a registered value would corrupt it.
 _RESERVED_HEADERS = frozenset({"content-length", "host", "transfer-encoding", "connection"})
+
+
+@dataclass
+class _CallNote:
+    """What a handler learns about the call it answers, for the call log."""
+
+    auth: str = "missing"
+    body: str = ""
+    websocket: bool = False
+
+
+# Each request is handled in its own task: the note set by the middleware is the handler's.
+_NOTE: contextvars.ContextVar[_CallNote] = contextvars.ContextVar("pelion_call_note")
+
+
+def _note() -> _CallNote:
+    note = _NOTE.get(None)
+    if note is None:  # outside the middleware (cannot happen in the app): a throwaway note
+        note = _CallNote()
+        _NOTE.set(note)
+    return note
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +236,8 @@ class Api:
             f"?{request.query_string[:200]}" if request.query_string else ""
         )
         self.sim.recorder.record(PEER, "->", ACTOR, "api-request", line)
+        note = _CallNote()
+        _NOTE.set(note)
         status = 500
         answer = ""
         try:
@@ -232,13 +256,13 @@ class Api:
             status = exc.status
             raise
         finally:
-            if not request.get("websocket"):
+            if not note.websocket:
                 elapsed = clock.real() - real
                 self._keep(
                     ApiCall(
                         real, sim_s, request.method, request.path[:500],
-                        request.query_string[:500], status, request.get("auth", "missing"),
-                        elapsed, request.get("body_excerpt", ""), answer,
+                        request.query_string[:500], status, note.auth,
+                        elapsed, note.body, answer,
                         request.headers.get("User-Agent", "")[:200],
                     )
                 )  # fmt: skip
@@ -255,9 +279,9 @@ class Api:
         token = _bearer(request.headers.get("Authorization"))
         status = self.sim.key_status(token)
         if token is not None and status == "invalid" and not token.startswith("ak_"):
-            request["auth"] = "not-an-api-key"
+            _note().auth = "not-an-api-key"
             raise ApiError(403, "Authorization token used is not an API key.", type="forbidden")
-        request["auth"] = status
+        _note().auth = status
         if status != "ok" or token is None:
             message = {
                 "missing": "Missing or malformed Authorization header: use 'Bearer <api key>'.",
@@ -274,7 +298,7 @@ class Api:
             raise ApiError(
                 413, f"The request body is over {MAX_BODY_BYTES} bytes.", type="too_large"
             ) from None
-        request["body_excerpt"] = raw[:EXCERPT].decode("utf-8", "replace")
+        _note().body = raw[:EXCERPT].decode("utf-8", "replace")
         return raw
 
     @staticmethod
@@ -383,7 +407,7 @@ class Api:
     async def _websocket_connect(self, request: web.Request) -> web.StreamResponse:
         """The handshake, then the socket's whole life (this handler returns when it ends)."""
         sim, clock = self.sim, self.sim.clock
-        request["websocket"] = True
+        _note().websocket = True
         number = sim.new_connection_number()
         real, sim_s = clock.readings()
         offered = _subprotocols(request)

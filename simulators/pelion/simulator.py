@@ -631,8 +631,8 @@ class PelionSimulator:
             else:
                 core.receive_failure(batch, now, exchange.error or exchange.outcome)
             retry_in = None
-            if core.state is CallbackState.BACKING_OFF and core.retry_at is not None:
-                retry_in = core.retry_at - now
+            if core.state is CallbackState.BACKING_OFF:
+                retry_in = core.backoff.delay_s(core.failures)  # exact (retry_at - now rounds)
             self._log_attempt(
                 DeliveryAttempt(
                     0,
