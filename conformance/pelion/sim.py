@@ -127,6 +127,7 @@ class PelionSim(PelionSimulator):
         super().__init__(run.clock, run.recorder, run.pki.server_context(), config)
         self.section = section
         self.settings = settings
+        self.run_ca = run.pki.ca
         self.traffic: DemoTraffic | None = None
         self.registration_error: str | None = None  # why after_ready could not register
 
@@ -140,7 +141,8 @@ class PelionSim(PelionSimulator):
         section = self.section
         if section is None or section.channel != "callback" or section.callback_url is None:
             return []
-        return [Endpoint("[pelion] callback_url", section.callback_url, section.tls_ca)]
+        cafile = section.tls_ca or self.run_ca
+        return [Endpoint("[pelion] callback_url", section.callback_url, cafile)]
 
     async def after_ready(self) -> None:
         """Register the SUT's callback (the verification PUT happens here) unless it registers
