@@ -168,9 +168,8 @@ class CallbackClient:
                 error = await self._put_raw(url, body, headers, timeout, fault)
                 outcome = "timeout" if kind == "stall" else "error"
             else:
-                answered, excerpt = await asyncio.wait_for(
-                    self._put_aiohttp(url, body, headers, timeout), timeout
-                )
+                # aiohttp's total timeout covers connecting, sending and reading the answer.
+                answered, excerpt = await self._put_aiohttp(url, body, headers, timeout)
         except TimeoutError:
             error, outcome = f"no answer within {timeout:g} s", "timeout"
         except (aiohttp.ClientError, OSError, ssl.SSLError, ValueError) as exc:

@@ -590,6 +590,19 @@ def serialize(
     with_ts = cfg.include_timestamp
     with_oep = cfg.include_original_ep
     as_object = cfg.deregistrations_as_object
+    if not (with_uid or with_ts or with_oep):
+        # The common batch: one kind, items written as made: the texts made when the events
+        # were created, joined once (a megabyte string is costly to allocate, so the opening
+        # and closing go into the first and last text rather than into more copies).
+        items = items if isinstance(items, list | tuple) else list(items)
+        kinds = {item[1].kind for item in items}
+        if len(kinds) == 1:
+            (kind,) = kinds
+            if as_object or kind not in _DEREGISTRATION_KINDS:
+                texts = [item[1].json for item in items]
+                texts[0] = f'{{"{kind}":[{texts[0]}'
+                texts[-1] += "]}"
+                return ",".join(texts).encode()
     enc = _encode_string
     groups: dict[str, list[str]] = {}
     for _seq, event, uid, queued_at in items:

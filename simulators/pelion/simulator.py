@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import threading
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
@@ -611,7 +612,7 @@ class PelionSimulator:
             fault = self.faults.take("callback")
             body = batch.to_bytes(epoch_s=self.config.epoch_s)
             started_real, started_sim = self.clock.readings()
-            kinds: Counter[str] = Counter(item.event.kind for item in batch.items)
+            kinds = _kinds(batch)
             label = f"batch {batch.number} (attempt {batch.attempt}, {len(batch)} item(s))"
             self.recorder.record(
                 ACTOR,
@@ -621,7 +622,7 @@ class PelionSimulator:
                 f"PUT {label}, {len(body)} B" + (f" [fault {fault.kind}]" if fault else ""),
                 cause=cause,
                 url=webhook.url,
-                kinds=dict(kinds),
+                kinds=kinds,
                 first_uid=batch.items[0].uid,
             )
             exchange = await self.client.put_batch(webhook.url, body, webhook.headers, fault)
@@ -641,7 +642,7 @@ class PelionSimulator:
                     batch.number,
                     batch.attempt,
                     len(batch),
-                    dict(kinds),
+                    kinds,
                     len(body),
                     started_real,
                     started_sim,
@@ -691,7 +692,7 @@ class PelionSimulator:
                 core.batch_sent(batch, now)
             else:
                 core.batch_failed(batch, now)
-            kinds: Counter[str] = Counter(item.event.kind for item in batch.items)
+            kinds = _kinds(batch)
             self._log_attempt(
                 DeliveryAttempt(
                     0,
@@ -700,7 +701,7 @@ class PelionSimulator:
                     batch.number,
                     1,
                     len(batch),
-                    dict(kinds),
+                    kinds,
                     len(body),
                     started_real,
                     started_sim,
@@ -732,7 +733,7 @@ class PelionSimulator:
             self.attempts_total += 1
             attempt = replace(attempt, seq=self.attempts_total)
             self._attempts.append(attempt)
-            self._uids.add(attempt.seq, tuple(item.uid for item in batch.items))
+            self._uids.add(attempt.seq, tuple(map(_UID, batch.items)))
             self.changed.notify_all()
 
     # --- callback channel ----------------------------------------------------------------
@@ -872,7 +873,7 @@ class PelionSimulator:
                 core.batch_sent(batch, now)
             else:
                 core.batch_failed(batch, now)
-        kinds: Counter[str] = Counter(item.event.kind for item in batch.items)
+        kinds = _kinds(batch)
         self._log_attempt(
             DeliveryAttempt(
                 0,
@@ -1075,9 +1076,15 @@ class PelionSimulator:
         devices and subscriptions: unknown fields, odd values, 10,000 items at once. A body
         needs ``ep`` (``id`` for ``async-responses``); ``uid`` and ``timestamp`` are added by
         serialization v2, so leave them out."""
+        events = [Event(kind, body, original_ep) for body in bodies]
+        return await self.queue(events, key=key, what=f"{len(events)} {kind} injected")
+
+    async def queue(
+        self, events: Iterable[Event], *, key: str | None = None, what: str = "events queued"
+    ) -> list[ItemQueued]:
+        """Queue ready-made events on ``key``'s channel (default: the run's)."""
         target = key or self.api_key
-        out = [Outgoing(Event(kind, body, original_ep), target) for body in bodies]
-        return self._route(out, f"{len(out)} {kind} injected")
+        return self._route([Outgoing(event, target) for event in events], what)
 
     # --- what happened -------------------------------------------------------------------
 
@@ -1160,6 +1167,17 @@ class PelionSimulator:
                 connection=conn.info.number if isinstance(conn, Connection) else None,
             )
         return ChannelSnapshot(**common, remove_at_sim_s=core.last_poll_at + core.idle_limit_s)
+
+
+_UID = operator.itemgetter(2)  # QueuedItem.uid
+
+
+def _kinds(batch: Batch) -> dict[str, int]:
+    """How many items of each kind a batch carries (one kind, the usual case, in one pass)."""
+    kinds = {item[1].kind for item in batch.items}
+    if len(kinds) == 1:
+        return {kinds.pop(): len(batch)}
+    return dict(Counter(item[1].kind for item in batch.items))
 
 
 def standard_resources() -> list[Resource]:
