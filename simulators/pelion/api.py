@@ -290,10 +290,16 @@ class Api:
             raise ApiError(401, message, type="invalid_auth")
         return token
 
-    @staticmethod
-    async def _body(request: web.Request) -> bytes:
+    async def _body(self, request: web.Request) -> bytes:
+        """The whole body, at most :data:`MAX_BODY_BYTES`, within ``slow_request_s``."""
+        limit = self.sim.config.slow_request_s
         try:
-            raw = await request.read()
+            raw = await asyncio.wait_for(request.read(), limit)
+        except TimeoutError:
+            raise ApiError(
+                408, f"Request Timeout: the body did not arrive within {limit:g} s.",
+                type="request_timeout",
+            ) from None  # fmt: skip
         except web.HTTPRequestEntityTooLarge:
             raise ApiError(
                 413, f"The request body is over {MAX_BODY_BYTES} bytes.", type="too_large"

@@ -24,26 +24,37 @@ remembered by ``uid``); the SUT's own REST calls go to the run timeline.
 The Python API (every ``async`` method runs in the simulators' event loop: from a check,
 ``harness.run(sim.method(...))``; the plain methods may be called from any thread):
 
-- devices: :meth:`~PelionSimulator.add_device`, :meth:`~PelionSimulator.register`,
+- devices: :meth:`~PelionSimulator.add_device` (any thread; :func:`standard_resources` by
+  default: text/plain and OMA-TLV), :meth:`~PelionSimulator.register`,
   :meth:`~PelionSimulator.update_registration`, :meth:`~PelionSimulator.deregister`,
-  :meth:`~PelionSimulator.expire`, :meth:`~PelionSimulator.set_value`,
-  :meth:`~PelionSimulator.subscribe`, and :meth:`~PelionSimulator.inject` for raw items; each
-  returns the items queued (:class:`~simulators.pelion.channels.ItemQueued`: ``key`` and
-  ``item.uid``);
-- channels: :meth:`~PelionSimulator.register_callback` (with its verification PUT),
-  :meth:`~PelionSimulator.delete_channel`, :meth:`~PelionSimulator.channel_state`,
-  :meth:`~PelionSimulator.removed_channels`;
-- faults: :meth:`~PelionSimulator.fail_deliveries`, :meth:`~PelionSimulator.stall_deliveries`,
-  :meth:`~PelionSimulator.drop_deliveries`, :meth:`~PelionSimulator.close_socket`,
-  :meth:`~PelionSimulator.drop_socket`, :attr:`~PelionSimulator.pings_enabled`,
-  :meth:`~PelionSimulator.ping`, :meth:`~PelionSimulator.revoke_key`,
-  :meth:`~PelionSimulator.delay_handshakes`;
-- what happened: :meth:`~PelionSimulator.attempts`, :meth:`~PelionSimulator.verifications`,
-  :meth:`~PelionSimulator.connections`, :meth:`~PelionSimulator.calls`,
+  :meth:`~PelionSimulator.expire`, :meth:`~PelionSimulator.set_value` (a ``notifications``
+  item for every subscribed key), :meth:`~PelionSimulator.subscribe` (as the application
+  would), :meth:`~PelionSimulator.inject` / :meth:`~PelionSimulator.queue` for raw items
+  (unknown fields, several kinds, 10,000 at once). Each returns the items queued
+  (:class:`~simulators.pelion.channels.ItemQueued`: ``key`` and ``item.uid``, the v2 message
+  id a SUT reports to the observer);
+- channels: :meth:`~PelionSimulator.register_callback` (the verification PUT included),
+  :meth:`~PelionSimulator.delete_channel` (as a REST delete),
+  :meth:`~PelionSimulator.channel_state` (state, queue stats with drops, failures, retry and
+  removal times, the bound socket), :meth:`~PelionSimulator.removed_channels`,
+  :meth:`~PelionSimulator.idle`;
+  :meth:`~PelionSimulator.add_key` / :meth:`~PelionSimulator.revoke_key` (401 for REST, 1008
+  for its sockets);
+- faults: :meth:`~PelionSimulator.fail_deliveries` (a status or a timeout, sent or not),
+  :meth:`~PelionSimulator.stall_deliveries`, :meth:`~PelionSimulator.drop_deliveries`,
+  :meth:`~PelionSimulator.close_socket` (any code), :meth:`~PelionSimulator.drop_socket` (no
+  close frame), :attr:`~PelionSimulator.pings_enabled` (off: no pings, no pongs expected),
+  :meth:`~PelionSimulator.ping` (one now, judged against the 5 s deadline),
+  :meth:`~PelionSimulator.delay_handshakes` (429 meanwhile);
+- what happened, bounded: :meth:`~PelionSimulator.attempts` (every batch: channel, size,
+  uids, status or error, real-time elapsed, the simulated back-off wait scheduled after it),
+  :meth:`~PelionSimulator.verifications`, :meth:`~PelionSimulator.connections` (WebSocket
+  handshakes: auth, subprotocols, pings and pong latencies, frames, close codes both ways,
+  connect and end times), :meth:`~PelionSimulator.calls` (the SUT's REST calls),
   :meth:`~PelionSimulator.wait_for`;
 - the schedule: :meth:`~PelionSimulator.drive` runs it in the caller's context, so that
   ``harness.run(sim.drive(...), autojump=True)`` takes back-off waits and 24-hour spans in no
-  real time.
+  real time (never while a delivery is under way: the SUT answers at its own pace).
 """
 
 from __future__ import annotations
@@ -51,10 +62,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import operator
+import ssl
 import threading
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 from simulators.clock import Clock
@@ -141,8 +153,6 @@ class PelionConfig:
     # delete_close_code above still apply
 
     def options(self) -> ChannelOptions:
-        from dataclasses import replace
-
         base = self.channel_options or ChannelOptions()
         return replace(
             base,
@@ -253,7 +263,7 @@ class PelionSimulator:
     """The simulated service on 127.0.0.1 (HTTPS and WSS with the simulators' certificate)."""
 
     def __init__(
-        self, clock: Clock, recorder: Recorder, server_context: Any, config: PelionConfig
+        self, clock: Clock, recorder: Recorder, server_context: ssl.SSLContext, config: PelionConfig
     ) -> None:
         self.clock = clock
         self.recorder = recorder
@@ -727,8 +737,6 @@ class PelionSimulator:
             self._end(core)
 
     def _log_attempt(self, attempt: DeliveryAttempt, batch: Batch) -> None:
-        from dataclasses import replace
-
         with self.changed:
             self.attempts_total += 1
             attempt = replace(attempt, seq=self.attempts_total)
@@ -1090,8 +1098,6 @@ class PelionSimulator:
 
     def attempts(self) -> list[DeliveryAttempt]:
         """Every batch attempt kept so far, in order (any thread)."""
-        from dataclasses import replace
-
         with self.changed:
             uids = self._uids.by_seq
             return [replace(a, uids=uids.get(a.seq)) for a in self._attempts]
@@ -1111,11 +1117,18 @@ class PelionSimulator:
         return self.api.calls()
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float) -> Any:
-        """Block (outside the loop) until ``predicate()`` is truthy or ``timeout`` real
-        seconds passed; returns its last value."""
-        with self.changed:
-            self.changed.wait_for(predicate, timeout)
-        return predicate()
+        """Block (from a check's thread, never in the loop) until ``predicate()`` is truthy or
+        ``timeout`` real seconds passed; returns its last value. It is evaluated again after
+        every logged attempt, call, connection or verification, and at least every 50 ms
+        (outside any lock, so it may call :meth:`channel_state`)."""
+        end = self.clock.real() + timeout
+        while True:
+            value = predicate()
+            left = end - self.clock.real()
+            if value or left <= 0:
+                return value
+            with self.changed:
+                self.changed.wait(min(left, 0.05))
 
     def channel_state(self, key: str | None = None) -> ChannelSnapshot | None:
         """``key``'s channel now (any thread), None when it has none."""

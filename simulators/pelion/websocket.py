@@ -215,6 +215,9 @@ class Connection:
                 self._waiting_pong = None
         record = PingRecord(sent, payload.hex(), pong - sent)
         self._pings.append(record)
+        self.on_event(
+            self, "pong", f"pong to ping {payload.hex()} in {(pong - sent) * 1000:.1f} ms"
+        )
         return record
 
     # --- the write side ------------------------------------------------------------------

@@ -209,8 +209,8 @@ def test_device_requests_answer_202_then_an_async_response(pki: PKI) -> None:
 
 def test_bounded_against_a_hostile_client(pki: PKI) -> None:
     """Bodies over 1 MiB get 413 and invalid JSON 400 (both the error body); a connection
-    that never completes its request is closed after the slow-request cutoff; every call is
-    in the (bounded) call log."""
+    that never completes its request head is closed after the slow-request cutoff, and a body
+    that never completes is answered 408 then; every call is in the (bounded) call log."""
 
     async def scenario() -> None:
         async with running(pki, slow_request_s=0.3) as sim, client(pki) as session:
@@ -228,8 +228,21 @@ def test_bounded_against_a_hostile_client(pki: PKI) -> None:
             await writer.drain()
             assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the simulator
             writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", sim.port, ssl=context)
+            writer.write(
+                b"PUT /v2/subscriptions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode()
+                + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[{"
+            )  # fmt: skip
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(4096), 5)  # the body never comes
+            assert answer.startswith(b"HTTP/1.1 408") and b'"code": 408' in answer
+            writer.close()
             calls = sim.calls()
-            assert [(c.method, c.status) for c in calls] == [("PUT", 413), ("PUT", 400)]
+            assert [(c.method, c.status) for c in calls] == [
+                ("PUT", 413),
+                ("PUT", 400),
+                ("PUT", 408),
+            ]
             assert calls[1].body == "{not json"
 
     asyncio.run(scenario())
