@@ -458,15 +458,17 @@ class PelionSimulator:
         max_sim_s: float | None = None,
     ) -> bool:
         """Run the delivery schedule in the caller's context until ``until()`` holds (default:
-        every queue is empty and nothing is in flight); False when ``timeout_real_s`` (real)
-        ran out first.
+        :meth:`idle`, every queue empty and nothing in flight); False when ``timeout_real_s``
+        (real) ran out first.
 
         Under autojump (``harness.run(sim.drive(...), autojump=True)``) each wait for the next
         deadline (a back-off, a device answer, a removal) jumps the clock, but never while a
         delivery, verification or poll answer is under way (those run at the SUT's real pace),
         and never past ``max_sim_s`` simulated seconds from the start (then it waits in real
         time, e.g. for the SUT to reconnect). ``until`` is evaluated in the loop, after every
-        change and at least every 50 ms.
+        change and at least every 50 ms. Bound the jumps with ``max_sim_s`` when a channel
+        cannot deliver (a WebSocket channel without a socket keeps its items for 24 h: an
+        unbounded autojump would reach its removal).
         """
         predicate = until or self.idle
         start_real = self.clock.real()
@@ -489,8 +491,11 @@ class PelionSimulator:
             await self._wait(deadline if jump else None, min(left, 0.05))
 
     def idle(self) -> bool:
-        """No item queued on any channel, nothing in flight, no device request pending."""
-        if self._busy or self._sending or self.devices.next_deadline() is not None:
+        """No item queued on any channel, nothing in flight, no device request pending (a
+        registration's lifetime running out is not pending work)."""
+        if self._busy or self._sending:
+            return False
+        if any(self.devices.pending_requests(ep) for ep in self.devices.devices):
             return False
         return all(
             core is None or len(core.queue) == 0

@@ -95,6 +95,7 @@ def test_devices_register_update_deregister_expire_and_notify(pki: PKI) -> None:
             assert decode_tlv(base64.b64decode(tlv["payload"])) == {5700: b"\x2d"}
             assert items[5][1] == EP  # de-registrations are bare device ids by default
             assert device.registered
+            assert await sim.drive(timeout_real_s=5)  # idle: an expiry to come is not work
             sim.clock.advance(300)  # (the pull channel itself lasts 10 minutes unpolled)
             assert await sim.drive(lambda: not device.registered, timeout_real_s=5)
             assert await pull(session, sim) == [("registrations-expired", EP)]
