@@ -178,9 +178,12 @@ class NotificationQueue:
         # Sequence numbers are consecutive in the queue (appended in order, removed from the
         # head only), so the items of the batch still queued are the first ``n``.
         n = min(len(items), last - items[0].seq + 1) if items and items[0].seq <= last else 0
-        popleft = items.popleft
-        for _ in itertools.repeat(None, n):
-            popleft()
+        if n == len(items):
+            items.clear()  # the batch was the whole queue
+        else:
+            popleft = items.popleft
+            for _ in itertools.repeat(None, n):
+                popleft()
         self._acknowledged += n
         return n
 

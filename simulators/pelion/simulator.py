@@ -99,7 +99,7 @@ from simulators.pelion.delivery import (
     WebSocketDelivery,
 )
 from simulators.pelion.devices import DEFAULT_RESPONSE_DELAY_S, Device, Devices, Resource, Value
-from simulators.pelion.models import Event, Kind, Outgoing, Webhook
+from simulators.pelion.models import Event, Kind, Outgoing, Webhook, serialize
 from simulators.pelion.queue import QueueStats
 from simulators.pelion.websocket import Connection, ConnectionInfo, PingRecord
 
@@ -625,9 +625,9 @@ class PelionSimulator:
         try:
             cause = self._cause_of(batch)
             fault = self.faults.take("callback")
-            body = batch.to_bytes(epoch_s=self.config.epoch_s)
-            started_real, started_sim = self.clock.readings()
             kinds = _kinds(batch)
+            body = serialize(batch.items, batch.config, epoch_s=self.config.epoch_s, kinds=kinds)
+            started_real, started_sim = self.clock.readings()
             label = f"batch {batch.number} (attempt {batch.attempt}, {len(batch)} item(s))"
             self.recorder.record(
                 ACTOR,
@@ -699,7 +699,8 @@ class PelionSimulator:
     ) -> None:
         try:
             cause = self._cause_of(batch)
-            body = batch.to_bytes(epoch_s=self.config.epoch_s)
+            kinds = _kinds(batch)
+            body = serialize(batch.items, batch.config, epoch_s=self.config.epoch_s, kinds=kinds)
             started_real, started_sim = self.clock.readings()
             error = await conn.send_message(body, len(batch))
             now = self.clock.now()
@@ -707,7 +708,6 @@ class PelionSimulator:
                 core.batch_sent(batch, now)
             else:
                 core.batch_failed(batch, now)
-            kinds = _kinds(batch)
             self._log_attempt(
                 DeliveryAttempt(
                     0,
