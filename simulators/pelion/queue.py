@@ -175,10 +175,15 @@ class NotificationQueue:
                 f"batch {first}..{last} was not formed from the head of the queue "
                 f"(item {items[0].seq} is still queued before it)"
             )
-        n = 0
-        while items and items[0].seq <= last:
-            items.popleft()
-            n += 1
+        # Sequence numbers are consecutive in the queue (appended in order, removed from the
+        # head only), so the items of the batch still queued are the first ``n``.
+        n = min(len(items), last - items[0].seq + 1) if items and items[0].seq <= last else 0
+        if n == len(items):
+            items.clear()  # the batch was the whole queue
+        else:
+            popleft = items.popleft
+            for _ in itertools.repeat(None, n):
+                popleft()
         self._acknowledged += n
         return n
 

@@ -378,6 +378,20 @@ def test_serialize_default_form_groups_kinds_in_order() -> None:
     assert b" " not in body  # compact
 
 
+def test_serialize_one_kind_fast_and_with_kinds_given() -> None:
+    """One kind (the usual batch) is joined from the events' texts; the kinds a caller already
+    counted give the same bytes; de-registrations stay bare strings."""
+    items = _queued([_notification(1), _notification(2)])
+    body = serialize(items)
+    assert json.loads(body) == {"notifications": [items[0].event.body, items[1].event.body]}
+    assert serialize(items, kinds={"notifications"}) == body
+    assert serialize(iter(items)) == body
+    deregistrations = _queued([_deregistration(), _deregistration()])
+    assert json.loads(serialize(deregistrations, kinds=["de-registrations"])) == {
+        "de-registrations": [EP, EP]
+    }
+
+
 def test_serialize_v2_flags() -> None:
     config = SerializationConfig.model_validate(SPEC_WEBHOOK["serialization"])
     items = _queued([_notification(), _deregistration("registrations-expired")], start=1.5)

@@ -1,0 +1,1 @@
+"""The Pelion Device Management notification channel: plug-in, manifest section and simulators."""

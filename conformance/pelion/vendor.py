@@ -1,0 +1,190 @@
+"""The Pelion Device Management vendor plug-in (conformance.vendors.Vendor).
+
+Imported in every pytest run of a user's environment (options are declared at start-up), so it
+imports nothing heavy at module level; the simulators load when a run starts them.
+
+``--sut=URL`` is a callback receiver: the harness registers ``URL`` as the run's callback (the
+verification PUT happens once the SUT is ready). ``--sut-token=VALUE`` is then registered as
+the callback header ``Authorization: VALUE``, the way the vendor's own example registers a
+token (``"headers": {"authorization": "f4b93d6e-…"}``); without it no header is registered.
+A SUT that expects another header name, registers itself or uses the WebSocket channel needs
+a manifest with a ``[pelion]`` section.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from conformance.vendors import AddOption, GetOption, RunningVendor, VendorRun
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+__all__ = ["VENDOR", "PelionSettings", "PelionVendor"]
+
+# An API key travels in a Sec-WebSocket-Protocol header (``pelion_<key>``): an HTTP token.
+API_KEY = re.compile(r"ak_[A-Za-z0-9._~-]{1,200}")
+
+
+@dataclass(frozen=True)
+class PelionSettings:
+    api_port: int = 0
+    api_key: str = "ak_conformance"
+    first_backoff_s: float = 2.0  # the vendor doc; 1 s in SPEC20/21 and later Pelion docs
+    events_per_s: float = 1.0  # device traffic of conformance-sim serve
+    pull_timeout_s: float = 30.0  # how long a long poll is held (real seconds)
+    ping_interval_s: float = 30.0  # server pings (real seconds; not documented by the vendor)
+    delete_close_code: int = 1001  # the vendor doc; 1000 in SPEC20/21
+    ws_auth_failure: str = "close-1008"  # the vendor doc; "401" as in SPEC20/21
+
+
+class PelionVendor:
+    name = "pelion"
+    title = "Pelion Device Management notification channel"
+    receiver = True
+
+    def add_options(self, add: AddOption) -> None:
+        add("--pelion-api-port", type=int, default=0, metavar="PORT",
+            help="pin the simulated Device Management API's port (default: a free one)")  # fmt: skip
+        add(
+            "--pelion-api-key",
+            metavar="ak_KEY",
+            help="the API key the simulated API accepts (default: one kept in the PKI folder, "
+            "the same from run to run)",
+        )
+        add(
+            "--pelion-first-backoff",
+            type=float,
+            default=2.0,
+            metavar="S",
+            help="first retry delay of a failed callback batch: 2 (the vendor doc, default) or "
+            "1 (later Pelion docs); then doubling up to 120 s",
+        )
+        add(
+            "--pelion-events-per-s",
+            type=float,
+            default=1.0,
+            metavar="N",
+            help="conformance-sim serve: device events a second (simulated time; default 1)",
+        )
+        add("--pelion-pull-timeout", type=float, default=30.0, metavar="S",
+            help="seconds a long poll is held before 204 (real time; default 30)")  # fmt: skip
+        add("--pelion-ping-interval", type=float, default=30.0, metavar="S",
+            help="seconds between server pings on a WebSocket (real time; default 30)")  # fmt: skip
+        add(
+            "--pelion-delete-close-code",
+            type=int,
+            default=1001,
+            metavar="CODE",
+            help="close code when a channel is deleted over REST: 1001 (the vendor doc, "
+            "default) or 1000 (SPEC20/21)",
+        )
+        add(
+            "--pelion-ws-auth-failure",
+            default="close-1008",
+            metavar="MODE",
+            help="a WebSocket connect with a missing or invalid key: close-1008 (accepted, "
+            "then closed 1008: the vendor doc, default) or 401 (refused: SPEC20/21)",
+        )
+
+    def settings(self, option: GetOption, *, pki_dir: Path) -> PelionSettings:
+        port = option("--pelion-api-port")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"--pelion-api-port={port}: give a port from 1 to 65535 (0: any)")
+        key = option("--pelion-api-key")
+        if key is not None and not API_KEY.fullmatch(key):
+            raise ValueError(
+                f"--pelion-api-key={key[:40]!r}: give a key starting with ak_ followed by "
+                "letters, digits, '.', '_', '~' or '-' (it travels in a Sec-WebSocket-Protocol "
+                "header), e.g. ak_0123abcd"
+            )
+        first = option("--pelion-first-backoff")
+        if first not in (1.0, 2.0):
+            raise ValueError(
+                f"--pelion-first-backoff={first:g}: give 2 (the vendor doc: 2, 4, 8 … s) or "
+                "1 (later Pelion docs: 1, 2, 4 … s)"
+            )
+        rate = option("--pelion-events-per-s")
+        if not 0 < rate <= 1000:
+            raise ValueError(f"--pelion-events-per-s={rate:g}: give a rate above 0, at most 1000")
+        pull = option("--pelion-pull-timeout")
+        if not 0 < pull <= 600:
+            raise ValueError(f"--pelion-pull-timeout={pull:g}: give seconds above 0, at most 600")
+        ping = option("--pelion-ping-interval")
+        if not 0 < ping <= 3600:
+            raise ValueError(f"--pelion-ping-interval={ping:g}: give seconds above 0, at most 3600")
+        close = option("--pelion-delete-close-code")
+        if close not in (1000, 1001):
+            raise ValueError(
+                f"--pelion-delete-close-code={close}: give 1001 (the vendor doc) or 1000 "
+                "(SPEC20/21)"
+            )
+        auth = option("--pelion-ws-auth-failure")
+        if auth not in ("close-1008", "401"):
+            raise ValueError(
+                f"--pelion-ws-auth-failure={auth}: give close-1008 (the vendor doc) or 401 "
+                "(SPEC20/21)"
+            )
+        return PelionSettings(
+            api_port=port,
+            api_key=key or _stable_key(pki_dir / "pelion-api-key"),
+            first_backoff_s=first,
+            events_per_s=rate,
+            pull_timeout_s=pull,
+            ping_interval_s=ping,
+            delete_close_code=close,
+            ws_auth_failure=auth,
+        )
+
+    def section_model(self) -> type[BaseModel]:
+        from conformance.pelion.sim import PelionSection
+
+        return PelionSection
+
+    def section_for_url(self, url: str, *, token: str | None, ca: Path | None) -> BaseModel:
+        from conformance.pelion.sim import PelionSection
+
+        return PelionSection(
+            channel="callback",
+            callback_url=url,
+            callback_headers={"Authorization": token} if token else {},
+            tls_ca=ca,
+        )
+
+    def profiles(self, section: BaseModel) -> frozenset[str]:
+        claimed = {str(getattr(section, "channel", "callback"))}
+        if getattr(section, "registers_itself", False):
+            claimed.add("registers_itself")
+        return frozenset(claimed)
+
+    def observer_record_model(self) -> type[BaseModel]:
+        from conformance.pelion.sim import ObservedItem
+
+        return ObservedItem
+
+    def observer_key(self, record: Any) -> str | None:
+        item = record.get("item") if isinstance(record, dict) else None
+        uid = item.get("uid") if isinstance(item, dict) else None
+        return uid if isinstance(uid, str) else None
+
+    async def start(self, run: VendorRun) -> RunningVendor:
+        from conformance.pelion.sim import start
+
+        return await start(run)
+
+
+def _stable_key(path: Path) -> str:
+    """An API key made once and kept beside the PKI, so a deployed SUT keeps working."""
+    if path.is_file() and API_KEY.fullmatch(value := path.read_text().strip()):
+        return value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = "ak_" + secrets.token_hex(32)
+    path.write_text(value + "\n")
+    return value
+
+
+VENDOR = PelionVendor()

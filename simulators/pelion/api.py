@@ -1,0 +1,687 @@
+"""HTTPS adapter of the simulated Device Management API subset, built on aiohttp (vendor doc;
+research/pelion.md §2–9; SPEC20/21 for the status codes).
+
+Every call needs ``Authorization: Bearer ak_…`` (401 without it or with an unknown or revoked
+key; 403 "Authorization token used is not an API key" for a token without the ``ak_``
+prefix). Error bodies are the documented ``{"object": "error", "code", "type", "message",
+"request_id"}`` JSON (with ``x-request-id``), except where the vendor answers plain text:
+device-request refusals (``RESOURCE_NOT_FOUND``…), ``REMOVED`` / ``ALREADY_DELETED`` and
+``CHANNEL_DELETED`` of the pull channel.
+
+| endpoint | answers |
+|---|---|
+| ``PUT /v2/notification/callback`` | 204 after the verification PUT ``{}`` (with the registered headers) was answered 2xx; 400 when it was not, for another channel type, a bad URL or more than 400 characters of URL and headers; 415 for a non-JSON body |
+| ``GET`` / ``DELETE`` the same | 200 ``{url, headers, serialization?}`` / 204; 404 without a callback |
+| ``PUT /v2/notification/websocket`` | 201 created, 200 updated (``{queue_size, status, serialization?}``); 400 for another channel type |
+| ``GET`` / ``DELETE`` the same | 200 status / 204; 404 without a channel |
+| ``GET /v2/notification/websocket-connect`` | 101; 426 without ``Upgrade: websocket`` and ``Connection: Upgrade``; 400 without ``Sec-WebSocket-Key`` / ``-Version: 13``; 429 while a handshake with the same key is in progress; a missing or invalid key: 101 then close 1008 (vendor doc; 401 with ``auth_failure="http-401"``, SPEC20/21) |
+| ``GET /v2/notification/pull`` | 200 NotificationMessage; 204 when the poll ends empty (``pull_timeout_s``, real; ``?noWait=true`` at once); 409 for a second concurrent poll; 410 ``CHANNEL_DELETED`` when the channel is deleted meanwhile; 400 for another channel type |
+| ``DELETE /v2/notification/pull`` | always 200, ``REMOVED`` or ``ALREADY_DELETED`` (the Python SDK gives up silently on a 404) |
+| ``GET /v2/notification/channel`` | 200 ``{"delivery_mechanism": …}``; 404 |
+| ``PUT`` / ``GET`` / ``DELETE /v2/subscriptions`` | 204 / 200 array / 204 (pre-subscriptions; 400 for a bad body) |
+| ``PUT`` / ``GET`` / ``DELETE /v2/subscriptions/{device}/{path}`` | 200 / 200 or 404 / 204; 404 ``DEVICE_NOT_FOUND``, ``URI_PATH_DOES_NOT_EXISTS`` |
+| ``GET`` / ``DELETE /v2/subscriptions/{device}`` | 200 ``text/uri-list`` / 204 |
+| ``POST /v2/device-requests/{device}?async-id=…`` | 202, the result later as an ``async-responses`` item; 400 plain-text reason; 404 |
+
+Bounded whatever the client does: bodies over :data:`MAX_BODY_BYTES` get 413; a connection
+without a whole request after ``slow_request_s`` is closed; the call log keeps the latest
+:data:`CALLS_KEPT` calls (the rest are counted); a WebSocket client may send at most 64 KiB per
+message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import re
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from simulators.pelion.channels import OTHER_TYPE_EXISTS, ChannelConflict
+from simulators.pelion.delivery import REASON_BAD_KEY, CloseCode
+from simulators.pelion.devices import RequestRejected
+from simulators.pelion.models import (
+    RegisterWebsocketChannel,
+    Webhook,
+    error_body,
+    new_request_id,
+    parse_presubscriptions,
+)
+from simulators.pelion.websocket import FRAMES_IN, Connection, ConnectionInfo
+
+if TYPE_CHECKING:
+    from simulators.pelion.simulator import PelionSimulator
+
+__all__ = ["CALLS_KEPT", "MAX_BODY_BYTES", "Api", "ApiCall", "ApiError"]
+
+ACTOR = "pelion"
+CALLS_KEPT = 20_000
+MAX_BODY_BYTES = 1024 * 1024
+EXCERPT = 300
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FORBIDDEN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Headers the sender frames the request with: a registered value would corrupt it.
+_RESERVED_HEADERS = frozenset({"content-length", "host", "transfer-encoding", "connection"})
+
+
+@dataclass
+class _CallNote:
+    """What a handler learns about the call it answers, for the call log."""
+
+    auth: str = "missing"
+    body: str = ""
+    websocket: bool = False
+
+
+# Each request is handled in its own task: the note set by the middleware is the handler's.
+_NOTE: contextvars.ContextVar[_CallNote] = contextvars.ContextVar("pelion_call_note")
+
+
+def _note() -> _CallNote:
+    note = _NOTE.get(None)
+    if note is None:  # outside the middleware (cannot happen in the app): a throwaway note
+        note = _CallNote()
+        _NOTE.set(note)
+    return note
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCall:
+    """One REST call (or WebSocket handshake) the client made, as answered.
+
+    ``auth`` is ``ok``, ``missing``, ``invalid``, ``revoked`` or ``not-an-api-key``;
+    ``body`` and ``answer`` are excerpts (at most 300 characters)."""
+
+    real_s: float
+    sim_s: float
+    method: str
+    path: str
+    query: str
+    status: int
+    auth: str
+    elapsed_real_s: float
+    body: str = ""
+    answer: str = ""
+    user_agent: str = ""
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+class ApiError(Exception):
+    """An answer other than success: JSON error body, or plain text where the vendor uses it."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        text: bool = False,
+        type: str | None = None,
+        fields: Iterable[tuple[str, str]] = (),
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.text = text
+        self.type = type
+        self.fields = list(fields)
+        self.headers = headers or {}
+
+    def response(self) -> web.Response:
+        if self.text:
+            return web.Response(
+                status=self.status, text=self.message, content_type="text/plain",
+                headers=self.headers,
+            )  # fmt: skip
+        request_id = new_request_id()
+        body = error_body(
+            self.status, self.message, type=self.type, request_id=request_id, fields=self.fields
+        )
+        return web.json_response(
+            body.to_wire(), status=self.status, headers={"x-request-id": request_id, **self.headers}
+        )
+
+
+def _validation_error(exc: ValidationError, what: str) -> ApiError:
+    fields = [
+        (".".join(str(p) for p in error["loc"]) or "body", str(error["msg"])[:200])
+        for error in exc.errors()[:20]
+    ]
+    summary = "; ".join(f"{name}: {message}" for name, message in fields[:3])
+    return ApiError(400, f"Bad Request. Invalid {what}: {summary}"[:500], fields=fields)
+
+
+class Api:
+    """The aiohttp application of one :class:`~simulators.pelion.simulator.PelionSimulator`."""
+
+    def __init__(self, sim: PelionSimulator) -> None:
+        self.sim = sim
+        self._calls: deque[ApiCall] = deque(maxlen=CALLS_KEPT)
+        self.calls_total = 0
+        self._lock = threading.Lock()
+        self._handshaking: set[str] = set()
+        self._runner: web.AppRunner | None = None
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    async def start(self, port: int) -> int:
+        app = web.Application(
+            middlewares=[self.sim.fault_log.middleware(), self._record],
+            client_max_size=MAX_BODY_BYTES,
+        )
+        routes: list[tuple[str, Handler]] = [
+            ("/v2/notification/callback", self._callback),
+            ("/v2/notification/websocket", self._websocket),
+            ("/v2/notification/websocket-connect", self._websocket_connect),
+            ("/v2/notification/pull", self._pull),
+            ("/v2/notification/channel", self._channel),
+            ("/v2/subscriptions", self._presubscriptions),
+            ("/v2/subscriptions/{device}", self._device_subscriptions),
+            ("/v2/subscriptions/{device}/{path:.+}", self._resource_subscription),
+            ("/v2/device-requests/{device}", self._device_request),
+        ]
+        for path, handler in routes:
+            app.router.add_route("*", path, handler)
+        app.router.add_route("*", "/{tail:.*}", self._elsewhere)
+        # handler_cancellation: a poll whose client went away ends at once (else the next poll
+        # of the same key would get 409 until the first one timed out).
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            keepalive_timeout=self.sim.config.slow_request_s,
+            handler_cancellation=True,
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=self.sim.server_context)
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.base_events.Server)
+        return int(server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def calls(self) -> list[ApiCall]:
+        with self._lock:
+            return list(self._calls)
+
+    def _keep(self, call: ApiCall) -> None:
+        with self._lock:
+            self._calls.append(call)
+            self.calls_total += 1
+        with self.sim.changed:
+            self.sim.changed.notify_all()
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every call: one evidence event in, one out, one :class:`ApiCall`."""
+        clock = self.sim.clock
+        real, sim_s = clock.readings()
+        line = f"{request.method} {request.path[:200]}" + (
+            f"?{request.query_string[:200]}" if request.query_string else ""
+        )
+        self.sim.recorder.record(PEER, "->", ACTOR, "api-request", line)
+        note = _CallNote()
+        _NOTE.set(note)
+        status = 500
+        answer = ""
+        try:
+            try:
+                response = await handler(request)
+            except ApiError as exc:
+                response = exc.response()
+            status = response.status
+            if isinstance(response, web.Response) and response.body is not None:
+                body = response.body
+                answer = (
+                    body[:EXCERPT].decode("utf-8", "replace") if isinstance(body, bytes) else ""
+                )
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            if not note.websocket:
+                elapsed = clock.real() - real
+                self._keep(
+                    ApiCall(
+                        real, sim_s, request.method, request.path[:500],
+                        request.query_string[:500], status, note.auth,
+                        elapsed, note.body, answer,
+                        request.headers.get("User-Agent", "")[:200],
+                    )
+                )  # fmt: skip
+                self.sim.recorder.record(
+                    ACTOR, "->", PEER, "api-response",
+                    f"{status} for {request.method} {request.path[:200]}"
+                    + (f": {answer[:120]}" if status >= 400 and answer else ""),
+                    status=status, elapsed_ms=round(elapsed * 1000, 2),
+                )  # fmt: skip
+            self.sim.poke()
+
+    def _key(self, request: web.Request) -> str:
+        """The API key of ``Authorization: Bearer ak_…``, else 401/403."""
+        token = _bearer(request.headers.get("Authorization"))
+        status = self.sim.key_status(token)
+        if token is not None and status == "invalid" and not token.startswith("ak_"):
+            _note().auth = "not-an-api-key"
+            raise ApiError(403, "Authorization token used is not an API key.", type="forbidden")
+        _note().auth = status
+        if status != "ok" or token is None:
+            message = {
+                "missing": "Missing or malformed Authorization header: use 'Bearer <api key>'.",
+                "revoked": "Invalid access token: the API key was revoked.",
+            }.get(status, "Invalid access token.")
+            raise ApiError(401, message, type="invalid_auth")
+        return token
+
+    async def _body(self, request: web.Request) -> bytes:
+        """The whole body, at most :data:`MAX_BODY_BYTES`, within ``slow_request_s``."""
+        limit = self.sim.config.slow_request_s
+        try:
+            raw = await asyncio.wait_for(request.read(), limit)
+        except TimeoutError:
+            raise ApiError(
+                408, f"Request Timeout: the body did not arrive within {limit:g} s.",
+                type="request_timeout",
+            ) from None  # fmt: skip
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(
+                413, f"The request body is over {MAX_BODY_BYTES} bytes.", type="too_large"
+            ) from None
+        _note().body = raw[:EXCERPT].decode("utf-8", "replace")
+        return raw
+
+    @staticmethod
+    def _json(raw: bytes) -> Any:
+        try:
+            return json.loads(raw)
+        except RecursionError:
+            raise ApiError(400, "Bad Request. The body is nested too deeply.") from None
+        except ValueError:
+            raise ApiError(400, "Bad Request. The body is not valid JSON.") from None
+
+    @staticmethod
+    def _methods(request: web.Request, *allowed: str) -> None:
+        if request.method not in allowed:
+            raise ApiError(
+                405,
+                f"Method {request.method} is not allowed here (allowed: {', '.join(allowed)}).",
+                type="method_not_allowed",
+                headers={"Allow": ", ".join(allowed)},
+            )
+
+    # --- callback ------------------------------------------------------------------------
+
+    async def _callback(self, request: web.Request) -> web.StreamResponse:
+        self._methods(request, "PUT", "GET", "DELETE")
+        key = self._key(request)
+        sim, now = self.sim, self.sim.clock.now()
+        if request.method == "GET":
+            webhook = sim.registry.webhook(key, now)
+            if webhook is None:
+                raise ApiError(404, "The callback URL does not exist.")
+            return web.json_response(webhook.to_wire())
+        if request.method == "DELETE":
+            found, effects = sim.registry.delete_callback(key, now)
+            sim.carry_out(effects)
+            if not found:
+                raise ApiError(404, "Callback URL does not exist.")
+            return web.Response(status=204)
+        content_type = request.headers.get("Content-Type")
+        if content_type is not None and not _is_json(content_type):
+            raise ApiError(
+                415, f"Unsupported Media Type {content_type[:100]!r}: send application/json.",
+                type="unsupported_media_type",
+            )  # fmt: skip
+        data = self._json(await self._body(request))
+        try:
+            webhook = Webhook.model_validate(data)
+        except ValidationError as exc:
+            raise _validation_error(exc, "callback registration") from None
+        for name, value in (webhook.headers or {}).items():
+            if not _TOKEN.fullmatch(name) or _FORBIDDEN_VALUE.search(value):
+                raise ApiError(
+                    400, f"Bad Request. Header {name[:60]!r} is not a valid HTTP header.",
+                    fields=[("headers", "names are HTTP tokens; values have no control characters")],
+                )  # fmt: skip
+            if name.lower() in _RESERVED_HEADERS:
+                raise ApiError(
+                    400, f"Bad Request. Header {name!r} cannot be registered (the service sets it).",
+                    fields=[("headers", f"{name} is set by the service")],
+                )  # fmt: skip
+        from simulators.pelion.simulator import VerificationFailed
+
+        try:
+            await sim.register_webhook(key, webhook)
+        except ChannelConflict as exc:
+            raise ApiError(400, f"{OTHER_TYPE_EXISTS} ({exc.existing}); delete it first.") from None
+        except VerificationFailed as exc:
+            raise ApiError(
+                400, f"{OTHER_TYPE_EXISTS}: {exc}.", fields=[("url", str(exc))]
+            ) from None
+        return web.Response(status=204)
+
+    # --- WebSocket channel ---------------------------------------------------------------
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        self._methods(request, "PUT", "GET", "DELETE")
+        key = self._key(request)
+        sim, now = self.sim, self.sim.clock.now()
+        if request.method == "GET":
+            status = sim.registry.websocket_status(key, now)
+            if status is None:
+                raise ApiError(404, "No channel has been registered.")
+            return web.json_response(status.to_wire())
+        if request.method == "DELETE":
+            found, effects = sim.registry.delete_websocket(key, now)
+            sim.carry_out(effects)
+            if not found:
+                raise ApiError(404, "Websocket channel doesn't exist.")
+            return web.Response(status=204)
+        raw = await self._body(request)
+        body = None
+        if raw.strip():
+            try:
+                body = RegisterWebsocketChannel.model_validate(self._json(raw))
+            except ValidationError as exc:
+                raise _validation_error(exc, "channel registration") from None
+        try:
+            created, effects = sim.registry.register_websocket(key, body, now)
+        except ChannelConflict as exc:
+            raise ApiError(400, _conflict(exc)) from None
+        sim.carry_out(effects)
+        status_body = sim.registry.websocket_status(key, now)
+        assert status_body is not None
+        return web.json_response(status_body.to_wire(), status=201 if created else 200)
+
+    async def _websocket_connect(self, request: web.Request) -> web.StreamResponse:
+        """The handshake, then the socket's whole life (this handler returns when it ends)."""
+        sim, clock = self.sim, self.sim.clock
+        _note().websocket = True
+        number = sim.new_connection_number()
+        real, sim_s = clock.readings()
+        offered = _subprotocols(request)
+        bearer = request.headers.get("Authorization")
+        if bearer is not None:
+            auth: str | None = "bearer"
+            token = _bearer(bearer)
+        else:
+            pelion = [p for p in offered if p.startswith("pelion_")]
+            auth = "subprotocol" if pelion else None
+            token = pelion[0].removeprefix("pelion_") if pelion else None
+        status = sim.key_status(token)
+        valid = status == "ok"
+        base = ConnectionInfo(
+            number, 0, real, sim_s, key=token[:200] if token else None,
+            auth=auth if auth in ("bearer", "subprotocol") else None,  # type: ignore[arg-type]
+            key_valid=valid, offered_subprotocols=tuple(p[:200] for p in offered[:10]),
+        )  # fmt: skip
+
+        def refuse(code: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
+            from dataclasses import replace
+
+            sim.keep_connection(replace(base, status=code, refusal=reason))
+            self._keep_handshake(request, real, sim_s, code, status, reason)
+            return ApiError(code, reason, headers=headers).response()
+
+        if request.method != "GET":
+            return refuse(405, "The WebSocket connect is a GET.", {"Allow": "GET"})
+        upgrade = {t.strip().lower() for t in request.headers.get("Upgrade", "").split(",")}
+        connection = {t.strip().lower() for t in request.headers.get("Connection", "").split(",")}
+        if "websocket" not in upgrade or "upgrade" not in connection:
+            return refuse(
+                426, "Upgrade Required: send Connection: Upgrade and Upgrade: websocket.",
+                {"Upgrade": "websocket"},
+            )  # fmt: skip
+        if not request.headers.get("Sec-WebSocket-Key") or (
+            request.headers.get("Sec-WebSocket-Version") != "13"
+        ):
+            return refuse(400, "Bad Request: Sec-WebSocket-Key and Sec-WebSocket-Version: 13 "
+                          "are required.")  # fmt: skip
+        if not valid and sim.config.auth_failure == "http-401":
+            return refuse(401, f"Invalid access token ({status} API key).")
+        if valid and token in self._handshaking:
+            return refuse(429, "A WebSocket handshake with this API key is still in progress.")
+        if valid and token:
+            self._handshaking.add(token)
+        try:
+            fault = sim.faults.take("handshake")
+            if fault is not None and fault.kind == "delay":
+                await clock.sleep_real(float(fault.get("seconds", 1.0)))
+            ws = web.WebSocketResponse(
+                protocols=("wss",), autoping=False, autoclose=True, heartbeat=None,
+                compress=False, max_msg_size=FRAMES_IN, timeout=5.0,
+            )  # fmt: skip
+            await ws.prepare(request)
+        finally:
+            if token is not None:
+                self._handshaking.discard(token)
+        from dataclasses import replace
+
+        conn = Connection(
+            ws,
+            request.transport,
+            clock,
+            replace(base, status=101, subprotocol=ws.ws_protocol),
+            self._ws_event,
+            ping_interval_s=sim.config.ping_interval_s,
+            pong_timeout_s=sim.config.pong_timeout_s,
+            send_timeout_s=sim.config.request_timeout_s,
+            pings_enabled=sim.pings_enabled,
+        )
+        sim.keep_connection(conn)
+        self._keep_handshake(request, real, sim_s, 101, status, "")
+        sim.recorder.record(
+            PEER, "->", ACTOR, "websocket-connect",
+            f"connection #{number}: 101 (auth: {auth or 'none'}, "
+            f"key {'accepted' if valid else status}, subprotocol {ws.ws_protocol!r})",
+            connection=number, offered=list(base.offered_subprotocols),
+        )  # fmt: skip
+        end = "lost"
+        try:
+            if valid and token is not None:
+                sim.socket_bound(token, conn)
+            else:
+                conn.close(CloseCode.POLICY_VIOLATION, REASON_BAD_KEY)
+            end = await conn.run()
+        finally:
+            conn.mark_lost()
+            if valid and token is not None:
+                sim.socket_ended(token, conn, by_client=end == "client-close")
+            info = conn.info
+            sim.recorder.record(
+                ACTOR, "--", PEER, "websocket-end",
+                f"connection #{number} ended: {info.end}"
+                + (f", close sent {info.close_sent[0]}" if info.close_sent else "")
+                + (f", client close {info.close_received}" if info.close_received else ""),
+                connection=number,
+            )  # fmt: skip
+        return ws
+
+    def _keep_handshake(
+        self, request: web.Request, real: float, sim_s: float, code: int, auth: str, note: str
+    ) -> None:
+        self._keep(
+            ApiCall(
+                real, sim_s, request.method, request.path[:500], request.query_string[:500],
+                code, auth, self.sim.clock.real() - real, "", note[:EXCERPT],
+                request.headers.get("User-Agent", "")[:200],
+            )
+        )  # fmt: skip
+        if code != 101:
+            self.sim.recorder.record(
+                ACTOR, "->", PEER, "websocket-refused", f"{code} for the WebSocket connect: {note}"
+            )
+
+    def _ws_event(self, conn: Connection, kind: str, summary: str) -> None:
+        self.sim.recorder.record(
+            ACTOR, "--", PEER, f"websocket-{kind}",
+            f"connection #{conn.info.number}: {summary}", connection=conn.info.number,
+        )  # fmt: skip
+
+    # --- pull ----------------------------------------------------------------------------
+
+    async def _pull(self, request: web.Request) -> web.StreamResponse:
+        self._methods(request, "GET", "DELETE")
+        key = self._key(request)
+        sim = self.sim
+        if request.method == "DELETE":
+            result, effects = sim.registry.delete_pull(key, sim.clock.now())
+            sim.carry_out(effects)
+            return web.Response(text=result, content_type="text/plain")
+        wait = request.query.get("noWait", "false").lower() != "true"
+        try:
+            answer, core = await sim.poll(key, wait=wait)
+        except ChannelConflict as exc:
+            raise ApiError(400, _conflict(exc)) from None
+        if answer.status == 409:
+            raise ApiError(409, "A long poll request is already open for this API key.",
+                           type="conflict")  # fmt: skip
+        if answer.status == 410:
+            raise ApiError(410, "CHANNEL_DELETED", text=True)
+        if answer.batch is None:
+            return web.Response(status=204)
+        started = sim.clock.real()
+        body = answer.batch.to_bytes(epoch_s=sim.config.epoch_s)
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response.content_length = len(body)
+        error: str | None = "the poll was cancelled"
+        try:
+            await response.prepare(request)
+            await response.write(body)
+            await response.write_eof()
+            error = None
+        except (ConnectionError, RuntimeError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            sim.answer_written(key, core, answer, body, error, started)
+        return response
+
+    async def _channel(self, request: web.Request) -> web.StreamResponse:
+        self._methods(request, "GET")
+        key = self._key(request)
+        metadata = self.sim.registry.metadata(key, self.sim.clock.now())
+        if metadata is None:
+            raise ApiError(404, "No notification channel has been registered.")
+        return web.json_response(metadata.to_wire())
+
+    # --- subscriptions -------------------------------------------------------------------
+
+    async def _presubscriptions(self, request: web.Request) -> web.StreamResponse:
+        self._methods(request, "PUT", "GET", "DELETE")
+        key = self._key(request)
+        devices = self.sim.devices
+        if request.method == "GET":
+            return web.json_response([p.to_wire() for p in devices.presubscriptions(key)])
+        if request.method == "DELETE":
+            devices.set_presubscriptions(key, [])
+            return web.Response(status=204)
+        data = self._json(await self._body(request))
+        try:
+            entries = parse_presubscriptions(data)
+        except ValidationError as exc:
+            raise _validation_error(exc, "pre-subscriptions") from None
+        except ValueError as exc:
+            raise ApiError(400, f"Bad Request. {exc}", fields=[("body", str(exc))]) from None
+        devices.set_presubscriptions(key, entries)
+        return web.Response(status=204)
+
+    async def _device_subscriptions(self, request: web.Request) -> web.StreamResponse:
+        self._methods(request, "GET", "DELETE")
+        key = self._key(request)
+        ep = request.match_info["device"]
+        devices = self.sim.devices
+        if request.method == "DELETE":
+            devices.unsubscribe(key, ep)
+            return web.Response(status=204)
+        if ep not in devices.devices:
+            raise ApiError(404, "DEVICE_NOT_FOUND", fields=[("device-id", ep[:100])])
+        paths = devices.subscriptions(key, ep)
+        return web.Response(text="\n".join(paths), content_type="text/uri-list")
+
+    async def _resource_subscription(self, request: web.Request) -> web.StreamResponse:
+        self._methods(request, "PUT", "GET", "DELETE")
+        key = self._key(request)
+        ep = request.match_info["device"]
+        path = "/" + unquote(request.match_info["path"]).strip("/")
+        devices = self.sim.devices
+        if request.method == "DELETE":
+            devices.unsubscribe(key, ep, path)
+            return web.Response(status=204)
+        if request.method == "GET":
+            if not devices.is_subscribed(key, ep, path):
+                raise ApiError(404, "Not subscribed.", fields=[("resourcePath", path[:100])])
+            return web.Response(status=200)
+        try:
+            devices.subscribe(key, ep, path)
+        except RequestRejected as exc:
+            raise ApiError(
+                exc.status, exc.reason, fields=[("resourcePath", exc.detail[:100])]
+            ) from None
+        return web.Response(status=200)
+
+    async def _device_request(self, request: web.Request) -> web.StreamResponse:
+        self._methods(request, "POST")
+        key = self._key(request)
+        ep = request.match_info["device"]
+        raw = await self._body(request)
+        sim = self.sim
+        try:
+            sim.devices.device_request(key, ep, request.query.get("async-id"), raw, sim.clock.now())
+        except RequestRejected as exc:
+            if exc.status == 400:  # documented as plain text, e.g. "RESOURCE_NOT_FOUND"
+                raise ApiError(400, exc.reason, text=True) from None
+            raise ApiError(
+                exc.status, exc.reason, fields=[("device-id", exc.detail[:100])]
+            ) from None
+        return web.Response(status=202)
+
+    async def _elsewhere(self, request: web.Request) -> web.StreamResponse:
+        self._key(request)
+        raise ApiError(404, f"Not Found. No such endpoint: {request.method} {request.path[:200]}.")
+
+
+PEER = "sut"
+
+
+def _bearer(header: str | None) -> str | None:
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _subprotocols(request: web.Request) -> list[str]:
+    """Every offered subprotocol, in order: one header or several, ", " or "," between."""
+    return [
+        item.strip()
+        for value in request.headers.getall("Sec-WebSocket-Protocol", [])
+        for item in value.split(",")
+        if item.strip()
+    ]
+
+
+def _is_json(content_type: str) -> bool:
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return mime == "application/json" or mime.endswith("+json")
+
+
+def _conflict(exc: ChannelConflict) -> str:
+    return f"Other type of channel already exists ({exc.existing}); delete it first."

@@ -1,0 +1,1211 @@
+"""The simulated Device Management notification service: the cores put to work over real
+sockets, and the Python API a check writer drives (vendor doc, "The event notification
+channel"; research/pelion.md).
+
+:class:`PelionSimulator` owns the cores (:class:`~simulators.pelion.channels.ChannelRegistry`
+for every API key's channel and queue, :class:`~simulators.pelion.devices.Devices` for the
+simulated devices and subscriptions) and carries their decisions out:
+
+- the HTTPS API (:mod:`simulators.pelion.api`) feeds requests in;
+- a scheduler task wakes at the cores' ``next_deadline()`` on the simulated clock (back-off
+  waits, 24 h removals, item expiry, device answers) or when something changed, applies the
+  timers and starts what is due: one callback PUT (:mod:`simulators.pelion.callback`) or one
+  WebSocket frame (:mod:`simulators.pelion.websocket`) per channel at a time;
+- effects (a socket to close, a poll to answer, a channel removed) are carried out where they
+  arise.
+
+Time: vendor durations pass through the simulated clock; the SUT's pace (the 20 s callback
+timeout, the long-poll hold, pings and the 5 s pong deadline) is real time, so
+``clock.advance(24 * 3600)`` fires every vendor rule and none of the SUT's.
+
+Evidence: a batch is recorded with the cause of its first item (the check that queued it,
+remembered by ``uid``); the SUT's own REST calls go to the run timeline.
+
+The Python API (every ``async`` method runs in the simulators' event loop: from a check,
+``harness.run(sim.method(...))``; the plain methods may be called from any thread):
+
+- devices: :meth:`~PelionSimulator.add_device` (any thread; :func:`standard_resources` by
+  default: text/plain and OMA-TLV), :meth:`~PelionSimulator.register`,
+  :meth:`~PelionSimulator.update_registration`, :meth:`~PelionSimulator.deregister`,
+  :meth:`~PelionSimulator.expire`, :meth:`~PelionSimulator.set_value` (a ``notifications``
+  item for every subscribed key), :meth:`~PelionSimulator.subscribe` (as the application
+  would), :meth:`~PelionSimulator.inject` / :meth:`~PelionSimulator.queue` for raw items
+  (unknown fields, several kinds, 10,000 at once). Each returns the items queued
+  (:class:`~simulators.pelion.channels.ItemQueued`: ``key`` and ``item.uid``, the v2 message
+  id a SUT reports to the observer);
+- channels: :meth:`~PelionSimulator.register_callback` (the verification PUT included),
+  :meth:`~PelionSimulator.delete_channel` (as a REST delete),
+  :meth:`~PelionSimulator.channel_state` (state, queue stats with drops, failures, retry and
+  removal times, the bound socket), :meth:`~PelionSimulator.removed_channels`,
+  :meth:`~PelionSimulator.idle`;
+  :meth:`~PelionSimulator.add_key` / :meth:`~PelionSimulator.revoke_key` (401 for REST, 1008
+  for its sockets);
+- faults: :meth:`~PelionSimulator.fail_deliveries` (a status or a timeout, sent or not),
+  :meth:`~PelionSimulator.stall_deliveries`, :meth:`~PelionSimulator.drop_deliveries`,
+  :meth:`~PelionSimulator.close_socket` (any code), :meth:`~PelionSimulator.drop_socket` (no
+  close frame), :attr:`~PelionSimulator.pings_enabled` (off: no pings, no pongs expected),
+  :meth:`~PelionSimulator.ping` (one now, judged against the 5 s deadline),
+  :meth:`~PelionSimulator.delay_handshakes` (429 meanwhile);
+- what happened, bounded: :meth:`~PelionSimulator.attempts` (every batch: channel, size,
+  uids, status or error, real-time elapsed, the simulated back-off wait scheduled after it),
+  :meth:`~PelionSimulator.verifications`, :meth:`~PelionSimulator.connections` (WebSocket
+  handshakes: auth, subprotocols, pings and pong latencies, frames, close codes both ways,
+  connect and end times), :meth:`~PelionSimulator.calls` (the SUT's REST calls),
+  :meth:`~PelionSimulator.wait_for`;
+- the schedule: :meth:`~PelionSimulator.drive` runs it in the caller's context, so that
+  ``harness.run(sim.drive(...), autojump=True)`` takes back-off waits and 24-hour spans in no
+  real time (never while a delivery is under way: the SUT answers at its own pace).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import operator
+import ssl
+import threading
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeVar
+
+from simulators.clock import Clock
+from simulators.evidence import CAUSE, RUN, Recorder
+from simulators.faultlog import FaultLog
+from simulators.faults import FaultPlan
+from simulators.pelion.callback import CallbackClient, Exchange
+from simulators.pelion.channels import (
+    ChannelConflict,
+    ChannelOptions,
+    ChannelRegistry,
+    ChannelRemoved,
+    Effect,
+    ItemQueued,
+    Undeliverable,
+    Wake,
+)
+from simulators.pelion.delivery import (
+    FIRST_DELAY_S,
+    REASON_BAD_KEY,
+    REQUEST_TIMEOUT_S,
+    BackOff,
+    Batch,
+    CallbackDelivery,
+    CallbackState,
+    CloseCode,
+    CloseSocket,
+    PollAnswer,
+    PullDelivery,
+    WebSocketDelivery,
+)
+from simulators.pelion.devices import DEFAULT_RESPONSE_DELAY_S, Device, Devices, Resource, Value
+from simulators.pelion.models import Event, Kind, Outgoing, Webhook, serialize
+from simulators.pelion.queue import QueueStats
+from simulators.pelion.websocket import Connection, ConnectionInfo, PingRecord
+
+__all__ = [
+    "ACTOR",
+    "DEFAULT_EPOCH_S",
+    "ChannelSnapshot",
+    "DeliveryAttempt",
+    "PelionConfig",
+    "PelionSimulator",
+    "Verification",
+    "VerificationFailed",
+]
+
+T = TypeVar("T")
+ACTOR = "pelion"
+PEER = "sut"
+ATTEMPTS_KEPT = 20_000
+UIDS_KEPT = 200_000  # item uids kept across the attempt log (older attempts lose theirs)
+CONNECTIONS_KEPT = 2_000
+VERIFICATIONS_KEPT = 1_000
+# Unix time of simulated 0 when the caller gives none (``timestamp`` of serialization v2).
+DEFAULT_EPOCH_S = 1_700_000_000.0
+
+
+@dataclass(frozen=True)
+class PelionConfig:
+    """The simulator's settings; the defaults are the vendor doc's.
+
+    ``first_backoff_s``: 2 s (vendor doc) or 1 s (SPEC20/21 and later Pelion docs).
+    ``delete_close_code``: 1001 when the channel is deleted over REST (vendor doc) or 1000
+    (SPEC20/21). ``auth_failure``: a WebSocket connect with a missing or invalid key is accepted
+    and closed 1008 (vendor doc: "Authentication fails due to an invalid or missing API key
+    header when connecting") or refused with HTTP 401 (SPEC20/21). ``cafiles``: CAs trusted
+    for callback URLs besides the system's. ``epoch_s``: the Unix time of simulated 0.
+    """
+
+    api_key: str
+    port: int = 0
+    first_backoff_s: float = FIRST_DELAY_S
+    request_timeout_s: float = REQUEST_TIMEOUT_S
+    pull_timeout_s: float = 30.0
+    ping_interval_s: float | None = 30.0
+    pong_timeout_s: float = 5.0
+    delete_close_code: CloseCode = CloseCode.GOING_AWAY
+    auth_failure: Literal["close-1008", "http-401"] = "close-1008"
+    cafiles: tuple[str, ...] = ()
+    epoch_s: float = DEFAULT_EPOCH_S
+    slow_request_s: float = 15.0  # a connection without a whole request by then is closed
+    channel_options: ChannelOptions | None = None  # overrides; first_backoff_s and
+    # delete_close_code above still apply
+
+    def options(self) -> ChannelOptions:
+        base = self.channel_options or ChannelOptions()
+        return replace(
+            base,
+            backoff=BackOff(first_s=self.first_backoff_s, max_s=base.backoff.max_s),
+            websocket_delete_close_code=self.delete_close_code,
+        )
+
+
+class VerificationFailed(Exception):
+    """The verification PUT was not answered 2xx: the registration is refused (400)."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+        what = f"answered {exchange.status}" if exchange.status is not None else exchange.error
+        super().__init__(f"the verification PUT was {what}")
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    """One batch sent (or tried) on a channel.
+
+    ``status`` is the HTTP status the simulator acted on (a callback's answer, after any
+    ``status`` fault; 200 for a long-poll answer; None for a WebSocket frame or a failure
+    without an answer), ``answered`` what the receiver really answered. ``succeeded`` is the
+    simulator's conclusion (the batch was acknowledged). ``retry_in_sim_s`` is the back-off
+    wait scheduled after a failure (simulated seconds); ``channel_removed`` is set when this
+    failure ended the channel. ``uids`` are the items' message ids in order (None once the log
+    dropped them to stay bounded).
+    """
+
+    seq: int
+    key: str
+    channel: Literal["callback", "websocket", "pull"]
+    batch: int
+    attempt: int
+    items: int
+    kinds: Mapping[str, int]
+    bytes: int
+    started_real_s: float
+    started_sim_s: float
+    elapsed_real_s: float
+    succeeded: bool
+    status: int | None = None
+    answered: int | None = None
+    error: str | None = None
+    fault: str | None = None
+    retry_in_sim_s: float | None = None
+    channel_removed: bool = False
+    url: str | None = None
+    connection: int | None = None  # the WebSocket connection's number
+    uids: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """One verification PUT ``{}`` of a callback registration."""
+
+    key: str
+    url: str
+    header_names: tuple[str, ...]
+    real_s: float
+    sim_s: float
+    exchange: Exchange
+
+    @property
+    def accepted(self) -> bool:
+        return self.exchange.succeeded
+
+
+@dataclass(frozen=True)
+class ChannelSnapshot:
+    """One API key's channel as the cores see it (times are simulated seconds)."""
+
+    key: str
+    mechanism: Literal["CALLBACK", "LONG_POLLING", "WEB_SOCKET"]
+    state: str
+    queue: QueueStats
+    in_flight: int | None  # items of the batch in flight
+    batches_sent: int
+    items_delivered: int
+    failures: int = 0
+    last_failure: str | None = None
+    failing_since_sim_s: float | None = None
+    retry_at_sim_s: float | None = None
+    remove_at_sim_s: float | None = None
+    url: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    status: str | None = None  # a WebSocket channel's "connected" / "disconnected"
+    connection: int | None = None  # the bound WebSocket connection's number
+
+
+@dataclass
+class _Uids:
+    """Item uids of the attempt log, bounded in total."""
+
+    by_seq: OrderedDict[int, tuple[str, ...]] = field(default_factory=OrderedDict)
+    total: int = 0
+
+    def add(self, seq: int, uids: tuple[str, ...]) -> None:
+        self.by_seq[seq] = uids
+        self.total += len(uids)
+        while self.total > UIDS_KEPT and len(self.by_seq) > 1:
+            _, dropped = self.by_seq.popitem(last=False)
+            self.total -= len(dropped)
+
+
+class PelionSimulator:
+    """The simulated service on 127.0.0.1 (HTTPS and WSS with the simulators' certificate)."""
+
+    def __init__(
+        self, clock: Clock, recorder: Recorder, server_context: ssl.SSLContext, config: PelionConfig
+    ) -> None:
+        self.clock = clock
+        self.recorder = recorder
+        self.config = config
+        self.server_context = server_context  # ssl.SSLContext of the API's certificate
+        self.registry = ChannelRegistry(config.options())
+        self.devices = Devices()
+        self.keys: set[str] = {config.api_key}
+        self.revoked: set[str] = set()
+        self.faults = FaultPlan()
+        self.fault_log = FaultLog(ACTOR)
+        self.client = CallbackClient(
+            clock, cafiles=config.cafiles, timeout_s=config.request_timeout_s
+        )
+        self.port = config.port
+        self._pings_enabled = True
+        self.changed = threading.Condition()
+        self._attempts: deque[DeliveryAttempt] = deque(maxlen=ATTEMPTS_KEPT)
+        self.attempts_total = 0
+        self._uids = _Uids()
+        self._verifications: deque[Verification] = deque(maxlen=VERIFICATIONS_KEPT)
+        self._connections: deque[Connection | ConnectionInfo] = deque(maxlen=CONNECTIONS_KEPT)
+        self.connections_total = 0
+        self._webhooks: dict[str, tuple[CallbackDelivery, Webhook]] = {}
+        self._sending: set[object] = set()  # channel cores with a batch in flight
+        self._busy = 0  # deliveries, verifications and poll answers under way
+        self._polls: dict[object, asyncio.Future[PollAnswer]] = {}
+        self._wakers: set[asyncio.Event] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: Any = None
+        self._uid_seq = 0
+        self.undeliverable = 0
+        from simulators.pelion.api import Api  # the HTTP layer (imports this module)
+
+        self.api = Api(self)
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    @property
+    def api_key(self) -> str:
+        return self.config.api_key
+
+    @property
+    def base_url(self) -> str:
+        """``https://127.0.0.1:PORT``; the API is ``/v2/...`` below it."""
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def websocket_url(self) -> str:
+        return f"wss://127.0.0.1:{self.port}/v2/notification/websocket-connect"
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self.client.start()
+        self.port = await self.api.start(self.config.port)
+        self._spawn(self._schedule(), "scheduler")
+
+    async def stop(self) -> None:
+        """Close every socket with 1001 ("the server is shutting down"), stop every task."""
+        closing = [
+            c.close(CloseCode.GOING_AWAY, "the server is shutting down")
+            for c in self._live_connections()
+        ]
+        if closing:
+            await asyncio.wait([asyncio.ensure_future(c) for c in closing], timeout=2)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.api.stop()
+        await self.client.close()
+
+    def errors(self) -> list[str]:
+        return self.fault_log.errors()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], where: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self.fault_log.watch(task, where)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _in_loop(self, fn: Callable[[], T]) -> T:
+        """``fn()`` in the simulators' loop (at once when already there)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return fn()
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            return fn()
+
+        async def call() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=30)
+
+    @property
+    def pings_enabled(self) -> bool:
+        """Whether the server pings its sockets. False: no pings are sent, so no pong is
+        expected (a negative check: a client that waits for pings to detect a dead link)."""
+        return self._pings_enabled
+
+    @pings_enabled.setter
+    def pings_enabled(self, enabled: bool) -> None:
+        self._pings_enabled = enabled
+        for conn in self._live_connections():
+            conn.pings_enabled = enabled
+
+    # --- keys ----------------------------------------------------------------------------
+
+    def key_status(self, token: str | None) -> Literal["ok", "missing", "revoked", "invalid"]:
+        if not token:
+            return "missing"
+        if token in self.keys:
+            return "ok"
+        return "revoked" if token in self.revoked else "invalid"
+
+    def add_key(self, key: str) -> None:
+        """Accept another API key (an application of the same account)."""
+        self.keys.add(key)
+        self.revoked.discard(key)
+
+    async def revoke_key(self, key: str | None = None) -> list[ConnectionInfo]:
+        """Invalidate ``key`` (default: the run's): REST calls get 401 from now on and its open
+        sockets are closed with 1008 (SPEC20/21: "the API key was lost or invalidated after a
+        successful handshake"). Returns the connections closed."""
+        key = key or self.api_key
+        self.keys.discard(key)
+        self.revoked.add(key)
+        closed = []
+        for conn in self._live_connections(key):
+            conn.close(CloseCode.POLICY_VIOLATION, REASON_BAD_KEY)
+            self._socket_ended(key, conn, by_client=False)
+            closed.append(conn.snapshot())
+        return closed
+
+    # --- the schedule --------------------------------------------------------------------
+
+    def poke(self) -> None:
+        """Something changed: every waiting scheduler looks again."""
+        for event in self._wakers:
+            event.set()
+
+    def _tick(self) -> None:
+        """Apply every timer due by now, carry out the effects, start what is due."""
+        now = self.clock.now()
+        out = self.devices.handle_timeout(now)
+        if out:
+            self._note_device_events(out)
+            self.carry_out(self.registry.dispatch(out, now))
+        effects = self.registry.handle_timeout(now)
+        if effects:
+            self.carry_out(effects)
+        self._start_sends(now)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for d in (self.registry.next_deadline(), self.devices.next_deadline()) if d]
+        return min(deadlines) if deadlines else None
+
+    async def _wait(self, deadline: float | None, real_timeout: float | None) -> None:
+        """Until ``deadline`` (simulated; jumps under autojump), a poke, or ``real_timeout``."""
+        event = asyncio.Event()
+        self._wakers.add(event)
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(event.wait())]
+        if deadline is not None:
+            waiters.append(asyncio.ensure_future(self.clock.sleep_until(deadline)))
+        try:
+            await asyncio.wait(waiters, timeout=real_timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._wakers.discard(event)
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _schedule(self) -> None:
+        """The background scheduler: real pace (no autojump), woken by deadlines and pokes."""
+        while True:
+            self._tick()
+            deadline = self.next_deadline()
+            if deadline is not None and deadline <= self.clock.now():
+                await self._wait(None, 0.02)  # due but waiting on I/O: look again shortly
+            else:
+                await self._wait(deadline, None)
+
+    async def drive(
+        self,
+        until: Callable[[], bool] | None = None,
+        *,
+        timeout_real_s: float = 60.0,
+        max_sim_s: float | None = None,
+    ) -> bool:
+        """Run the delivery schedule in the caller's context until ``until()`` holds (default:
+        :meth:`idle`, every queue empty and nothing in flight); False when ``timeout_real_s``
+        (real) ran out first.
+
+        Under autojump (``harness.run(sim.drive(...), autojump=True)``) each wait for the next
+        deadline (a back-off, a device answer, a removal) jumps the clock, but never while a
+        delivery, verification or poll answer is under way (those run at the SUT's real pace),
+        and never past ``max_sim_s`` simulated seconds from the start (then it waits in real
+        time, e.g. for the SUT to reconnect). ``until`` is evaluated in the loop, after every
+        change and at least every 50 ms. Bound the jumps with ``max_sim_s`` when a channel
+        cannot deliver (a WebSocket channel without a socket keeps its items for 24 h: an
+        unbounded autojump would reach its removal).
+        """
+        predicate = until or self.idle
+        start_real = self.clock.real()
+        limit = None if max_sim_s is None else self.clock.now() + max_sim_s
+        while True:
+            self._tick()
+            if predicate():
+                return True
+            left = timeout_real_s - (self.clock.real() - start_real)
+            if left <= 0:
+                return False
+            deadline = self.next_deadline()
+            now = self.clock.now()
+            jump = (
+                self._busy == 0
+                and deadline is not None
+                and deadline > now
+                and (limit is None or deadline <= limit)
+            )
+            await self._wait(deadline if jump else None, min(left, 0.05))
+
+    def idle(self) -> bool:
+        """No item queued on any channel, nothing in flight, no device request pending (a
+        registration's lifetime running out is not pending work)."""
+        if self._busy or self._sending:
+            return False
+        if any(self.devices.pending_requests(ep) for ep in self.devices.devices):
+            return False
+        return all(
+            core is None or len(core.queue) == 0
+            for core in (self.registry.core(k) for k in self.registry.keys())  # noqa: SIM118 (a method)
+        )
+
+    # --- effects -------------------------------------------------------------------------
+
+    def carry_out(self, effects: Iterable[Effect]) -> list[ItemQueued]:
+        """Carry out what the cores decided; return the items queued."""
+        cause = CAUSE.get()
+        queued: list[ItemQueued] = []
+        lost: Counter[str] = Counter()
+        wake = False
+        for effect in effects:
+            if type(effect) is ItemQueued:
+                queued.append(effect)
+                if cause != RUN:
+                    self.recorder.remember_cause(effect.item.uid)
+                wake = True
+            elif isinstance(effect, Wake):
+                wake = True
+            elif isinstance(effect, PollAnswer):
+                waiter = self._polls.get(effect.poll)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(effect)
+            elif isinstance(effect, CloseSocket):
+                if isinstance(effect.socket, Connection):
+                    effect.socket.close(int(effect.code), effect.reason)
+            elif isinstance(effect, ChannelRemoved):
+                self._webhooks.pop(effect.key, None)
+                self.recorder.record(
+                    ACTOR,
+                    "--",
+                    PEER,
+                    "channel-removed",
+                    f"{effect.mechanism} channel removed ({effect.reason}); "
+                    f"{effect.dropped_items} queued item(s) dropped",
+                    reason=effect.reason,
+                    dropped=effect.dropped_items,
+                )
+            elif isinstance(effect, Undeliverable):
+                lost[effect.event.kind] += 1
+        if lost:
+            self.undeliverable += sum(lost.values())
+            self.recorder.record(
+                ACTOR,
+                "--",
+                PEER,
+                "undeliverable",
+                "no channel for the key: lost " + ", ".join(f"{n} {k}" for k, n in lost.items()),
+            )
+        if wake:
+            self.poke()
+        return queued
+
+    def _note_device_events(self, out: list[Outgoing]) -> None:
+        kinds = Counter(o.event.kind for o in out)
+        self.recorder.record(
+            "devices",
+            "--",
+            ACTOR,
+            "device-events",
+            "devices: " + ", ".join(f"{n} {k}" for k, n in kinds.items()),
+        )
+
+    def _route(self, out: list[Outgoing], what: str) -> list[ItemQueued]:
+        now = self.clock.now()
+        queued = self.carry_out(self.registry.dispatch(out, now))
+        uids = [q.item.uid for q in queued[:3]]
+        more = f" +{len(queued) - 3}" if len(queued) > 3 else ""
+        self.recorder.record(
+            "devices",
+            "--",
+            ACTOR,
+            "queued",
+            f"{what}: {len(queued)} item(s) queued (uid {', '.join(uids)}{more})"
+            if queued
+            else f"{what}: nothing queued (no channel or no subscriber)",
+            uids=uids,
+        )
+        self._tick()
+        return queued
+
+    # --- sending -------------------------------------------------------------------------
+
+    def _start_sends(self, now: float) -> None:
+        for key in self.registry.keys():  # noqa: SIM118 (a method, not a dict)
+            core = self.registry.core(key)
+            if core is None or core in self._sending:
+                continue
+            if isinstance(core, CallbackDelivery):
+                registered = self._webhooks.get(key)
+                if registered is None or registered[0] is not core:
+                    continue
+                batch = core.next_batch(now)
+                if batch is not None:
+                    self._begin(core)
+                    self._spawn(self._send_callback(key, core, registered[1], batch), "delivery")
+            elif isinstance(core, WebSocketDelivery):
+                conn = core.socket
+                if isinstance(conn, Connection) and not conn.closing:
+                    batch = core.next_batch(now)
+                    if batch is not None:
+                        self._begin(core)
+                        self._spawn(self._send_frame(key, core, conn, batch), "websocket frame")
+
+    def _begin(self, core: object) -> None:
+        self._sending.add(core)
+        self._busy += 1
+
+    def _end(self, core: object) -> None:
+        self._sending.discard(core)
+        self._busy -= 1
+        self.poke()
+
+    def _cause_of(self, batch: Batch) -> str:
+        for item in (batch.items[0], batch.items[-1]):
+            cause = self.recorder.cause_of(item.uid)
+            if cause is not None:
+                return cause
+        return RUN
+
+    async def _send_callback(
+        self, key: str, core: CallbackDelivery, webhook: Webhook, batch: Batch
+    ) -> None:
+        try:
+            cause = self._cause_of(batch)
+            fault = self.faults.take("callback")
+            kinds = _kinds(batch)
+            body = serialize(batch.items, batch.config, epoch_s=self.config.epoch_s, kinds=kinds)
+            started_real, started_sim = self.clock.readings()
+            label = f"batch {batch.number} (attempt {batch.attempt}, {len(batch)} item(s))"
+            self.recorder.record(
+                ACTOR,
+                "->",
+                PEER,
+                "callback-put",
+                f"PUT {label}, {len(body)} B" + (f" [fault {fault.kind}]" if fault else ""),
+                cause=cause,
+                url=webhook.url,
+                kinds=kinds,
+                first_uid=batch.items[0].uid,
+            )
+            exchange = await self.client.put_batch(webhook.url, body, webhook.headers, fault)
+            now = self.clock.now()
+            if exchange.status is not None:
+                core.receive_response(batch, exchange.status, now)
+            else:
+                core.receive_failure(batch, now, exchange.error or exchange.outcome)
+            retry_in = None
+            if core.state is CallbackState.BACKING_OFF:
+                retry_in = core.backoff.delay_s(core.failures)  # exact (retry_at - now rounds)
+            self._log_attempt(
+                DeliveryAttempt(
+                    0,
+                    key,
+                    "callback",
+                    batch.number,
+                    batch.attempt,
+                    len(batch),
+                    kinds,
+                    len(body),
+                    started_real,
+                    started_sim,
+                    exchange.elapsed_real_s,
+                    exchange.succeeded,
+                    exchange.status,
+                    exchange.answered,
+                    exchange.error,
+                    exchange.fault,
+                    retry_in,
+                    core.state is CallbackState.REMOVED,
+                    webhook.url,
+                ),
+                batch,
+            )
+            answer = (
+                f"{exchange.answered}" if exchange.answered is not None else exchange.outcome
+            ) + f" for {label} in {exchange.elapsed_real_s * 1000:.1f} ms"
+            if exchange.fault in ("status", "timeout"):
+                answer += f", counted as {exchange.status or 'a timeout'} (fault)"
+            if retry_in is not None:
+                answer += f"; retry in {retry_in:g} s (simulated)"
+            self.recorder.record(
+                PEER if exchange.answered is not None else ACTOR,
+                "->" if exchange.answered is not None else "--",
+                ACTOR if exchange.answered is not None else PEER,
+                "callback-answer",
+                answer,
+                cause=cause,
+                status=exchange.answered,
+                error=exchange.error,
+                elapsed_ms=round(exchange.elapsed_real_s * 1000, 2),
+            )
+        finally:
+            self._end(core)
+
+    async def _send_frame(
+        self, key: str, core: WebSocketDelivery, conn: Connection, batch: Batch
+    ) -> None:
+        try:
+            cause = self._cause_of(batch)
+            kinds = _kinds(batch)
+            body = serialize(batch.items, batch.config, epoch_s=self.config.epoch_s, kinds=kinds)
+            started_real, started_sim = self.clock.readings()
+            error = await conn.send_message(body, len(batch))
+            now = self.clock.now()
+            if error is None:
+                core.batch_sent(batch, now)
+            else:
+                core.batch_failed(batch, now)
+            self._log_attempt(
+                DeliveryAttempt(
+                    0,
+                    key,
+                    "websocket",
+                    batch.number,
+                    1,
+                    len(batch),
+                    kinds,
+                    len(body),
+                    started_real,
+                    started_sim,
+                    self.clock.real() - started_real,
+                    error is None,
+                    error=error,
+                    connection=conn.info.number,
+                ),
+                batch,
+            )
+            self.recorder.record(
+                ACTOR,
+                "->",
+                PEER,
+                "websocket-frame",
+                f"frame: batch {batch.number}, {len(batch)} item(s), {len(body)} B"
+                + (f": not sent ({error})" if error else ""),
+                cause=cause,
+                connection=conn.info.number,
+                first_uid=batch.items[0].uid,
+            )
+        finally:
+            self._end(core)
+
+    def _log_attempt(self, attempt: DeliveryAttempt, batch: Batch) -> None:
+        with self.changed:
+            self.attempts_total += 1
+            attempt = replace(attempt, seq=self.attempts_total)
+            self._attempts.append(attempt)
+            self._uids.add(attempt.seq, tuple(map(_UID, batch.items)))
+            self.changed.notify_all()
+
+    # --- callback channel ----------------------------------------------------------------
+
+    async def register_callback(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        serialization: Mapping[str, Any] | None = None,
+        key: str | None = None,
+    ) -> Verification:
+        """Register a callback for ``key`` (default: the run's) as ``PUT
+        /v2/notification/callback`` does: the verification PUT ``{}`` with ``headers`` first;
+        raises :class:`VerificationFailed` when it is not answered 2xx, ``ChannelConflict``
+        when the key has another channel type."""
+        body: dict[str, Any] = {"url": url, "headers": dict(headers or {})}
+        if serialization is not None:
+            body["serialization"] = dict(serialization)
+        return await self.register_webhook(key or self.api_key, Webhook.model_validate(body))
+
+    async def register_webhook(self, key: str, webhook: Webhook) -> Verification:
+        """The steps of ``PUT /v2/notification/callback`` after the body was validated."""
+        self._tick()  # timers first: a channel removed by now is gone
+        existing = self.registry.mechanism(key)
+        if existing not in (None, "CALLBACK"):
+            raise ChannelConflict(key, existing, "CALLBACK")
+        real, sim = self.clock.readings()
+        self.recorder.record(
+            ACTOR, "->", PEER, "verify", f"verification PUT {{}} to {webhook.url}", url=webhook.url
+        )
+        self._busy += 1
+        try:
+            exchange = await self.client.verify(webhook.url, webhook.headers)
+        finally:
+            self._busy -= 1
+        verification = Verification(
+            key, webhook.url, tuple(webhook.headers or ()), real, sim, exchange
+        )
+        with self.changed:
+            self._verifications.append(verification)
+            self.changed.notify_all()
+        self.recorder.record(
+            PEER if exchange.answered is not None else ACTOR,
+            "->" if exchange.answered is not None else "--",
+            ACTOR if exchange.answered is not None else PEER,
+            "verify-answer",
+            f"verification answered {exchange.answered} in {exchange.elapsed_real_s * 1000:.1f} ms"
+            if exchange.answered is not None
+            else f"verification failed: {exchange.error}",
+            status=exchange.answered,
+        )
+        if not exchange.succeeded:
+            raise VerificationFailed(exchange)
+        self.carry_out(self.registry.register_callback(key, webhook, self.clock.now()))
+        core = self.registry.callback(key)
+        assert core is not None
+        self._webhooks[key] = (core, webhook)
+        self._tick()
+        return verification
+
+    async def delete_channel(self, key: str | None = None) -> str | None:
+        """Delete ``key``'s channel as its application would (REST): the queue is dropped, a
+        bound WebSocket is closed with the configured code (1001 by default). Returns the
+        mechanism deleted, None when there was none."""
+        key = key or self.api_key
+        now = self.clock.now()
+        mechanism = self.registry.mechanism(key)
+        if mechanism == "CALLBACK":
+            _, effects = self.registry.delete_callback(key, now)
+        elif mechanism == "WEB_SOCKET":
+            _, effects = self.registry.delete_websocket(key, now)
+        elif mechanism == "LONG_POLLING":
+            _, effects = self.registry.delete_pull(key, now)
+        else:
+            return None
+        self.carry_out(effects)
+        self._tick()
+        return mechanism
+
+    # --- long poll -----------------------------------------------------------------------
+
+    async def poll(self, key: str, *, wait: bool = True) -> tuple[PollAnswer, PullDelivery | None]:
+        """``GET /v2/notification/pull``: the answer (200 with a batch, 204, 409, 410) and the
+        pull core it came from. Waits at most ``pull_timeout_s`` (real) for items. Raises
+        ``ChannelConflict`` (400) when the key has another channel type. The caller reports
+        the 200 answer's write with :meth:`answer_written`."""
+        poll = object()
+        waiter: asyncio.Future[PollAnswer] = asyncio.get_running_loop().create_future()
+        self._polls[poll] = waiter
+        handed_over = False
+        try:
+            self.carry_out(self.registry.poll(key, poll, self.clock.now()))
+            if not waiter.done() and wait:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(waiter), self.config.pull_timeout_s)
+            if not waiter.done():
+                self.carry_out(self.registry.poll_timed_out(key, poll, self.clock.now()))
+            if not waiter.done():  # already ended elsewhere (the channel went away)
+                waiter.set_result(PollAnswer(poll, 204))
+            answer = waiter.result()
+            core = self.registry.pull(key)
+            if answer.batch is not None:
+                self._busy += 1
+            handed_over = True
+            return answer, core
+        finally:
+            del self._polls[poll]
+            if not handed_over:  # refused, or cancelled (the client went away): end the poll
+                now = self.clock.now()
+                if waiter.done() and not waiter.cancelled():
+                    unsent = waiter.result().batch
+                    core = self.registry.pull(key)
+                    if unsent is not None and core is not None:
+                        core.batch_failed(unsent, now)
+                else:
+                    waiter.cancel()
+                    self.carry_out(self.registry.poll_timed_out(key, poll, now))
+            self.poke()
+
+    def answer_written(
+        self,
+        key: str,
+        core: PullDelivery | None,
+        answer: PollAnswer,
+        body: bytes,
+        error: str | None,
+        started_real_s: float,
+    ) -> None:
+        """A 200 answer to a poll was written (``error`` None) or not."""
+        batch = answer.batch
+        assert batch is not None
+        self._busy -= 1
+        now = self.clock.now()
+        if core is not None:
+            if error is None:
+                core.batch_sent(batch, now)
+            else:
+                core.batch_failed(batch, now)
+        kinds = _kinds(batch)
+        self._log_attempt(
+            DeliveryAttempt(
+                0,
+                key,
+                "pull",
+                batch.number,
+                1,
+                len(batch),
+                dict(kinds),
+                len(body),
+                started_real_s,
+                batch.formed_at,
+                self.clock.real() - started_real_s,
+                error is None,
+                status=200,
+                error=error,
+            ),
+            batch,
+        )
+        self.recorder.record(
+            ACTOR,
+            "->",
+            PEER,
+            "pull-answer",
+            f"200 to a poll: batch {batch.number}, {len(batch)} item(s), {len(body)} B"
+            + (f": not written ({error})" if error else ""),
+            cause=self._cause_of(batch),
+        )
+        self.poke()
+
+    # --- WebSocket -----------------------------------------------------------------------
+
+    def new_connection_number(self) -> int:
+        self.connections_total += 1
+        return self.connections_total
+
+    def keep_connection(self, conn: Connection | ConnectionInfo) -> None:
+        with self.changed:
+            self._connections.append(conn)
+            self.changed.notify_all()
+
+    def _live_connections(self, key: str | None = None) -> list[Connection]:
+        return [
+            c
+            for c in self._connections
+            if isinstance(c, Connection)
+            and c.info.end is None
+            and (key is None or c.info.key == key)
+        ]
+
+    def socket_bound(self, key: str, conn: Connection) -> None:
+        """An authenticated socket was accepted: bind it (1011 without a channel; an older
+        socket is closed with 1001)."""
+        self.carry_out(self.registry.connect_websocket(key, conn, self.clock.now()))
+        self._tick()
+
+    def _socket_ended(self, key: str, conn: Connection, *, by_client: bool) -> None:
+        self.carry_out(
+            self.registry.socket_closed(key, conn, self.clock.now(), by_client=by_client)
+        )
+        self.poke()
+
+    def socket_ended(self, key: str, conn: Connection, *, by_client: bool) -> None:
+        self._socket_ended(key, conn, by_client=by_client)
+        with self.changed:
+            self.changed.notify_all()
+
+    def bound_connection(self, key: str | None = None) -> Connection | None:
+        core = self.registry.websocket(key or self.api_key)
+        socket = core.socket if core is not None else None
+        return socket if isinstance(socket, Connection) else None
+
+    async def close_socket(self, code: int, reason: str = "", key: str | None = None) -> bool:
+        """Close the key's bound WebSocket with ``code`` (fault); False when none is bound."""
+        key = key or self.api_key
+        conn = self.bound_connection(key)
+        if conn is None:
+            return False
+        conn.close(code, reason or f"closed by the simulator with {code}")
+        self._socket_ended(key, conn, by_client=False)
+        return True
+
+    async def drop_socket(self, key: str | None = None) -> bool:
+        """End the key's bound WebSocket without a close frame (the client sees 1006)."""
+        key = key or self.api_key
+        conn = self.bound_connection(key)
+        if conn is None:
+            return False
+        conn.drop()
+        self._socket_ended(key, conn, by_client=False)
+        return True
+
+    async def ping(self, key: str | None = None) -> PingRecord | None:
+        """Ping the key's bound socket now and wait (real time, at most the pong timeout) for
+        the pong; a missing pong closes the socket with 1001 as the vendor does."""
+        conn = self.bound_connection(key)
+        return None if conn is None else await conn.ping()
+
+    def delay_handshakes(self, seconds: float, times: int = 1) -> None:
+        """Hold the next ``times`` WebSocket handshakes ``seconds`` (real) before the 101; a
+        second connect with the same key meanwhile gets 429."""
+        self.faults.add("handshake", "delay", times=times, seconds=seconds)
+
+    # --- delivery faults -----------------------------------------------------------------
+
+    def fail_deliveries(
+        self,
+        times: int = 1,
+        *,
+        status: int | None = 500,
+        timeout: bool = False,
+        send: bool = True,
+    ) -> None:
+        """The next ``times`` callback attempts fail: sent, then counted as ``status`` (or,
+        with ``timeout``, as no answer); with ``send=False`` nothing reaches the receiver."""
+        if not send:
+            self.faults.add("callback", "unsent", times=times, status=None if timeout else status)
+        elif timeout:
+            self.faults.add("callback", "timeout", times=times)
+        else:
+            self.faults.add("callback", "status", times=times, status=status)
+
+    def stall_deliveries(self, times: int = 1) -> None:
+        """The next ``times`` callback attempts send the headers and half the body, then
+        nothing until the request timeout (real time)."""
+        self.faults.add("callback", "stall", times=times)
+
+    def drop_deliveries(self, times: int = 1) -> None:
+        """The next ``times`` callback attempts are sent in full, then the connection is
+        aborted before the answer is read (the receiver has the batch; the sender retries)."""
+        self.faults.add("callback", "drop", times=times)
+
+    # --- devices -------------------------------------------------------------------------
+
+    def add_device(
+        self,
+        ep: str | None = None,
+        *,
+        resources: Iterable[Resource] | None = None,
+        ept: str = "default",
+        original_ep: str | None = None,
+        lifetime_s: float | None = None,
+        queue_mode: bool = False,
+        response_delay_s: float = DEFAULT_RESPONSE_DELAY_S,
+    ) -> Device:
+        """Make a device known (not registered yet). Without ``resources`` it has
+        :func:`standard_resources` (text/plain and TLV)."""
+        if ep is None:
+            self._uid_seq += 1
+            ep = f"0172b9ba5409{self._uid_seq:020x}"
+        device = Device(
+            ep,
+            ept=ept,
+            resources={r.path: r for r in (resources or standard_resources())},
+            original_ep=original_ep,
+            q=queue_mode,
+            lifetime_s=lifetime_s,
+            response_delay_s=response_delay_s,
+        )
+        return self._in_loop(lambda: self.devices.add(device))
+
+    async def register(self, ep: str) -> list[ItemQueued]:
+        """The device registers: a ``registrations`` item on every key's channel."""
+        return self._route(self.devices.register(ep, self.clock.now()), f"{ep} registered")
+
+    async def update_registration(
+        self, ep: str, resources: Iterable[Resource] | None = None
+    ) -> list[ItemQueued]:
+        """A registration update: a ``reg-updates`` item on every key's channel."""
+        out = self.devices.update_registration(ep, self.clock.now(), resources=resources)
+        return self._route(out, f"{ep} updated its registration")
+
+    async def deregister(self, ep: str) -> list[ItemQueued]:
+        """The device de-registers: a ``de-registrations`` item on every key's channel."""
+        return self._route(self.devices.deregister(ep, self.clock.now()), f"{ep} de-registered")
+
+    async def expire(self, ep: str) -> list[ItemQueued]:
+        """The registration expires: a ``registrations-expired`` item on every key's channel."""
+        return self._route(self.devices.expire(ep, self.clock.now()), f"{ep} expired")
+
+    async def set_value(self, ep: str, path: str, value: Value) -> list[ItemQueued]:
+        """A resource changes: a ``notifications`` item for every key subscribed to it."""
+        out = self.devices.set_value(ep, path, value, self.clock.now())
+        return self._route(out, f"{ep}{path} = {value!r}")
+
+    def subscribe(self, ep: str, path: str, key: str | None = None) -> None:
+        """Subscribe ``key`` (default: the run's) to a resource, as ``PUT
+        /v2/subscriptions/{ep}/{path}`` does."""
+        self._in_loop(lambda: self.devices.subscribe(key or self.api_key, ep, path))
+
+    async def inject(
+        self,
+        kind: Kind,
+        bodies: Iterable[Mapping[str, Any]],
+        *,
+        key: str | None = None,
+        original_ep: str | None = None,
+    ) -> list[ItemQueued]:
+        """Queue raw items of ``kind`` on ``key``'s channel (default: the run's), whatever the
+        devices and subscriptions: unknown fields, odd values, 10,000 items at once. A body
+        needs ``ep`` (``id`` for ``async-responses``); ``uid`` and ``timestamp`` are added by
+        serialization v2, so leave them out."""
+        events = [Event(kind, body, original_ep) for body in bodies]
+        return await self.queue(events, key=key, what=f"{len(events)} {kind} injected")
+
+    async def queue(
+        self, events: Iterable[Event], *, key: str | None = None, what: str = "events queued"
+    ) -> list[ItemQueued]:
+        """Queue ready-made events on ``key``'s channel (default: the run's)."""
+        target = key or self.api_key
+        return self._route([Outgoing(event, target) for event in events], what)
+
+    # --- what happened -------------------------------------------------------------------
+
+    def attempts(self) -> list[DeliveryAttempt]:
+        """Every batch attempt kept so far, in order (any thread)."""
+        with self.changed:
+            uids = self._uids.by_seq
+            return [replace(a, uids=uids.get(a.seq)) for a in self._attempts]
+
+    def verifications(self) -> list[Verification]:
+        with self.changed:
+            return list(self._verifications)
+
+    def connections(self) -> list[ConnectionInfo]:
+        """Every WebSocket connect attempt kept so far, live ones as of now (any thread)."""
+        with self.changed:
+            entries = list(self._connections)
+        return [c.snapshot() if isinstance(c, Connection) else c for c in entries]
+
+    def calls(self) -> list[Any]:
+        """The REST calls the SUT made (:class:`simulators.pelion.api.ApiCall`), any thread."""
+        return self.api.calls()
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float) -> Any:
+        """Block (from a check's thread, never in the loop) until ``predicate()`` is truthy or
+        ``timeout`` real seconds passed; returns its last value. It is evaluated again after
+        every logged attempt, call, connection or verification, and at least every 50 ms
+        (outside any lock, so it may call :meth:`channel_state`)."""
+        end = self.clock.real() + timeout
+        while True:
+            value = predicate()
+            left = end - self.clock.real()
+            if value or left <= 0:
+                return value
+            with self.changed:
+                self.changed.wait(min(left, 0.05))
+
+    def channel_state(self, key: str | None = None) -> ChannelSnapshot | None:
+        """``key``'s channel now (any thread), None when it has none."""
+        return self._in_loop(lambda: self._snapshot(key or self.api_key))
+
+    def removed_channels(self) -> list[ChannelRemoved]:
+        """Every channel the service removed or the application deleted, in order."""
+        return self._in_loop(lambda: list(self.registry.removed))
+
+    def _snapshot(self, key: str) -> ChannelSnapshot | None:
+        self.carry_out(self.registry.handle_timeout(self.clock.now()))  # removed by now: gone
+        core = self.registry.core(key)
+        mechanism = self.registry.mechanism(key)
+        if core is None or mechanism is None:
+            return None
+        in_flight = len(core.in_flight) if core.in_flight is not None else None
+        common: dict[str, Any] = {
+            "key": key,
+            "mechanism": mechanism,
+            "state": core.state.value,
+            "queue": core.queue.stats(),
+            "in_flight": in_flight,
+            "batches_sent": core.batches_sent,
+            "items_delivered": core.items_delivered,
+        }
+        if isinstance(core, CallbackDelivery):
+            registered = self._webhooks.get(key)
+            webhook = registered[1] if registered else None
+            return ChannelSnapshot(
+                **common,
+                failures=core.failures,
+                last_failure=core.last_failure,
+                failing_since_sim_s=core.failing_since,
+                retry_at_sim_s=core.retry_at,
+                remove_at_sim_s=core.remove_at,
+                url=webhook.url if webhook else None,
+                headers=dict(webhook.headers or {}) if webhook else {},
+            )
+        if isinstance(core, WebSocketDelivery):
+            conn = core.socket
+            return ChannelSnapshot(
+                **common,
+                status=core.status,
+                remove_at_sim_s=(
+                    core.disconnected_since + core.unbound_limit_s
+                    if core.disconnected_since is not None
+                    else None
+                ),
+                connection=conn.info.number if isinstance(conn, Connection) else None,
+            )
+        return ChannelSnapshot(**common, remove_at_sim_s=core.last_poll_at + core.idle_limit_s)
+
+
+_UID = operator.itemgetter(2)  # QueuedItem.uid
+
+
+def _kinds(batch: Batch) -> dict[str, int]:
+    """How many items of each kind a batch carries (one kind, the usual case, in one pass)."""
+    kinds = {item[1].kind for item in batch.items}
+    if len(kinds) == 1:
+        return {kinds.pop(): len(batch)}
+    return dict(Counter(item[1].kind for item in batch.items))
+
+
+def standard_resources() -> list[Resource]:
+    """A device's usual LwM2M resources: text/plain ones and an OMA-TLV one."""
+    from simulators.pelion.devices import TLV
+
+    return [
+        Resource("/3/0/0", "Conformance Ltd", rt="Manufacturer", obs=False),
+        Resource("/3/0/1", "Simulated sensor", rt="Model", obs=False),
+        Resource("/3200/0/5501", 0, rt="Digital Input Counter"),
+        Resource("/3303/0/5700", 21.5, rt="Temperature"),
+        Resource("/3304/0/5700", 40, rt="Humidity", ct=TLV),
+    ]
