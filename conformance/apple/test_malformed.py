@@ -64,7 +64,9 @@ def _judge(apple: AppleDriver, check: Check, body: bytes, what: str) -> None:
         return
     if attempt.status is None or attempt.status >= 500:
         apple.reproduce(check, body)
-    assert attempt.status is not None, f"the receiver broke the connection on {what}: {attempt.error}"
+    assert attempt.status is not None, (
+        f"the receiver broke the connection on {what}: {attempt.error}"
+    )
     assert attempt.status < 500, f"answered {attempt.status} to {what}"
     if attempt.status != 400:
         check.note(f"{what}: answered {attempt.status}; 400 is recommended")

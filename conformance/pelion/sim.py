@@ -41,6 +41,7 @@ from simulators.pelion.traffic import DEMO_DEVICES, DemoTraffic
 
 __all__ = ["ObservedItem", "PelionSection", "PelionSim", "start"]
 
+Channel = Literal["callback", "websocket"]
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _RESERVED = frozenset({"content-length", "host", "transfer-encoding", "connection"})
 
@@ -53,17 +54,30 @@ class PelionSection(Section):
     calls ``PUT /v2/notification/callback`` itself). ``channel = "websocket"``: the SUT creates
     its channel and connects itself. ``tls_ca`` verifies the callback URL's certificate
     (default: the harness CA).
+
+    A project extension: ``channel = ["callback", "websocket"]`` for a SUT that implements
+    both. The vendor allows one channel per API key, so such a SUT gets a second key for its
+    callback, ``CONFORMANCE_PELION_CALLBACK_API_KEY`` (``CONFORMANCE_PELION_API_KEY`` stays
+    the WebSocket's), and is judged on both.
     """
 
-    channel: Literal["callback", "websocket"]
+    channel: Channel | list[Channel]
     callback_url: WebUrl | None = None
     callback_headers: dict[str, str] = {}
     registers_itself: StrictBool = False
     tls_ca: ManifestFile | None = None
 
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        """The channels claimed, callback first."""
+        claimed = {self.channel} if isinstance(self.channel, str) else set(self.channel)
+        return tuple(c for c in ("callback", "websocket") if c in claimed)
+
     @model_validator(mode="after")
     def _consistent(self) -> PelionSection:
-        if self.channel == "callback":
+        if not self.channels:
+            raise ValueError('channel: give "callback", "websocket" or both in a list')
+        if "callback" in self.channels:
             if self.callback_url is None:
                 raise ValueError(
                     'channel = "callback" needs callback_url = "https://…" (the URL the SUT '
@@ -130,16 +144,25 @@ class PelionSim(PelionSimulator):
         self.run_ca = run.pki.ca
         self.traffic: DemoTraffic | None = None
         self.registration_error: str | None = None  # why after_ready could not register
+        both = section is not None and len(section.channels) == 2
+        # The key of the SUT's callback channel: the run's key, or a second one when the SUT
+        # also holds a WebSocket channel (one channel per key).
+        self.callback_key = settings.callback_api_key if both else self.api_key
+        if both:
+            self.add_key(self.callback_key)
 
     def environment(self) -> dict[str, str]:
-        return {
+        env = {
             "CONFORMANCE_PELION_API_URL": self.base_url,
             "CONFORMANCE_PELION_API_KEY": self.api_key,
         }
+        if self.callback_key != self.api_key:
+            env["CONFORMANCE_PELION_CALLBACK_API_KEY"] = self.callback_key
+        return env
 
     def endpoints(self) -> list[Endpoint]:
         section = self.section
-        if section is None or section.channel != "callback" or section.callback_url is None:
+        if section is None or "callback" not in section.channels or section.callback_url is None:
             return []
         cafile = section.tls_ca or self.run_ca
         return [Endpoint("[pelion] callback_url", section.callback_url, cafile)]
@@ -149,11 +172,13 @@ class PelionSim(PelionSimulator):
         itself. A refusal is the SUT's to answer for (PEL-CB-01), not a harness fault: it is
         kept in :attr:`registration_error` and the evidence, and the run goes on."""
         section = self.section
-        if section is None or section.channel != "callback" or section.registers_itself:
+        if section is None or "callback" not in section.channels or section.registers_itself:
             return
         assert section.callback_url is not None
         try:
-            await self.register_callback(section.callback_url, section.callback_headers)
+            await self.register_callback(
+                section.callback_url, section.callback_headers, key=self.callback_key
+            )
         except (VerificationFailed, ChannelConflict) as exc:
             self.registration_error = str(exc)
             self.recorder.record(

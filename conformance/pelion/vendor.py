@@ -34,6 +34,8 @@ API_KEY = re.compile(r"ak_[A-Za-z0-9._~-]{1,200}")
 class PelionSettings:
     api_port: int = 0
     api_key: str = "ak_conformance"
+    # The second key of a SUT that claims both channels: its callback's (one channel per key).
+    callback_api_key: str = "ak_conformance_callback"
     first_backoff_s: float = 2.0  # the vendor doc; 1 s in SPEC20/21 and later Pelion docs
     events_per_s: float = 1.0  # device traffic of conformance-sim serve
     pull_timeout_s: float = 30.0  # how long a long poll is held (real seconds)
@@ -132,6 +134,7 @@ class PelionVendor:
         return PelionSettings(
             api_port=port,
             api_key=key or _stable_key(pki_dir / "pelion-api-key"),
+            callback_api_key=_stable_key(pki_dir / "pelion-callback-api-key"),
             first_backoff_s=first,
             events_per_s=rate,
             pull_timeout_s=pull,
@@ -156,7 +159,7 @@ class PelionVendor:
         )
 
     def profiles(self, section: BaseModel) -> frozenset[str]:
-        claimed = {str(getattr(section, "channel", "callback"))}
+        claimed = set(getattr(section, "channels", ()))
         if getattr(section, "registers_itself", False):
             claimed.add("registers_itself")
         return frozenset(claimed)

@@ -99,7 +99,15 @@ from simulators.pelion.delivery import (
     WebSocketDelivery,
 )
 from simulators.pelion.devices import DEFAULT_RESPONSE_DELAY_S, Device, Devices, Resource, Value
-from simulators.pelion.models import Event, Kind, Outgoing, Webhook, serialize
+from simulators.pelion.models import (
+    DEFAULT_SERIALIZATION,
+    Event,
+    Kind,
+    Outgoing,
+    SerializationConfig,
+    Webhook,
+    serialize,
+)
 from simulators.pelion.queue import QueueStats
 from simulators.pelion.websocket import Connection, ConnectionInfo, PingRecord
 
@@ -758,22 +766,33 @@ class PelionSimulator:
         *,
         serialization: Mapping[str, Any] | None = None,
         key: str | None = None,
-    ) -> Verification:
+        verify: bool = True,
+    ) -> Verification | None:
         """Register a callback for ``key`` (default: the run's) as ``PUT
         /v2/notification/callback`` does: the verification PUT ``{}`` with ``headers`` first;
         raises :class:`VerificationFailed` when it is not answered 2xx, ``ChannelConflict``
-        when the key has another channel type."""
+        when the key has another channel type. ``verify=False`` skips the verification (a
+        check aid: a receiver that fails it is judged on the rest all the same)."""
         body: dict[str, Any] = {"url": url, "headers": dict(headers or {})}
         if serialization is not None:
             body["serialization"] = dict(serialization)
-        return await self.register_webhook(key or self.api_key, Webhook.model_validate(body))
+        webhook = Webhook.model_validate(body)
+        return await self.register_webhook(key or self.api_key, webhook, verify=verify)
 
-    async def register_webhook(self, key: str, webhook: Webhook) -> Verification:
+    async def register_webhook(
+        self, key: str, webhook: Webhook, *, verify: bool = True
+    ) -> Verification | None:
         """The steps of ``PUT /v2/notification/callback`` after the body was validated."""
         self._tick()  # timers first: a channel removed by now is gone
         existing = self.registry.mechanism(key)
         if existing not in (None, "CALLBACK"):
             raise ChannelConflict(key, existing, "CALLBACK")
+        if not verify:
+            self.recorder.record(
+                ACTOR, "--", PEER, "register", f"{webhook.url} registered without verification"
+            )
+            self._registered(key, webhook)
+            return None
         real, sim = self.clock.readings()
         self.recorder.record(
             ACTOR, "->", PEER, "verify", f"verification PUT {{}} to {webhook.url}", url=webhook.url
@@ -801,12 +820,15 @@ class PelionSimulator:
         )
         if not exchange.succeeded:
             raise VerificationFailed(exchange)
+        self._registered(key, webhook)
+        return verification
+
+    def _registered(self, key: str, webhook: Webhook) -> None:
         self.carry_out(self.registry.register_callback(key, webhook, self.clock.now()))
         core = self.registry.callback(key)
         assert core is not None
         self._webhooks[key] = (core, webhook)
         self._tick()
-        return verification
 
     async def delete_channel(self, key: str | None = None) -> str | None:
         """Delete ``key``'s channel as its application would (REST): the queue is dropped, a
@@ -1134,6 +1156,31 @@ class PelionSimulator:
                 return value
             with self.changed:
                 self.changed.wait(min(left, 0.05))
+
+    def serialize_with(
+        self, config: Mapping[str, Any] | None, key: str | None = None
+    ) -> SerializationConfig | None:
+        """Serialize ``key``'s next batches with ``config`` (None: the vendor default), as a
+        second registration with another ``serialization`` would; returns the config it had
+        (to restore). A check aid: e.g. de-registrations as objects for a callback the SUT
+        registered itself. None when the key has no callback or WebSocket channel."""
+        parsed = None if config is None else SerializationConfig.model_validate(dict(config))
+
+        def swap() -> SerializationConfig | None:
+            target = key or self.api_key
+            callback = self.registry.callback(target)
+            if callback is not None:
+                before = callback.config
+                callback.config = parsed or DEFAULT_SERIALIZATION
+                return before
+            websocket = self.registry.websocket(target)
+            if websocket is not None:
+                before = websocket.config
+                websocket.configure(parsed)
+                return before
+            return None
+
+        return self._in_loop(swap)
 
     def channel_state(self, key: str | None = None) -> ChannelSnapshot | None:
         """``key``'s channel now (any thread), None when it has none."""

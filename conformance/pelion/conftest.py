@@ -1,0 +1,331 @@
+"""Fixtures of the Pelion suite: a driver over the harness's Pelion simulator and observer.
+
+A SUT claims the callback channel, the WebSocket channel, or both (a project extension: a
+second API key for its callback). The driver delivers NotificationMessages on either channel
+the way the service does, waits for the SUT's reports, and judges each check from the
+simulator's records: every batch attempt, every WebSocket connection, every REST call.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pytest
+
+from conformance.harness import Harness
+from conformance.pelion.sim import PelionSection, PelionSim
+from conformance.verdicts import Check
+from simulators.pelion.callback import Exchange
+from simulators.pelion.channels import ItemQueued
+from simulators.pelion.models import Kind
+from simulators.pelion.simulator import DeliveryAttempt
+
+__all__ = ["Channel", "PelionDriver", "observed_uid", "payload_hex"]
+
+Channel = Literal["callback", "websocket"]
+STARTUP_WAIT_S = 20.0  # how long the SUT has to register its channel or connect
+OBSERVER_WAIT_S = 10.0  # how long a check waits for the report of something delivered
+DELIVERY_WAIT_S = 45.0  # real seconds a delivery may take (a batch, its retries, reconnects)
+SETTLE_S = 0.5  # after a frame, how long the socket must stay open to count as accepted
+# The serialization the harness registers a callback with: a SUT can deduplicate by uid.
+V2 = {
+    "type": "v2",
+    "cfg": {"include_uid": True, "include_timestamp": True, "include_original_ep": True},
+}
+_ep_numbers = itertools.count(1)
+
+
+def new_ep() -> str:
+    """A fresh device id (32 hex digits) no other check uses."""
+    return f"c0ffee{secrets.token_hex(4)}{next(_ep_numbers):018x}"
+
+
+def payload_hex(item: Mapping[str, Any]) -> str | None:
+    """The hex of an item's decoded base64 payload (what the observer record must carry)."""
+    payload = item.get("payload")
+    return base64.b64decode(payload).hex() if isinstance(payload, str) else None
+
+
+def identities(record: Any) -> set[str]:
+    """What ties an observer record to an item we queued: its ``uid``, and its kind with its
+    ``ep`` or ``id`` (a bare de-registration carries no uid)."""
+    if not isinstance(record, dict):
+        return set()
+    item, kind = record.get("item"), record.get("kind")
+    found = set()
+    if isinstance(item, str):
+        found.add(f"{kind}:{item}")
+    elif isinstance(item, dict):
+        for field_name in ("uid", "ep", "id"):
+            value = item.get(field_name)
+            if isinstance(value, str):
+                found.add(value if field_name == "uid" else f"{kind}:{value}")
+    return found
+
+
+def identity(queued: ItemQueued) -> tuple[str, str]:
+    """A queued item's uid and its kind-and-address (see :func:`identities`)."""
+    event = queued.item.event
+    address = event.body.get("id" if event.kind == "async-responses" else "ep")
+    return queued.item.uid, f"{event.kind}:{address}"
+
+
+def observed_uid(record: Any) -> str | None:
+    item = record.get("item") if isinstance(record, dict) else None
+    uid = item.get("uid") if isinstance(item, dict) else None
+    return uid if isinstance(uid, str) else None
+
+
+@dataclass(repr=False)
+class PelionDriver:
+    """What the Pelion checks do to the SUT."""
+
+    harness: Harness
+    sim: PelionSim
+    forced: dict[Channel, str] = field(default_factory=dict)  # channels the harness set up itself
+    observer_silent: bool = False
+    no_socket: str | None = None  # why the SUT holds no socket, once a wait ran out
+
+    def __repr__(self) -> str:
+        return f"<PelionDriver {self.channels}>"
+
+    @property
+    def section(self) -> PelionSection:
+        assert self.sim.section is not None
+        return self.sim.section
+
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        return self.section.channels
+
+    def key(self, channel: Channel) -> str:
+        return self.sim.callback_key if channel == "callback" else self.sim.api_key
+
+    def require(self, channel: Channel, check: Check) -> None:
+        if channel not in self.channels:
+            raise check.not_verified(
+                f"profile not declared: the SUT's [pelion] claims no {channel}"
+            )
+
+    # Channels.
+
+    def callback_registered(self) -> bool:
+        state = self.sim.channel_state(self.sim.callback_key)
+        return state is not None and state.mechanism == "CALLBACK"
+
+    def ensure_callback(self, check: Check) -> None:
+        """The SUT's callback is registered: by the SUT (``registers_itself``), by the harness
+        after the SUT was ready, or, when either failed, here without verification so the
+        other requirements are still judged (PEL-CB-01 and PEL-CB-06 judge the registration)."""
+        self.require("callback", check)
+        if self.section.registers_itself and not self.callback_registered():
+            self.sim.wait_for(
+                self.callback_registered, max(0.0, STARTUP_WAIT_S - self.harness.clock.real())
+            )
+        if self.callback_registered():
+            return
+        url = self.section.callback_url
+        if url is None:
+            raise check.not_verified("the SUT registered no callback, and its URL is not declared")
+        self.harness.run(
+            self.sim.register_callback(
+                url,
+                self.section.callback_headers,
+                serialization=V2,
+                key=self.sim.callback_key,
+                verify=False,
+            )
+        )
+        self.forced["callback"] = "the harness registered the callback without verification"
+        check.note(self.forced["callback"] + " (see PEL-CB-01 / PEL-CB-06)")
+
+    def socket_bound(self) -> bool:
+        state = self.sim.channel_state(self.sim.api_key)
+        return state is not None and state.connection is not None and state.status == "connected"
+
+    def ensure_socket(self, check: Check, timeout: float = STARTUP_WAIT_S) -> None:
+        """The SUT holds its WebSocket (waits for a reconnect, bounded). Without one nothing
+        on the socket can be observed: not-verified, with the cause; once a wait has run out,
+        later checks do not wait again unless a socket is back."""
+        self.require("websocket", check)
+        self.harness.require_sut()
+        wait = 0.5 if self.no_socket else timeout
+        if self.sim.wait_for(self.socket_bound, wait):
+            self.no_socket = None
+            return
+        self.no_socket = self.no_socket or (
+            f"the SUT holds no WebSocket on its channel (waited {timeout:g} s): "
+            f"{self.describe_connections()}"
+        )
+        raise check.not_verified(self.no_socket)
+
+    def ensure(self, channel: Channel, check: Check) -> None:
+        if channel == "callback":
+            self.ensure_callback(check)
+        else:
+            self.ensure_socket(check)
+
+    def describe_connections(self) -> str:
+        conns = self.sim.connections()
+        if not conns:
+            return "it never connected"
+        last = conns[-1]
+        return (
+            f"{len(conns)} connection(s); the last: status {last.status}, "
+            f"end {last.end or 'open'}, close sent {last.close_sent}, received {last.close_received}"
+        )
+
+    # Delivering.
+
+    def inject(
+        self, channel: Channel, kind: Kind, bodies: Iterable[Mapping[str, Any]]
+    ) -> list[ItemQueued]:
+        return self.harness.run(self.sim.inject(kind, list(bodies), key=self.key(channel)))
+
+    def notifications(
+        self, channel: Channel, values: Iterable[bytes], *, ct: str = "text/plain"
+    ) -> list[ItemQueued]:
+        """``notifications`` items with these payloads, one device each."""
+        return self.inject(
+            channel,
+            "notifications",
+            (
+                {
+                    "ep": new_ep(),
+                    "path": "/3200/0/5501",
+                    "ct": ct,
+                    "payload": base64.b64encode(v).decode(),
+                    "max-age": 0,
+                }
+                for v in values
+            ),
+        )
+
+    def deliver(self, channel: Channel, queued: list[ItemQueued]) -> list[DeliveryAttempt]:
+        """Run the delivery schedule (back-off waits jump the clock) until every item queued was
+        delivered (a 2xx, or a frame the socket took) or the wait ran out; return the attempts
+        that carried them."""
+        uids = {q.item.uid for q in queued}
+        key = self.key(channel)
+
+        def delivered() -> bool:
+            done: set[str] = set()
+            for attempt in self.sim.attempts():
+                if attempt.key == key and attempt.succeeded and attempt.uids:
+                    done.update(attempt.uids)
+            return uids <= done
+
+        self.harness.run(
+            self.sim.drive(delivered, timeout_real_s=DELIVERY_WAIT_S, max_sim_s=3600),
+            timeout=DELIVERY_WAIT_S + 30,
+            autojump=True,
+        )
+        return self.attempts_of(uids)
+
+    def attempts_of(self, uids: Iterable[str]) -> list[DeliveryAttempt]:
+        wanted = set(uids)
+        return [a for a in self.sim.attempts() if a.uids and wanted & set(a.uids)]
+
+    def put(self, body: bytes, headers: Mapping[str, str] | None = None) -> Exchange:
+        """One PUT of exactly these bytes to the SUT's callback URL (default: the registered
+        headers); never retried."""
+        self.harness.require_sut()
+        url = self.section.callback_url
+        assert url is not None
+        sent = self.sim.client.headers(
+            self.section.callback_headers if headers is None else headers
+        )
+        return self.harness.run(self.sim.client.put(url, body, sent))
+
+    # The observer.
+
+    def records(self) -> list[dict[str, Any]]:
+        return [r for r in self.harness.observer.records("pelion") if isinstance(r, dict)]
+
+    def reported_uids(self) -> list[str]:
+        return [uid for r in self.records() if (uid := observed_uid(r))]
+
+    def unreported(self, queued: Iterable[ItemQueued]) -> list[ItemQueued]:
+        """The queued items no observer record names (by uid, or by kind and address)."""
+        seen: set[str] = set()
+        for record in self.records():
+            seen |= identities(record)
+        return [q for q in queued if not seen & set(identity(q))]
+
+    def fence(self, channel: Channel) -> str | None:
+        """Deliver a marker and wait for its report, so that what the SUT processed before it
+        has been reported. None when fenced; else why the observer cannot be relied on."""
+        marker = self.notifications(channel, [b"fence-" + secrets.token_hex(4).encode()])
+        attempts = self.deliver(channel, marker)
+        if not any(a.succeeded for a in attempts):
+            return "the SUT did not take a marker notification, so reports cannot be awaited"
+        uid = marker[0].item.uid
+        wait = 2.0 if self.observer_silent else OBSERVER_WAIT_S
+        records = self.harness.observer.wait_for(
+            "pelion", lambda rs: any(observed_uid(r) == uid for r in rs), wait
+        )
+        if any(observed_uid(r) == uid for r in records):
+            return None
+        refused = self.harness.observer.refusals("pelion")
+        if refused.total():
+            reason, first = next(iter(refused.first.items()))
+            raise AssertionError(
+                f"the observer refused {refused.total()} report(s) from the SUT ({reason}: "
+                f'{first}); a record is {{"kind": …, "item": …, "payload_hex": …}}'
+            )
+        self.observer_silent = not self.records()
+        if self.observer_silent:
+            return "the SUT reported nothing to the observer"
+        if not any(observed_uid(r) for r in self.records()):
+            return "the SUT's reports carry no item uid (did it register without include_uid?)"
+        return f"the SUT did not report a marker notification within {wait:g} s"
+
+    def socket_open_after(self, seconds: float = SETTLE_S) -> bool:
+        """Whether the SUT's WebSocket is still bound ``seconds`` (real) from now."""
+        bound = self.sim.bound_connection(self.sim.api_key)
+        number = bound.info.number if bound is not None else None
+        self.harness.run(self.harness.clock.sleep_real(seconds))
+        again = self.sim.bound_connection(self.sim.api_key)
+        return number is not None and again is not None and again.info.number == number
+
+
+def accepted(attempts: list[DeliveryAttempt]) -> bool:
+    return bool(attempts) and all(a.succeeded for a in attempts[-1:])
+
+
+def describe(attempts: list[DeliveryAttempt]) -> str:
+    """The attempts as prose."""
+    if not attempts:
+        return "never sent"
+    parts = []
+    for a in attempts[-4:]:
+        what = (
+            a.answered if a.answered is not None else a.status if a.status is not None else a.error
+        )
+        frame = "frame taken" if a.channel == "websocket" and a.succeeded else what
+        parts.append(f"{a.items} item(s): {frame} in {a.elapsed_real_s * 1000:.0f} ms")
+    more = f" (and {len(attempts) - 4} earlier)" if len(attempts) > 4 else ""
+    return "; ".join(parts) + more
+
+
+def json_bytes(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+@pytest.fixture(scope="session")
+def pelion(harness: Harness) -> PelionDriver:
+    sim = harness.running.get("pelion")
+    if not isinstance(sim, PelionSim) or sim.section is None:
+        pytest.skip("the SUT does not declare the Pelion profile")
+    return PelionDriver(harness, sim)
+
+
+def channels_of(check_callback: Callable[..., Any]) -> Any:
+    """Parametrize a check over both channels (an undeclared one is not-verified)."""
+    return pytest.mark.parametrize("channel", ["callback", "websocket"])(check_callback)

@@ -1,0 +1,287 @@
+"""NotificationMessages on every channel the SUT claims: each kind, several kinds at once,
+serialization v2 and unknown keys, base64 payloads decoded, malformed bodies survived
+(PEL-MSG-01..03, PEL-OBS-02).
+
+A callback accepts a message by answering its PUT 2xx. A WebSocket client has no answer to
+give: it accepts a message by keeping its socket and, when it reports to the observer, by
+reporting the message's items.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given
+
+from conformance.fuzzing import campaign_settings
+from conformance.pelion import openapi
+from conformance.pelion.conftest import (
+    Channel,
+    PelionDriver,
+    describe,
+    json_bytes,
+    new_ep,
+    observed_uid,
+)
+from conformance.pelion.strategies import malformed_bodies
+from conformance.verdicts import Check
+from simulators.pelion.channels import ItemQueued
+
+requirement = pytest.mark.requirement
+CHANNELS = ["callback", "websocket"]
+CAMPAIGN_BUDGET_S = 45.0
+
+
+def _endpoint() -> dict[str, Any]:
+    return {
+        "ep": new_ep(),
+        "ept": "default",
+        "resources": [{"path": "/3/0/0", "rt": "Manufacturer", "obs": True}],
+    }
+
+
+def _note() -> dict[str, Any]:
+    return {
+        "ep": new_ep(),
+        "path": "/3200/0/5501",
+        "ct": "text/plain",
+        "payload": "NDI=",
+        "max-age": 0,
+    }
+
+
+KINDS: dict[str, Callable[[], dict[str, Any]]] = {
+    "notifications": _note,
+    "registrations": _endpoint,
+    "reg-updates": _endpoint,
+    "de-registrations": lambda: {"ep": new_ep()},
+    "registrations-expired": lambda: {"ep": new_ep()},
+    "async-responses": lambda: {
+        "id": secrets.token_hex(8),
+        "status": 200,
+        "payload": base64.b64encode(b"device value").decode(),
+        "ct": "text/plain",
+        "max-age": 0,
+    },
+}
+
+
+def _accepts(
+    pelion: PelionDriver, check: Check, channel: Channel, queued: list[ItemQueued], what: str
+) -> None:
+    """Deliver ``queued`` and judge whether the SUT accepted it (see the module docstring)."""
+    attempts = pelion.deliver(channel, queued)
+    check.observe(describe(attempts))
+    if channel == "callback":
+        first = attempts[0] if attempts else None
+        assert first is not None, f"{what} was never sent (harness)"
+        assert first.answered is not None and 200 <= first.answered < 300, (
+            f"answered {first.answered if first.answered is not None else first.error} to {what}"
+        )
+        return
+    assert any(a.succeeded for a in attempts), f"{what} could not be sent: the socket was gone"
+    assert pelion.socket_open_after(), f"the SUT closed or lost its WebSocket after {what}"
+    if pelion.fence(channel) is None:
+        missing = pelion.unreported(queued)
+        assert not missing, (
+            f"the SUT took {what} but reported {len(queued) - len(missing)} of {len(queued)} item(s)"
+        )
+    else:
+        check.note("judged by the socket staying open: the SUT's reports could not be awaited")
+
+
+@requirement("PEL-MSG-01")
+@pytest.mark.parametrize("kind", [*KINDS, "several-kinds"])
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_accepts_each_kind(pelion: PelionDriver, check: Check, channel: Channel, kind: str) -> None:
+    pelion.ensure(channel, check)
+    kinds = list(KINDS) if kind == "several-kinds" else [kind]
+    check.expect(f"a NotificationMessage of {', '.join(kinds)} accepted on the {channel} channel")
+    queued = [q for k in kinds for q in pelion.inject(channel, k, [KINDS[k]()])]  # type: ignore[arg-type]
+    _accepts(pelion, check, channel, queued, f"a message of {', '.join(kinds)}")
+    if kind == "several-kinds":
+        carried = [a for a in pelion.attempts_of(q.item.uid for q in queued) if len(a.kinds) > 1]
+        assert carried, "the kinds were not sent together (harness)"
+
+
+@requirement("PEL-MSG-02")
+@pytest.mark.parametrize("form", ["deregistrations-as-objects", "v2-fields", "unknown-keys"])
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_accepts_serialization_v2_and_unknown_keys(
+    pelion: PelionDriver, check: Check, channel: Channel, form: str
+) -> None:
+    pelion.ensure(channel, check)
+    key = pelion.key(channel)
+    check.expect(f"{form.replace('-', ' ')} accepted on the {channel} channel")
+    config: dict[str, Any] = {
+        "type": "v2",
+        "cfg": {
+            "include_uid": True,
+            "include_timestamp": True,
+            "include_original_ep": True,
+            "deregistrations_as_object": form == "deregistrations-as-objects",
+        },
+    }
+    before = pelion.sim.serialize_with(config, key)
+    try:
+        if form == "unknown-keys":
+            body = {**_note(), "future-field": {"nested": [1, 2]}, "Another_Key": None}
+            queued = pelion.inject(channel, "notifications", [body])
+            queued += pelion.inject(channel, "registrations", [{**_endpoint(), "future": True}])
+        elif form == "deregistrations-as-objects":
+            queued = pelion.inject(channel, "de-registrations", [{"ep": new_ep()}])
+            queued += pelion.inject(channel, "registrations-expired", [{"ep": new_ep()}])
+        else:
+            queued = pelion.harness.run(
+                pelion.sim.inject(
+                    "notifications", [_note()], key=key, original_ep="device-self-name"
+                )
+            )
+        _accepts(pelion, check, channel, queued, f"a message with {form.replace('-', ' ')}")
+    finally:
+        pelion.sim.serialize_with(
+            before.model_dump(by_alias=True) if before is not None else None, key
+        )
+
+
+@requirement("PEL-OBS-02")
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_decodes_base64_payloads(pelion: PelionDriver, check: Check, channel: Channel) -> None:
+    """The observer record's ``payload_hex`` is the decoded payload: text, binary, empty."""
+    pelion.ensure(channel, check)
+    values = [b"23.5", bytes(range(256))[::7] + b"\xff\x00", b"", "Grüße".encode()]
+    check.expect("payload_hex = the base64-decoded payload of every notification")
+    queued = pelion.notifications(channel, values, ct="application/octet-stream")
+    pelion.deliver(channel, queued)
+    if unverifiable := pelion.fence(channel):
+        raise check.not_verified(unverifiable)
+    wanted = {q.item.uid: v.hex() for q, v in zip(queued, values, strict=True)}
+    seen = {
+        observed_uid(r): r.get("payload_hex") for r in pelion.records() if observed_uid(r) in wanted
+    }
+    wrong = {uid: (seen.get(uid), hexed) for uid, hexed in wanted.items() if seen.get(uid) != hexed}
+    check.observe(f"{len(seen)} of {len(wanted)} reported; {len(wrong)} with a wrong payload_hex")
+    assert len(seen) == len(wanted), (
+        f"{len(wanted) - len(seen)} notification(s) were never reported"
+    )
+    assert not wrong, f"payload_hex differs from the decoded payload: {next(iter(wrong.values()))}"
+
+
+# Malformed input (PEL-MSG-03): run after the other checks, as for every vendor.
+
+CORPUS: dict[str, bytes] = {
+    "empty-body": b"",
+    "not-json": b"this is not json",
+    "truncated-json": json_bytes({"notifications": [_note()]})[:-9],
+    "invalid-utf8": b'{"notifications": [{"ep": "\xff\xfe", "path": "/1/0/1"}]}',
+    "json-array": b"[]",
+    "null": b"null",
+    "item-not-an-object": json_bytes({"notifications": [42]}),
+    "missing-ep": json_bytes({"notifications": [{"path": "/3/0/0", "payload": "NDI="}]}),
+    "bad-base64": json_bytes({"notifications": [{**_note(), "payload": "%%% not base64"}]}),
+    "status-a-string": json_bytes({"async-responses": [{"id": "a1", "status": "200"}]}),
+    "huge-array": json_bytes({"notifications": [{}] * 100_000}),
+    "deep-nesting": b'{"notifications": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+}
+
+
+def _judge_put(pelion: PelionDriver, check: Check, body: bytes, what: str) -> None:
+    exchange = pelion.put(body)
+    check.observe(
+        f"{exchange.answered if exchange.answered is not None else exchange.error} for {what}"
+    )
+    if exchange.outcome == "timeout":
+        check.note(f"{what}: no answer within the timeout (judged by PEL-CB-03)")
+        return
+    assert exchange.answered is not None, (
+        f"the receiver broke the connection on {what}: {exchange.error}"
+    )
+    assert exchange.answered < 500, f"answered {exchange.answered} to {what}"
+    if exchange.answered != 400:
+        check.note(f"{what}: answered {exchange.answered}; 400 is usual")
+
+
+@requirement("PEL-MSG-03")
+@pytest.mark.run_last(2)
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_malformed_callback_corpus(pelion: PelionDriver, check: Check, name: str) -> None:
+    pelion.ensure_callback(check)
+    check.expect("never 5xx to a malformed batch")
+    _judge_put(pelion, check, CORPUS[name], name)
+
+
+@requirement("PEL-MSG-03")
+@pytest.mark.run_last(2)
+def test_malformed_callback_campaign(pelion: PelionDriver, check: Check) -> None:
+    """Hypothesis (``conformance.pelion.strategies.malformed_bodies``) and Schemathesis
+    (negative cases from ``conformance.pelion.openapi``)."""
+    pelion.ensure_callback(check)
+    check.expect("never 5xx to any generated malformed batch")
+    clock = pelion.harness.clock
+    ends = clock.real() + CAMPAIGN_BUDGET_S
+    skipped: list[int] = []
+
+    @campaign_settings(pelion.harness.settings.fuzz_profile)
+    @given(malformed_bodies())
+    def campaign(body: bytes) -> None:
+        if clock.real() > ends:
+            skipped.append(len(body))
+            return
+        _judge_put(pelion, check, body, f"a generated body of {len(body)} B")
+
+    campaign()
+    for body in openapi.negative_cases(
+        campaign_settings(pelion.harness.settings.fuzz_profile, max_examples=15)
+    ):
+        _judge_put(pelion, check, body, f"a schema-violating body of {len(body)} B")
+    if skipped:
+        check.note(
+            f"{len(skipped)} generated bodies not sent: the {CAMPAIGN_BUDGET_S:g} s budget ran out"
+        )
+
+
+@requirement("PEL-MSG-03")
+@pytest.mark.run_last(2)
+def test_malformed_websocket_frames(pelion: PelionDriver, check: Check) -> None:
+    """Malformed text frames on the SUT's socket: it keeps (or takes back) its socket and goes
+    on processing valid messages."""
+    pelion.ensure_socket(check)
+    check.expect("after malformed frames, the SUT holds its socket and accepts a valid message")
+    sent = 0
+    for name, body in CORPUS.items():
+        if len(body) > 200_000:
+            continue
+        conn = pelion.sim.bound_connection(pelion.sim.api_key)
+        if conn is None:
+            pelion.ensure_socket(check)
+            conn = pelion.sim.bound_connection(pelion.sim.api_key)
+        assert conn is not None
+        pelion.harness.run(conn.send_raw(body.decode("utf-8", "replace")))
+        sent += 1
+        check.observe(f"sent {sent} malformed frames; the last: {name}")
+    pelion.ensure_socket(check)
+    queued = pelion.inject("websocket", "notifications", [_note()])
+    _accepts(pelion, check, "websocket", queued, "a valid message after the malformed frames")
+
+
+@requirement("PEL-MSG-03")
+@pytest.mark.run_last(3)
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_still_healthy_after_malformed_input(
+    pelion: PelionDriver, check: Check, channel: Channel
+) -> None:
+    pelion.ensure(channel, check)
+    check.expect("a valid message accepted after the malformed-input checks, and the SUT up")
+    _accepts(
+        pelion,
+        check,
+        channel,
+        pelion.inject(channel, "notifications", [_note()]),
+        "a valid message",
+    )
+    alive = pelion.harness.sut_alive()
+    assert alive is None, alive

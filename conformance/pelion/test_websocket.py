@@ -1,0 +1,237 @@
+"""The SUT as a Pelion WebSocket client: the channel before the socket, authentication, pongs,
+reconnecting after each close code, one socket per key, a 10,000-item frame
+(PEL-WS-01..07).
+
+The SUT's own timers (reconnect delays, the pong) are judged in real seconds. The reconnect
+checks run last: a SUT that does not come back can no longer be judged on anything else.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from conformance.pelion.conftest import STARTUP_WAIT_S, PelionDriver, describe
+from conformance.verdicts import Check
+from simulators.pelion.delivery import REASON_REPLACED
+from simulators.pelion.websocket import ConnectionInfo
+
+requirement = pytest.mark.requirement
+
+BIG_FRAME = 10_000
+PONG_LIMIT_S = 5.0  # "If the ping frame is not responded within a few seconds" (5 s here)
+RECONNECT_WAIT_S = 20.0  # how long a SUT has to come back after a close or a drop
+POLICY_WINDOW_S = 21.0  # how long reconnects are watched after a 1008
+POLICY_MIN_GAP_S = 10.0
+SLACK_S = 0.1  # measurement slack: the SUT timed its delays in another process
+
+
+def _accepted(pelion: PelionDriver) -> list[ConnectionInfo]:
+    return [c for c in pelion.sim.connections() if c.status == 101]
+
+
+@requirement("PEL-WS-01")
+def test_creates_the_channel_before_connecting(pelion: PelionDriver, check: Check) -> None:
+    pelion.require("websocket", check)
+    check.include_history("pelion")
+    check.expect("PUT /v2/notification/websocket before the first websocket-connect")
+    pelion.sim.wait_for(lambda: pelion.sim.connections(), STARTUP_WAIT_S)
+    calls = pelion.sim.calls()
+    puts = [
+        c
+        for c in calls
+        if c.endpoint == "PUT /v2/notification/websocket" and c.status in (200, 201)
+    ]
+    connects = pelion.sim.connections()
+    if not connects:
+        raise check.not_verified(f"the SUT never connected within {STARTUP_WAIT_S:g} s")
+    first = connects[0]
+    check.observe(
+        f"first channel PUT at {puts[0].real_s:.2f} s, first connect at {first.connected_real_s:.2f} s"
+        if puts
+        else f"no channel PUT; first connect at {first.connected_real_s:.2f} s ({first.close_sent or first.status})"
+    )
+    assert puts, (
+        "the SUT connected without ever creating its channel (PUT /v2/notification/websocket)"
+    )
+    assert puts[0].real_s <= first.connected_real_s, (
+        f"the SUT connected at {first.connected_real_s:.2f} s, before creating its channel at "
+        f"{puts[0].real_s:.2f} s"
+    )
+
+
+@requirement("PEL-WS-02")
+@pytest.mark.run_last(5)
+def test_authenticates_every_connect(pelion: PelionDriver, check: Check) -> None:
+    """Every connect carries the key as ``Sec-WebSocket-Protocol: wss, pelion_<key>`` (either
+    order) or ``Authorization: Bearer <key>`` (judged over the run, the reconnects included)."""
+    pelion.require("websocket", check)
+    check.expect(
+        "the API key in Sec-WebSocket-Protocol (pelion_<key>) or a bearer header, every time"
+    )
+    connects = [
+        c
+        for c in pelion.sim.connections()
+        if c.key is None or c.key == pelion.sim.api_key or not c.key_valid
+    ]
+    if not connects:
+        raise check.not_verified("the SUT never connected")
+    bad = [c for c in connects if c.auth is None or not c.key_valid]
+    ways = sorted({c.auth or "none" for c in connects})
+    check.observe(
+        f"{len(connects)} connect(s) authenticated by {', '.join(ways)}; {len(bad)} without a valid key"
+    )
+    if bad:
+        first = bad[0]
+        raise AssertionError(
+            f"connect {first.number} had {'no key' if first.auth is None else 'an invalid key'} "
+            f"(offered subprotocols {list(first.offered_subprotocols)}): {first.refusal or first.close_sent}"
+        )
+
+
+@requirement("PEL-WS-03")
+def test_answers_pings(pelion: PelionDriver, check: Check) -> None:
+    pelion.ensure_socket(check)
+    check.expect(f"a pong echoing the 4-byte ping payload within {PONG_LIMIT_S:g} s")
+    records = [pelion.harness.run(pelion.sim.ping(), timeout=30) for _ in range(3)]
+    answered = [r for r in records if r is not None and r.latency_real_s is not None]
+    check.observe(
+        ", ".join(
+            "no socket"
+            if r is None
+            else "no pong"
+            if r.latency_real_s is None
+            else f"pong in {r.latency_real_s * 1000:.0f} ms"
+            for r in records
+        )
+    )
+    assert all(r is not None for r in records), "the socket was gone before the pings"
+    assert len(answered) == len(records), (
+        "a ping got no pong echoing its payload in time (closed with 1001)"
+    )
+
+
+@requirement("PEL-WS-07")
+def test_receives_a_10000_item_frame(pelion: PelionDriver, check: Check) -> None:
+    pelion.ensure_socket(check)
+    check.expect(f"one text frame of {BIG_FRAME} items taken, the socket kept")
+    queued = pelion.notifications("websocket", (f"{i}".encode() for i in range(BIG_FRAME)))
+    attempts = [a for a in pelion.deliver("websocket", queued) if a.items == BIG_FRAME]
+    sent = next((a for a in attempts if a.succeeded), None)
+    check.observe(describe(attempts) + (f" ({sent.bytes} B)" if sent else ""))
+    assert sent is not None, f"the {BIG_FRAME}-item frame could not be sent: {describe(attempts)}"
+    assert pelion.socket_open_after(1.0), (
+        f"the SUT closed or lost its socket after a {BIG_FRAME}-item frame of {sent.bytes} B: "
+        f"{pelion.describe_connections()}"
+    )
+    if pelion.fence("websocket") is None:
+        uids = {q.item.uid for q in queued}
+        reported = len(uids & set(pelion.reported_uids()))
+        assert reported == BIG_FRAME, f"the SUT reported {reported} of the {BIG_FRAME} items"
+
+
+@requirement("PEL-WS-06")
+@pytest.mark.run_last(5)
+def test_holds_one_socket(pelion: PelionDriver, check: Check) -> None:
+    """Over the run: the SUT never had two sockets open at once on its key (a second would
+    replace the first, which the server closes with 1001)."""
+    pelion.require("websocket", check)
+    check.expect("never two WebSockets open at once for the API key")
+    mine = [c for c in _accepted(pelion) if c.key == pelion.sim.api_key]
+    if not mine:
+        raise check.not_verified("the SUT never held a socket")
+    replaced = [c for c in mine if c.close_sent is not None and c.close_sent[1] == REASON_REPLACED]
+    check.observe(f"{len(mine)} socket(s) over the run; {len(replaced)} replaced by a second one")
+    assert not replaced, (
+        f"the SUT opened a second socket while socket {replaced[0].number} was open (the server "
+        "closed the first with 1001)"
+    )
+
+
+def _reconnected_after(pelion: PelionDriver, since_real_s: float) -> ConnectionInfo | None:
+    for c in _accepted(pelion):
+        if c.connected_real_s > since_real_s and c.key == pelion.sim.api_key:
+            return c
+    return None
+
+
+@requirement("PEL-WS-04")
+@pytest.mark.run_last(6)
+@pytest.mark.parametrize("how", ["close-1001", "dropped", "close-1011"])
+def test_reconnects(pelion: PelionDriver, check: Check, how: str) -> None:
+    """After 1001 or an abnormal drop: back again. After 1011 (no channel): the channel
+    created again, then back."""
+    pelion.ensure_socket(check)
+    clock = pelion.harness.clock
+    check.expect(
+        "the channel registered again, then a new socket" if how == "close-1011" else "a new socket"
+    )
+    began = clock.real()
+    if how == "close-1001":
+        pelion.harness.run(pelion.sim.close_socket(1001, "going away (test)"))
+    elif how == "dropped":
+        pelion.harness.run(pelion.sim.drop_socket())
+    else:
+        # Deleting the channel closes the socket (1001); the reconnect then meets no channel
+        # and is closed 1011, after which the SUT must create its channel again.
+        pelion.harness.run(pelion.sim.delete_channel(pelion.sim.api_key))
+    back = pelion.sim.wait_for(
+        lambda: pelion.socket_bound() and _reconnected_after(pelion, began), RECONNECT_WAIT_S
+    )
+    puts = [
+        c for c in pelion.sim.calls()
+        if c.endpoint == "PUT /v2/notification/websocket" and c.real_s > began and c.status in (200, 201)
+    ]  # fmt: skip
+    refused = [
+        c
+        for c in pelion.sim.connections()
+        if c.connected_real_s > began and c.close_sent and c.close_sent[0] == 1011
+    ]
+    check.observe(
+        (
+            f"back after {back.connected_real_s - began:.2f} s"
+            if back
+            else f"not back within {RECONNECT_WAIT_S:g} s"
+        )
+        + (
+            f"; {len(refused)} connect(s) closed 1011; channel created again {len(puts)} time(s)"
+            if how == "close-1011"
+            else ""
+        )
+    )
+    assert back, (
+        f"the SUT did not reconnect within {RECONNECT_WAIT_S:g} s after {how.replace('-', ' ')}"
+    )
+    if how == "close-1011":
+        assert puts, "the SUT reconnected without creating its channel again"
+
+
+@requirement("PEL-WS-05")
+@pytest.mark.run_last(7)
+def test_slows_down_after_a_policy_violation(pelion: PelionDriver, check: Check) -> None:
+    """The key is invalidated (the socket is closed 1008 and every reconnect refused with
+    1008): the SUT may try again, but not more often than once per 10 s."""
+    pelion.ensure_socket(check)
+    clock = pelion.harness.clock
+    check.expect(f"after 1008, connects at least {POLICY_MIN_GAP_S:g} s apart")
+    began = clock.real()
+    pelion.harness.run(pelion.sim.revoke_key(pelion.sim.api_key))
+    try:
+        pelion.sim.wait_for(lambda: clock.real() >= began + POLICY_WINDOW_S, POLICY_WINDOW_S + 1)
+    finally:
+        pelion.sim.add_key(pelion.sim.api_key)  # the SUT can come back for what follows
+    tries = [
+        c.connected_real_s
+        for c in pelion.sim.connections()
+        if began < c.connected_real_s <= began + POLICY_WINDOW_S
+    ]
+    gaps = [b - a for a, b in itertools.pairwise([began, *tries])]
+    check.observe(
+        f"{len(tries)} connect(s) in {POLICY_WINDOW_S:g} s after the 1008"
+        + (f", {', '.join(f'{g:.1f}' for g in gaps)} s apart" if gaps else "")
+    )
+    short = [g for g in gaps if g < POLICY_MIN_GAP_S - SLACK_S]
+    assert not short, (
+        f"reconnected {min(short):.1f} s after a 1008 (at least {POLICY_MIN_GAP_S:g} s required)"
+    )
