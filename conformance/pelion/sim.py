@@ -42,6 +42,12 @@ from simulators.pelion.traffic import DEMO_DEVICES, DemoTraffic
 __all__ = ["ObservedItem", "PelionSection", "PelionSim", "start"]
 
 Channel = Literal["callback", "websocket"]
+# The serialization the harness registers a SUT's callback with: serialization v2 with a uid
+# (so the SUT can deduplicate a resent batch), the timestamp and the original endpoint name.
+HARNESS_SERIALIZATION: dict[str, Any] = {
+    "type": "v2",
+    "cfg": {"include_uid": True, "include_timestamp": True, "include_original_ep": True},
+}
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _RESERVED = frozenset({"content-length", "host", "transfer-encoding", "connection"})
 
@@ -177,7 +183,10 @@ class PelionSim(PelionSimulator):
         assert section.callback_url is not None
         try:
             await self.register_callback(
-                section.callback_url, section.callback_headers, key=self.callback_key
+                section.callback_url,
+                section.callback_headers,
+                serialization=HARNESS_SERIALIZATION,
+                key=self.callback_key,
             )
         except (VerificationFailed, ChannelConflict) as exc:
             self.registration_error = str(exc)

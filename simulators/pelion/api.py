@@ -497,9 +497,12 @@ class Api:
         try:
             if valid and token is not None:
                 sim.socket_bound(token, conn)
+                end = await conn.run()
             else:
-                conn.close(CloseCode.POLICY_VIOLATION, REASON_BAD_KEY)
-            end = await conn.run()
+                # Close at once and wait for the handshake to finish (reading in parallel would
+                # race aiohttp's own read for the client's answer: the client would see 1006).
+                await conn.close(CloseCode.POLICY_VIOLATION, REASON_BAD_KEY)
+                end = conn.refused()
         finally:
             conn.mark_lost()
             if valid and token is not None:

@@ -1157,6 +1157,21 @@ class PelionSimulator:
             with self.changed:
                 self.changed.wait(min(left, 0.05))
 
+    def discard_queue(self, key: str | None = None) -> int:
+        """Drop every item still queued on ``key``'s channel (counted as deleted), so a batch
+        the SUT cannot take does not hold up what follows (a check aid). Returns how many."""
+
+        def clear() -> int:
+            core = self.registry.core(key or self.api_key)
+            return 0 if core is None else core.queue.clear()
+
+        dropped = self._in_loop(clear)
+        if dropped:
+            self.recorder.record(
+                ACTOR, "--", PEER, "discard", f"{dropped} queued item(s) discarded"
+            )
+        return dropped
+
     def serialize_with(
         self, config: Mapping[str, Any] | None, key: str | None = None
     ) -> SerializationConfig | None:

@@ -254,6 +254,14 @@ class Connection:
             )
         return self._close_task if self._close_task is not None else _done()
 
+    def refused(self) -> End:
+        """A socket closed by the server before it was used (a bad key): its end, recorded."""
+        code = self.ws.close_code
+        if code not in (None, 1006):
+            self._update(close_received=code)
+        self._update(end="server-close", ended_real_s=self.clock.real())
+        return "server-close"
+
     def mark_lost(self) -> None:
         """The handler ended without a decided end (cancelled): the connection was lost."""
         if self.info.end is None:
