@@ -521,9 +521,9 @@ _EVENT_MODELS: dict[Kind, type[_Wire]] = {
 class Event:
     """Something the service will tell the application, before it is queued.
 
-    ``body`` is the item's JSON object without the v2 fields (``uid``, ``timestamp``). Its JSON
-    text is made once, when the event is created, so that serializing a 10,000-item batch
-    joins strings instead of encoding 10,000 objects. ``original_ep`` is the device's own name,
+    ``body`` is the item's JSON object without the v2 fields (``uid``, ``timestamp``). Its
+    ``wire`` form (compact ASCII JSON bytes) is made once, when the event is created, so that
+    serializing a 10,000-item batch joins bytes instead of encoding 10,000 objects. ``original_ep`` is the device's own name,
     written only with ``include_original_ep`` unless ``body`` already carries it (a
     registration whose id the platform assigned).
     """
@@ -531,7 +531,7 @@ class Event:
     kind: Kind
     body: Mapping[str, Any]
     original_ep: str | None = None
-    json: str = field(init=False, repr=False, compare=False)
+    wire: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in _EVENT_MODELS:
@@ -539,7 +539,7 @@ class Event:
         key = "id" if self.kind == "async-responses" else "ep"
         if key not in self.body:
             raise ValueError(f"a {self.kind!r} event body needs {key!r}, got {self.body!r}")
-        object.__setattr__(self, "json", json.dumps(self.body, separators=(",", ":")))
+        object.__setattr__(self, "wire", json.dumps(self.body, separators=(",", ":")).encode())
 
     @classmethod
     def of(cls, kind: Kind, item: _Wire, *, original_ep: str | None = None) -> Event:
@@ -593,18 +593,18 @@ def serialize(
     with_oep = cfg.include_original_ep
     as_object = cfg.deregistrations_as_object
     if not (with_uid or with_ts or with_oep):
-        # The common batch: one kind, items written as made: the texts made when the events
-        # were created, joined once (a megabyte string is costly to allocate, so the opening
-        # and closing go into the first and last text rather than into more copies).
+        # The common batch: one kind, items written as made: the bytes made when the events
+        # were created, joined once (a megabyte is costly to allocate, so the opening and
+        # closing go into the first and last item rather than into more copies).
         items = items if isinstance(items, list | tuple) else list(items)
         present = set(kinds) if kinds is not None else {item[1].kind for item in items}
         if len(present) == 1:
             (kind,) = present
             if as_object or kind not in _DEREGISTRATION_KINDS:
-                texts = [item[1].json for item in items]
-                texts[0] = f'{{"{kind}":[{texts[0]}'
-                texts[-1] += "]}"
-                return ",".join(texts).encode()
+                wires = [item[1].wire for item in items]
+                wires[0] = b'{"%s":[%s' % (kind.encode(), wires[0])
+                wires[-1] += b"]}"
+                return b",".join(wires)
     enc = _encode_string
     groups: dict[str, list[str]] = {}
     for _seq, event, uid, queued_at in items:
@@ -615,7 +615,7 @@ def serialize(
         if kind in _DEREGISTRATION_KINDS and not as_object:
             group.append(enc(event.body["ep"]))
             continue
-        text = event.json
+        text = event.wire.decode("ascii")
         oep = event.original_ep if with_oep and "original-ep" not in event.body else None
         if with_uid or with_ts or oep is not None:
             text = text[:-1]
