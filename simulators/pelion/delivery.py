@@ -157,7 +157,8 @@ class BackOff:
 class Batch:
     """One NotificationMessage on its way: the head of the queue when it was formed.
 
-    ``attempt`` is 1 for a first try and n+1 after n consecutive failed sends.
+    ``attempt`` is 1 for a first try and n+1 after n consecutive failed sends; ``kinds`` says
+    how many items of each kind it carries.
     """
 
     number: int
@@ -165,13 +166,14 @@ class Batch:
     formed_at: float
     attempt: int
     config: SerializationConfig
+    kinds: Mapping[str, int]
 
     def __len__(self) -> int:
         return len(self.items)
 
     def to_bytes(self, *, epoch_s: float = 0.0) -> bytes:
         """The body: ``serialize(items, config)``; ``epoch_s`` is the Unix time of simulated 0."""
-        return serialize(self.items, self.config, epoch_s=epoch_s)
+        return serialize(self.items, self.config, epoch_s=epoch_s, kinds=self.kinds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +298,8 @@ class CallbackDelivery:
         else:
             return None
         self.retry_at = None
-        batch = Batch(next(self._numbers), items, now, self.failures + 1, self.config)
+        kinds = self.queue.kinds(items)
+        batch = Batch(next(self._numbers), items, now, self.failures + 1, self.config, kinds)
         self.in_flight = batch
         self.batches_sent += 1
         return batch
@@ -491,7 +494,9 @@ class WebSocketDelivery:
         items = self.queue.head(self.config.max_chunk_size, now)
         if not items:
             return None
-        self.in_flight = Batch(next(self._numbers), items, now, 1, self.config)
+        self.in_flight = Batch(
+            next(self._numbers), items, now, 1, self.config, self.queue.kinds(items)
+        )
         self.batches_sent += 1
         return self.in_flight
 
@@ -628,7 +633,9 @@ class PullDelivery:
         if not items:
             return None
         assert self.poll is not None
-        self.in_flight = Batch(next(self._numbers), items, now, 1, self.config)
+        self.in_flight = Batch(
+            next(self._numbers), items, now, 1, self.config, self.queue.kinds(items)
+        )
         self.batches_sent += 1
         return PollAnswer(self.poll, 200, self.in_flight)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 import itertools
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -112,6 +112,10 @@ class NotificationQueue:
         self._enqueued = 0
         self._acknowledged = 0
         self._dropped = dict.fromkeys(DropReason, 0)
+        # Every item from sequence number ``_same_kind_from`` on is of ``_last_kind``: a batch
+        # that starts there is known to be of one kind without looking at its items.
+        self._last_kind = ""
+        self._same_kind_from = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -133,7 +137,10 @@ class NotificationQueue:
         if len(items) >= self.max_items:
             items.popleft()
             self._dropped[DropReason.OVERFLOW] += 1
-        item = QueuedItem(next(self._seq), event, self._new_uid(), now)
+        seq = next(self._seq)
+        if event.kind != self._last_kind:
+            self._last_kind, self._same_kind_from = event.kind, seq
+        item = QueuedItem(seq, event, self._new_uid(), now)
         items.append(item)
         self._enqueued += 1
         return item
@@ -158,6 +165,16 @@ class NotificationQueue:
             raise ValueError("max_items must be at least 1")
         self.expire(now)
         return tuple(itertools.islice(self._items, max_items))
+
+    def kinds(self, batch: Sequence[QueuedItem]) -> dict[str, int]:
+        """How many items of each kind ``batch`` (formed by :meth:`head`) carries, in order of
+        first appearance; without a pass over the items when they are all of the last kind
+        appended (the usual case)."""
+        if not batch:
+            return {}
+        if batch[0].seq >= self._same_kind_from:
+            return {self._last_kind: len(batch)}
+        return dict(Counter(item.event.kind for item in batch))
 
     def acknowledge(self, batch: Sequence[QueuedItem]) -> int:
         """Remove the items of ``batch`` (formed by :meth:`head`) that are still queued.

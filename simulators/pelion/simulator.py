@@ -633,7 +633,7 @@ class PelionSimulator:
         try:
             cause = self._cause_of(batch)
             fault = self.faults.take("callback")
-            kinds = _kinds(batch)
+            kinds = dict(batch.kinds)
             body = serialize(batch.items, batch.config, epoch_s=self.config.epoch_s, kinds=kinds)
             started_real, started_sim = self.clock.readings()
             label = f"batch {batch.number} (attempt {batch.attempt}, {len(batch)} item(s))"
@@ -707,7 +707,7 @@ class PelionSimulator:
     ) -> None:
         try:
             cause = self._cause_of(batch)
-            kinds = _kinds(batch)
+            kinds = dict(batch.kinds)
             body = serialize(batch.items, batch.config, epoch_s=self.config.epoch_s, kinds=kinds)
             started_real, started_sim = self.clock.readings()
             error = await conn.send_message(body, len(batch))
@@ -908,7 +908,7 @@ class PelionSimulator:
                 core.batch_sent(batch, now)
             else:
                 core.batch_failed(batch, now)
-        kinds = _kinds(batch)
+        kinds = dict(batch.kinds)
         self._log_attempt(
             DeliveryAttempt(
                 0,
@@ -1250,14 +1250,6 @@ class PelionSimulator:
 
 
 _UID = operator.itemgetter(2)  # QueuedItem.uid
-
-
-def _kinds(batch: Batch) -> dict[str, int]:
-    """How many items of each kind a batch carries (one kind, the usual case, in one pass)."""
-    kinds = {item[1].kind for item in batch.items}
-    if len(kinds) == 1:
-        return {kinds.pop(): len(batch)}
-    return dict(Counter(item[1].kind for item in batch.items))
 
 
 def standard_resources() -> list[Resource]:

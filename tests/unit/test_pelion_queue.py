@@ -233,3 +233,35 @@ def test_counts_always_add_up(ops: list[tuple[str, int]]) -> None:
         assert all(item.queued_at + 100.0 > now for item in q)
         seqs = [item.seq for item in q]
         assert seqs == sorted(seqs)
+
+
+def _registration(n: int) -> Event:
+    return Event("registrations", {"ep": f"{EP[:-4]}{n:04x}", "resources": []})
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["notification", "registration", "ack"]), st.integers(1, 8)),
+        max_size=30,
+    ),
+    size=st.integers(1, 12),
+)
+def test_a_batch_says_how_many_items_of_each_kind_it_carries(
+    ops: list[tuple[str, int]], size: int
+) -> None:
+    """``kinds`` (counted without a pass when the batch is of the last kind appended) is what
+    counting the batch's items gives, in order of first appearance."""
+    q = NotificationQueue()
+    for op, n in ops:
+        if op == "ack":
+            q.acknowledge(q.head(n, 0.0))
+        else:
+            for i in range(n):
+                q.append(obs(i) if op == "notification" else _registration(i), 0.0)
+        batch = q.head(size, 0.0)
+        expected: dict[str, int] = {}
+        for item in batch:
+            expected[item.event.kind] = expected.get(item.event.kind, 0) + 1
+        assert q.kinds(batch) == expected
+        assert list(q.kinds(batch)) == list(expected)
