@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from simulators.clock import Clock
 from simulators.pelion.delivery import PING_PAYLOAD_BYTES, REASON_PING_TIMEOUT, CloseCode
@@ -109,6 +109,7 @@ class Connection:
     _closing: bool = False
     _pinger: asyncio.Task[None] | None = None
     _close_task: asyncio.Task[bool] | None = None
+    _reading: asyncio.Task[WSMessage] | None = None  # run()'s pending read, if any
 
     def snapshot(self) -> ConnectionInfo:
         return replace(self.info, pings=tuple(self._pings))
@@ -129,7 +130,12 @@ class Connection:
         end: End = "lost"
         try:
             while True:
-                msg = await self.ws.receive()
+                reading = self._reading = asyncio.ensure_future(self.ws.receive())
+                await asyncio.wait((reading,))
+                if reading.cancelled():  # our close took the read over (see _close)
+                    end = "server-close"
+                    break
+                msg = reading.result()
                 kind = msg.type
                 if kind in (WSMsgType.TEXT, WSMsgType.BINARY):
                     self._update(frames_received=self.info.frames_received + 1)
@@ -155,6 +161,8 @@ class Connection:
                     end = "server-close" if self._closing else "lost"
                     break
         finally:
+            if self._reading is not None and not self._reading.done():
+                self._reading.cancel()  # run() itself was cancelled
             if self._close_task is not None:
                 await asyncio.gather(self._close_task, return_exceptions=True)
                 code = self.ws.close_code
@@ -249,10 +257,19 @@ class Connection:
             self._closing = True
             self._update(close_sent=(code, reason), close_sent_real_s=self.clock.real())
             self.on_event(self, "close", f"server closes with {code} ({reason})")
-            self._close_task = asyncio.ensure_future(
-                self.ws.close(code=code, message=reason.encode()[:123])
-            )
+            self._close_task = asyncio.ensure_future(self._close(code, reason))
         return self._close_task if self._close_task is not None else _done()
+
+    async def _close(self, code: int, reason: str) -> bool:
+        """Send the close frame, then read until the client's (RFC 6455 §7.1.1: the server
+        closes TCP after the handshake). run()'s pending read is cancelled first: aiohttp's
+        close() with a concurrent reader closes the transport right after its frame, and the
+        client, writing its answer to a closing transport, sees 1006 instead of ``code``."""
+        reading = self._reading
+        if reading is not None and not reading.done():
+            reading.cancel()
+            await asyncio.wait((reading,))
+        return await self.ws.close(code=code, message=reason.encode()[:123])
 
     def refused(self) -> End:
         """A socket closed by the server before it was used (a bad key): its end, recorded."""

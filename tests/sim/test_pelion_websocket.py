@@ -254,6 +254,36 @@ def test_a_revoked_key_closes_with_1008(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+def test_a_server_close_waits_for_the_clients_answer(pki: PKI) -> None:
+    """SIM-PEL-WS: the server closes TCP only after the client's close frame (RFC 6455 §7.1.1),
+    so a client that reads the 1008 late still answers it and learns 1008, not 1006; the
+    client's close code is the one it sent."""
+
+    async def scenario() -> None:
+        async with running(pki) as sim, client(pki) as session:
+            assert await put_channel(session, sim) == 201
+            ws = await session.ws_connect(
+                sim.websocket_url, protocols=[str(p) for p in PROTOCOLS], ssl=context(pki)
+            )
+            await until(sim, lambda: sim.bound_connection() is not None)
+            await sim.revoke_key()  # the client is not reading yet
+            [info] = sim.connections()
+            assert info.close_sent is not None and info.close_sent[0] == 1008
+            ended = await sim.drive(
+                lambda: sim.connections()[0].end is not None, timeout_real_s=0.5
+            )
+            assert not ended, "the server closed TCP before the client answered its close"
+            msg = await ws.receive(timeout=5)
+            assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 1008)
+            await ws.close()
+            assert ws.close_code == 1008
+            await until(sim, lambda: sim.connections()[0].end is not None)
+            [info] = sim.connections()
+            assert (info.end, info.close_received) == ("server-close", 1000)
+
+    asyncio.run(scenario())
+
+
 def test_pings_are_four_bytes_and_a_missing_pong_closes_1001(pki: PKI) -> None:
     """SIM-PEL-WS: the server pings with 4 bytes a client must echo; ``websockets`` answers
     and stays; an aiohttp client that never reads (so never pongs) is closed with 1001 "ping
@@ -276,12 +306,13 @@ def test_pings_are_four_bytes_and_a_missing_pong_closes_1001(pki: PKI) -> None:
             async with session.ws_connect(
                 sim.websocket_url, protocols=("wss", f"pelion_{KEY}"), autoping=False
             ) as ws:
-                await until(sim, lambda: sim.connections()[-1].end is not None, timeout=5)
+                await until(sim, lambda: sim.connections()[-1].close_sent is not None, timeout=5)
                 message = await ws.receive(timeout=5)
                 while message.type is aiohttp.WSMsgType.PING:  # read past the unanswered pings
                     message = await ws.receive(timeout=5)
                 assert message.type is aiohttp.WSMsgType.CLOSE
                 assert (message.data, message.extra) == (1001, "ping timeout")
+            await until(sim, lambda: sim.connections()[-1].end is not None)
             last = sim.connections()[-1]
             assert last.pings[-1].timed_out and last.close_sent == (1001, "ping timeout")
 
