@@ -19,7 +19,7 @@ requirement = pytest.mark.requirement
 
 BURST = 10  # events published at once for IVT-ACK-01 (at least one of each consumed type)
 CAMPAIGN_BUDGET_S = 30.0  # real seconds a generated campaign may take to publish
-PAYLOAD_ACK_WAIT_S = 20.0  # how long an unusual payload may wait for its PUBACK
+PAYLOAD_ACK_WAIT_S = RECEIPT_WAIT_S  # how long an unusual payload may wait for its PUBACK
 
 
 @requirement("IVT-ACK-01")
