@@ -27,15 +27,19 @@ from simulators.mqtt.packets import CONNACK_ACCEPTED
 from simulators.mqtt.server import ConnectionView, PacketRecord
 from simulators.mqtt.topics import topic_matches
 
-STARTUP_WAIT_S = 30.0  # for the SUT's first connection, from the first check
+# For the SUT's first connection, from the first check: one the harness launched has passed
+# its readiness probe; one running elsewhere may be in its reconnect back-off.
+STARTUP_WAIT_S = 20.0
+STARTUP_WAIT_ELSEWHERE_S = 60.0
 RECONNECT_WAIT_S = 30.0  # back online after a drop, unless its back-off is seen to be longer
 RECONNECT_WAIT_MAX_S = 120.0
 SUBSCRIBE_WAIT_S = 5.0  # after its first CONNACK, for its subscriptions to settle
 ACK_LIMIT_S = 10.0  # IVT-ACK-01: "within 10 s"
 # Other checks: how long a PUBLISH may wait for its PUBACK (longer than IVT-ACK-01's limit, so
 # a SUT that is only slow fails that requirement, not theirs).
-RECEIPT_WAIT_S = 15.0
+RECEIPT_WAIT_S = 12.0
 OBSERVER_WAIT_S = 10.0  # for the report of an event the SUT acknowledged
+REJOIN_GRACE_S = 3.0  # for a client ID to come back once the SUT returned under new ones
 # The event type a check uses when any will do: the most frequent one, then the others.
 PREFERRED = ("device_check_in", *(t for t in EVENT_TYPES if t != "device_check_in"))
 INLINE_PAYLOAD_LIMIT = 512  # bytes of a reproducer's payload written in the command itself
@@ -144,6 +148,28 @@ class IvantiDriver:
         self.settle()
         return self.live()
 
+    def wait_back(self, client_ids: set[str], since: float) -> set[str]:
+        """Wait until each of ``client_ids`` has a live connection opened after ``since`` (a
+        SUT with several connections brings them back one by one), bounded by its back-off;
+        a SUT that comes back under client IDs never seen before gets REJOIN_GRACE_S more.
+        Returns the ones back."""
+        known = {v.client_id for v in self.connections() if v.opened_real_s <= since}
+
+        def back(views: list[ConnectionView]) -> set[str]:
+            live = self.live_of(views)
+            return {v.client_id for v in live if v.client_id and v.opened_real_s > since} & (
+                client_ids
+            )
+
+        def stranger(views: list[ConnectionView]) -> bool:
+            return any(v.client_id not in known for v in self.live_of(views))
+
+        bound = max(0.0, since + self.reconnect_bound() - self.harness.clock.real())
+        self.sim.wait_for(lambda vs: back(vs) >= client_ids or stranger(vs), bound)
+        if not back(self.connections()) >= client_ids:
+            self.sim.wait_for(lambda vs: back(vs) >= client_ids, REJOIN_GRACE_S)
+        return back(self.connections())
+
     def covered_types(self) -> set[str]:
         """The consumed event types whose topic a live session of the SUT subscribes to."""
         return set(self.subscribed_types())
@@ -173,7 +199,7 @@ class IvantiDriver:
         if self._contact:
             return
         self._contact = True
-        live = self.sim.wait_for(lambda vs: self.live_of(vs) or self.exited(), STARTUP_WAIT_S)
+        live = self.sim.wait_for(lambda vs: self.live_of(vs) or self.exited(), self.startup_wait)
         if not (isinstance(live, list) and live):
             self.harness.mark_down(self.startup_cause())
             self.harness.require_sut()
@@ -191,6 +217,11 @@ class IvantiDriver:
             self.sim.wait_for(covered, left)
         self.baseline = self.covered_types()
 
+    @property
+    def startup_wait(self) -> float:
+        launched = self.harness.manifest.process is not None
+        return STARTUP_WAIT_S if launched else STARTUP_WAIT_ELSEWHERE_S
+
     def startup_cause(self) -> str:
         if self.exited():
             return f"the SUT process exited ({self.harness.sut_alive()})"
@@ -200,19 +231,19 @@ class IvantiDriver:
         if views and refused:
             codes = sorted({str(v.connack) for v in refused})
             return (
-                f"no MQTT connection of the SUT was accepted within {STARTUP_WAIT_S:g} s: "
+                f"no MQTT connection of the SUT was accepted within {self.startup_wait:g} s: "
                 f"{len(refused)} CONNECT(s) refused with CONNACK {', '.join(codes)}"
             )
         if failures:
             return (
-                f"no MQTT connection of the SUT within {STARTUP_WAIT_S:g} s: {len(failures)} "
+                f"no MQTT connection of the SUT within {self.startup_wait:g} s: {len(failures)} "
                 f"TLS handshake(s) with the broker failed ({'; '.join(sorted(set(failures))[:3])})"
             )
         if views:
-            return f"the SUT opened a TLS connection but sent no accepted CONNECT within {STARTUP_WAIT_S:g} s"
+            return f"the SUT opened a TLS connection but sent no accepted CONNECT within {self.startup_wait:g} s"
         return (
             f"nothing reached the broker (127.0.0.1:{self.sim.broker.port}) within "
-            f"{STARTUP_WAIT_S:g} s: is the SUT configured with CONFORMANCE_IVANTI_BROKER_*?"
+            f"{self.startup_wait:g} s: is the SUT configured with CONFORMANCE_IVANTI_BROKER_*?"
         )
 
     def offline_cause(self, bound: float) -> str:

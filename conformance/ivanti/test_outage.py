@@ -32,7 +32,6 @@ IMPOSTORS: tuple[ImpostorKind, ...] = ("unknown-ca", "expired", "wrong-host")
 REFUSALS = 3  # "after 3 consecutive refusals"
 RATE_WINDOW_S = 5.0  # real seconds over which the CONNECT rate is averaged
 REFUSALS_WAIT_S = 30.0  # for the SUT to be refused 3 times in a row
-REJOIN_GRACE_S = 3.0  # for the client that held an event to be among those that came back
 
 
 @requirement("IVT-RECON-01")
@@ -67,13 +66,7 @@ def _dropped_and_redelivered(
     try:
         event = ivanti.publish(name)
         ivanti.online(since=started)
-        ivanti.sim.wait_for(
-            lambda views: [
-                v for v in views
-                if v.client_id == holder and v.open and v.accepted and v.opened_real_s > started
-            ],
-            REJOIN_GRACE_S,
-        )  # fmt: skip
+        ivanti.wait_back({holder}, started)
     finally:
         ivanti.sim.broker.server.faults.clear()
     rejoined = [v for v in ivanti.live() if v.client_id == holder and v.opened_real_s > started]
@@ -206,9 +199,7 @@ def test_receives_what_was_published_while_offline(ivanti: IvantiDriver, check: 
         )
     ivanti.online(since=released)
     holders = {h for e in kept for h in e.kept_for}
-    ivanti.sim.wait_for(  # a SUT with several connections brings them back one by one
-        lambda views: holders <= {v.client_id for v in ivanti.live_of(views)}, REJOIN_GRACE_S
-    )
+    ivanti.wait_back(holders, released)
     back_as = set(ivanti.client_ids())
     if not holders & back_as:
         check.observe(f"connected again as {prose(sorted(back_as))}")
