@@ -148,37 +148,70 @@ class IvantiDriver:
         self.settle()
         return self.live()
 
-    def wait_back(self, client_ids: set[str], since: float) -> set[str]:
-        """Wait until each of ``client_ids`` has a live connection opened after ``since`` (a
-        SUT with several connections brings them back one by one), bounded by its back-off;
-        a SUT that comes back under client IDs never seen before gets REJOIN_GRACE_S more.
-        Returns the ones back."""
+    def wait_back(self, client_ids: set[str], since: float, *, every: bool = True) -> set[str]:
+        """Wait until each (``every``) or one of ``client_ids`` has a live connection opened
+        after ``since`` (a SUT with several connections brings them back one by one), bounded
+        by its back-off. Once the SUT comes back under client IDs never seen before, or one of
+        these is refused (e.g. the tenant is full), REJOIN_GRACE_S more at most. Returns the
+        ones back."""
         known = {v.client_id for v in self.connections() if v.opened_real_s <= since}
 
         def back(views: list[ConnectionView]) -> set[str]:
             live = self.live_of(views)
-            return {v.client_id for v in live if v.client_id and v.opened_real_s > since} & (
-                client_ids
+            ids = {v.client_id for v in live if v.client_id and v.opened_real_s > since}
+            return ids & client_ids
+
+        def done(views: list[ConnectionView]) -> bool:
+            found = back(views)
+            return found >= client_ids if every else bool(found)
+
+        def hopeless(views: list[ConnectionView]) -> bool:
+            return any(
+                (v.open and v.accepted and v.client_id not in known)
+                or (v.client_id in client_ids and v.opened_real_s > since and v.connack)
+                for v in views
             )
 
-        def stranger(views: list[ConnectionView]) -> bool:
-            return any(v.client_id not in known for v in self.live_of(views))
-
         bound = max(0.0, since + self.reconnect_bound() - self.harness.clock.real())
-        self.sim.wait_for(lambda vs: back(vs) >= client_ids or stranger(vs), bound)
-        if not back(self.connections()) >= client_ids:
-            self.sim.wait_for(lambda vs: back(vs) >= client_ids, REJOIN_GRACE_S)
+        self.sim.wait_for(lambda vs: done(vs) or hopeless(vs), bound)
+        if not done(self.connections()):
+            self.sim.wait_for(done, REJOIN_GRACE_S)
         return back(self.connections())
+
+    def refused(self, client_id: str, since: float) -> list[int]:
+        """The return codes of the refused CONNECTs of ``client_id`` after ``since``."""
+        return [
+            v.connack
+            for v in self.connections()
+            if v.client_id == client_id and v.opened_real_s > since and v.connack
+        ]
 
     def covered_types(self) -> set[str]:
         """The consumed event types whose topic a live session of the SUT subscribes to."""
         return set(self.subscribed_types())
 
+    def resubscribes(self) -> bool:
+        """Whether the SUT has subscribed again on a later connection of a client ID (as
+        clients that do not rely on the kept session do, right after each CONNACK)."""
+        seen: set[str] = set()
+        for view in self.connections():
+            if not view.accepted or view.client_id is None:
+                continue
+            if view.client_id in seen and view.received("SUBSCRIBE"):
+                return True
+            seen.add(view.client_id)
+        return False
+
     def settle(self) -> None:
         """After a (re)connection, wait (bounded) until the SUT's live sessions subscribe to
-        what they did at first contact: a client that subscribes again on each connection
-        does so right after its CONNACK."""
+        what they did at first contact, and, for a SUT that subscribes again on each
+        connection, until it has done so: what arrives before, it may not be ready for."""
         deadline = self.harness.clock.real() + SUBSCRIBE_WAIT_S
+        if self.resubscribes():
+            self.sim.wait_for(
+                lambda vs: all(v.sent("SUBACK") for v in self.live_of(vs)),
+                SUBSCRIBE_WAIT_S,
+            )
         while not self.baseline <= self.covered_types():
             left = deadline - self.harness.clock.real()
             if left <= 0:

@@ -70,6 +70,13 @@ def _dropped_and_redelivered(
     finally:
         ivanti.sim.broker.server.faults.clear()
     rejoined = [v for v in ivanti.live() if v.client_id == holder and v.opened_real_s > started]
+    if not rejoined and (codes := ivanti.refused(holder, started)):
+        return (
+            event,
+            holder,
+            f"{holder}, which held the event, could not come back: the broker refused it "
+            f"(CONNACK {prose(sorted(set(codes)))}) while the SUT's other connections were up",
+        )
     if not rejoined:
         return (
             event,
@@ -199,7 +206,7 @@ def test_receives_what_was_published_while_offline(ivanti: IvantiDriver, check: 
         )
     ivanti.online(since=released)
     holders = {h for e in kept for h in e.kept_for}
-    ivanti.wait_back(holders, released)
+    ivanti.wait_back(holders, released, every=False)
     back_as = set(ivanti.client_ids())
     if not holders & back_as:
         check.observe(f"connected again as {prose(sorted(back_as))}")
