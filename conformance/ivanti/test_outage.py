@@ -206,7 +206,7 @@ def test_receives_what_was_published_while_offline(ivanti: IvantiDriver, check: 
         )
     ivanti.online(since=released)
     holders = {h for e in kept for h in e.kept_for}
-    ivanti.wait_back(holders, released, every=False)
+    ivanti.wait_back(holders, released)
     back_as = set(ivanti.client_ids())
     if not holders & back_as:
         check.observe(f"connected again as {prose(sorted(back_as))}")

@@ -20,6 +20,9 @@ KEEPALIVE_FACTOR = (
 )
 KEEPALIVE_WAIT_MAX_S = 100.0  # longest wait for evidence without --slow (keep-alive <= 65 s)
 SLACK_S = 2.0  # past the broker's limit, for its close to be recorded
+# Packets that do not keep a connection alive: the answer to what the broker just sent, and
+# leaving.
+NOT_KEEPALIVE = frozenset({"PUBACK", "DISCONNECT"})
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,8 @@ class Stretch:
 
 
 def idle_stretches(view: ConnectionView, now: float) -> list[Stretch]:
-    """Stretches at least one keep-alive long with a control packet from the SUT (other than
-    the PUBACK answering what came just before)."""
+    """Stretches at least one keep-alive long with a control packet from the SUT (not the PUBACK
+    answering what came just before, nor a DISCONNECT)."""
     keepalive = view.keepalive_s or 0
     if not view.accepted or keepalive <= 0:
         return []
@@ -50,7 +53,7 @@ def idle_stretches(view: ConnectionView, now: float) -> list[Stretch]:
             if start is not None and control and packet.real_s - start >= keepalive:
                 found.append(Stretch(view, start, packet.real_s, control))
             start, control = packet.real_s, None
-        elif packet.direction == "in" and packet.kind != "PUBACK" and start is not None:
+        elif packet.direction == "in" and packet.kind not in NOT_KEEPALIVE and start is not None:
             control = control or packet.kind
     end = view.closed_real_s if view.closed_real_s is not None else now
     if start is not None and control and end - start >= keepalive:
