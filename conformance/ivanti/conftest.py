@@ -24,7 +24,7 @@ from conformance.verdicts import Check
 from simulators.ivanti.broker import Published
 from simulators.ivanti.events import EVENT_TYPES, event_key
 from simulators.mqtt.packets import CONNACK_ACCEPTED
-from simulators.mqtt.server import ConnectionView, PacketRecord
+from simulators.mqtt.server import CLOSED_BY_CLIENT, ConnectionView, PacketRecord
 from simulators.mqtt.topics import topic_matches
 
 # For the SUT's first connection, from the first check: one the harness launched has passed
@@ -60,6 +60,17 @@ class Copy:
     @property
     def delay_real_s(self) -> float | None:
         return None if self.acked_real_s is None else self.acked_real_s - self.publish.real_s
+
+    @property
+    def cut_off(self) -> bool:
+        """The broker closed the connection (a fault, a take-over) before a PUBACK came: the
+        SUT could not answer this copy there."""
+        conn = self.conn
+        return (
+            self.acked_real_s is None
+            and conn.closed_real_s is not None
+            and conn.close_reason != CLOSED_BY_CLIENT
+        )
 
 
 def pair_acks(view: ConnectionView) -> list[Copy]:

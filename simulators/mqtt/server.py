@@ -81,6 +81,7 @@ from simulators.mqtt.packets import (
 )
 
 __all__ = [
+    "CLOSED_BY_CLIENT",
     "Ack",
     "ConnectionView",
     "HandshakeFailure",
@@ -99,6 +100,7 @@ DEFAULT_HANDSHAKE_TIMEOUT_S = 10.0
 KEEPALIVE_FACTOR = 1.5  # MQTT-3.1.2-24
 PUBLISHER_CAUSES_KEPT = 10_000
 SHUTDOWN_TIMEOUT_S = 2.0  # a peer that never answers the TLS close_notify is cut off then
+CLOSED_BY_CLIENT = "closed by the client"  # a view's close_reason when the broker did not decide
 
 
 def tls12_server_context(
@@ -743,7 +745,7 @@ class MqttServer:
             if log.closed_real_s is None:
                 log.closed_real_s = self.clock.real()
             if log.close_reason is None:
-                log.close_reason = "closed by the client"
+                log.close_reason = CLOSED_BY_CLIENT
             self.changed.notify_all()
         if not conn.closing:
             self.recorder.record(
