@@ -223,7 +223,7 @@ def test_receives_what_was_published_while_offline(ivanti: IvantiDriver, check: 
             OBSERVER_WAIT_S,
         )
     missing = {
-        e.topic: "not kept"
+        e.event_type or e.topic: "not kept"
         if not e.kept_for
         else "no PUBACK"
         if not ivanti.acked(e)
