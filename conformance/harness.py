@@ -186,6 +186,20 @@ class Harness:
             self.recorder.record("harness", "--", "sut", "unresponsive", self.sut_down)
         return self.sut_down
 
+    def mark_down(self, cause: str) -> str:
+        """Take the SUT as down for the rest of the run because of what a vendor's check saw on
+        its own channel (e.g. a client that lost its connection and did not come back within a
+        bound; a receiver is confirmed by :meth:`confirm_unresponsive` instead): the checks that
+        need the SUT then fail at once with this cause. Returns the cause kept (the first)."""
+        if self.sut_down is None:
+            problem = self.sut_alive()
+            self.sut_down = (
+                f"{cause}" + (f"; {problem}" if problem else "")
+                + f" (first seen in {self.cause or 'the run'})"
+            )  # fmt: skip
+            self.recorder.record("harness", "--", "sut", "unresponsive", self.sut_down)
+        return self.sut_down
+
     def body_file(self, data: bytes) -> str:
         """Keep a request body beside the report (``bodies/<hash>.bin``, at most
         :data:`BODIES_LIMIT` bytes in all) and return its path relative to the report folder."""

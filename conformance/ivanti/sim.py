@@ -10,6 +10,10 @@ the queries are plain calls from the check's thread)::
     await sim.hold_offline(client_id, 2 * 3600)   drop it; refuse CONNACK 3 for 2 simulated hours
     await sim.disconnect(client_id) / sim.redeliver(client_id) / sim.duplicate_next(client_id)
     await sim.refuse_next_connects(3)      CONNACK 3 to the next three CONNECTs of the tenant
+    await sim.begin_outage() / end_outage() CONNACK 3 to every CONNECT of the tenant until ended
+    sim.present_impostors(["expired"])      the broker's address hands its next connection to
+                                            that impostor (sim.stop_impostors() forgets the rest)
+    sim.cps.calls()                         every CPS request (method, path, caller, status)
     sim.drop_before_puback(client_id)       close right after the next PUBLISH, before its PUBACK
     sim.connections(open_only=True)         ConnectionView per connection: client id, clean session,
                                             keep-alive, subscriptions, packets (DUP, QoS, sizes,
@@ -178,6 +182,18 @@ class IvantiSim:
         self, count: int, return_code: int = CONNACK_SERVER_UNAVAILABLE
     ) -> None:
         await self.broker.refuse_next_connects(count, tenant=self.tenant, return_code=return_code)
+
+    async def begin_outage(self, return_code: int = CONNACK_SERVER_UNAVAILABLE) -> None:
+        await self.broker.begin_outage(tenant=self.tenant, return_code=return_code)
+
+    async def end_outage(self) -> None:
+        await self.broker.end_outage(tenant=self.tenant)
+
+    def present_impostors(self, kinds: list[ImpostorKind]) -> None:
+        self.broker.present_impostors(kinds)
+
+    def stop_impostors(self) -> int:
+        return self.broker.stop_impostors()
 
     def drop_before_puback(self, client_id: str | None = None, times: int = 1) -> None:
         self.broker.drop_before_puback(client_id, times=times)

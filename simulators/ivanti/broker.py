@@ -20,7 +20,9 @@ are) run in the generic core; this module adds what is Ivanti's:
 
 Impostor brokers (:class:`Impostor`) are separate listeners presenting a certificate a careful
 client must refuse (unknown CA, expired, wrong host name); each records whether any MQTT CONNECT
-reached it.
+reached it, and answers it CONNACK 5 (not authorized), so a careless client tries again.
+:meth:`IvantiBroker.present_impostors` makes the broker's own address hand its next connections
+to impostors, so a client configured with the real address meets them too.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from simulators.mqtt.broker import (
     Send,
     SessionView,
 )
-from simulators.mqtt.packets import CONNACK_SERVER_UNAVAILABLE, Publish
+from simulators.mqtt.packets import CONNACK_NOT_AUTHORIZED, CONNACK_SERVER_UNAVAILABLE, Publish
 from simulators.mqtt.server import ConnectionView, MqttServer, tls12_server_context
 from simulators.mqtt.topics import topic_filter_problem, topic_matches
 from simulators.pki import PKI, CertFiles
@@ -489,6 +491,25 @@ class IvantiBroker:
         """Refuse the next ``count`` CONNECTs (of ``tenant``) with ``return_code``."""
         self.core.refuse_next_connects(count, return_code, tenant=_tid(tenant))
 
+    async def begin_outage(
+        self, *, tenant: Tenant | None = None, return_code: int = CONNACK_SERVER_UNAVAILABLE
+    ) -> None:
+        """Refuse every CONNECT (of ``tenant``) with ``return_code`` until :meth:`end_outage`,
+        whatever its client id; live connections stay (drop them with :meth:`disconnect`)."""
+        self.core.begin_outage(return_code, tenant=_tid(tenant))
+
+    async def end_outage(self, *, tenant: Tenant | None = None) -> None:
+        self.core.end_outage(tenant=_tid(tenant))
+
+    def present_impostors(self, kinds: Iterable[ImpostorKind]) -> None:
+        """Hand the next TCP connections to the broker's address to these impostors, one each,
+        in order (thread-safe): a client meets their certificates where it expects the broker."""
+        self.server.divert(self.impostors[kind].server for kind in kinds)
+
+    def stop_impostors(self) -> int:
+        """Forget the impostor hand-overs not used yet; return how many there were."""
+        return self.server.stop_diverting()
+
     def drop_before_puback(self, client_id: str | None = None, *, times: int = 1) -> None:
         """Close the connection right after the next ``times`` QoS 1 PUBLISHes to ``client_id``
         (any client if None), before a PUBACK can count (thread-safe)."""
@@ -533,6 +554,7 @@ class IvantiBroker:
             return Identity(f"impostor-{kind}", emails[0] if emails else "anonymous")
 
         core = BrokerCore(BrokerPolicy(max_connections_per_tenant=1_000))
+        core.begin_outage(CONNACK_NOT_AUTHORIZED)  # record the CONNECT, admit nobody
         return MqttServer(
             core,
             self.clock,

@@ -21,6 +21,9 @@ import base64
 import binascii
 import json
 import ssl
+import threading
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -32,13 +35,26 @@ from simulators.ivanti.broker import IvantiBroker, Login
 from simulators.ivanti.events import metadata
 from simulators.mqtt.server import tls12_server_context
 
-__all__ = ["BASE_PATH", "CpsServer"]
+__all__ = ["BASE_PATH", "CpsCall", "CpsServer"]
 
 ACTOR = "ivanti-cps"
 BASE_PATH = "/msa/v1/cps"
 MAX_BODY_BYTES = 256 * 1024
 MAX_IDENTIFIERS = 200  # "?limit=200" in the guide's examples
 LOOKUPS = {"device": "identifier", "device/mac": "macAddress", "device/uuid": "deviceGuid"}
+CALLS_KEPT = 1_000
+
+
+@dataclass(frozen=True)
+class CpsCall:
+    """One request to the CPS API and its answer."""
+
+    real_s: float
+    sim_s: float
+    method: str
+    path: str  # at most 200 characters
+    email: str | None  # the caller's login (certificate or Basic), None if unidentified
+    status: int
 
 
 class CpsServer:
@@ -59,6 +75,8 @@ class CpsServer:
         self.port = port
         self.fault_log = fault_log if fault_log is not None else FaultLog(ACTOR)
         self.requests = 0
+        self._calls: deque[CpsCall] = deque(maxlen=CALLS_KEPT)
+        self._lock = threading.Lock()
         self._runner: web.AppRunner | None = None
 
     @property
@@ -95,6 +113,13 @@ class CpsServer:
             who, "->", ACTOR, "cps-request", f"{request.method} {path[:200]}", method=request.method
         )
         status, body = await self._dispatch(request, path, login)
+        real, sim = self.clock.readings()
+        with self._lock:
+            self._calls.append(
+                CpsCall(
+                    real, sim, request.method, path[:200], login.email if login else None, status
+                )
+            )
         self.recorder.record(
             ACTOR,
             "->",
@@ -143,6 +168,11 @@ class CpsServer:
             devices = fleet.find(LOOKUPS[endpoint], identifiers)
             return 200, [d.model_dump(exclude_none=True) for d in devices]
         return 404, {"errors": [{"message": f"No such endpoint: {request.method} {path[:200]}"}]}
+
+    def calls(self) -> list[CpsCall]:
+        """The latest requests (any thread), oldest first."""
+        with self._lock:
+            return list(self._calls)
 
     def _caller(self, request: web.Request) -> Login | None:
         transport = request.transport

@@ -366,6 +366,7 @@ class BrokerCore:
         self._now = -math.inf
         # Faults, keyed by (tenant or None for any tenant, client id).
         self._refusals: list[tuple[str | None, int]] = []
+        self._outages: dict[str | None, int] = {}  # tenant (None: every tenant) → return code
         self._held: dict[tuple[str | None, str], tuple[float, int]] = {}
         self._duplicates: dict[tuple[str | None, str], int] = {}
 
@@ -473,6 +474,23 @@ class BrokerCore:
         if not 1 <= return_code <= 5:
             raise ValueError("a refusal return code is 1..5 (Table 3.1)")
         self._refusals += [(tenant, return_code)] * count
+
+    def begin_outage(
+        self, return_code: int = CONNACK_SERVER_UNAVAILABLE, *, tenant: str | None = None
+    ) -> None:
+        """Refuse every CONNECT (of ``tenant`` if given) with ``return_code`` until
+        :meth:`end_outage`: the broker is unreachable for that tenant, whatever client id a
+        client uses. Live connections are left alone (close them with :meth:`disconnect`)."""
+        if not 1 <= return_code <= 5:
+            raise ValueError("a refusal return code is 1..5 (Table 3.1)")
+        self._outages[tenant] = return_code
+
+    def end_outage(self, *, tenant: str | None = None) -> None:
+        """End :meth:`begin_outage` (for ``tenant``); CONNECTs are admitted again."""
+        self._outages.pop(tenant, None)
+
+    def in_outage(self, tenant: str | None = None) -> bool:
+        return tenant in self._outages or None in self._outages
 
     def hold_offline(
         self,
@@ -652,6 +670,9 @@ class BrokerCore:
         if identity is None:
             raise _Refused(CONNACK_NOT_AUTHORIZED, "no client certificate identity")
         tenant = identity.tenant
+        outage = self._outages.get(tenant, self._outages.get(None))
+        if outage is not None:
+            raise _Refused(outage, "refused during an injected outage (begin_outage)")
         for index, (refused_tenant, return_code) in enumerate(self._refusals):
             if refused_tenant in (None, tenant):
                 del self._refusals[index]

@@ -21,6 +21,12 @@ What the adapter does and the core does not:
   TLS handshake timeout, the core's packet-size limit, and a cap on unsent bytes to a peer that
   does not read (it is disconnected; a durable session keeps its messages).
 
+**Diverting.** :meth:`MqttServer.divert` hands the next accepted TCP connections to other
+listeners in the same loop (before TLS), each of which upgrades it with its own context and
+records it: a client that connects to this address meets their certificates (e.g. impostors'),
+then this listener again. :attr:`MqttServer.ambient_cause` attributes the evidence no check
+caused (a client's own CONNECT, PINGREQ, SUBSCRIBE…) to the check that is watching.
+
 Faults armed in :attr:`MqttServer.faults` (a :class:`~simulators.faults.FaultPlan`): target
 ``"publish:<client id>"`` (or ``"publish"`` for any client), kind ``"drop-before-puback"``: the
 next QoS >= 1 PUBLISH to that client is sent and the connection is closed at once, so its PUBACK
@@ -75,6 +81,7 @@ from simulators.mqtt.packets import (
 )
 
 __all__ = [
+    "CLOSED_BY_CLIENT",
     "Ack",
     "ConnectionView",
     "HandshakeFailure",
@@ -93,6 +100,7 @@ DEFAULT_HANDSHAKE_TIMEOUT_S = 10.0
 KEEPALIVE_FACTOR = 1.5  # MQTT-3.1.2-24
 PUBLISHER_CAUSES_KEPT = 10_000
 SHUTDOWN_TIMEOUT_S = 2.0  # a peer that never answers the TLS close_notify is cut off then
+CLOSED_BY_CLIENT = "closed by the client"  # a view's close_reason when the broker did not decide
 
 
 def tls12_server_context(
@@ -126,6 +134,7 @@ class PacketRecord(NamedTuple):
     dup: bool = False
     retain: bool = False
     topic: str | None = None
+    payload_hash: int | None = None  # PUBLISH: ``hash(payload)``, to find one message's copies
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +146,7 @@ class Ack:
     dup: bool
     sent_real_s: float
     acked_real_s: float | None
+    payload_hash: int | None = None
 
     @property
     def delay_real_s(self) -> float | None:
@@ -170,6 +180,7 @@ class ConnectionView:
     keepalive_s: int | None
     protocol_level: int | None
     username: str | None
+    will_topic: str | None  # the CONNECT's Will topic, if it had a Will
     connack: int | None  # the return code the broker answered
     subscriptions: tuple[tuple[str, int, int], ...]  # (filter, requested QoS, granted or 0x80)
     packets: tuple[PacketRecord, ...]  # the last ones kept (see packets_total)
@@ -200,14 +211,26 @@ class ConnectionView:
                 assert record.packet_id is not None
                 pending.setdefault(record.packet_id, []).append(len(out))
                 out.append(
-                    Ack(record.packet_id, record.topic or "", record.dup, record.real_s, None)
+                    Ack(
+                        record.packet_id,
+                        record.topic or "",
+                        record.dup,
+                        record.real_s,
+                        None,
+                        record.payload_hash,
+                    )
                 )
             elif record.kind == "PUBACK" and record.direction == "in":
                 assert record.packet_id is not None
                 for index in pending.pop(record.packet_id, []):
                     ack = out[index]
                     out[index] = Ack(
-                        ack.packet_id, ack.topic, ack.dup, ack.sent_real_s, record.real_s
+                        ack.packet_id,
+                        ack.topic,
+                        ack.dup,
+                        ack.sent_real_s,
+                        record.real_s,
+                        ack.payload_hash,
                     )
         return out
 
@@ -246,6 +269,7 @@ class _Log:
             keepalive_s=connect.keepalive_s if connect else None,
             protocol_level=connect.protocol_level if connect else None,
             username=connect.username if connect else None,
+            will_topic=connect.will.topic if connect and connect.will else None,
             connack=self.connack,
             subscriptions=tuple(self.subscriptions),
             packets=tuple(self.packets),
@@ -351,6 +375,9 @@ class MqttServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake: asyncio.Event | None = None
         self._armed_deadline: float | None = None
+        self._diverts: deque[MqttServer] = deque()
+        # The cause of evidence no check caused (a client's own packets), when a check watches.
+        self.ambient_cause: str | None = None
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -379,6 +406,23 @@ class MqttServer:
     @property
     def address(self) -> tuple[str, int]:
         return "127.0.0.1", self.port
+
+    # --- diverting (any thread) -----------------------------------------------------------------
+
+    def divert(self, targets: Iterable[MqttServer]) -> None:
+        """Hand each of the next accepted TCP connections to the next of ``targets`` (listeners
+        in this loop), before TLS: each upgrades it with its own context and records it."""
+        self._diverts.extend(targets)
+
+    def stop_diverting(self) -> int:
+        """Forget the diverts not used yet; return how many there were."""
+        left = len(self._diverts)
+        self._diverts.clear()
+        return left
+
+    @property
+    def diverts_pending(self) -> int:
+        return len(self._diverts)
 
     # --- driving the core (in the loop) ---------------------------------------------------------
 
@@ -442,7 +486,9 @@ class MqttServer:
                 log.close_reason = reason
                 log.closed_real_s = self.clock.real()
                 self.changed.notify_all()
-        self.recorder.record(self.actor, "--", self._peer(conn), "close", f"closed: {reason}")
+        self.recorder.record(
+            self.actor, "--", self._peer(conn), "close", f"closed: {reason}", cause=self._cause()
+        )
         if conn.transport is not None:
             conn.transport.close()
 
@@ -460,6 +506,7 @@ class MqttServer:
             self._peer(conn),
             "fault",
             f"fault: connection dropped right after PUBLISH id={publish.packet_id}, before its PUBACK",
+            cause=self._cause(),
         )
         self._flush(conn)
         return self.core.drop_connection(
@@ -481,7 +528,7 @@ class MqttServer:
             packet_id = packet.packet_id
             record = PacketRecord(
                 real, sim, direction, kind, size, packet_id, packet.qos, packet.dup,
-                packet.retain, packet.topic,
+                packet.retain, packet.topic, hash(packet.payload),
             )  # fmt: skip
             summary = (
                 f"{kind} id={packet_id} q{packet.qos} dup={int(packet.dup)} "
@@ -518,7 +565,7 @@ class MqttServer:
         peer = self._peer(conn)
         sender, receiver = (self.actor, peer) if direction == "out" else (peer, self.actor)
         self.recorder.record(
-            sender, "->", receiver, "mqtt", summary, cause=cause, conn=conn.conn_id
+            sender, "->", receiver, "mqtt", summary, cause=self._cause(cause), conn=conn.conn_id
         )
 
     def _notice(self, notice: Notice) -> None:
@@ -534,10 +581,18 @@ class MqttServer:
             peer,
             notice.kind.value,
             f"{notice.kind.value}: {text}" if text else notice.kind.value,
+            cause=self._cause(),
             tenant=notice.tenant,
             client_id=notice.client_id,
             **detail,
         )
+
+    def _cause(self, cause: str | None = None) -> str | None:
+        """``cause`` if given; else the running check's, or the watching check's
+        (:attr:`ambient_cause`) for evidence recorded outside any check."""
+        if cause is None and self.ambient_cause is not None and CAUSE.get() == RUN:
+            return self.ambient_cause
+        return cause
 
     def remember_publisher(self, topic: str, payload: bytes) -> None:
         """Tie every later delivery of this message (queued, resent) to the current cause."""
@@ -593,9 +648,26 @@ class MqttServer:
         transport.pause_reading()
         peername = transport.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        if self._diverts:
+            target = self._diverts.popleft()
+            self.recorder.record(
+                self.actor,
+                "--",
+                peer,
+                "diverted",
+                f"connection handed to {target.actor} (its certificate, its records)",
+                cause=self._cause(),
+            )
+            target._accepted(transport)
+            return
         if len(self._live) >= self.max_connections:
             self.recorder.record(
-                self.actor, "--", peer, "refused", f"over {self.max_connections} connections"
+                self.actor,
+                "--",
+                peer,
+                "refused",
+                f"over {self.max_connections} connections",
+                cause=self._cause(),
             )
             transport.abort()
             return
@@ -625,7 +697,12 @@ class MqttServer:
                 )
                 self.changed.notify_all()
             self.recorder.record(
-                self.actor, "--", conn.peer, "tls-refused", f"TLS handshake failed: {reason}"
+                self.actor,
+                "--",
+                conn.peer,
+                "tls-refused",
+                f"TLS handshake failed: {reason}",
+                cause=self._cause(),
             )
             return
         if transport is None or conn.lost:
@@ -655,6 +732,7 @@ class MqttServer:
             conn.peer,
             "tls",
             f"{version} connection from {who}",
+            cause=self._cause(),
             conn=conn.conn_id,
         )
         self.core.connection_made(conn.conn_id, identity, self.clock.now())
@@ -667,11 +745,16 @@ class MqttServer:
             if log.closed_real_s is None:
                 log.closed_real_s = self.clock.real()
             if log.close_reason is None:
-                log.close_reason = "closed by the client"
+                log.close_reason = CLOSED_BY_CLIENT
             self.changed.notify_all()
         if not conn.closing:
             self.recorder.record(
-                self._peer(conn), "->", self.actor, "close", "the client closed the connection"
+                self._peer(conn),
+                "->",
+                self.actor,
+                "close",
+                "the client closed the connection",
+                cause=self._cause(),
             )
         conn.closing = True
         self.execute(self.core.connection_lost(conn.conn_id, self.clock.now()))

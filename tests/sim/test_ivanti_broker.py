@@ -17,6 +17,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from simulators.ivanti.broker import ImpostorKind
 from simulators.mqtt.packets import Connack, Pingreq, Pingresp
 from simulators.pki import PKI
 from tests.sim.ivanti_env import IvantiEnv, ivanti_env
@@ -513,3 +514,102 @@ def test_impostor_brokers_record_whether_a_connect_reached_them(env: IvantiEnv) 
         client.loop_stop()
     assert not impostors["unknown-ca"].connect_received
     assert not impostors["wrong-host"].connect_received
+
+
+def _paho_at_broker(env: IvantiEnv, client_id: str, *, verify: bool) -> paho.Client:
+    """A durable paho subscriber aimed at the broker's own address, reconnecting quickly;
+    ``verify=False``: it accepts any server certificate (a careless client)."""
+    target = env.target(client_id)
+    context = target.context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+        protocol=paho.MQTTv311,
+    )  # fmt: skip
+    client.tls_set_context(context)
+    client.reconnect_delay_set(0.1, 0.2)  # type: ignore[arg-type]
+    client.on_connect = lambda c, u, f, reason, p: (
+        None if reason.is_failure else c.subscribe(target.topic, 1)
+    )
+    client.connect_async(target.host, target.port, keepalive=30)
+    client.loop_start()
+    return client
+
+
+@pytest.mark.parametrize("verify", [True, False], ids=["verifying", "careless"])
+def test_the_broker_address_can_present_the_impostors(env: IvantiEnv, verify: bool) -> None:
+    """IVT-TLS-03 without reconfiguring the client: present_impostors hands the next
+    connections to the broker's address to the impostors, in order. A verifying paho client
+    refuses each at the handshake (no CONNECT), then connects to the real broker; a careless one
+    sends its CONNECT to each (answered CONNACK 5), then connects to the real broker."""
+    name = "verifying" if verify else "careless"
+    client = _paho_at_broker(env, name, verify=verify)
+    try:
+        env.wait_subscribed(name)
+        kinds: list[ImpostorKind] = ["unknown-ca", "expired", "wrong-host"]
+        env.sim.present_impostors(kinds)
+        env.run(env.sim.disconnect(name))
+        impostors = env.sim.impostors
+        met = lambda: all(  # noqa: E731
+            i.handshakes_refused + len(i.connections()) >= 1 for i in impostors.values()
+        )
+        env.poll(met, timeout=20)
+        back = env.wait_for(
+            lambda cs: [c for c in cs if c.client_id == name and c.open and c.accepted], 20
+        )
+        assert back and env.sim.broker.server.diverts_pending == 0
+        for kind in kinds:
+            impostor = impostors[kind]
+            assert impostor.connect_received is (not verify), kind
+            if verify:
+                assert impostor.handshakes_refused >= 1, kind
+            else:
+                assert [c.connack for c in impostor.connections()] == [5], kind
+        diverted = [e for e in env.recorder.timeline().events() if e.kind == "diverted"]
+        assert len(diverted) == 3
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert env.sim.stop_impostors() == 0
+
+
+def test_packet_log_identifies_copies_of_one_message_and_cps_calls_are_kept(
+    env: IvantiEnv,
+) -> None:
+    """Every PUBLISH record carries hash(payload), so a check finds each copy of a message (the
+    first and a DUP = 1 resend) and its PUBACK; the CPS API keeps each call with its caller;
+    with ambient_cause set, evidence no check caused goes to that cause."""
+    env.sim.broker.server.ambient_cause = "watcher"
+    client = _paho_at_broker(env, "copies", verify=True)
+    try:
+        env.wait_subscribed("copies")
+        env.run(env.sim.duplicate_next("copies"))
+        published = env.publish("device_enrolled")
+        view = env.wait_acked("copies", 2)
+        mine = [a for a in view.acks() if a.payload_hash == hash(published.payload)]
+        assert [a.dup for a in mine] == [False, True]
+        assert all(a.acked_real_s is not None for a in mine)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    causes = {e.kind for e in env.recorder.timeline("watcher").events()}
+    assert {"mqtt", "tls"} <= causes
+    status, _ = _get_metadata(env)
+    assert status == 200
+    [call] = env.sim.cps.calls()
+    assert (call.method, call.email, call.status) == ("GET", env.sim.login.email, 200)
+    assert call.path.endswith("/event/$metadata")
+
+
+def _get_metadata(env: IvantiEnv) -> tuple[int, object]:
+    """GET the metadata with the SUT's certificate, from Python (curl is a peer elsewhere)."""
+    import urllib.request
+
+    login = env.sim.login
+    context = ssl.create_default_context(cafile=str(env.pki.ca))
+    context.load_cert_chain(str(login.cert.cert), str(login.cert.key))
+    url = env.sim.cps.base_url + "/event/$metadata"
+    with urllib.request.urlopen(url, context=context, timeout=10) as answer:
+        return answer.status, json.loads(answer.read())

@@ -751,6 +751,36 @@ def test_refuse_next_connects_fault_is_per_tenant_when_asked() -> None:
     assert packets_to("b2", h.connect("b2", identity=BOB)) == [ACCEPTED]
 
 
+def test_an_outage_refuses_every_client_id_of_the_tenant_until_it_ends() -> None:
+    """begin_outage: every CONNECT of the tenant, whatever its client id, gets the return code
+    (and leaves nothing behind); other tenants and live connections are unaffected; end_outage
+    admits again, and a durable session resumes with what was queued meanwhile."""
+    h = Harness()
+    h.connect("c1", "me", clean_session=False)
+    h.subscribe("c1", "t")
+    h.core.begin_outage(tenant="tenant-a")
+    assert h.core.in_outage("tenant-a") and not h.core.in_outage("tenant-b")
+    assert h.core.connection_count("tenant-a") == 1  # the live connection stays
+    assert closed(h.core.disconnect("me", h.now, tenant="tenant-a")) == ["c1"]
+    h.lose("c1")
+    h.publish("t", b"during the outage")
+    for n, client_id in enumerate(["me", "someone-else", "me"]):
+        conn = f"r{n}"
+        assert packets_to(conn, h.connect(conn, client_id, clean_session=False)) == [
+            refused(CONNACK_SERVER_UNAVAILABLE)
+        ]
+        h.lose(conn)
+    assert packets_to("b", h.connect("b", identity=BOB)) == [ACCEPTED]
+    assert h.core.connection_count("tenant-a") == 0
+    h.core.end_outage(tenant="tenant-a")
+    actions = h.connect("c2", "me", clean_session=False)
+    assert [p.payload for p in publishes_to("c2", actions)] == [b"during the outage"]
+    h.core.begin_outage(CONNACK_NOT_AUTHORIZED)  # every tenant
+    assert packets_to("x", h.connect("x", identity=BOB)) == [refused(CONNACK_NOT_AUTHORIZED)]
+    with pytest.raises(ValueError, match=r"1\.\.5"):
+        h.core.begin_outage(0)
+
+
 def test_hold_offline_and_disconnect_faults() -> None:
     h = Harness()
     h.connect("c1", "me", clean_session=False)

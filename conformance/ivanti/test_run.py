@@ -1,0 +1,237 @@
+"""Requirements judged over the whole run, on everything the broker and the CPS API saw:
+connections and client IDs, persistent sessions, topic discovery, no publishing, and every
+acknowledgement (IVT-CONN-01..03, IVT-SESS-01, IVT-SUB-03, IVT-PUB-01, IVT-ACK-01)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance.ivanti.conftest import ACK_LIMIT_S, IvantiDriver, accepted_at, prose
+from conformance.verdicts import Check
+from simulators.mqtt.server import ConnectionView
+
+pytestmark = pytest.mark.run_last(7)
+requirement = pytest.mark.requirement
+
+MAX_CONNECTIONS = 15  # "Ivanti recommends a maximum of fifteen connections per tenant."
+
+
+def _accepted(ivanti: IvantiDriver) -> list[ConnectionView]:
+    """The SUT's accepted connections; with none, the run could not observe it (or it is
+    down, and the check fails with that cause)."""
+    views = [v for v in ivanti.connections() if v.accepted]
+    if not views:
+        ivanti.harness.require_sut()
+    return views
+
+
+def _intervals(
+    views: list[ConnectionView], now: float
+) -> list[tuple[float, float, ConnectionView]]:
+    return [
+        (start, v.closed_real_s if v.closed_real_s is not None else now, v)
+        for v in views
+        if (start := accepted_at(v)) is not None
+    ]
+
+
+def _live_at(
+    intervals: list[tuple[float, float, ConnectionView]], when: float
+) -> list[ConnectionView]:
+    return [v for start, end, v in intervals if start <= when < end]
+
+
+@requirement("IVT-CONN-01")
+def test_at_most_15_connections(ivanti: IvantiDriver, check: Check) -> None:
+    """The broker refuses a 16th connection, so the evidence is the SUT's CONNECTs: none may
+    come while 15 of its connections (other than one it replaces) are live."""
+    check.include_history("ivanti-broker")
+    check.expect(f"never more than {MAX_CONNECTIONS} concurrent connections of the tenant")
+    views = _accepted(ivanti)
+    if not views:
+        raise check.not_verified("the SUT made no accepted connection in this run")
+    now = ivanti.harness.clock.real()
+    intervals = _intervals(views, now)
+    peak = max(len(_live_at(intervals, start)) for start, _, _ in intervals)
+    over = []
+    for view in ivanti.connections():
+        for connect in view.received("CONNECT"):
+            others = [
+                v for v in _live_at(intervals, connect.real_s) if v.client_id != view.client_id
+            ]
+            if len(others) >= MAX_CONNECTIONS:
+                over.append(view)
+    check.observe(
+        f"{len(views)} connection(s) over the run, at most {peak} at once"
+        + (f"; {len(over)} attempt(s) at a 16th" if over else "")
+    )
+    assert not over, (
+        f"the SUT tried to open connection number {MAX_CONNECTIONS + 1} ({len(over)} time(s), "
+        f"e.g. {over[0].client_id}) while {MAX_CONNECTIONS} were live"
+    )
+
+
+@requirement("IVT-CONN-02")
+def test_a_single_connection(ivanti: IvantiDriver, check: Check) -> None:
+    check.expect("one connection per tenant at a time (vendor best practice)")
+    views = _accepted(ivanti)
+    if not views:
+        raise check.not_verified("the SUT made no accepted connection in this run")
+    intervals = _intervals(views, ivanti.harness.clock.real())
+    peak = max(len(_live_at(intervals, start)) for start, _, _ in intervals)
+    ids = sorted({v.client_id or "?" for v in views})
+    check.observe(f"at most {peak} connection(s) at once; client IDs: {prose(ids[:5])}")
+    assert peak <= 1, f"the SUT held {peak} connections at once (best practice: one per tenant)"
+
+
+@requirement("IVT-CONN-03")
+def test_unique_client_ids(ivanti: IvantiDriver, check: Check) -> None:
+    """Two live connections never share a client ID: a CONNECT with the ID of a connection still
+    open is a take-over (MQTT-3.1.4-2) or a refusal, either way a shared ID."""
+    check.include_history("ivanti-broker")
+    check.expect("no CONNECT using the client ID of another live connection (no take-overs)")
+    views = _accepted(ivanti)
+    if not views:
+        raise check.not_verified("the SUT made no accepted connection in this run")
+    all_views = ivanti.connections()
+    shared = []
+    for newer in all_views:
+        for connect in newer.received("CONNECT"):
+            for older in views:
+                start = accepted_at(older)
+                if (
+                    older is not newer
+                    and older.client_id == newer.client_id
+                    and start is not None
+                    and start < connect.real_s
+                    and (older.closed_real_s is None or older.closed_real_s >= connect.real_s)
+                ):
+                    shared.append((older, newer))
+    ids = sorted({v.client_id or "?" for v in views})
+    check.observe(
+        f"{len(views)} connection(s), {len(ids)} client ID(s)"
+        + (f"; {len(shared)} CONNECT(s) with the ID of a live connection" if shared else "")
+    )
+    assert not shared, (
+        f"{len(shared)} time(s) a connection used the client ID {shared[0][1].client_id!r} of a "
+        "live connection (take-over or refusal)"
+    )
+
+
+@requirement("IVT-SESS-01")
+def test_persistent_session_with_a_stable_client_id(ivanti: IvantiDriver, check: Check) -> None:
+    """Every accepted CONNECT has clean session 0; after each connection ends, the SUT comes back
+    with the same client ID (a new one would start an empty session)."""
+    check.include_history("ivanti-broker")
+    check.expect(
+        "clean session = 0 in every CONNECT, and each client ID used again after a reconnect"
+    )
+    views = _accepted(ivanti)
+    if not views:
+        raise check.not_verified("the SUT made no accepted connection in this run")
+    clean = [v for v in views if v.clean_session]
+    attempts = [  # every CONNECT of the SUT, accepted or refused: (real time, client id)
+        (p.real_s, v.client_id) for v in ivanti.connections() for p in v.received("CONNECT")
+    ]
+    resumed: list[ConnectionView] = []
+    lost: list[ConnectionView] = []
+    for view in views:
+        if view.closed_real_s is None:
+            continue
+        later = {cid for when, cid in attempts if when > (view.closed_real_s or 0)}
+        if not later:
+            continue
+        (resumed if view.client_id in later else lost).append(view)
+    check.observe(
+        f"{len(views)} accepted connection(s): {len(clean)} with clean session = 1; after "
+        f"{len(resumed) + len(lost)} reconnect(s), {len(lost)} with a client ID not used again"
+    )
+    assert not clean, (
+        f"{len(clean)} connection(s) with clean session = 1 (e.g. {clean[0].client_id}): nothing "
+        "is kept for the SUT while it is offline"
+    )
+    assert not lost, (
+        f"after its connection as {lost[0].client_id!r} ended, the SUT connected with other "
+        f"client IDs only (e.g. {prose(sorted({v.client_id or '?' for v in views[-2:]}))})"
+    )
+    if not resumed:
+        ivanti.harness.require_sut()
+        raise check.not_verified("the SUT never reconnected in this run")
+
+
+@requirement("IVT-SUB-03")
+def test_topics_from_the_metadata_call(ivanti: IvantiDriver, check: Check) -> None:
+    login = ivanti.sim.login.email
+    check.expect(f"GET …/event/$metadata by {login} (the topics are not hard-coded)")
+    calls = [
+        c
+        for c in ivanti.sim.cps.calls()
+        if c.email == login and c.method == "GET" and c.path.endswith("/event/$metadata")
+    ]
+    views = [v for v in ivanti.connections() if v.accepted]
+    subscribed = [p.real_s for v in views for p in v.received("SUBSCRIBE")]
+    if calls:
+        first = calls[0]
+        before = not subscribed or first.real_s <= min(subscribed)
+        check.observe(
+            f"{len(calls)} metadata call(s), the first answered {first.status}"
+            + (", before its first SUBSCRIBE" if before and subscribed else "")
+        )
+        return
+    if ivanti.harness.manifest.process is None:
+        raise check.not_verified(
+            "no metadata call in this run; the SUT was started before it, so it may have made "
+            "its call then"
+        )
+    check.observe(f"no metadata call; {len(subscribed)} SUBSCRIBE packet(s)")
+    raise AssertionError("the SUT subscribed without asking for the event subscription metadata")
+
+
+@requirement("IVT-PUB-01")
+def test_does_not_publish(ivanti: IvantiDriver, check: Check) -> None:
+    check.include_history("ivanti-broker")
+    topics = set(ivanti.sim.tenant.topics.values())
+    check.expect("no PUBLISH (nor a Will) from the SUT to an event topic")
+    views = _accepted(ivanti)
+    if not views:
+        raise check.not_verified("the SUT made no accepted connection in this run")
+    published = [(v, p.topic) for v in ivanti.connections() for p in v.received("PUBLISH")]
+    on_events = [(v, t) for v, t in published if t in topics]
+    wills = [v for v in ivanti.connections() if v.will_topic in topics]
+    check.observe(
+        f"{len(published)} PUBLISH(es) from the SUT, {len(on_events)} to event topics; "
+        f"{len(wills)} Will(s) on event topics"
+    )
+    assert not on_events, (
+        f"the SUT published {len(on_events)} time(s) to event topics, e.g. {on_events[0][1]}"
+    )
+    assert not wills, f"the SUT set a Will on the event topic {wills[0].will_topic}"
+
+
+@requirement("IVT-ACK-01")
+def test_every_event_acknowledged_within_10s(ivanti: IvantiDriver, check: Check) -> None:
+    """Every first delivery (DUP = 0) of a plain event the checks published: a PUBACK within
+    10 s, unless the connection ended first (the copy is then resent, and judged there)."""
+    check.expect(f"a PUBACK within {ACK_LIMIT_S:g} s for every QoS 1 PUBLISH of a plain event")
+    now = ivanti.harness.clock.real()
+    copies = [c for c in ivanti.copies() if not c.dup and c.publish.payload_hash in ivanti.regular]
+    late, judged = [], 0
+    for copy in copies:
+        limit = copy.publish.real_s + ACK_LIMIT_S
+        ended = copy.conn.closed_real_s
+        if copy.acked_real_s is not None and copy.acked_real_s <= limit:
+            judged += 1
+        elif copy.acked_real_s is not None or ((ended is None or ended > limit) and now > limit):
+            judged += 1
+            late.append(copy)
+    if not judged:
+        raise check.not_verified("no plain event reached the SUT at QoS 1 in this run")
+    slowest = max((c.delay_real_s or 0 for c in copies if c.acked_real_s is not None), default=0)
+    check.observe(
+        f"{judged - len(late)} of {judged} first deliveries acknowledged within "
+        f"{ACK_LIMIT_S:g} s (slowest {slowest:.2f} s)"
+    )
+    assert not late, (
+        f"{len(late)} PUBLISH(es) not acknowledged within {ACK_LIMIT_S:g} s, first: "
+        f"{late[0].publish.topic} id={late[0].publish.packet_id} on {late[0].conn.client_id}"
+    )
