@@ -89,6 +89,9 @@ class PelionDriver:
     # Items that probe the SUT's tolerance of a message shape (PEL-MSG-*): PEL-CB-03 judges
     # the answers to ordinary batches, not to these.
     probes: set[str] = field(default_factory=set)
+    # PEL-WS-05: when the run's key was revoked (real s) and the sockets that revocation closed;
+    # the key comes back by itself at the window's end (other vendors' checks run meanwhile).
+    policy_window: tuple[float, frozenset[int]] | None = None
 
     def __repr__(self) -> str:
         return f"<PelionDriver {self.channels}>"

@@ -411,6 +411,23 @@ class PelionSimulator:
             closed.append(conn.snapshot())
         return closed
 
+    async def revoke_key_for(
+        self, seconds_real: float, key: str | None = None
+    ) -> list[ConnectionInfo]:
+        """:meth:`revoke_key` now, and accept the key again after ``seconds_real`` (real time:
+        the client's reconnect timers run meanwhile), whatever else happens in between."""
+        key = key or self.api_key
+        closed = await self.revoke_key(key)
+
+        async def restore() -> None:
+            await self.clock.sleep_real(seconds_real)
+            if key in self.revoked:
+                self.add_key(key)
+                self.poke()
+
+        self._spawn(restore(), "restoring a revoked key")
+        return closed
+
     # --- the schedule --------------------------------------------------------------------
 
     def poke(self) -> None:
