@@ -7,7 +7,7 @@ import pytest
 from conformance.harness import Harness
 from conformance.verdicts import Check
 
-pytestmark = pytest.mark.run_last(9)
+pytestmark = pytest.mark.run_last(12)  # last: after every vendor check
 requirement = pytest.mark.requirement
 
 

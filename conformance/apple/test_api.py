@@ -18,7 +18,7 @@ from conformance.apple.sim import API_RETRY_AFTER_S
 from conformance.verdicts import Check
 from simulators.apple.api import ApiRequest
 
-pytestmark = pytest.mark.run_last(8)  # after every other vendor check: the SUT's timers have run
+pytestmark = pytest.mark.run_last(11)  # after every other vendor check: the SUT's timers have run
 requirement = pytest.mark.requirement
 
 STARTUP_WAIT_S = 20.0  # how long the SUT has to make its first API calls

@@ -18,7 +18,7 @@ from conformance.ivanti.test_delivery import CAMPAIGN_BUDGET_S, _judge_payloads
 from conformance.verdicts import Check
 from simulators.ivanti.broker import Published
 
-pytestmark = pytest.mark.run_last(2)
+pytestmark = pytest.mark.run_last(9)  # after the timers: a payload may bring the SUT down
 requirement = pytest.mark.requirement
 
 

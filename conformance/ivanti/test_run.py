@@ -10,7 +10,7 @@ from conformance.ivanti.conftest import ACK_LIMIT_S, IvantiDriver, accepted_at, 
 from conformance.verdicts import Check
 from simulators.mqtt.server import ConnectionView
 
-pytestmark = pytest.mark.run_last(7)
+pytestmark = pytest.mark.run_last(10)  # run-wide: every connection the broker saw
 requirement = pytest.mark.requirement
 
 MAX_CONNECTIONS = 15  # "Ivanti recommends a maximum of fifteen connections per tenant."
