@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import statistics
 import tempfile
 import time
@@ -21,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
+from https_receiver import receiver
 
 from simulators.apple.models import Notification
 from simulators.apple.notifier import Notifier, Receiver
@@ -30,28 +29,6 @@ from simulators.evidence import Recorder
 from simulators.pki import PKI
 
 TOKEN = "bench-token"
-
-
-def serve(pki_dir: str, port_queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    pki = PKI.load_or_create(Path(pki_dir))
-
-    async def notify(request: web.Request) -> web.Response:
-        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
-            return web.Response(status=401)
-        await request.read()
-        return web.Response(status=200)
-
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/notify", notify)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=pki.server_context(pki.sut_server))
-        await site.start()
-        port_queue.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
 
 
 def bodies(count: int) -> list[Notification]:
@@ -120,12 +97,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         pki = PKI.load_or_create(Path(tmp))
-        ports: multiprocessing.Queue[int] = multiprocessing.Queue()
-        server = multiprocessing.Process(target=serve, args=(tmp, ports), daemon=True)
-        server.start()
-        url = f"https://127.0.0.1:{ports.get(timeout=30)}/notify"
         notes = bodies(args.count)
-        try:
+        with receiver(tmp, "POST", "/notify", 200, TOKEN) as url:
             for concurrency in args.concurrency:
                 asyncio.run(plain_loop(url, str(pki.ca), notes[:200], concurrency))  # warm-up
                 plain, ours = [], []
@@ -137,8 +110,6 @@ def main() -> None:
                     f"concurrency {concurrency:>2}: plain aiohttp loop {p:8.0f} notifications/s, "
                     f"notifier {o:8.0f} notifications/s, ratio {o / p:.2f} (target >= 0.80)"
                 )
-        finally:
-            server.terminate()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import multiprocessing
 import ssl
 import statistics
 import tempfile
@@ -30,7 +29,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
+from https_receiver import receiver
 
 from simulators.clock import Clock
 from simulators.evidence import Recorder
@@ -42,26 +41,6 @@ from simulators.pki import PKI
 KEY = "ak_bench"
 EP = "0172b9ba5409000000000001001117f5"
 TARGET = 1.3
-
-
-def serve(pki_dir: str, port_queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    pki = PKI.load_or_create(Path(pki_dir))
-
-    async def callback(request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response(status=204)
-
-    async def main() -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_put("/cb", callback)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=pki.server_context(pki.sut_server))
-        await site.start()
-        port_queue.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
 
 
 def events(count: int, offset: int) -> list[Event]:
@@ -174,14 +153,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         pki = PKI.load_or_create(Path(tmp))
-        ports: multiprocessing.Queue[int] = multiprocessing.Queue()
-        server = multiprocessing.Process(target=serve, args=(tmp, ports), daemon=True)
-        server.start()
-        try:
-            url = f"https://127.0.0.1:{ports.get(timeout=30)}/cb"
+        with receiver(tmp, "PUT", "/cb", 204) as url:
             asyncio.run(measure(url, pki, args.rounds, args.items))
-        finally:
-            server.terminate()
 
 
 if __name__ == "__main__":

@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import schemathesis
-from hypothesis import given, settings
-from schemathesis import GenerationMode
+from hypothesis import settings
 
-from conformance.fuzzing import campaign_settings
+from conformance.fuzzing import negative_bodies
 from simulators.apple.models import BODY_MODELS, NOTIFICATION_TYPES
 
 __all__ = ["negative_cases", "receiver_openapi"]
@@ -81,20 +79,13 @@ def _unknown_type_only(body: Any) -> bool:
 
 def negative_cases(campaign: settings | None = None) -> list[bytes]:
     """Schema-violating request bodies (deterministic from run to run by default)."""
-    schema = schemathesis.openapi.from_dict(receiver_openapi())
-    strategy = schema[PATH]["POST"].as_strategy(generation_mode=GenerationMode.NEGATIVE)
-    bodies: list[bytes] = []
-
-    @(campaign or campaign_settings("conformance", max_examples=30))
-    @given(strategy)
-    def collect(case: Any) -> None:
-        body = case.body
-        is_json = isinstance(body, (dict, list, str, int, float, bool)) or body is None
-        if is_json and not _unknown_type_only(body):
-            bodies.append(json.dumps(body).encode())
-
-    collect()
-    return list(dict.fromkeys(bodies))
+    return negative_bodies(
+        receiver_openapi(),
+        PATH,
+        "POST",
+        keep=lambda body: not _unknown_type_only(body),
+        campaign=campaign,
+    )
 
 
 if __name__ == "__main__":
