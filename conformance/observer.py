@@ -6,7 +6,9 @@ with 400 and counted (the checks then say the SUT reported in a shape they canno
 stays bounded whatever the SUT sends: a body over :data:`MAX_BODY_BYTES` gets 413, records past
 :data:`MAX_RECORDS` per vendor get 413, and both are counted for the report.
 
-Checks wait on it with a bounded timeout (:meth:`Observer.wait_for`).
+Checks wait on it with a bounded timeout (:meth:`Observer.wait_for`, or
+:meth:`Observer.count_reports` for the reports of given items, in whatever order the SUT
+processes them).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,6 +175,35 @@ class Observer:
         with self.changed:
             self.changed.wait_for(lambda: predicate(self._records(vendor)), timeout)
             return self._records(vendor)
+
+    def count_reports(
+        self,
+        vendor: str,
+        wanted: Mapping[str, Hashable],
+        keys: Callable[[Any], Iterable[str]],
+        timeout: float,
+        until: Callable[[Counter[Hashable]], bool],
+    ) -> Counter[Hashable]:
+        """How many records report each wanted item, waiting (at most ``timeout``) until
+        ``until(counts)`` holds. ``wanted`` maps every key of an item (e.g. its id, its address)
+        to the item; ``keys(record)`` gives a record's keys; a record counts once per item it
+        names. Each wake-up reads only the records that arrived since the last one, so waiting
+        for 10,000 items reported one by one stays linear."""
+        counts: Counter[Hashable] = Counter()
+        scanned = 0
+
+        def done() -> bool:
+            nonlocal scanned
+            kept = self.observations.get(vendor, [])
+            for observation in kept[scanned:]:
+                counts.update({wanted[k] for k in keys(observation.record) if k in wanted})
+            scanned = len(kept)
+            return until(counts)
+
+        with self.changed:
+            self.changed.wait_for(done, timeout)
+            done()
+        return counts
 
     def refusals(self, vendor: str) -> Refusals:
         with self.changed:

@@ -21,6 +21,9 @@ from simulators.apple.notifier import Notifier
 EXAMPLES = fixtures_dir() / "apple" / "examples"
 # How long a check waits for the SUT's observer report of something it answered 2xx to.
 OBSERVER_WAIT_S = 10.0
+# Judging "once": after every judged notification and the marker were reported, a second
+# report of one is still awaited this long (a SUT processing concurrently may report late).
+DUPLICATE_SETTLE_S = 1.0
 # A receiver that answers late is judged by APL-LAT-01; the status checks wait this long.
 STATUS_WAIT_S = 20.0
 
@@ -135,22 +138,37 @@ class AppleDriver:
         """The notifications the SUT reported as processed, in order."""
         return [n for r in self.harness.observer.records("apple") if (n := _notification(r))]
 
-    def fence(self) -> str | None:
-        """Deliver a marker notification and wait for its report, so that everything the SUT
+    def count_reports(
+        self, ids: Iterable[str], timeout: float, *, until_more_than: int = 0
+    ) -> dict[str, int]:
+        """Reports per notificationId, waiting (at most ``timeout``) until each was reported
+        more than ``until_more_than`` times (in any order: a SUT may process concurrently)."""
+        wanted = {nid: nid for nid in ids}
+        if not wanted:
+            return {}
+        counts = self.harness.observer.count_reports(
+            "apple",
+            wanted,
+            lambda record: (
+                [n] if isinstance(n := _notification(record).get("notificationId"), str) else []
+            ),
+            timeout,
+            lambda c: len(c) == len(wanted) and min(c.values()) > until_more_than,
+        )
+        return {nid: counts[nid] for nid in wanted}
+
+    def fence(self, awaiting: Iterable[str] = ()) -> str | None:
+        """Wait for the reports of the notificationIds ``awaiting`` (in any order, bounded),
+        then deliver a marker notification and wait for its report, so that everything the SUT
         processed before it has been reported. None when fenced; else why the observer cannot
         be relied on in this run (the check is then not-verified). A SUT whose reports the
         observer refused fails here: it reports, in a shape nobody can read."""
+        wait = 2.0 if self.observer_silent else OBSERVER_WAIT_S
+        self.count_reports(awaiting, wait)
         marker = association(1)  # the most common type; per-type checks judge the others
         if self.deliver(marker).state.value != "delivered":
             return "the SUT did not acknowledge a marker notification, so reports cannot be awaited"
-        wait = 2.0 if self.observer_silent else OBSERVER_WAIT_S
-
-        def reported(records: list[Any]) -> bool:
-            return any(
-                _notification(r).get("notificationId") == marker.notificationId for r in records
-            )
-
-        if reported(self.harness.observer.wait_for("apple", reported, wait)):
+        if self.count_reports([marker.notificationId], wait)[marker.notificationId]:
             return None
         refused = self.harness.observer.refusals("apple")
         if refused.total():

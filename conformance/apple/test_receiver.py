@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from conformance.apple.conftest import AppleDriver, answer, example, fresh, prose
+from conformance.apple.conftest import (
+    DUPLICATE_SETTLE_S,
+    AppleDriver,
+    answer,
+    example,
+    fresh,
+    prose,
+)
 from conformance.verdicts import Check, HarnessError
 from simulators.apple.delivery import Delivery
 from simulators.apple.models import association
@@ -226,20 +233,19 @@ def _assignments(notification: dict[str, Any]) -> list[Any]:
 
 @requirement("APL-OBS-01")
 def test_repeated_notification_processed_once(apple: AppleDriver, check: Check) -> None:
-    """notificationId is the dedupe key: a copy and a retry must not be processed again."""
+    """notificationId is the dedupe key: a copy and a retry must not be processed again. The
+    reports are awaited in any order (a SUT may process concurrently), and a second one a
+    little longer (:data:`DUPLICATE_SETTLE_S`)."""
     twice, retried = association(2), association(2)
     apple.arm("duplicate")
     deliveries = [apple.deliver(twice)]
     apple.arm("drop_after_send")
     deliveries.append(apple.deliver(retried))
     check.expect("one observer report per notificationId after a duplicate and a retry")
-    if unverifiable := _unacknowledged(apple, deliveries) or apple.fence():
+    ids = [twice.notificationId, retried.notificationId]
+    if unverifiable := _unacknowledged(apple, deliveries) or apple.fence(awaiting=ids):
         raise check.not_verified(unverifiable)
-    reports = apple.reports_of([twice.notificationId, retried.notificationId])
-    counts = {
-        nid: sum(1 for r in reports if r.get("notificationId") == nid)
-        for nid in (twice.notificationId, retried.notificationId)
-    }
+    counts = apple.count_reports(ids, DUPLICATE_SETTLE_S, until_more_than=1)
     check.observe(
         "each reported once"
         if set(counts.values()) == {1}
@@ -259,7 +265,8 @@ def test_split_event_processed_completely(apple: AppleDriver, check: Check) -> N
     check.expect("observer sees all 150 assignments of the event, from both parts")
     if len(deliveries) != 2:
         raise HarnessError(f"the simulator split 150 elements into {len(deliveries)} parts")
-    if unverifiable := _unacknowledged(apple, deliveries) or apple.fence():
+    parts = [d.notification_id for d in deliveries]
+    if unverifiable := _unacknowledged(apple, deliveries) or apple.fence(awaiting=parts):
         raise check.not_verified(unverifiable)
     reports = {
         r["notificationId"]: r for r in apple.reports_of(d.notification_id for d in deliveries)

@@ -39,6 +39,9 @@ ACK_LIMIT_S = 10.0  # IVT-ACK-01: "within 10 s"
 # a SUT that is only slow fails that requirement, not theirs).
 RECEIPT_WAIT_S = 12.0
 OBSERVER_WAIT_S = 10.0  # for the report of an event the SUT acknowledged
+# Judging "once": after every judged event and the marker were reported, a second report of
+# one is still awaited this long (a SUT processing concurrently may report a copy late).
+DUPLICATE_SETTLE_S = 1.0
 REJOIN_GRACE_S = 3.0  # for a client ID to come back once the SUT returned under new ones
 # The event type a check uses when any will do: the most frequent one, then the others.
 PREFERRED = ("device_check_in", *(t for t in EVENT_TYPES if t != "device_check_in"))
@@ -446,20 +449,35 @@ class IvantiDriver:
         key = published.key
         return sum(1 for r in self.records() if key_of(r) == key) if key else 0
 
-    def fence(self, check: Check) -> str | None:
-        """Publish a marker event and wait for its report, so everything the SUT processed
-        before has been reported. None when fenced; else why the observer cannot be relied on
-        (the check is then not-verified). Reports the observer refused fail the check."""
+    def count_reports(
+        self, events: Iterable[Published], timeout: float, *, until_more_than: int = 0
+    ) -> dict[str, int]:
+        """Reports per event key, waiting (at most ``timeout``) until every event was reported
+        more than ``until_more_than`` times (in any order: a SUT may process concurrently)."""
+        keyed = {e.key: e.key for e in events if e.key}
+        if not keyed:
+            return {}
+        counts = self.harness.observer.count_reports(
+            "ivanti",
+            keyed,
+            lambda record: [k] if isinstance(record, dict) and (k := key_of(record)) else [],
+            timeout,
+            lambda c: len(c) == len(keyed) and min(c.values()) > until_more_than,
+        )
+        return {key: counts[key] for key in keyed}
+
+    def fence(self, check: Check, awaiting: Iterable[Published] = ()) -> str | None:
+        """Wait for the reports of ``awaiting`` (in any order, bounded), then publish a marker
+        event and wait for its report, so everything the SUT processed before has been
+        reported. None when fenced; else why the observer cannot be relied on (the check is
+        then not-verified). Reports the observer refused fail the check."""
+        wait = 2.0 if self.observer_silent else OBSERVER_WAIT_S
+        self.count_reports(awaiting, wait)
         marker = self.publish(self.event_type(check))
         self.wait_acked([marker])
         if not self.acked(marker):
             return "the SUT did not acknowledge a marker event, so reports cannot be awaited"
-        wait = 2.0 if self.observer_silent else OBSERVER_WAIT_S
-        key = marker.key
-        self.harness.observer.wait_for(
-            "ivanti", lambda records: any(key_of(r) == key for r in records), wait
-        )
-        if self.reports(marker):
+        if self.count_reports([marker], wait).get(marker.key or "", 0):
             return None
         refused = self.harness.observer.refusals("ivanti")
         if refused.total():

@@ -26,11 +26,14 @@ from simulators.pelion.channels import ItemQueued
 from simulators.pelion.models import Event, Kind
 from simulators.pelion.simulator import DeliveryAttempt
 
-__all__ = ["Channel", "PelionDriver", "observed_uid", "payload_hex"]
+__all__ = ["Channel", "PelionDriver", "payload_hex"]
 
 Channel = Literal["callback", "websocket"]
 STARTUP_WAIT_S = 20.0  # how long the SUT has to register its channel or connect
 OBSERVER_WAIT_S = 10.0  # how long a check waits for the report of something delivered
+# Judging "once": after every judged item and the marker were reported, a second report of
+# one is still awaited this long (a SUT processing concurrently may report a copy late).
+DUPLICATE_SETTLE_S = 1.0
 DELIVERY_WAIT_S = 45.0  # real seconds a delivery may take (a batch, its retries, reconnects)
 SETTLE_S = 0.5  # after a frame, how long the socket must stay open to count as accepted
 _ep_numbers = itertools.count(1)
@@ -69,12 +72,6 @@ def identity(queued: ItemQueued) -> tuple[str, str]:
     event = queued.item.event
     address = event.body.get("id" if event.kind == "async-responses" else "ep")
     return queued.item.uid, f"{event.kind}:{address}"
-
-
-def observed_uid(record: Any) -> str | None:
-    item = record.get("item") if isinstance(record, dict) else None
-    uid = item.get("uid") if isinstance(item, dict) else None
-    return uid if isinstance(uid, str) else None
 
 
 @dataclass(repr=False)
@@ -261,8 +258,18 @@ class PelionDriver:
     def records(self) -> list[dict[str, Any]]:
         return [r for r in self.harness.observer.records("pelion") if isinstance(r, dict)]
 
-    def reported_uids(self) -> list[str]:
-        return [uid for r in self.records() if (uid := observed_uid(r))]
+    def reports_by_item(self, queued: Iterable[ItemQueued]) -> dict[str, list[dict[str, Any]]]:
+        """The observer records naming each queued item (by uid, or by kind and address),
+        keyed by the item's uid; an item nobody reported is absent."""
+        wanted: dict[str, str] = {}
+        for q in queued:
+            for key in identity(q):
+                wanted[key] = q.item.uid
+        found: dict[str, list[dict[str, Any]]] = {}
+        for record in self.records():
+            for uid in {wanted[k] for k in identities(record) if k in wanted}:
+                found.setdefault(uid, []).append(record)
+        return found
 
     def unreported(self, queued: Iterable[ItemQueued]) -> list[ItemQueued]:
         """The queued items no observer record names (by uid, or by kind and address)."""
@@ -271,20 +278,40 @@ class PelionDriver:
             seen |= identities(record)
         return [q for q in queued if not seen & set(identity(q))]
 
-    def fence(self, channel: Channel) -> str | None:
-        """Deliver a marker and wait for its report, so that what the SUT processed before it
-        has been reported. None when fenced; else why the observer cannot be relied on."""
+    def count_reports(
+        self, queued: Iterable[ItemQueued], timeout: float, *, until_more_than: int = 0
+    ) -> dict[str, int]:
+        """Reports per item uid (a record names an item by its uid, or by its kind and
+        address: see :func:`identities`), waiting (at most ``timeout``) until every item was
+        reported more than ``until_more_than`` times, in any order: a SUT may process
+        concurrently."""
+        wanted: dict[str, str] = {}
+        for q in queued:
+            for key in identity(q):
+                wanted[key] = q.item.uid
+        items = len(set(wanted.values()))
+        if not items:
+            return {}
+        counts = self.harness.observer.count_reports(
+            "pelion",
+            wanted,
+            identities,
+            timeout,
+            lambda c: len(c) == items and min(c.values()) > until_more_than,
+        )
+        return {uid: counts[uid] for uid in set(wanted.values())}
+
+    def fence(self, channel: Channel, awaiting: Iterable[ItemQueued] = ()) -> str | None:
+        """Wait for the reports of ``awaiting`` (in any order, bounded), then deliver a marker
+        and wait for its report, so that what the SUT processed before it has been reported.
+        None when fenced; else why the observer cannot be relied on."""
+        wait = 2.0 if self.observer_silent else OBSERVER_WAIT_S
+        self.count_reports(awaiting, wait)
         marker = self.notifications(channel, [b"fence-" + secrets.token_hex(4).encode()])
         attempts = self.deliver(channel, marker)
         if not any(a.succeeded for a in attempts):
             return "the SUT did not take a marker notification, so reports cannot be awaited"
-        wanted = set(identity(marker[0]))
-        wait = 2.0 if self.observer_silent else OBSERVER_WAIT_S
-
-        def reported(records: list[Any]) -> bool:
-            return any(wanted & identities(r) for r in records)
-
-        if reported(self.harness.observer.wait_for("pelion", reported, wait)):
+        if any(self.count_reports(marker, wait).values()):
             return None
         refused = self.harness.observer.refusals("pelion")
         if refused.total():

@@ -1214,6 +1214,18 @@ class PelionSimulator:
 
         return self._in_loop(swap)
 
+    def serialization(self, key: str | None = None) -> SerializationConfig | None:
+        """The serialization ``key``'s callback or WebSocket channel delivers with now (any
+        thread); None when the key has neither."""
+
+        def read() -> SerializationConfig | None:
+            core = self.registry.core(key or self.api_key)
+            if isinstance(core, CallbackDelivery | WebSocketDelivery):
+                return core.config
+            return None
+
+        return self._in_loop(read)
+
     def channel_state(self, key: str | None = None) -> ChannelSnapshot | None:
         """``key``'s channel now (any thread), None when it has none."""
         return self._in_loop(lambda: self._snapshot(key or self.api_key))
