@@ -186,8 +186,10 @@ def test_reconnects(pelion: PelionDriver, check: Check, how: str) -> None:
         pelion.harness.run(pelion.sim.delete_channel(pelion.sim.api_key))
     harness = pelion.harness
     back = pelion.sim.wait_for(
-        lambda: (pelion.socket_bound() and _reconnected_after(pelion, began))
-        or (harness.sut is not None and harness.sut.exited() is not None),
+        lambda: (
+            (pelion.socket_bound() and _reconnected_after(pelion, began))
+            or (harness.sut is not None and harness.sut.exited() is not None)
+        ),
         RECONNECT_WAIT_S,
     )
     if not isinstance(back, ConnectionInfo):
