@@ -182,13 +182,16 @@ class Observer:
         wanted: Mapping[str, Hashable],
         keys: Callable[[Any], Iterable[str]],
         timeout: float,
-        until: Callable[[Counter[Hashable]], bool],
-    ) -> Counter[Hashable]:
-        """How many records report each wanted item, waiting (at most ``timeout``) until
-        ``until(counts)`` holds. ``wanted`` maps every key of an item (e.g. its id, its address)
-        to the item; ``keys(record)`` gives a record's keys; a record counts once per item it
-        names. Each wake-up reads only the records that arrived since the last one, so waiting
-        for 10,000 items reported one by one stays linear."""
+        *,
+        more_than: int = 0,
+    ) -> dict[Hashable, int]:
+        """How many records report each wanted item, waiting (at most ``timeout``) until every
+        item was reported more than ``more_than`` times, in any order. ``wanted`` maps every
+        key of an item (e.g. its id, its address) to the item; ``keys(record)`` gives a
+        record's keys; a record counts once per item it names. Each wake-up reads only the
+        records that arrived since the last one, so waiting for 10,000 items reported one by
+        one stays linear."""
+        items = set(wanted.values())
         counts: Counter[Hashable] = Counter()
         scanned = 0
 
@@ -198,12 +201,12 @@ class Observer:
             for observation in kept[scanned:]:
                 counts.update({wanted[k] for k in keys(observation.record) if k in wanted})
             scanned = len(kept)
-            return until(counts)
+            return all(counts[item] > more_than for item in items)
 
         with self.changed:
             self.changed.wait_for(done, timeout)
             done()
-        return counts
+        return {item: counts[item] for item in items}
 
     def refusals(self, vendor: str) -> Refusals:
         with self.changed:

@@ -139,23 +139,18 @@ class AppleDriver:
         return [n for r in self.harness.observer.records("apple") if (n := _notification(r))]
 
     def count_reports(
-        self, ids: Iterable[str], timeout: float, *, until_more_than: int = 0
+        self, ids: Iterable[str], timeout: float, *, more_than: int = 0
     ) -> dict[str, int]:
         """Reports per notificationId, waiting (at most ``timeout``) until each was reported
-        more than ``until_more_than`` times (in any order: a SUT may process concurrently)."""
-        wanted = {nid: nid for nid in ids}
-        if not wanted:
-            return {}
+        more than ``more_than`` times (in any order: a SUT may process concurrently)."""
         counts = self.harness.observer.count_reports(
             "apple",
-            wanted,
-            lambda record: (
-                [n] if isinstance(n := _notification(record).get("notificationId"), str) else []
-            ),
+            {nid: nid for nid in ids},
+            lambda record: [str(_notification(record).get("notificationId"))],
             timeout,
-            lambda c: len(c) == len(wanted) and min(c.values()) > until_more_than,
+            more_than=more_than,
         )
-        return {nid: counts[nid] for nid in wanted}
+        return {str(nid): n for nid, n in counts.items()}
 
     def fence(self, awaiting: Iterable[str] = ()) -> str | None:
         """Wait for the reports of the notificationIds ``awaiting`` (in any order, bounded),

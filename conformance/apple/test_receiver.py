@@ -245,7 +245,7 @@ def test_repeated_notification_processed_once(apple: AppleDriver, check: Check) 
     ids = [twice.notificationId, retried.notificationId]
     if unverifiable := _unacknowledged(apple, deliveries) or apple.fence(awaiting=ids):
         raise check.not_verified(unverifiable)
-    counts = apple.count_reports(ids, DUPLICATE_SETTLE_S, until_more_than=1)
+    counts = apple.count_reports(ids, DUPLICATE_SETTLE_S, more_than=1)
     check.observe(
         "each reported once"
         if set(counts.values()) == {1}

@@ -450,21 +450,18 @@ class IvantiDriver:
         return sum(1 for r in self.records() if key_of(r) == key) if key else 0
 
     def count_reports(
-        self, events: Iterable[Published], timeout: float, *, until_more_than: int = 0
+        self, events: Iterable[Published], timeout: float, *, more_than: int = 0
     ) -> dict[str, int]:
         """Reports per event key, waiting (at most ``timeout``) until every event was reported
-        more than ``until_more_than`` times (in any order: a SUT may process concurrently)."""
-        keyed = {e.key: e.key for e in events if e.key}
-        if not keyed:
-            return {}
+        more than ``more_than`` times (in any order: a SUT may process concurrently)."""
         counts = self.harness.observer.count_reports(
             "ivanti",
-            keyed,
-            lambda record: [k] if isinstance(record, dict) and (k := key_of(record)) else [],
+            {e.key: e.key for e in events if e.key},
+            lambda record: [str(key_of(record))] if isinstance(record, dict) else [],
             timeout,
-            lambda c: len(c) == len(keyed) and min(c.values()) > until_more_than,
+            more_than=more_than,
         )
-        return {key: counts[key] for key in keyed}
+        return {str(key): n for key, n in counts.items()}
 
     def fence(self, check: Check, awaiting: Iterable[Published] = ()) -> str | None:
         """Wait for the reports of ``awaiting`` (in any order, bounded), then publish a marker

@@ -158,7 +158,7 @@ def test_processes_each_event_once(ivanti: IvantiDriver, check: Check) -> None:
         )
     if reason := ivanti.fence(check, awaiting=judged.values()):
         raise check.not_verified(reason)
-    by_key = ivanti.count_reports(judged.values(), DUPLICATE_SETTLE_S, until_more_than=1)
+    by_key = ivanti.count_reports(judged.values(), DUPLICATE_SETTLE_S, more_than=1)
     counts = {what: by_key.get(e.key or "", 0) for what, e in judged.items()}
     check.observe(prose(f"{what}: reported {n} time(s)" for what, n in counts.items()))
     never = [what for what, n in counts.items() if n == 0]

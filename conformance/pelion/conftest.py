@@ -279,27 +279,16 @@ class PelionDriver:
         return [q for q in queued if not seen & set(identity(q))]
 
     def count_reports(
-        self, queued: Iterable[ItemQueued], timeout: float, *, until_more_than: int = 0
+        self, queued: Iterable[ItemQueued], timeout: float, *, more_than: int = 0
     ) -> dict[str, int]:
         """Reports per item uid (a record names an item by its uid, or by its kind and
         address: see :func:`identities`), waiting (at most ``timeout``) until every item was
-        reported more than ``until_more_than`` times, in any order: a SUT may process
-        concurrently."""
-        wanted: dict[str, str] = {}
-        for q in queued:
-            for key in identity(q):
-                wanted[key] = q.item.uid
-        items = len(set(wanted.values()))
-        if not items:
-            return {}
+        reported more than ``more_than`` times, in any order: a SUT may process concurrently."""
+        wanted = {key: q.item.uid for q in queued for key in identity(q)}
         counts = self.harness.observer.count_reports(
-            "pelion",
-            wanted,
-            identities,
-            timeout,
-            lambda c: len(c) == items and min(c.values()) > until_more_than,
+            "pelion", wanted, identities, timeout, more_than=more_than
         )
-        return {uid: counts[uid] for uid in set(wanted.values())}
+        return {str(uid): n for uid, n in counts.items()}
 
     def fence(self, channel: Channel, awaiting: Iterable[ItemQueued] = ()) -> str | None:
         """Wait for the reports of ``awaiting`` (in any order, bounded), then deliver a marker

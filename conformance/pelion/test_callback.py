@@ -168,7 +168,7 @@ def test_a_resent_batch_is_processed_once(pelion: PelionDriver, check: Check) ->
         raise check.not_verified(f"the batch was not resent: {describe(attempts)}")
     if unverifiable := pelion.fence("callback", awaiting=queued):
         raise check.not_verified(unverifiable)
-    counts = pelion.count_reports(queued, DUPLICATE_SETTLE_S, until_more_than=1)
+    counts = pelion.count_reports(queued, DUPLICATE_SETTLE_S, more_than=1)
     check.observe(
         "each reported once"
         if set(counts.values()) == {1}

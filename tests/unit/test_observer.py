@@ -63,7 +63,7 @@ def test_reports_arriving_in_any_order_while_waiting_are_all_counted(observer: O
     sender = threading.Thread(target=report_later)
     started = time.monotonic()
     sender.start()
-    counts = observer.count_reports("v", WANTED, keys, 10.0, lambda c: len(c) == 2)
+    counts = observer.count_reports("v", WANTED, keys, 10.0)
     sender.join()
     assert counts == {"A": 1, "B": 1}  # a record naming both keys of B counts once
     assert time.monotonic() - started < 5.0  # woken by the reports, not by the timeout
@@ -72,14 +72,23 @@ def test_reports_arriving_in_any_order_while_waiting_are_all_counted(observer: O
 def test_a_wait_ends_at_its_timeout_with_what_was_seen(observer: Observer) -> None:
     post(observer, {"id": "a"}, {"id": "a"})
     started = time.monotonic()
-    counts = observer.count_reports("v", WANTED, keys, 0.3, lambda c: len(c) == 2)
+    counts = observer.count_reports("v", WANTED, keys, 0.3)
     assert 0.3 <= time.monotonic() - started < 3.0
-    assert counts == {"A": 2}
+    assert counts == {"A": 2, "B": 0}
 
 
 def test_records_already_there_satisfy_a_wait_at_once(observer: Observer) -> None:
     post(observer, {"id": "a"}, {"ep": "dev-b"}, {"id": "b"})
     started = time.monotonic()
-    counts = observer.count_reports("v", WANTED, keys, 10.0, lambda c: len(c) == 2)
+    counts = observer.count_reports("v", WANTED, keys, 10.0)
     assert counts == {"A": 1, "B": 2}
+    assert time.monotonic() - started < 5.0
+
+
+def test_more_than_waits_for_every_item_to_be_reported_again(observer: Observer) -> None:
+    post(observer, {"id": "a"}, {"id": "b"}, {"ep": "dev-b"})
+    threading.Timer(0.2, post, (observer, {"ep": "dev-a"})).start()
+    started = time.monotonic()
+    counts = observer.count_reports("v", WANTED, keys, 10.0, more_than=1)
+    assert counts == {"A": 2, "B": 2}
     assert time.monotonic() - started < 5.0
