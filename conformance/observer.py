@@ -19,13 +19,15 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from simulators.clock import Clock
 from simulators.evidence import Recorder
+
+Item = TypeVar("Item", bound=Hashable)
 
 __all__ = ["MAX_BODY_BYTES", "MAX_RECORDS", "Observation", "Observer", "Route"]
 
@@ -179,12 +181,12 @@ class Observer:
     def count_reports(
         self,
         vendor: str,
-        wanted: Mapping[str, Hashable],
+        wanted: Mapping[str, Item],
         keys: Callable[[Any], Iterable[str]],
         timeout: float,
         *,
         more_than: int = 0,
-    ) -> dict[Hashable, int]:
+    ) -> dict[Item, int]:
         """How many records report each wanted item, waiting (at most ``timeout``) until every
         item was reported more than ``more_than`` times, in any order. ``wanted`` maps every
         key of an item (e.g. its id, its address) to the item; ``keys(record)`` gives a
@@ -192,7 +194,7 @@ class Observer:
         records that arrived since the last one, so waiting for 10,000 items reported one by
         one stays linear."""
         items = set(wanted.values())
-        counts: Counter[Hashable] = Counter()
+        counts: Counter[Item] = Counter()
         scanned = 0
 
         def done() -> bool:

@@ -143,14 +143,13 @@ class AppleDriver:
     ) -> dict[str, int]:
         """Reports per notificationId, waiting (at most ``timeout``) until each was reported
         more than ``more_than`` times (in any order: a SUT may process concurrently)."""
-        counts = self.harness.observer.count_reports(
+        return self.harness.observer.count_reports(
             "apple",
             {nid: nid for nid in ids},
             lambda record: [str(_notification(record).get("notificationId"))],
             timeout,
             more_than=more_than,
         )
-        return {str(nid): n for nid, n in counts.items()}
 
     def fence(self, awaiting: Iterable[str] = ()) -> str | None:
         """Wait for the reports of the notificationIds ``awaiting`` (in any order, bounded),

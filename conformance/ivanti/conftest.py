@@ -454,14 +454,13 @@ class IvantiDriver:
     ) -> dict[str, int]:
         """Reports per event key, waiting (at most ``timeout``) until every event was reported
         more than ``more_than`` times (in any order: a SUT may process concurrently)."""
-        counts = self.harness.observer.count_reports(
+        return self.harness.observer.count_reports(
             "ivanti",
             {e.key: e.key for e in events if e.key},
             lambda record: [str(key_of(record))] if isinstance(record, dict) else [],
             timeout,
             more_than=more_than,
         )
-        return {str(key): n for key, n in counts.items()}
 
     def fence(self, check: Check, awaiting: Iterable[Published] = ()) -> str | None:
         """Wait for the reports of ``awaiting`` (in any order, bounded), then publish a marker

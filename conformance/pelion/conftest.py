@@ -285,10 +285,9 @@ class PelionDriver:
         address: see :func:`identities`), waiting (at most ``timeout``) until every item was
         reported more than ``more_than`` times, in any order: a SUT may process concurrently."""
         wanted = {key: q.item.uid for q in queued for key in identity(q)}
-        counts = self.harness.observer.count_reports(
+        return self.harness.observer.count_reports(
             "pelion", wanted, identities, timeout, more_than=more_than
         )
-        return {str(uid): n for uid, n in counts.items()}
 
     def fence(self, channel: Channel, awaiting: Iterable[ItemQueued] = ()) -> str | None:
         """Wait for the reports of ``awaiting`` (in any order, bounded), then deliver a marker
