@@ -126,7 +126,7 @@ async def _serve(
     clock = Clock()
     recorder = Recorder(clock, check_head=0, check_tail=0, run_head=0, run_tail=100, sink=log)
     routes = {
-        name: Route(discover()[name].observer_record_model(), discover()[name].observer_key)
+        name: Route(discover()[name].observer_record_model(), discover()[name].observer_keys)
         for name in vendors
     }
     observer = Observer(clock, recorder, routes, port=args.observer_port)

@@ -60,7 +60,7 @@ class Harness:
         self.recorder = Recorder(self.clock)
         self.loop = LoopThread()
         routes = {
-            name: Route(vendor(name).observer_record_model(), vendor(name).observer_key)
+            name: Route(vendor(name).observer_record_model(), vendor(name).observer_keys)
             for name in settings.vendors
         }
         self.observer = Observer(self.clock, self.recorder, routes, port=settings.observer_port)

@@ -38,10 +38,11 @@ PARSE_IN_THREAD_BYTES = 256 * 1024  # larger bodies are parsed off the event loo
 
 @dataclass(frozen=True)
 class Route:
-    """One vendor's observer route: the record model, and what links a record to its cause."""
+    """One vendor's observer route: the record model, and the keys that link a record to the
+    item it reports (the vendor plug-in's ``observer_keys``)."""
 
     model: type[BaseModel]
-    key: Callable[[Any], str | None] = lambda record: None
+    keys: Callable[[Any], tuple[str, ...]] = lambda record: ()
 
 
 @dataclass(frozen=True)
@@ -151,8 +152,8 @@ class Observer:
                 "sut", "->", "observer", "observed", f"reported {len(records)} {vendor} records"
             )
         for record in records[:1000]:
-            key = route.key(record)
-            causes.setdefault(self.recorder.cause_of(key) if key else None, []).append(record)
+            cause = next(filter(None, map(self.recorder.cause_of, route.keys(record))), None)
+            causes.setdefault(cause, []).append(record)
         for cause, group in causes.items():
             self.recorder.record(
                 "sut",

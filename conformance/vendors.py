@@ -114,8 +114,9 @@ class Vendor(Protocol):
     def observer_record_model(self) -> type[BaseModel]:
         """The record a SUT POSTs to ``{observer}/<name>`` (sut-contract.md §4)."""
 
-    def observer_key(self, record: Any) -> str | None:
-        """What ties a valid record to the evidence that caused it (e.g. a notification id)."""
+    def observer_keys(self, record: Any) -> tuple[str, ...]:
+        """What ties a record to the item it reports (e.g. a notification id): the observer
+        attributes evidence by these keys and the checks count reports by them. Any input."""
 
     async def start(self, run: VendorRun) -> RunningVendor:
         """Start the vendor's simulators in the running event loop."""

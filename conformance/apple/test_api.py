@@ -13,8 +13,9 @@ import itertools
 
 import pytest
 
-from conformance.apple.conftest import AppleDriver, prose
+from conformance.apple.driver import AppleDriver
 from conformance.apple.sim import API_RETRY_AFTER_S
+from conformance.driver import prose
 from conformance.verdicts import Check
 from simulators.apple.api import ApiRequest
 

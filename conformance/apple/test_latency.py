@@ -11,7 +11,7 @@ import statistics
 
 import pytest
 
-from conformance.apple.conftest import AppleDriver
+from conformance.apple.driver import AppleDriver
 from conformance.verdicts import Check
 
 pytestmark = pytest.mark.run_last(3)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 
 from conformance.apple import openapi
-from conformance.apple.conftest import AppleDriver, answer, example, fresh
+from conformance.apple.driver import AppleDriver, answer, example, fresh
 from conformance.apple.strategies import malformed_bodies
 from conformance.fuzzing import campaign_settings
 from conformance.verdicts import Check, HarnessError

@@ -10,14 +10,8 @@ from typing import Any
 
 import pytest
 
-from conformance.apple.conftest import (
-    DUPLICATE_SETTLE_S,
-    AppleDriver,
-    answer,
-    example,
-    fresh,
-    prose,
-)
+from conformance.apple.driver import AppleDriver, answer, example, fresh
+from conformance.driver import DUPLICATE_SETTLE_S, prose
 from conformance.verdicts import Check, HarnessError
 from simulators.apple.delivery import Delivery
 from simulators.apple.models import association

@@ -99,10 +99,11 @@ class AppleVendor:
 
         return ObservedNotification
 
-    def observer_key(self, record: Any) -> str | None:
+    def observer_keys(self, record: Any) -> tuple[str, ...]:
+        """The reported notification's ``notificationId``."""
         inner = record.get("notification") if isinstance(record, dict) else None
         key = inner.get("notificationId") if isinstance(inner, dict) else None
-        return key if isinstance(key, str) else None
+        return (key,) if isinstance(key, str) else ()
 
     async def start(self, run: VendorRun) -> RunningVendor:
         from conformance.apple.sim import start

@@ -8,7 +8,8 @@ from collections import Counter
 
 import pytest
 
-from conformance.ivanti.conftest import IvantiDriver, prose
+from conformance.driver import prose
+from conformance.ivanti.driver import IvantiDriver
 from conformance.verdicts import Check
 from simulators.mqtt.topics import topic_matches
 

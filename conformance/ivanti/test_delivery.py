@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from hypothesis import given
 
+from conformance.driver import prose
 from conformance.fuzzing import campaign_settings
-from conformance.ivanti.conftest import ACK_LIMIT_S, RECEIPT_WAIT_S, IvantiDriver, pair_acks, prose
+from conformance.ivanti.driver import ACK_LIMIT_S, RECEIPT_WAIT_S, IvantiDriver, pair_acks
 from conformance.ivanti.strategies import evolved_events
 from conformance.verdicts import Check, HarnessError
 from simulators.ivanti.broker import Published

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 
 from conformance.fuzzing import campaign_settings
-from conformance.ivanti.conftest import IvantiDriver
+from conformance.ivanti.driver import IvantiDriver
 from conformance.ivanti.strategies import LARGE_PAYLOAD_BYTES, malformed_payloads
 from conformance.ivanti.test_delivery import CAMPAIGN_BUDGET_S, _judge_payloads
 from conformance.verdicts import Check

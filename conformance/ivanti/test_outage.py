@@ -13,15 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from conformance.ivanti.conftest import (
-    DUPLICATE_SETTLE_S,
-    OBSERVER_WAIT_S,
-    RECEIPT_WAIT_S,
-    IvantiDriver,
-    key_of,
-    pair_acks,
-    prose,
-)
+from conformance.driver import DUPLICATE_SETTLE_S, OBSERVER_WAIT_S, prose
+from conformance.ivanti.driver import RECEIPT_WAIT_S, IvantiDriver, pair_acks
 from conformance.verdicts import Check, HarnessError
 from simulators.ivanti.broker import ImpostorKind, Published
 
@@ -221,12 +214,7 @@ def test_receives_what_was_published_while_offline(ivanti: IvantiDriver, check: 
         )
     ivanti.wait_acked(events, RECEIPT_WAIT_S)
     if reporting:
-        keys = {e.key for e in events if e.key}
-        harness.observer.wait_for(
-            "ivanti",
-            lambda records: keys <= {key_of(r) for r in records},
-            OBSERVER_WAIT_S,
-        )
+        ivanti.count_reports(events, OBSERVER_WAIT_S)
     missing = {
         e.event_type or e.topic: "not kept"
         if not e.kept_for

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from conformance.ivanti.conftest import ACK_LIMIT_S, IvantiDriver, accepted_at, prose
+from conformance.driver import prose
+from conformance.ivanti.driver import ACK_LIMIT_S, IvantiDriver, accepted_at
 from conformance.verdicts import Check
 from simulators.mqtt.server import ConnectionView
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from conformance.ivanti.conftest import IvantiDriver
+from conformance.ivanti.driver import IvantiDriver
 from conformance.verdicts import Check
 from simulators.mqtt.server import ConnectionView
 

@@ -108,12 +108,14 @@ class IvantiVendor:
 
         return ObservedEvent
 
-    def observer_key(self, record: Any) -> str | None:
+    def observer_keys(self, record: Any) -> tuple[str, ...]:
+        """The reported event's key (its topic and identifying fields)."""
         if not isinstance(record, dict) or not isinstance(record.get("topic"), str):
-            return None
+            return ()
         from simulators.ivanti.events import event_key
 
-        return event_key(record["topic"], record.get("message"))
+        key = event_key(record["topic"], record.get("message"))
+        return (key,) if key else ()
 
     async def start(self, run: VendorRun) -> RunningVendor:
         from conformance.ivanti.sim import start

@@ -8,8 +8,8 @@ import secrets
 
 import pytest
 
-from conformance.pelion.conftest import (
-    DUPLICATE_SETTLE_S,
+from conformance.driver import DUPLICATE_SETTLE_S
+from conformance.pelion.driver import (
     STARTUP_WAIT_S,
     PelionDriver,
     describe,

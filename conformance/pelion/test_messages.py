@@ -19,7 +19,7 @@ from hypothesis import given
 
 from conformance.fuzzing import campaign_settings
 from conformance.pelion import openapi
-from conformance.pelion.conftest import (
+from conformance.pelion.driver import (
     Channel,
     PelionDriver,
     describe,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from conformance.pelion.conftest import STARTUP_WAIT_S, PelionDriver, describe
+from conformance.pelion.driver import STARTUP_WAIT_S, PelionDriver, describe
 from conformance.verdicts import Check
 from simulators.pelion.delivery import REASON_REPLACED
 from simulators.pelion.websocket import ConnectionInfo

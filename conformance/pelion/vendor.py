@@ -169,10 +169,20 @@ class PelionVendor:
 
         return ObservedItem
 
-    def observer_key(self, record: Any) -> str | None:
-        item = record.get("item") if isinstance(record, dict) else None
-        uid = item.get("uid") if isinstance(item, dict) else None
-        return uid if isinstance(uid, str) else None
+    def observer_keys(self, record: Any) -> tuple[str, ...]:
+        """The reported item's ``uid``, then its kind with its ``ep`` or ``id`` (a bare
+        de-registration, a string, carries no uid): ``"<kind>:<address>"``."""
+        if not isinstance(record, dict):
+            return ()
+        item, kind = record.get("item"), record.get("kind")
+        if isinstance(item, str):
+            return (f"{kind}:{item}",)
+        if not isinstance(item, dict):
+            return ()
+        uid = item.get("uid")
+        keys = [uid] if isinstance(uid, str) else []
+        keys += [f"{kind}:{v}" for name in ("ep", "id") if isinstance(v := item.get(name), str)]
+        return tuple(keys)
 
     async def start(self, run: VendorRun) -> RunningVendor:
         from conformance.pelion.sim import start

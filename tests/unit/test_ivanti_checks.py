@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from pydantic import ValidationError
 
-from conformance.ivanti.conftest import pair_acks
+from conformance.ivanti.driver import pair_acks
 from conformance.ivanti.strategies import (
     LARGE_PAYLOAD_BYTES,
     event_payloads,

@@ -78,8 +78,8 @@ def test_event_key_ties_an_observer_record_to_the_published_event() -> None:
     message = {"timestamp": 1, "eventType": "device.check_in", "devices": [{"a": 1, "b": 2}]}
     reordered = {"devices": [{"b": 2, "a": 1}], "eventType": "device.check_in", "timestamp": 1}
     assert event_key("t", message) == event_key("t", reordered) != event_key("u", message)
-    assert VENDOR.observer_key({"topic": "t", "message": message}) == event_key("t", message)
-    assert VENDOR.observer_key({"message": message}) is None
+    assert VENDOR.observer_keys({"topic": "t", "message": message}) == (event_key("t", message),)
+    assert VENDOR.observer_keys({"message": message}) == ()
 
 
 def test_tenant_guid_is_stable_from_run_to_run() -> None:

@@ -155,8 +155,12 @@ def test_observer_record_and_its_key() -> None:
     record = {"kind": "notifications", "item": {"ep": "x", "uid": "u-1"}, "payload_hex": "3432"}
     ObservedItem.model_validate(record)
     ObservedItem.model_validate({"kind": "de-registrations", "item": "0172b9ba"})
-    assert VENDOR.observer_key(record) == "u-1"
-    assert VENDOR.observer_key({"kind": "de-registrations", "item": "0172b9ba"}) is None
+    assert VENDOR.observer_keys(record) == ("u-1", "notifications:x")
+    assert VENDOR.observer_keys({"kind": "de-registrations", "item": "0172b9ba"}) == (
+        "de-registrations:0172b9ba",
+    )
+    nothing: list[object] = [None, [], "x", {"item": 3}, {"kind": None, "item": {"uid": 1}}]
+    assert [VENDOR.observer_keys(record) for record in nothing] == [()] * len(nothing)
     for bad in [{"item": {}}, {"kind": "notifications"}, {**record, "payload_hex": "4"},
                 {**record, "payload_hex": "zz"}, {**record, "kind": 3}]:  # fmt: skip
         with pytest.raises(ValidationError):

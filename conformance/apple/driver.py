@@ -1,0 +1,180 @@
+"""The Apple driver: what the Apple checks do to the SUT, over the run's Apple simulators and
+the observer."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from conformance.apple.sim import AppleSim
+from conformance.driver import MarkerRefused, VendorDriver, inline_text
+from conformance.reference import fixtures_dir
+from conformance.verdicts import Check
+from simulators.apple.delivery import Attempt, Delivery
+from simulators.apple.models import Notification, association, new_notification_id
+from simulators.apple.notifier import Notifier
+
+EXAMPLES = fixtures_dir() / "apple" / "examples"
+# A receiver that answers late is judged by APL-LAT-01; the status checks wait this long.
+STATUS_WAIT_S = 20.0
+
+
+def example(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EXAMPLES / f"{name}.json").read_text())
+    return data
+
+
+def fresh(wire: dict[str, Any]) -> Notification:
+    """A vendor-doc example as a new notification (its own notificationId)."""
+    n = Notification.model_validate(wire)
+    return n.model_copy(update={"notificationId": new_notification_id()})
+
+
+@dataclass(repr=False)
+class AppleDriver(VendorDriver):
+    """What the Apple checks do to the SUT: notifications with the vendor's headers and
+    retries, raw POSTs for negative checks, reproducers, and the observer."""
+
+    vendor_name: ClassVar[str] = "apple"
+    record_shape: ClassVar[str] = '{"notification": <the notification as received>}'
+
+    sim: AppleSim
+
+    def __repr__(self) -> str:
+        return f"<AppleDriver {self.url}>"
+
+    @property
+    def notifier(self) -> Notifier:
+        """The notifier aimed at the SUT's declared receiver."""
+        assert self.sim.notifier is not None
+        return self.sim.notifier
+
+    @property
+    def token(self) -> str:
+        return self.sim.receiver.token
+
+    @property
+    def url(self) -> str:
+        return self.sim.receiver.url
+
+    def post(
+        self,
+        body: bytes | dict[str, Any],
+        headers: dict[str, str] | None = None,
+        timeout: float = STATUS_WAIT_S,
+    ) -> Attempt:
+        """One POST with exactly this body and these headers (default: the vendor's)."""
+        self.harness.require_sut()
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        attempt = self.harness.run(
+            self.notifier.post(data, headers=headers, label=_label(body), timeout_s=timeout),
+            timeout=timeout + 30,
+        )
+        self._watch([attempt])
+        return attempt
+
+    def deliver(self, notification: Notification) -> Delivery:
+        """Deliver as the vendor does: retries on the simulated clock (jumped to, not waited)."""
+        self.harness.require_sut()
+        delivery = self.harness.run(self.notifier.deliver(notification), autojump=True)
+        self._watch(delivery.attempts)
+        return delivery
+
+    def deliver_event(self, notification: Notification) -> list[Delivery]:
+        self.harness.require_sut()
+        deliveries = self.harness.run(self.notifier.deliver_event(notification), autojump=True)
+        self._watch([a for d in deliveries for a in d.attempts])
+        return deliveries
+
+    def _watch(self, attempts: list[Attempt]) -> None:
+        """When the SUT did not answer (and not because of a fault we injected), find out at
+        once whether it is still there."""
+        silent = [a for a in attempts if a.status is None and a.fault is None]
+        if silent and len(silent) == len(attempts):
+            self.harness.confirm_unresponsive(f"no answer to a notification: {silent[-1].error}")
+
+    def acknowledged(self, notification_id: str) -> bool:
+        """Whether any copy or attempt of this notification was answered 2xx."""
+        return any(
+            entry.label.endswith(f" {notification_id}") and entry.attempt.acknowledged
+            for entry in self.sim.attempts.entries()
+        )
+
+    def arm(self, kind: str, **params: Any) -> None:
+        self.notifier.faults.add("deliver", kind, **params)
+
+    def reproduce(
+        self, check: Check, body: bytes | dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        """Offer ``check`` a command that sends the same request again."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        check.reproducer(self.curl(data, headers), size=len(data))
+
+    def curl(self, body: bytes | dict[str, Any], headers: dict[str, str] | None = None) -> str:
+        """A command that sends the same request again (run from the report's folder: a large
+        or binary body is written to ``bodies/`` beside the report)."""
+        headers = self.notifier.headers() if headers is None else headers
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        parts = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}\\n", "-X", "POST"]
+        ca = self.sim.receiver.cafiles
+        if ca:
+            parts += ["--cacert", ca[0]]
+        for key, value in headers.items():
+            parts += ["-H", f"{key}: {value}"]
+        parts += ["--data-binary", inline_text(data) or "@" + self.harness.body_file(data)]
+        return shlex.join([*parts, self.url])
+
+    # The observer.
+
+    def count_reports(
+        self, ids: Iterable[str], timeout: float, *, more_than: int = 0
+    ) -> dict[str, int]:
+        """Reports per notificationId, waiting (at most ``timeout``) until each was reported
+        more than ``more_than`` times (in any order: a SUT may process concurrently)."""
+        return self.count_keyed({nid: nid for nid in ids}, timeout, more_than=more_than)
+
+    def fence(self, awaiting: Iterable[str] = ()) -> str | None:
+        """Wait for the reports of the notificationIds ``awaiting``, then for a marker's
+        (:meth:`VendorDriver.fence_with`)."""
+
+        def marker() -> dict[str, str]:
+            notification = association(1)  # the most common type; per-type checks judge others
+            if self.deliver(notification).state.value != "delivered":
+                raise MarkerRefused(
+                    "the SUT did not acknowledge a marker notification, so reports cannot be "
+                    "awaited"
+                )
+            return {notification.notificationId: notification.notificationId}
+
+        return self.fence_with({nid: nid for nid in awaiting}, marker)
+
+    def notifications(self) -> list[dict[str, Any]]:
+        """The notifications the SUT reported as processed, in order."""
+        return [n for r in self.records() if (n := _notification(r))]
+
+    def reports_of(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        wanted = set(ids)
+        return [n for n in self.notifications() if n.get("notificationId") in wanted]
+
+
+def answer(attempt: Attempt) -> str:
+    """An attempt's outcome as prose, for the report."""
+    if attempt.status is not None:
+        took = attempt.elapsed_real_s
+        return f"{attempt.status}" + (f" in {took * 1000:.0f} ms" if took is not None else "")
+    return attempt.error or "no answer"
+
+
+def _notification(record: Any) -> dict[str, Any]:
+    """The notification inside an observer record (``{"notification": …}``), or {}."""
+    inner = record.get("notification") if isinstance(record, dict) else None
+    return inner if isinstance(inner, dict) else {}
+
+
+def _label(body: bytes | dict[str, Any]) -> str:
+    if isinstance(body, dict):
+        return f"{body.get('notificationType', '?')} {body.get('notificationId', '')}".strip()
+    return f"raw body ({len(body)} B)"

@@ -1,0 +1,143 @@
+"""What every vendor's checks share: the observer (its records, counting reports, the fence that
+makes sure they have arrived), reproducer bodies, and the fixture that skips an undeclared vendor.
+
+A vendor's checks use its driver (``conformance/<vendor>/driver.py``), a :class:`VendorDriver`
+that adds the vendor's verbs (deliver, publish, drop a connection…). Its ``conftest.py`` only
+declares the fixture, with :func:`running_vendor`.
+
+Many helpers here answer a *problem*: ``None`` when all is well, else a sentence saying what is
+wrong (:data:`Problem`). A check turns that sentence into its verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeAlias, TypeVar
+
+import pytest
+
+from conformance.harness import Harness
+from conformance.vendors import vendor
+
+__all__ = [
+    "DUPLICATE_SETTLE_S",
+    "INLINE_BODY_LIMIT",
+    "OBSERVER_WAIT_S",
+    "Problem",
+    "VendorDriver",
+    "inline_text",
+    "prose",
+    "running_vendor",
+]
+
+Problem: TypeAlias = str | None
+"""``None`` when all is well; else what is wrong, as a sentence for the report."""
+
+# How long a check waits for the SUT's observer report of something it acknowledged.
+OBSERVER_WAIT_S = 10.0
+# Once a SUT is known to report nothing, a check waits only this long.
+SILENT_OBSERVER_WAIT_S = 2.0
+# Judging "once": after every judged item and the marker were reported, a second report of one
+# is still awaited this long (a SUT processing concurrently may report a copy late).
+DUPLICATE_SETTLE_S = 1.0
+INLINE_BODY_LIMIT = 1_024  # bytes of a reproducer's body written in the command itself
+
+Item = TypeVar("Item", bound=Hashable)
+Running = TypeVar("Running")
+
+
+@dataclass(repr=False)
+class VendorDriver:
+    """The observer side of a vendor's driver. Subclasses set :attr:`vendor_name` and
+    :attr:`record_shape` and implement their marker in :meth:`fence`."""
+
+    vendor_name: ClassVar[str]  # the observer route
+    record_shape: ClassVar[str]  # a valid record, for the message when records are refused
+
+    harness: Harness
+
+    def __post_init__(self) -> None:
+        self.observer_silent = False  # set once the SUT is known to report nothing
+
+    def records(self) -> list[dict[str, Any]]:
+        """The records the SUT reported, in arrival order."""
+        return [r for r in self.harness.observer.records(self.vendor_name) if isinstance(r, dict)]
+
+    def count_keyed(
+        self, wanted: Mapping[str, Item], timeout: float, *, more_than: int = 0
+    ) -> dict[Item, int]:
+        """Reports per item, waiting (at most ``timeout``) until every item was reported more
+        than ``more_than`` times, in any order (a SUT may process concurrently). ``wanted``
+        maps each observer key of an item (the vendor's ``observer_keys``) to the item."""
+        return self.harness.observer.count_reports(
+            self.vendor_name,
+            wanted,
+            vendor(self.vendor_name).observer_keys,
+            timeout,
+            more_than=more_than,
+        )
+
+    @property
+    def observer_wait(self) -> float:
+        return SILENT_OBSERVER_WAIT_S if self.observer_silent else OBSERVER_WAIT_S
+
+    def fence_with(
+        self, awaiting: Mapping[str, Hashable], send_marker: Callable[[], Mapping[str, Hashable]]
+    ) -> Problem:
+        """Wait for the reports of ``awaiting`` (in any order, bounded), then send a marker with
+        ``send_marker`` (it returns the marker's keys, or raises :class:`MarkerRefused`) and
+        wait for its report, so that everything the SUT processed before it has been reported.
+        ``None`` when fenced; else why the observer cannot be relied on in this run (the check
+        is then not-verified). A SUT whose reports the observer refused fails here: it
+        reports, in a shape nobody can read."""
+        wait = self.observer_wait
+        self.count_keyed(awaiting, wait)
+        try:
+            marker = send_marker()
+        except MarkerRefused as no_marker:
+            return str(no_marker)
+        if any(self.count_keyed(marker, wait).values()):
+            return None
+        refused = self.harness.observer.refusals(self.vendor_name)
+        if refused.total():
+            reason, first = next(iter(refused.first.items()))
+            raise AssertionError(
+                f"the observer refused {refused.total()} report(s) from the SUT ({reason}: "
+                f"{first}); a record is {self.record_shape}"
+            )
+        self.observer_silent = not self.records()
+        if self.observer_silent:
+            return "the SUT reported nothing to the observer"
+        return f"the SUT did not report a marker within {wait:g} s"
+
+
+class MarkerRefused(Exception):
+    """The SUT did not take the fence's marker: its reports cannot be awaited."""
+
+
+def running_vendor(harness: Harness, name: str, kind: type[Running]) -> Running:
+    """The running simulators of vendor ``name``; the check is skipped when the SUT does not
+    declare that vendor's section."""
+    running = harness.running.get(name)
+    if not isinstance(running, kind) or getattr(running, "section", None) is None:
+        pytest.skip(f"the SUT does not declare the {name} profile")
+    return running
+
+
+def inline_text(data: bytes, limit: int = INLINE_BODY_LIMIT) -> str | None:
+    """``data`` as text to write inside a reproducer command: short, printable UTF-8; else
+    None (the body goes to a file beside the report, ``harness.body_file``)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if len(data) <= limit and text.isprintable() else None
+
+
+def prose(items: Iterable[object]) -> str:
+    """``a, b and c``."""
+    words = [str(i) for i in items]
+    return (
+        ", ".join(words[:-1]) + (" and " if len(words) > 1 else "") + (words[-1] if words else "")
+    )

@@ -1,0 +1,322 @@
+"""The Pelion driver: what the Pelion checks do to the SUT, over the run's simulated service and
+the observer.
+
+A SUT claims the callback channel, the WebSocket channel, or both (a project extension: a
+second API key for its callback). The driver delivers NotificationMessages on either channel
+the way the service does, waits for the SUT's reports, and judges each check from the
+simulator's records: every batch attempt, every WebSocket connection, every REST call.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import pytest
+
+from conformance.driver import MarkerRefused, VendorDriver
+from conformance.pelion.sim import HARNESS_SERIALIZATION, PelionSection, PelionSim
+from conformance.vendors import vendor
+from conformance.verdicts import Check
+from simulators.pelion.callback import Exchange
+from simulators.pelion.channels import ItemQueued
+from simulators.pelion.models import Event, Kind
+from simulators.pelion.simulator import DeliveryAttempt
+
+__all__ = ["Channel", "PelionDriver", "payload_hex"]
+
+Channel = Literal["callback", "websocket"]
+STARTUP_WAIT_S = 20.0  # how long the SUT has to register its channel or connect
+DELIVERY_WAIT_S = 45.0  # real seconds a delivery may take (a batch, its retries, reconnects)
+SETTLE_S = 0.5  # after a frame, how long the socket must stay open to count as accepted
+_ep_numbers = itertools.count(1)
+
+
+def new_ep() -> str:
+    """A fresh device id (32 hex digits) no other check uses."""
+    return f"c0ffee{secrets.token_hex(4)}{next(_ep_numbers):018x}"
+
+
+def payload_hex(item: Mapping[str, Any]) -> str | None:
+    """The hex of an item's decoded base64 payload (what the observer record must carry)."""
+    payload = item.get("payload")
+    return base64.b64decode(payload).hex() if isinstance(payload, str) else None
+
+
+def identity(queued: ItemQueued) -> tuple[str, str]:
+    """A queued item's uid and its kind-and-address (the observer keys of a record that
+    reports it: the plug-in's ``observer_keys``)."""
+    event = queued.item.event
+    address = event.body.get("id" if event.kind == "async-responses" else "ep")
+    return queued.item.uid, f"{event.kind}:{address}"
+
+
+@dataclass(repr=False)
+class PelionDriver(VendorDriver):
+    """What the Pelion checks do to the SUT."""
+
+    vendor_name: ClassVar[str] = "pelion"
+    record_shape: ClassVar[str] = '{"kind": …, "item": …, "payload_hex": …}'
+
+    sim: PelionSim
+    forced: dict[Channel, str] = field(default_factory=dict)  # channels the harness set up itself
+    no_socket: str | None = None  # why the SUT holds no socket, once a wait ran out
+    # Items that probe the SUT's tolerance of a message shape (PEL-MSG-*): PEL-CB-03 judges
+    # the answers to ordinary batches, not to these.
+    probes: set[str] = field(default_factory=set)
+    # PEL-WS-05: when the run's key was revoked (real s) and the sockets that revocation closed;
+    # the key comes back by itself at the window's end (other vendors' checks run meanwhile).
+    policy_window: tuple[float, frozenset[int]] | None = None
+
+    def __repr__(self) -> str:
+        return f"<PelionDriver {self.channels}>"
+
+    @property
+    def section(self) -> PelionSection:
+        assert self.sim.section is not None
+        return self.sim.section
+
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        return self.section.channels
+
+    def key(self, channel: Channel) -> str:
+        return self.sim.callback_key if channel == "callback" else self.sim.api_key
+
+    def require(self, channel: Channel, check: Check) -> None:
+        if channel not in self.channels:
+            raise check.not_verified(
+                f"profile not declared: the SUT's [pelion] claims no {channel}"
+            )
+
+    # Channels.
+
+    def callback_registered(self) -> bool:
+        state = self.sim.channel_state(self.sim.callback_key)
+        return state is not None and state.mechanism == "CALLBACK"
+
+    def ensure_callback(self, check: Check) -> None:
+        """The SUT's callback is registered: by the SUT (``registers_itself``), by the harness
+        after the SUT was ready, or, when either failed, here without verification so the
+        other requirements are still judged (PEL-CB-01 and PEL-CB-06 judge the registration)."""
+        self.require("callback", check)
+        if self.section.registers_itself and not self.callback_registered():
+            self.sim.wait_for(
+                self.callback_registered, max(0.0, STARTUP_WAIT_S - self.harness.clock.real())
+            )
+        if self.callback_registered():
+            return
+        url = self.section.callback_url
+        if url is None:
+            raise check.not_verified("the SUT registered no callback, and its URL is not declared")
+        self.harness.run(
+            self.sim.register_callback(
+                url,
+                self.section.callback_headers,
+                serialization=HARNESS_SERIALIZATION,
+                key=self.sim.callback_key,
+                verify=False,
+            )
+        )
+        self.forced["callback"] = "the harness registered the callback without verification"
+        check.note(self.forced["callback"] + " (see PEL-CB-01 / PEL-CB-06)")
+
+    def socket_bound(self) -> bool:
+        state = self.sim.channel_state(self.sim.api_key)
+        return state is not None and state.connection is not None and state.status == "connected"
+
+    def ensure_socket(self, check: Check, timeout: float = STARTUP_WAIT_S) -> None:
+        """The SUT holds its WebSocket (waits for a reconnect, bounded). Without one nothing
+        on the socket can be observed: not-verified, with the cause; once a wait has run out,
+        later checks do not wait again unless a socket is back."""
+        self.require("websocket", check)
+        self.harness.require_sut()
+        wait = 0.5 if self.no_socket else timeout
+        if self.sim.wait_for(self.socket_bound, wait):
+            self.no_socket = None
+            return
+        self.no_socket = self.no_socket or (
+            f"the SUT holds no WebSocket on its channel (waited {timeout:g} s): "
+            f"{self.describe_connections()}"
+        )
+        raise check.not_verified(self.no_socket)
+
+    def ensure(self, channel: Channel, check: Check) -> None:
+        if channel == "callback":
+            self.ensure_callback(check)
+        else:
+            self.ensure_socket(check)
+
+    def describe_connections(self) -> str:
+        conns = self.sim.connections()
+        if not conns:
+            return "it never connected"
+        last = conns[-1]
+        return (
+            f"{len(conns)} connection(s); the last: status {last.status}, "
+            f"end {last.end or 'open'}, close sent {last.close_sent}, received {last.close_received}"
+        )
+
+    # Delivering.
+
+    def inject(
+        self, channel: Channel, kind: Kind, bodies: Iterable[Mapping[str, Any]]
+    ) -> list[ItemQueued]:
+        return self.harness.run(self.sim.inject(kind, list(bodies), key=self.key(channel)))
+
+    def inject_together(
+        self, channel: Channel, items: Iterable[tuple[Kind, Mapping[str, Any]]]
+    ) -> list[ItemQueued]:
+        """Queue items of several kinds at once, so they leave in one message."""
+        events = [Event(kind, dict(body)) for kind, body in items]
+        return self.harness.run(self.sim.queue(events, key=self.key(channel)))
+
+    def notifications(
+        self, channel: Channel, values: Iterable[bytes], *, ct: str = "text/plain"
+    ) -> list[ItemQueued]:
+        """``notifications`` items with these payloads, one device each."""
+        return self.inject(
+            channel,
+            "notifications",
+            (
+                {
+                    "ep": new_ep(),
+                    "path": "/3200/0/5501",
+                    "ct": ct,
+                    "payload": base64.b64encode(v).decode(),
+                    "max-age": 0,
+                }
+                for v in values
+            ),
+        )
+
+    def deliver(
+        self, channel: Channel, queued: list[ItemQueued], *, first_try: bool = False
+    ) -> list[DeliveryAttempt]:
+        """Run the delivery schedule (back-off waits jump the clock) until every item queued was
+        delivered (a 2xx, or a frame the socket took), or with ``first_try`` until every item
+        was in one finished attempt, or the wait ran out; return the attempts that carried
+        them. Items still queued then are discarded, so they do not hold up the next check."""
+        uids = {q.item.uid for q in queued}
+        key = self.key(channel)
+
+        def delivered() -> bool:
+            done: set[str] = set()
+            for attempt in self.sim.attempts():
+                if attempt.key == key and (attempt.succeeded or first_try) and attempt.uids:
+                    done.update(attempt.uids)
+            return uids <= done
+
+        done = self.harness.run(
+            self.sim.drive(delivered, timeout_real_s=DELIVERY_WAIT_S, max_sim_s=3600),
+            timeout=DELIVERY_WAIT_S + 30,
+            autojump=True,
+        )
+        if not done or first_try:
+            self.sim.discard_queue(key)
+        return self.attempts_of(uids)
+
+    def attempts_of(self, uids: Iterable[str]) -> list[DeliveryAttempt]:
+        wanted = set(uids)
+        return [a for a in self.sim.attempts() if a.uids and wanted & set(a.uids)]
+
+    def put(self, body: bytes, headers: Mapping[str, str] | None = None) -> Exchange:
+        """One PUT of exactly these bytes to the SUT's callback URL (default: the registered
+        headers); never retried."""
+        self.harness.require_sut()
+        url = self.section.callback_url
+        assert url is not None
+        sent = self.sim.client.headers(
+            self.section.callback_headers if headers is None else headers
+        )
+        return self.harness.run(self.sim.client.put(url, body, sent))
+
+    # The observer.
+
+    def reports_by_item(self, queued: Iterable[ItemQueued]) -> dict[str, list[dict[str, Any]]]:
+        """The observer records naming each queued item (by uid, or by kind and address),
+        keyed by the item's uid; an item nobody reported is absent."""
+        wanted: dict[str, str] = {}
+        for q in queued:
+            for key in identity(q):
+                wanted[key] = q.item.uid
+        found: dict[str, list[dict[str, Any]]] = {}
+        keys = vendor("pelion").observer_keys
+        for record in self.records():
+            for uid in {wanted[k] for k in keys(record) if k in wanted}:
+                found.setdefault(uid, []).append(record)
+        return found
+
+    def unreported(self, queued: Iterable[ItemQueued]) -> list[ItemQueued]:
+        """The queued items no observer record names (by uid, or by kind and address)."""
+        keys = vendor("pelion").observer_keys
+        seen: set[str] = set()
+        for record in self.records():
+            seen.update(keys(record))
+        return [q for q in queued if not seen & set(identity(q))]
+
+    def count_reports(
+        self, queued: Iterable[ItemQueued], timeout: float, *, more_than: int = 0
+    ) -> dict[str, int]:
+        """Reports per item uid (a record names an item by its uid, or by its kind and
+        address: :func:`identity`), waiting (at most ``timeout``) until every item was reported
+        more than ``more_than`` times, in any order: a SUT may process concurrently."""
+        wanted = {key: q.item.uid for q in queued for key in identity(q)}
+        return self.count_keyed(wanted, timeout, more_than=more_than)
+
+    def fence(self, channel: Channel, awaiting: Iterable[ItemQueued] = ()) -> str | None:
+        """Wait for the reports of ``awaiting``, then for a marker's, delivered on ``channel``
+        (:meth:`VendorDriver.fence_with`)."""
+
+        def marker() -> dict[str, str]:
+            queued = self.notifications(channel, [b"fence-" + secrets.token_hex(4).encode()])
+            if not any(a.succeeded for a in self.deliver(channel, queued)):
+                raise MarkerRefused(
+                    "the SUT did not take a marker notification, so reports cannot be awaited"
+                )
+            return {key: q.item.uid for q in queued for key in identity(q)}
+
+        return self.fence_with({k: q.item.uid for q in awaiting for k in identity(q)}, marker)
+
+    def kept(self, attempts: list[DeliveryAttempt], seconds: float = SETTLE_S) -> str | None:
+        """None when the SUT kept the socket that took these frames for ``seconds`` (real)
+        after them: the client neither closed it nor lost it (a socket the server closed, e.g.
+        replaced by the SUT's own second socket, is not the client's doing). Else what
+        happened to it."""
+        numbers = {a.connection for a in attempts if a.succeeded and a.connection is not None}
+        self.harness.run(self.harness.clock.sleep_real(seconds))
+        for conn in self.sim.connections():
+            if conn.number in numbers and conn.end in ("client-close", "lost", "error"):
+                return (
+                    f"connection {conn.number} ended ({conn.end}, close code {conn.close_received})"
+                )
+        return None if numbers else "no socket took the frames"
+
+
+def describe(attempts: list[DeliveryAttempt]) -> str:
+    """The attempts as prose."""
+    if not attempts:
+        return "never sent"
+    parts = []
+    for a in attempts[-4:]:
+        what = (
+            a.answered if a.answered is not None else a.status if a.status is not None else a.error
+        )
+        frame = "frame taken" if a.channel == "websocket" and a.succeeded else what
+        parts.append(f"{a.items} item(s): {frame} in {a.elapsed_real_s * 1000:.0f} ms")
+    more = f" (and {len(attempts) - 4} earlier)" if len(attempts) > 4 else ""
+    return "; ".join(parts) + more
+
+
+def json_bytes(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+def channels_of(check_callback: Callable[..., Any]) -> Any:
+    """Parametrize a check over both channels (an undeclared one is not-verified)."""
+    return pytest.mark.parametrize("channel", ["callback", "websocket"])(check_callback)
