@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from conformance.apple.sim import AppleSim
+from conformance.apple.running import RunningApple
 from conformance.driver import MarkerRefused, VendorDriver, inline_text
 from conformance.reference import fixtures_dir
 from conformance.verdicts import Check
@@ -41,7 +41,7 @@ class AppleDriver(VendorDriver):
     vendor_name: ClassVar[str] = "apple"
     record_shape: ClassVar[str] = '{"notification": <the notification as received>}'
 
-    sim: AppleSim
+    sim: RunningApple
 
     def __repr__(self) -> str:
         return f"<AppleDriver {self.url}>"

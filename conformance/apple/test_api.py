@@ -14,7 +14,7 @@ import itertools
 import pytest
 
 from conformance.apple.driver import AppleDriver
-from conformance.apple.sim import API_RETRY_AFTER_S
+from conformance.apple.running import API_RETRY_AFTER_S
 from conformance.driver import prose
 from conformance.verdicts import Check
 from simulators.apple.api import ApiRequest

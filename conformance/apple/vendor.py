@@ -78,12 +78,12 @@ class AppleVendor:
         )
 
     def section_model(self) -> type[BaseModel]:
-        from conformance.apple.sim import AppleSection
+        from conformance.apple.section import AppleSection
 
         return AppleSection
 
     def section_for_url(self, url: str, *, token: str | None, ca: Path | None) -> BaseModel:
-        from conformance.apple.sim import AppleSection
+        from conformance.apple.section import AppleSection
 
         if not token:
             raise ValueError(
@@ -95,7 +95,7 @@ class AppleVendor:
         return frozenset({"api_client"}) if getattr(section, "api_client", False) else frozenset()
 
     def observer_record_model(self) -> type[BaseModel]:
-        from conformance.apple.sim import ObservedNotification
+        from conformance.apple.section import ObservedNotification
 
         return ObservedNotification
 
@@ -106,7 +106,7 @@ class AppleVendor:
         return (key,) if isinstance(key, str) else ()
 
     async def start(self, run: VendorRun) -> RunningVendor:
-        from conformance.apple.sim import start
+        from conformance.apple.running import start
 
         return await start(run)
 

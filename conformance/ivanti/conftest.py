@@ -8,12 +8,12 @@ import pytest
 from conformance.driver import running_vendor
 from conformance.harness import Harness
 from conformance.ivanti.driver import IvantiDriver
-from conformance.ivanti.sim import IvantiSim
+from conformance.ivanti.running import RunningIvanti
 
 
 @pytest.fixture(scope="session")
 def ivanti(harness: Harness) -> IvantiDriver:
-    return IvantiDriver(harness, running_vendor(harness, "ivanti", IvantiSim))
+    return IvantiDriver(harness, running_vendor(harness, "ivanti", RunningIvanti))
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +23,7 @@ def _watching(request: pytest.FixtureRequest, harness: Harness) -> Iterator[None
         harness.cause = request.node.nodeid
     sim = harness.running.get("ivanti")
     servers = []
-    if isinstance(sim, IvantiSim):
+    if isinstance(sim, RunningIvanti):
         servers = [sim.broker.server, *(i.server for i in sim.impostors.values())]
     for server in servers:
         server.ambient_cause = request.node.nodeid

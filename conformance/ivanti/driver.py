@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from conformance.driver import MarkerRefused, VendorDriver, inline_text
-from conformance.ivanti.sim import IvantiSim
+from conformance.ivanti.running import RunningIvanti
 from conformance.vendors import vendor
 from conformance.verdicts import Check
 from simulators.ivanti.broker import Published
@@ -106,7 +106,7 @@ class IvantiDriver(VendorDriver):
     vendor_name: ClassVar[str] = "ivanti"
     record_shape: ClassVar[str] = '{"topic": "<topic>", "message": <the JSON payload>}'
 
-    sim: IvantiSim
+    sim: RunningIvanti
     regular: set[int] = field(default_factory=set)  # hash(payload) of plain events published
     baseline: set[str] = field(default_factory=set)  # consumed types covered at first contact
     _contact: bool = False

@@ -89,7 +89,7 @@ class IvantiVendor:
         )
 
     def section_model(self) -> type[BaseModel]:
-        from conformance.ivanti.sim import IvantiSection
+        from conformance.ivanti.section import IvantiSection
 
         return IvantiSection
 
@@ -104,7 +104,7 @@ class IvantiVendor:
         return frozenset({f"topic_style:{style}"})
 
     def observer_record_model(self) -> type[BaseModel]:
-        from conformance.ivanti.sim import ObservedEvent
+        from conformance.ivanti.section import ObservedEvent
 
         return ObservedEvent
 
@@ -118,7 +118,7 @@ class IvantiVendor:
         return (key,) if key else ()
 
     async def start(self, run: VendorRun) -> RunningVendor:
-        from conformance.ivanti.sim import start
+        from conformance.ivanti.running import start
 
         return await start(run)
 

@@ -5,9 +5,9 @@ import pytest
 from conformance.driver import running_vendor
 from conformance.harness import Harness
 from conformance.pelion.driver import PelionDriver
-from conformance.pelion.sim import PelionSim
+from conformance.pelion.running import RunningPelion
 
 
 @pytest.fixture(scope="session")
 def pelion(harness: Harness) -> PelionDriver:
-    return PelionDriver(harness, running_vendor(harness, "pelion", PelionSim))
+    return PelionDriver(harness, running_vendor(harness, "pelion", RunningPelion))

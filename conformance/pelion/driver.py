@@ -20,13 +20,14 @@ from typing import Any, ClassVar, Literal
 import pytest
 
 from conformance.driver import MarkerRefused, VendorDriver
-from conformance.pelion.sim import HARNESS_SERIALIZATION, PelionSection, PelionSim
+from conformance.pelion.running import HARNESS_SERIALIZATION, RunningPelion
+from conformance.pelion.section import PelionSection
 from conformance.vendors import vendor
 from conformance.verdicts import Check
 from simulators.pelion.callback import Exchange
 from simulators.pelion.channels import ItemQueued
 from simulators.pelion.models import Event, Kind
-from simulators.pelion.simulator import DeliveryAttempt
+from simulators.pelion.simulator import DeliveryAttempt, PelionSimulator
 
 __all__ = ["Channel", "PelionDriver", "payload_hex"]
 
@@ -63,7 +64,7 @@ class PelionDriver(VendorDriver):
     vendor_name: ClassVar[str] = "pelion"
     record_shape: ClassVar[str] = '{"kind": …, "item": …, "payload_hex": …}'
 
-    sim: PelionSim
+    sim: RunningPelion
     forced: dict[Channel, str] = field(default_factory=dict)  # channels the harness set up itself
     no_socket: str | None = None  # why the SUT holds no socket, once a wait ran out
     # Items that probe the SUT's tolerance of a message shape (PEL-MSG-*): PEL-CB-03 judges
@@ -75,6 +76,11 @@ class PelionDriver(VendorDriver):
 
     def __repr__(self) -> str:
         return f"<PelionDriver {self.channels}>"
+
+    @property
+    def service(self) -> PelionSimulator:
+        """The simulated Device Management service."""
+        return self.sim.service
 
     @property
     def section(self) -> PelionSection:
@@ -97,7 +103,7 @@ class PelionDriver(VendorDriver):
     # Channels.
 
     def callback_registered(self) -> bool:
-        state = self.sim.channel_state(self.sim.callback_key)
+        state = self.service.channel_state(self.sim.callback_key)
         return state is not None and state.mechanism == "CALLBACK"
 
     def ensure_callback(self, check: Check) -> None:
@@ -106,7 +112,7 @@ class PelionDriver(VendorDriver):
         other requirements are still judged (PEL-CB-01 and PEL-CB-06 judge the registration)."""
         self.require("callback", check)
         if self.section.registers_itself and not self.callback_registered():
-            self.sim.wait_for(
+            self.service.wait_for(
                 self.callback_registered, max(0.0, STARTUP_WAIT_S - self.harness.clock.real())
             )
         if self.callback_registered():
@@ -115,7 +121,7 @@ class PelionDriver(VendorDriver):
         if url is None:
             raise check.not_verified("the SUT registered no callback, and its URL is not declared")
         self.harness.run(
-            self.sim.register_callback(
+            self.service.register_callback(
                 url,
                 self.section.callback_headers,
                 serialization=HARNESS_SERIALIZATION,
@@ -127,7 +133,7 @@ class PelionDriver(VendorDriver):
         check.note(self.forced["callback"] + " (see PEL-CB-01 / PEL-CB-06)")
 
     def socket_bound(self) -> bool:
-        state = self.sim.channel_state(self.sim.api_key)
+        state = self.service.channel_state(self.sim.api_key)
         return state is not None and state.connection is not None and state.status == "connected"
 
     def ensure_socket(self, check: Check, timeout: float = STARTUP_WAIT_S) -> None:
@@ -137,7 +143,7 @@ class PelionDriver(VendorDriver):
         self.require("websocket", check)
         self.harness.require_sut()
         wait = 0.5 if self.no_socket else timeout
-        if self.sim.wait_for(self.socket_bound, wait):
+        if self.service.wait_for(self.socket_bound, wait):
             self.no_socket = None
             return
         self.no_socket = self.no_socket or (
@@ -153,7 +159,7 @@ class PelionDriver(VendorDriver):
             self.ensure_socket(check)
 
     def describe_connections(self) -> str:
-        conns = self.sim.connections()
+        conns = self.service.connections()
         if not conns:
             return "it never connected"
         last = conns[-1]
@@ -167,14 +173,14 @@ class PelionDriver(VendorDriver):
     def inject(
         self, channel: Channel, kind: Kind, bodies: Iterable[Mapping[str, Any]]
     ) -> list[ItemQueued]:
-        return self.harness.run(self.sim.inject(kind, list(bodies), key=self.key(channel)))
+        return self.harness.run(self.service.inject(kind, list(bodies), key=self.key(channel)))
 
     def inject_together(
         self, channel: Channel, items: Iterable[tuple[Kind, Mapping[str, Any]]]
     ) -> list[ItemQueued]:
         """Queue items of several kinds at once, so they leave in one message."""
         events = [Event(kind, dict(body)) for kind, body in items]
-        return self.harness.run(self.sim.queue(events, key=self.key(channel)))
+        return self.harness.run(self.service.queue(events, key=self.key(channel)))
 
     def notifications(
         self, channel: Channel, values: Iterable[bytes], *, ct: str = "text/plain"
@@ -207,23 +213,23 @@ class PelionDriver(VendorDriver):
 
         def delivered() -> bool:
             done: set[str] = set()
-            for attempt in self.sim.attempts():
+            for attempt in self.service.attempts():
                 if attempt.key == key and (attempt.succeeded or first_try) and attempt.uids:
                     done.update(attempt.uids)
             return uids <= done
 
         done = self.harness.run(
-            self.sim.drive(delivered, timeout_real_s=DELIVERY_WAIT_S, max_sim_s=3600),
+            self.service.drive(delivered, timeout_real_s=DELIVERY_WAIT_S, max_sim_s=3600),
             timeout=DELIVERY_WAIT_S + 30,
             autojump=True,
         )
         if not done or first_try:
-            self.sim.discard_queue(key)
+            self.service.discard_queue(key)
         return self.attempts_of(uids)
 
     def attempts_of(self, uids: Iterable[str]) -> list[DeliveryAttempt]:
         wanted = set(uids)
-        return [a for a in self.sim.attempts() if a.uids and wanted & set(a.uids)]
+        return [a for a in self.service.attempts() if a.uids and wanted & set(a.uids)]
 
     def put(self, body: bytes, headers: Mapping[str, str] | None = None) -> Exchange:
         """One PUT of exactly these bytes to the SUT's callback URL (default: the registered
@@ -231,10 +237,10 @@ class PelionDriver(VendorDriver):
         self.harness.require_sut()
         url = self.section.callback_url
         assert url is not None
-        sent = self.sim.client.headers(
+        sent = self.service.client.headers(
             self.section.callback_headers if headers is None else headers
         )
-        return self.harness.run(self.sim.client.put(url, body, sent))
+        return self.harness.run(self.service.client.put(url, body, sent))
 
     # The observer.
 
@@ -290,7 +296,7 @@ class PelionDriver(VendorDriver):
         happened to it."""
         numbers = {a.connection for a in attempts if a.succeeded and a.connection is not None}
         self.harness.run(self.harness.clock.sleep_real(seconds))
-        for conn in self.sim.connections():
+        for conn in self.service.connections():
             if conn.number in numbers and conn.end in ("client-close", "lost", "error"):
                 return (
                     f"connection {conn.number} ended ({conn.end}, close code {conn.close_received})"

@@ -38,9 +38,9 @@ def test_registers_its_own_callback(pelion: PelionDriver, check: Check) -> None:
     check.expect("PUT /v2/notification/callback with the API key, registered (204), its URL served")
 
     def registration() -> list[ApiCall]:
-        return [c for c in pelion.sim.calls() if c.endpoint == "PUT /v2/notification/callback"]
+        return [c for c in pelion.service.calls() if c.endpoint == "PUT /v2/notification/callback"]
 
-    pelion.sim.wait_for(lambda: any(c.status == 204 for c in registration()), STARTUP_WAIT_S)
+    pelion.service.wait_for(lambda: any(c.status == 204 for c in registration()), STARTUP_WAIT_S)
     calls = registration()
     check.observe(
         f"{len(calls)} registration call(s): "
@@ -53,7 +53,7 @@ def test_registers_its_own_callback(pelion: PelionDriver, check: Check) -> None:
         f"{calls[-1].answer[:120]}"
     )
     served = [
-        v for v in pelion.sim.verifications() if v.key == pelion.sim.callback_key and v.accepted
+        v for v in pelion.service.verifications() if v.key == pelion.sim.callback_key and v.accepted
     ]
     assert served, "the registered URL did not answer the verification PUT"
 
@@ -63,11 +63,11 @@ def test_answers_the_verification(pelion: PelionDriver, check: Check) -> None:
     """The verification PUT ``{}``, with the registered headers, is answered 200 or 204."""
     pelion.require("callback", check)
     check.expect("200 or 204 to the verification PUT {}")
-    pelion.sim.wait_for(
-        lambda: any(v.key == pelion.sim.callback_key for v in pelion.sim.verifications()),
+    pelion.service.wait_for(
+        lambda: any(v.key == pelion.sim.callback_key for v in pelion.service.verifications()),
         STARTUP_WAIT_S if pelion.section.registers_itself else 0.0,
     )
-    verifications = [v for v in pelion.sim.verifications() if v.key == pelion.sim.callback_key]
+    verifications = [v for v in pelion.service.verifications() if v.key == pelion.sim.callback_key]
     if not verifications:
         raise check.not_verified(
             "no verification PUT was made: the SUT never registered its callback (PEL-CB-06)"
@@ -89,7 +89,7 @@ def test_callback_url_is_https(pelion: PelionDriver, check: Check) -> None:
     pelion.require("callback", check)
     check.expect("an https:// callback URL")
     url = pelion.section.callback_url or ""
-    registered = pelion.sim.channel_state(pelion.sim.callback_key)
+    registered = pelion.service.channel_state(pelion.sim.callback_key)
     if registered is not None and registered.url:
         url = registered.url
     check.observe(url or "no callback URL")
@@ -152,14 +152,14 @@ def test_a_resent_batch_is_processed_once(pelion: PelionDriver, check: Check) ->
     in any order, and a second one a little longer (:data:`DUPLICATE_SETTLE_S`)."""
     pelion.ensure_callback(check)
     check.expect("each item of a resent batch reported once")
-    serialization = pelion.sim.serialization(pelion.key("callback"))
+    serialization = pelion.service.serialization(pelion.key("callback"))
     if serialization is None or not serialization.cfg.include_uid:
         raise check.not_verified(
             "the SUT registered its callback without serialization cfg include_uid, so its "
             "items carry no uid: a resent batch cannot be told from new events with the same "
             "values, and PEL-OBS-01 is judged by uid"
         )
-    pelion.sim.drop_deliveries(1)
+    pelion.service.drop_deliveries(1)
     queued = pelion.notifications(
         "callback", [b"once-" + secrets.token_hex(3).encode() for _ in range(3)]
     )
@@ -189,7 +189,7 @@ def test_answers_every_batch_within_the_timeout(pelion: PelionDriver, check: Che
     pelion.require("callback", check)
     check.expect(f"2xx within {REQUEST_TIMEOUT_S:g} s to every batch")
     attempts = [
-        a for a in pelion.sim.attempts()
+        a for a in pelion.service.attempts()
         if a.channel == "callback" and a.key == pelion.sim.callback_key and a.fault is None
         and a.items and not (pelion.probes & set(a.uids or ()))
     ]  # fmt: skip

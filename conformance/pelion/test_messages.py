@@ -134,7 +134,7 @@ def test_accepts_serialization_v2_and_unknown_keys(
             "deregistrations_as_object": form == "deregistrations-as-objects",
         },
     }
-    before = pelion.sim.serialize_with(config, key)
+    before = pelion.service.serialize_with(config, key)
     try:
         what = f"a message with {form.replace('-', ' ')}"
         if form == "unknown-keys":  # one kind per message: several kinds are PEL-MSG-01's
@@ -150,13 +150,13 @@ def test_accepts_serialization_v2_and_unknown_keys(
                 _accepts(pelion, check, channel, queued, what)
         else:
             queued = pelion.harness.run(
-                pelion.sim.inject(
+                pelion.service.inject(
                     "notifications", [_note()], key=key, original_ep="device-self-name"
                 )
             )
             _accepts(pelion, check, channel, queued, what)
     finally:
-        pelion.sim.serialize_with(
+        pelion.service.serialize_with(
             before.model_dump(by_alias=True) if before is not None else None, key
         )
 
@@ -273,10 +273,10 @@ def test_malformed_websocket_frames(pelion: PelionDriver, check: Check) -> None:
     for name, body in CORPUS.items():
         if len(body) > 200_000:
             continue
-        conn = pelion.sim.bound_connection(pelion.sim.api_key)
+        conn = pelion.service.bound_connection(pelion.sim.api_key)
         if conn is None:
             pelion.ensure_socket(check)
-            conn = pelion.sim.bound_connection(pelion.sim.api_key)
+            conn = pelion.service.bound_connection(pelion.sim.api_key)
         assert conn is not None
         pelion.harness.run(conn.send_raw(body.decode("utf-8", "replace")))
         sent += 1

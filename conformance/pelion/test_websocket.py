@@ -36,7 +36,7 @@ SLACK_S = 0.1  # measurement slack: the SUT timed its delays in another process
 
 
 def _accepted(pelion: PelionDriver) -> list[ConnectionInfo]:
-    return [c for c in pelion.sim.connections() if c.status == 101]
+    return [c for c in pelion.service.connections() if c.status == 101]
 
 
 @requirement("PEL-WS-01")
@@ -44,14 +44,14 @@ def test_creates_the_channel_before_connecting(pelion: PelionDriver, check: Chec
     pelion.require("websocket", check)
     check.include_history("pelion")
     check.expect("PUT /v2/notification/websocket before the first websocket-connect")
-    pelion.sim.wait_for(lambda: pelion.sim.connections(), STARTUP_WAIT_S)
-    calls = pelion.sim.calls()
+    pelion.service.wait_for(lambda: pelion.service.connections(), STARTUP_WAIT_S)
+    calls = pelion.service.calls()
     puts = [
         c
         for c in calls
         if c.endpoint == "PUT /v2/notification/websocket" and c.status in (200, 201)
     ]
-    connects = pelion.sim.connections()
+    connects = pelion.service.connections()
     if not connects:
         raise check.not_verified(f"the SUT never connected within {STARTUP_WAIT_S:g} s")
     first = connects[0]
@@ -81,7 +81,7 @@ def test_authenticates_every_connect(pelion: PelionDriver, check: Check) -> None
     )
     connects = [
         c
-        for c in pelion.sim.connections()
+        for c in pelion.service.connections()
         if c.key is None or c.key == pelion.sim.api_key or not c.key_valid
     ]
     if not connects:
@@ -103,7 +103,7 @@ def test_authenticates_every_connect(pelion: PelionDriver, check: Check) -> None
 def test_answers_pings(pelion: PelionDriver, check: Check) -> None:
     pelion.ensure_socket(check)
     check.expect(f"a pong echoing the 4-byte ping payload within {PONG_LIMIT_S:g} s")
-    records = [pelion.harness.run(pelion.sim.ping(), timeout=30) for _ in range(3)]
+    records = [pelion.harness.run(pelion.service.ping(), timeout=30) for _ in range(3)]
     answered = [r for r in records if r is not None and r.latency_real_s is not None]
     check.observe(
         ", ".join(
@@ -177,15 +177,15 @@ def test_reconnects(pelion: PelionDriver, check: Check, how: str) -> None:
     )
     began = clock.real()
     if how == "close-1001":
-        pelion.harness.run(pelion.sim.close_socket(1001, "going away (test)"))
+        pelion.harness.run(pelion.service.close_socket(1001, "going away (test)"))
     elif how == "dropped":
-        pelion.harness.run(pelion.sim.drop_socket())
+        pelion.harness.run(pelion.service.drop_socket())
     else:
         # Deleting the channel closes the socket (1001); the reconnect then meets no channel
         # and is closed 1011, after which the SUT must create its channel again.
-        pelion.harness.run(pelion.sim.delete_channel(pelion.sim.api_key))
+        pelion.harness.run(pelion.service.delete_channel(pelion.sim.api_key))
     harness = pelion.harness
-    back = pelion.sim.wait_for(
+    back = pelion.service.wait_for(
         lambda: (
             (pelion.socket_bound() and _reconnected_after(pelion, began))
             or (harness.sut is not None and harness.sut.exited() is not None)
@@ -197,12 +197,12 @@ def test_reconnects(pelion: PelionDriver, check: Check, how: str) -> None:
         if harness.sut is not None and (code := harness.sut.exited()) is not None:
             raise AssertionError(f"the SUT process exited with status {code} after {how}")
     puts = [
-        c for c in pelion.sim.calls()
+        c for c in pelion.service.calls()
         if c.endpoint == "PUT /v2/notification/websocket" and c.real_s > began and c.status in (200, 201)
     ]  # fmt: skip
     refused = [
         c
-        for c in pelion.sim.connections()
+        for c in pelion.service.connections()
         if c.connected_real_s > began and c.close_sent and c.close_sent[0] == 1011
     ]
     check.observe(
@@ -230,7 +230,7 @@ def _revoke(pelion: PelionDriver, check: Check) -> tuple[float, frozenset[int]]:
     if pelion.policy_window is None:
         pelion.ensure_socket(check)
         began = pelion.harness.clock.real()
-        closed = pelion.harness.run(pelion.sim.revoke_key_for(POLICY_WINDOW_S))
+        closed = pelion.harness.run(pelion.service.revoke_key_for(POLICY_WINDOW_S))
         pelion.policy_window = (began, frozenset(c.number for c in closed))
     return pelion.policy_window
 
@@ -254,7 +254,7 @@ def _closed_1008(pelion: PelionDriver, refused: bool) -> list[Followed]:
     time: the window's end does not cut a gap short)."""
     assert pelion.policy_window is not None
     began, revoked = pelion.policy_window
-    conns = pelion.sim.connections()
+    conns = pelion.service.connections()
     found = []
     for conn in conns:
         closed = conn.close_sent_real_s
@@ -311,12 +311,12 @@ def _wait_for_next_connects(pelion: PelionDriver, closes: list[Followed]) -> Non
     def followed() -> bool:
         if clock.real() >= until:
             return True
-        latest = max((c.connected_real_s for c in pelion.sim.connections()), default=0.0)
+        latest = max((c.connected_real_s for c in pelion.service.connections()), default=0.0)
         return all(
-            c.connected_real_s < latest for c in pelion.sim.connections() if c.number in numbers
+            c.connected_real_s < latest for c in pelion.service.connections() if c.number in numbers
         )
 
-    pelion.sim.wait_for(followed, max(0.0, until - clock.real()) + 1)
+    pelion.service.wait_for(followed, max(0.0, until - clock.real()) + 1)
 
 
 @requirement("PEL-WS-05")
@@ -349,6 +349,6 @@ def test_waits_after_a_refused_reconnect(pelion: PelionDriver, check: Check) -> 
     began, _ = _revoke(pelion, check)
     clock = pelion.harness.clock
     end = began + POLICY_WINDOW_S
-    pelion.sim.wait_for(lambda: clock.real() >= end, max(0.0, end - clock.real()) + 1)
+    pelion.service.wait_for(lambda: clock.real() >= end, max(0.0, end - clock.real()) + 1)
     _wait_for_next_connects(pelion, _closed_1008(pelion, refused=True))
     _judge_reconnects(pelion, check, _closed_1008(pelion, refused=True), "refused reconnect(s)")

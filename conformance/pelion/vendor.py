@@ -144,12 +144,12 @@ class PelionVendor:
         )
 
     def section_model(self) -> type[BaseModel]:
-        from conformance.pelion.sim import PelionSection
+        from conformance.pelion.section import PelionSection
 
         return PelionSection
 
     def section_for_url(self, url: str, *, token: str | None, ca: Path | None) -> BaseModel:
-        from conformance.pelion.sim import PelionSection
+        from conformance.pelion.section import PelionSection
 
         return PelionSection(
             channel="callback",
@@ -165,7 +165,7 @@ class PelionVendor:
         return frozenset(claimed)
 
     def observer_record_model(self) -> type[BaseModel]:
-        from conformance.pelion.sim import ObservedItem
+        from conformance.pelion.section import ObservedItem
 
         return ObservedItem
 
@@ -185,7 +185,7 @@ class PelionVendor:
         return tuple(keys)
 
     async def start(self, run: VendorRun) -> RunningVendor:
-        from conformance.pelion.sim import start
+        from conformance.pelion.running import start
 
         return await start(run)
 

@@ -67,7 +67,7 @@ import threading
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from simulators.clock import Clock
 from simulators.evidence import CAUSE, RUN, Recorder
@@ -110,6 +110,9 @@ from simulators.pelion.models import (
 )
 from simulators.pelion.queue import QueueStats
 from simulators.pelion.websocket import Connection, ConnectionInfo, PingRecord
+
+if TYPE_CHECKING:
+    from simulators.pelion.traffic import DemoTraffic
 
 __all__ = [
     "ACTOR",
@@ -346,6 +349,20 @@ class PelionSimulator:
 
     def errors(self) -> list[str]:
         return self.fault_log.errors()
+
+    def start_traffic(self, events_per_s: float) -> DemoTraffic:
+        """Standalone mode: the demo devices register and act on their own."""
+        from simulators.pelion.traffic import DEMO_DEVICES, DemoTraffic  # imports this module
+
+        traffic = DemoTraffic(self, events_per_s)
+        self._spawn(traffic.run(), "device traffic")
+        self.recorder.record(
+            "devices", "--", "pelion", "demo-devices",
+            f"demo devices {', '.join(DEMO_DEVICES)} register and act about "
+            f"{events_per_s:g}/s; subscribe with PUT /v2/subscriptions/{DEMO_DEVICES[0]}"
+            "/3200/0/5501",
+        )  # fmt: skip
+        return traffic
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], where: str) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)

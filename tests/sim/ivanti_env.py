@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from conformance.ivanti.sim import IvantiSection, IvantiSim, start
+from conformance.ivanti.running import RunningIvanti, start
+from conformance.ivanti.section import IvantiSection
 from conformance.ivanti.vendor import IvantiSettings
 from conformance.vendors import VendorRun
 from simulators.clock import Clock
@@ -29,7 +30,7 @@ _ids = itertools.count(1)
 
 @dataclass
 class IvantiEnv:
-    sim: IvantiSim
+    sim: RunningIvanti
     loop: LoopThread
     clock: Clock
     recorder: Recorder

@@ -339,7 +339,7 @@ def test_first_puback_purges_the_other_durable_copies(env: IvantiEnv) -> None:
 def test_metadata_call_answers_the_topic_map_and_180_minutes(pki: PKI, style: str) -> None:
     """SIM-IVT-META: curl with the identity certificate gets the nine topics (tenant-prefixed
     for Neurons, unprefixed for EPMM) and retentionPeriodMinutes 180; without it, 401."""
-    from conformance.ivanti.sim import IvantiSection
+    from conformance.ivanti.section import IvantiSection
 
     with ivanti_env(pki.folder, section=IvantiSection(topic_style=style)) as env:
         status, body = curl(env, "/event/$metadata")

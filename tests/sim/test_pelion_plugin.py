@@ -8,7 +8,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from conformance.pelion.sim import PelionSection, PelionSim
+from conformance.pelion.running import RunningPelion
+from conformance.pelion.section import PelionSection
 from conformance.pelion.vendor import VENDOR, PelionSettings
 from conformance.vendors import VendorRun
 from simulators.clock import Clock
@@ -20,12 +21,14 @@ from tests.sim.pelion_support import KEY, call, client, receiver
 SETTINGS = PelionSettings(api_key=KEY, pull_timeout_s=0.5)
 
 
-async def start(pki: PKI, tmp_path: Path, section: PelionSection | None, **kw: Any) -> PelionSim:
+async def start(
+    pki: PKI, tmp_path: Path, section: PelionSection | None, **kw: Any
+) -> RunningPelion:
     clock = Clock()
     settings = PelionSettings(**{**SETTINGS.__dict__, **kw})
     run = VendorRun(clock, Recorder(clock), pki, "http://127.0.0.1:9", tmp_path, settings, section)
     sim = await VENDOR.start(run)
-    assert isinstance(sim, PelionSim)
+    assert isinstance(sim, RunningPelion)
     return sim
 
 
@@ -42,14 +45,14 @@ def test_a_callback_sut_is_registered_after_it_is_ready(pki: PKI, tmp_path: Path
             try:
                 env = sim.environment()
                 assert env == {
-                    "CONFORMANCE_PELION_API_URL": f"https://127.0.0.1:{sim.port}",
+                    "CONFORMANCE_PELION_API_URL": f"https://127.0.0.1:{sim.service.port}",
                     "CONFORMANCE_PELION_API_KEY": KEY,
                 }
                 [endpoint] = sim.endpoints()
                 assert (endpoint.url, endpoint.cafile) == (rec.url, pki.ca)
                 await sim.after_ready()
                 assert rec.puts[0].body == b"{}" and rec.puts[0].headers["x-secret"] == "s"
-                state = sim.channel_state()
+                state = sim.service.channel_state()
                 assert state is not None and (state.mechanism, state.url) == ("CALLBACK", rec.url)
                 assert sim.registration_error is None and sim.traffic is None
             finally:
@@ -71,7 +74,7 @@ def test_a_refused_verification_is_kept_for_the_checks(pki: PKI, tmp_path: Path)
             try:
                 await sim.after_ready()
                 assert sim.registration_error and "403" in sim.registration_error
-                assert sim.channel_state() is None
+                assert sim.service.channel_state() is None
             finally:
                 await sim.stop()
 
@@ -88,7 +91,7 @@ def test_self_registering_and_websocket_suts_are_left_alone(pki: PKI, tmp_path: 
                 sim = await start(pki, tmp_path, section)
                 try:
                     await sim.after_ready()
-                    assert sim.channel_state() is None and sim.traffic is None
+                    assert sim.service.channel_state() is None and sim.traffic is None
                     if section.channel == "websocket":
                         assert sim.endpoints() == []
                 finally:
@@ -108,21 +111,23 @@ def test_standalone_devices_act_on_their_own(pki: PKI, tmp_path: Path) -> None:
         try:
             assert sim.traffic is not None
             async with client(pki) as session:
-                status, _, _ = await call(session, sim, "GET", "/v2/notification/pull")
+                status, _, _ = await call(session, sim.service, "GET", "/v2/notification/pull")
                 assert status in (200, 204)  # the channel now exists (with what came meanwhile)
                 for device, path in [
                     (DEMO_DEVICES[0], "3200/0/5501"),
                     (DEMO_DEVICES[1], "3304/0/5700"),
                 ]:
                     status, _, _ = await call(
-                        session, sim, "PUT", f"/v2/subscriptions/{device}/{path}"
+                        session, sim.service, "PUT", f"/v2/subscriptions/{device}/{path}"
                     )
                     assert status == 200
                 kinds: set[str] = set()
                 cts: set[str] = set()
                 async with asyncio.timeout(20):
                     while not {"notifications", "registrations", "de-registrations"} <= kinds:
-                        status, _, data = await call(session, sim, "GET", "/v2/notification/pull")
+                        status, _, data = await call(
+                            session, sim.service, "GET", "/v2/notification/pull"
+                        )
                         for kind, items in (data or {}).items():
                             kinds.add(kind)
                             cts.update(i.get("ct", "") for i in items if isinstance(i, dict))

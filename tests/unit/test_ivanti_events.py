@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from conformance.ivanti.sim import IvantiSection
+from conformance.ivanti.section import IvantiSection
 from conformance.ivanti.vendor import VENDOR
 from simulators.ivanti.broker import tenant_id_for
 from simulators.ivanti.events import (

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.apple.sim import AppleSection
+from conformance.apple.section import AppleSection
 from conformance.manifest import ManifestError, load_manifest, manifest_for_url
 
 GOOD = """

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from conformance.manifest import ManifestError, load_manifest, manifest_for_url
-from conformance.pelion.sim import ObservedItem, PelionSection
+from conformance.pelion.section import ObservedItem, PelionSection
 from conformance.pelion.vendor import VENDOR, PelionSettings
 
 CALLBACK = """

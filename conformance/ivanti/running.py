@@ -1,5 +1,5 @@
-"""The Ivanti side of a run: the manifest section, the observer record, and :class:`IvantiSim`,
-the running broker, CPS API and impostors with the Python API a check uses.
+"""The Ivanti simulators of one run: :class:`RunningIvanti` composes the broker, the CPS API and
+the impostors, and binds the operations a check uses to the SUT's tenant.
 
 For a check writer (every coroutine runs in the simulators' loop: ``harness.run(sim.publish(…))``;
 the queries are plain calls from the check's thread)::
@@ -30,12 +30,10 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
+from conformance.ivanti.section import IvantiSection
 from conformance.ivanti.vendor import IvantiSettings
-from conformance.manifest import Section
 from conformance.vendors import Endpoint, VendorRun
 from simulators.faultlog import FaultLog
 from simulators.ivanti.broker import (
@@ -53,40 +51,14 @@ from simulators.mqtt.broker import BrokerPolicy, SessionView
 from simulators.mqtt.packets import CONNACK_SERVER_UNAVAILABLE
 from simulators.mqtt.server import ConnectionView
 
-__all__ = ["SUT_LOGIN", "SUT_TENANT", "IvantiSection", "IvantiSim", "ObservedEvent", "start"]
+__all__ = ["SUT_LOGIN", "SUT_TENANT", "RunningIvanti", "start"]
 
 SUT_TENANT = "sut"  # the SUT's tenant name (its GUID is stable from run to run)
 SUT_LOGIN = "sut"  # the SUT's identity: sut@sut.ivanti.test
 
 
-class IvantiSection(Section):
-    """``[ivanti]``: the SUT subscribes to the Ivanti broker (sut-contract.md §2)."""
-
-    consumes: list[str] = Field(default_factory=lambda: list(EVENT_TYPES), min_length=1)
-    topic_style: Literal["neurons", "epmm"] = "neurons"
-
-    @field_validator("consumes")
-    @classmethod
-    def _known(cls, value: list[str]) -> list[str]:
-        unknown = [name for name in value if name not in EVENT_TYPES]
-        if unknown:
-            raise ValueError(
-                f"unknown event types {', '.join(map(repr, unknown))} "
-                f"(known: {', '.join(EVENT_TYPES)})"
-            )
-        return list(dict.fromkeys(value))
-
-
-class ObservedEvent(BaseModel):
-    """``POST {observer}/ivanti``: ``{"topic": "<topic>", "message": <the JSON payload>}``."""
-
-    model_config = ConfigDict(extra="allow")
-    topic: str
-    message: Any
-
-
 @dataclass
-class IvantiSim:
+class RunningIvanti:
     """The Ivanti simulators of one run (or of ``conformance-sim serve ivanti``)."""
 
     broker: IvantiBroker
@@ -214,7 +186,7 @@ class IvantiSim:
         return await self.broker.sessions(self.tenant)
 
 
-async def start(run: VendorRun) -> IvantiSim:
+async def start(run: VendorRun) -> RunningIvanti:
     settings: IvantiSettings = run.settings or IvantiSettings()
     section = run.section if isinstance(run.section, IvantiSection) else None
     style = section.topic_style if section is not None else settings.topic_style
@@ -244,7 +216,7 @@ async def start(run: VendorRun) -> IvantiSim:
     except BaseException:
         await broker.stop()
         raise
-    sim = IvantiSim(broker, cps, settings, section, tenant, login, consumes)
+    sim = RunningIvanti(broker, cps, settings, section, tenant, login, consumes)
     if run.section is None and settings.events_per_s > 0:  # standalone: the vendor's own traffic
         task = broker.server.spawn(
             broker.generate(tenant, settings.events_per_s, consumes), "event generator"

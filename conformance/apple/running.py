@@ -1,53 +1,27 @@
-"""The Apple side of a run: the manifest section, the observer record, and the simulators
-(the notifier aimed at the SUT's receiver and the Apps and Books API) behind the plug-in."""
+"""The Apple simulators of one run, composed: the notifier aimed at the SUT's receiver and the
+Apps and Books API (the plug-in's running object)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
-
+from conformance.apple.section import AppleSection
 from conformance.apple.vendor import AppleSettings
-from conformance.manifest import ManifestFile, Section, WebUrl
 from conformance.vendors import Endpoint, VendorRun
 from simulators.apple.api import AppsAndBooksServer
 from simulators.apple.delivery import RetrySchedule
 from simulators.apple.notifier import AttemptLog, Notifier, Receiver
 from simulators.apple.service import AppsAndBooks
 
-__all__ = ["API_RETRY_AFTER_S", "AppleSection", "AppleSim", "ObservedNotification", "start"]
+__all__ = ["API_RETRY_AFTER_S", "RunningApple", "start"]
 
 # API mode (APL-API-02/04): the first two API calls the SUT makes after configuring
 # notifications are answered 503 + Retry-After, then 429/9646; its first event is held PENDING.
 API_RETRY_AFTER_S = 2
 
 
-class AppleSection(Section):
-    """``[apple]``: the SUT receives Apple Apps and Books notifications (sut-contract.md §2)."""
-
-    webhook_url: WebUrl
-    auth_token: str = Field(min_length=1)
-    tls_ca: ManifestFile | None = None
-    api_client: StrictBool = False  # "yes" or 1 is an error, not true
-
-
-class ReportedEnvelope(BaseModel):
-    """The notification as received: at least its ``notificationId`` and ``notificationType``."""
-
-    model_config = ConfigDict(extra="allow")
-    notificationId: str
-    notificationType: str
-
-
-class ObservedNotification(BaseModel):
-    """``POST {observer}/apple``: ``{"notification": <the notification body as received>}``."""
-
-    model_config = ConfigDict(extra="allow")
-    notification: ReportedEnvelope
-
-
 @dataclass
-class AppleSim:
+class RunningApple:
     """The Apple simulators of one run."""
 
     service: AppsAndBooks
@@ -85,7 +59,7 @@ class AppleSim:
             await self.notifier.close()
 
 
-async def start(run: VendorRun) -> AppleSim:
+async def start(run: VendorRun) -> RunningApple:
     settings: AppleSettings = run.settings or AppleSettings()
     section = run.section if isinstance(run.section, AppleSection) else None
     cafiles = (str(section.tls_ca),) if section and section.tls_ca else (str(run.pki.ca),)
@@ -111,7 +85,7 @@ async def start(run: VendorRun) -> AppleSim:
         api.faults.add("api", "status", status=503, error=9729, retry_after=API_RETRY_AFTER_S)
         api.faults.add("api", "status", status=429, error=9646)
     await api.start()
-    sim = AppleSim(service, api, attempts, settings, section)
+    sim = RunningApple(service, api, attempts, settings, section)
     if section is not None:
         sim.notifier = notifier_for(Receiver(section.webhook_url, section.auth_token))
         await sim.notifier.start()

@@ -1,0 +1,137 @@
+"""The Pelion side of a run: :class:`RunningPelion` composes the simulated Device Management
+service (:class:`simulators.pelion.simulator.PelionSimulator`) with what the run declared: the
+SUT's section, its callback's key, and the registration the harness makes for it.
+
+A check reaches the service through its driver (``pelion.service``)::
+
+    ep = pelion.service.add_device().ep                     # any thread
+    harness.run(pelion.service.register(ep))                # devices act in the loop
+    pelion.service.subscribe(ep, "/3200/0/5501")
+    queued = harness.run(pelion.service.set_value(ep, "/3200/0/5501", 42))
+    pelion.service.fail_deliveries(1, status=503)           # faults are armed before they apply
+
+Everything the service saw is kept, bounded: ``attempts()`` (each batch: size, uids, status or
+error, real-time elapsed, the simulated back-off wait that followed), ``verifications()``,
+``connections()`` (WebSocket handshakes, pings, frames, close codes both ways), ``calls()`` (the
+SUT's REST calls), ``channel_state()`` and ``removed_channels()``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from conformance.pelion.section import PelionSection
+from conformance.pelion.vendor import PelionSettings
+from conformance.vendors import Endpoint, VendorRun
+from simulators.pelion.channels import ChannelConflict
+from simulators.pelion.delivery import CloseCode
+from simulators.pelion.simulator import PelionConfig, PelionSimulator, VerificationFailed
+from simulators.pelion.traffic import DemoTraffic
+
+__all__ = ["HARNESS_SERIALIZATION", "RunningPelion", "start"]
+
+# The serialization the harness registers a SUT's callback with: serialization v2 with a uid
+# (so the SUT can deduplicate a resent batch), the timestamp and the original endpoint name.
+HARNESS_SERIALIZATION: dict[str, Any] = {
+    "type": "v2",
+    "cfg": {"include_uid": True, "include_timestamp": True, "include_original_ep": True},
+}
+
+
+class RunningPelion:
+    """The simulated service of one run, and what the run declared (the plug-in's running
+    object)."""
+
+    def __init__(
+        self,
+        run: VendorRun,
+        service: PelionSimulator,
+        section: PelionSection | None,
+        settings: PelionSettings,
+    ) -> None:
+        self.service = service
+        self.section = section
+        self.settings = settings
+        self.run_ca = run.pki.ca
+        self.traffic: DemoTraffic | None = None
+        self.registration_error: str | None = None  # why after_ready could not register
+        both = section is not None and len(section.channels) == 2
+        # The key of the SUT's callback channel: the run's key, or a second one when the SUT
+        # also holds a WebSocket channel (one channel per key).
+        self.callback_key = settings.callback_api_key if both else service.api_key
+        if both:
+            service.add_key(self.callback_key)
+
+    @property
+    def api_key(self) -> str:
+        return self.service.api_key
+
+    def environment(self) -> dict[str, str]:
+        env = {
+            "CONFORMANCE_PELION_API_URL": self.service.base_url,
+            "CONFORMANCE_PELION_API_KEY": self.service.api_key,
+        }
+        if self.callback_key != self.service.api_key:
+            env["CONFORMANCE_PELION_CALLBACK_API_KEY"] = self.callback_key
+        return env
+
+    def endpoints(self) -> list[Endpoint]:
+        section = self.section
+        if section is None or "callback" not in section.channels or section.callback_url is None:
+            return []
+        cafile = section.tls_ca or self.run_ca
+        return [Endpoint("[pelion] callback_url", section.callback_url, cafile)]
+
+    async def after_ready(self) -> None:
+        """Register the SUT's callback (the verification PUT happens here) unless it registers
+        itself. A refusal is the SUT's to answer for (PEL-CB-01), not a harness fault: it is
+        kept in :attr:`registration_error` and the evidence, and the run goes on."""
+        section = self.section
+        if section is None or "callback" not in section.channels or section.registers_itself:
+            return
+        assert section.callback_url is not None
+        try:
+            await self.service.register_callback(
+                section.callback_url,
+                section.callback_headers,
+                serialization=HARNESS_SERIALIZATION,
+                key=self.callback_key,
+            )
+        except (VerificationFailed, ChannelConflict) as exc:
+            self.registration_error = str(exc)
+            self.service.recorder.record(
+                "harness", "--", "sut", "register-failed",
+                f"could not register the SUT's callback {section.callback_url}: {exc}",
+            )  # fmt: skip
+
+    def errors(self) -> list[str]:
+        return self.service.errors()
+
+    async def stop(self) -> None:
+        await self.service.stop()
+
+
+async def start(run: VendorRun) -> RunningPelion:
+    settings: PelionSettings = run.settings or PelionSettings()
+    section = run.section if isinstance(run.section, PelionSection) else None
+    cafiles: tuple[str, ...] = (str(run.pki.ca),)
+    if section is not None and section.tls_ca is not None:
+        cafiles += (str(section.tls_ca),)
+    config = PelionConfig(
+        api_key=settings.api_key,
+        port=settings.api_port,
+        first_backoff_s=settings.first_backoff_s,
+        pull_timeout_s=settings.pull_timeout_s,
+        ping_interval_s=settings.ping_interval_s,
+        delete_close_code=CloseCode(settings.delete_close_code),
+        auth_failure="http-401" if settings.ws_auth_failure == "401" else "close-1008",
+        cafiles=cafiles,
+        epoch_s=time.time() - run.clock.now(),  # serialization v2 timestamps in Unix time
+    )
+    service = PelionSimulator(run.clock, run.recorder, run.pki.server_context(), config)
+    running = RunningPelion(run, service, section, settings)
+    await service.start()
+    if run.section is None:
+        running.traffic = service.start_traffic(settings.events_per_s)
+    return running
