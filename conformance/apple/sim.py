@@ -23,7 +23,8 @@ API_RETRY_AFTER_S = 2
 
 
 class AppleSection(Section):
-    """``[apple]``: the SUT receives Apple Apps and Books notifications (sut-contract.md §2)."""
+    """``[apple]``: the SUT receives Apple Apps and Books notifications
+    (docs/sut-contract.md §2)."""
 
     webhook_url: WebUrl
     auth_token: str = Field(min_length=1)
