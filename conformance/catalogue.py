@@ -1,5 +1,5 @@
-"""The requirement catalogue, loaded from ``requirements.toml`` (the project's copy of
-shared/spec/requirements.md)."""
+"""The requirement catalogue, loaded from ``requirements.toml`` (explained in
+docs/requirements.md)."""
 
 from __future__ import annotations
 

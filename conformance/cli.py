@@ -1,5 +1,5 @@
 """``conformance-sim serve VENDOR [VENDOR …]``: the vendor simulators, standalone
-(sut-contract.md §6).
+(docs/sut-contract.md §6).
 
 For daily development and interoperability tests: it writes or reuses the PKI folder, starts
 the observer and the named vendors' simulators on 127.0.0.1 (ports pinned with ``--port NAME=N``

@@ -128,7 +128,7 @@ class Harness:
         return self.loop.run(attributed(), timeout)
 
     def environment(self) -> dict[str, str]:
-        """The CONFORMANCE_* variables a launched SUT receives (sut-contract.md §3)."""
+        """The CONFORMANCE_* variables a launched SUT receives (docs/sut-contract.md §3)."""
         env = {
             "CONFORMANCE_CA_FILE": str(self.pki.ca),
             "CONFORMANCE_OBSERVER_URL": self.observer.base_url,

@@ -1,4 +1,4 @@
-"""The SUT manifest (shared/spec/sut-contract.md §2): parsing, with one clear error per problem.
+"""The SUT manifest (docs/sut-contract.md §2): parsing, with one clear error per problem.
 
 The manifest has a ``name``, an optional ``[process]`` section, and one section per vendor
 plug-in (``[<vendor>]``), each the plug-in's own pydantic model. Strings may use ``${VAR}`` or

@@ -1,4 +1,4 @@
-"""The observer endpoint (sut-contract.md §4): the SUT reports what it has processed.
+"""The observer endpoint (docs/sut-contract.md §4): the SUT reports what it has processed.
 
 ``POST {base}/<vendor>`` with one JSON record or an array of records; answers 204. Each record
 is checked against the vendor plug-in's record model; a body with an invalid record is refused

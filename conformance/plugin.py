@@ -6,7 +6,7 @@ conformance run starts. It stays inert unless the run collects checks from the
 ``conformance/`` folder. Then it checks the options and the SUT manifest before anything
 starts, starts the harness (the observer, every vendor's simulators and, when declared, the
 SUT), turns check outcomes into requirement verdicts, and writes ``report.json``,
-``junit.xml`` and ``index.html`` (sut-contract.md §1, §5).
+``junit.xml`` and ``index.html`` (docs/sut-contract.md §1, §5).
 """
 
 from __future__ import annotations

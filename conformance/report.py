@@ -1,4 +1,5 @@
-"""The three report files (sut-contract.md §5): ``report.json``, ``junit.xml``, ``index.html``.
+"""The three report files (docs/sut-contract.md §5): ``report.json``, ``junit.xml``,
+``index.html``.
 
 Each run writes ``<report-dir>/<run-id>/`` and refreshes ``<report-dir>/latest/`` with copies
 (and ``bodies/``, the request bodies reproducers send). Whatever the SUT sent, every file is

@@ -1,4 +1,4 @@
-"""The vendor plug-in interface (architecture.md, "A vendor is a plug-in").
+"""The vendor plug-in interface (docs/architecture.md, "A vendor is a plug-in").
 
 A vendor is a package ``conformance/<name>/`` whose module ``vendor.py`` defines ``VENDOR``, an
 object implementing :class:`Vendor`. The generic modules (plugin, harness, manifest, observer,
@@ -71,7 +71,7 @@ class RunningVendor(Protocol):
     """A vendor's simulators, started for one run (or one ``conformance-sim serve``)."""
 
     def environment(self) -> dict[str, str]:
-        """The ``CONFORMANCE_<VENDOR>_*`` variables a SUT needs (sut-contract.md §3)."""
+        """The ``CONFORMANCE_<VENDOR>_*`` variables a SUT needs (docs/sut-contract.md §3)."""
 
     def endpoints(self) -> list[Endpoint]:
         """The SUT's endpoints: probed before the checks start and by GEN-LIVE-01."""
@@ -112,7 +112,7 @@ class Vendor(Protocol):
         """The optional profiles a section claims (the catalogue's ``profile`` values)."""
 
     def observer_record_model(self) -> type[BaseModel]:
-        """The record a SUT POSTs to ``{observer}/<name>`` (sut-contract.md §4)."""
+        """The record a SUT POSTs to ``{observer}/<name>`` (docs/sut-contract.md §4)."""
 
     def observer_keys(self, record: Any) -> tuple[str, ...]:
         """What ties a record to the item it reports (e.g. a notification id): the observer

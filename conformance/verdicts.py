@@ -1,4 +1,5 @@
-"""Check results and requirement verdicts (requirements.md: pass, fail, warn, not-verified, error).
+"""Check results and requirement verdicts (docs/requirements.md §4: pass, fail, warn,
+not-verified, error).
 
 A requirement never passes by default: with no check result it is ``not-verified``.
 """

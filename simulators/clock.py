@@ -1,4 +1,4 @@
-"""The one simulated clock every simulator reads (architecture.md, "Simulated time").
+"""The one simulated clock every simulator reads (docs/architecture.md, "Simulated time").
 
 Two kinds of time run through a conformance run, and they must never be mixed:
 

@@ -10,7 +10,7 @@ __all__ = ["AppleSection", "ObservedNotification"]
 
 
 class AppleSection(Section):
-    """``[apple]``: the SUT receives Apple Apps and Books notifications (sut-contract.md §2)."""
+    """``[apple]``: the SUT receives Apple Apps and Books notifications (docs/sut-contract.md §2)."""
 
     webhook_url: WebUrl
     auth_token: str = Field(min_length=1)

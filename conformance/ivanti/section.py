@@ -13,7 +13,7 @@ __all__ = ["IvantiSection", "ObservedEvent"]
 
 
 class IvantiSection(Section):
-    """``[ivanti]``: the SUT subscribes to the Ivanti broker (sut-contract.md §2)."""
+    """``[ivanti]``: the SUT subscribes to the Ivanti broker (docs/sut-contract.md §2)."""
 
     consumes: list[str] = Field(default_factory=lambda: list(EVENT_TYPES), min_length=1)
     topic_style: Literal["neurons", "epmm"] = "neurons"

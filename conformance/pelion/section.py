@@ -18,7 +18,7 @@ _RESERVED = frozenset({"content-length", "host", "transfer-encoding", "connectio
 
 
 class PelionSection(Section):
-    """``[pelion]``: the SUT receives Pelion notifications (sut-contract.md §2).
+    """``[pelion]``: the SUT receives Pelion notifications (docs/sut-contract.md §2).
 
     ``channel = "callback"``: the SUT serves ``callback_url``; the harness registers it with
     ``callback_headers`` once the SUT is ready, unless ``registers_itself = true`` (the SUT
@@ -91,7 +91,7 @@ class PelionSection(Section):
 
 class ObservedItem(BaseModel):
     """``POST {observer}/pelion``: ``{"kind": "<top-level key>", "item": <the item as
-    received>, "payload_hex": "<decoded payload bytes as hex>"}`` (sut-contract.md §4)."""
+    received>, "payload_hex": "<decoded payload bytes as hex>"}`` (docs/sut-contract.md §4)."""
 
     model_config = ConfigDict(extra="allow")
     kind: StrictStr

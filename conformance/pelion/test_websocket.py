@@ -323,8 +323,8 @@ def _wait_for_next_connects(pelion: PelionDriver, closes: list[Followed]) -> Non
 @pytest.mark.run_last(7)
 def test_waits_after_the_1008_that_closed_its_socket(pelion: PelionDriver, check: Check) -> None:
     """The key is invalidated and the SUT's socket closed with 1008: its next connect comes
-    no sooner than 10 s after its previous one (requirements.md: "not more often than once per
-    10 s"; the vendor doc names no interval)."""
+    no sooner than 10 s after its previous one (docs/requirements.md §7: "not more often than
+    once per 10 s"; the vendor doc names no interval)."""
     check.expect(
         f"the first reconnect after the 1008 at least {POLICY_MIN_GAP_S:g} s after the "
         "connect before it"

@@ -1,4 +1,5 @@
-"""Apple Apps and Books notification wire models (vendor-docs/apple-apps-and-books-notifications.txt).
+"""Apple Apps and Books notification wire models (vendor doc, "Subscribing to notifications";
+docs/vendors/apple.md §4).
 
 Every notification is an envelope ``{notification, notificationId, notificationType, uId}`` whose
 ``notification`` object has one shape per ``notificationType``. Models allow unknown fields, as a

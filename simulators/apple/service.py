@@ -1,4 +1,5 @@
-"""The Apps and Books API (``/mdm/v2``) subset, as state without I/O (research/apple.md §2–6).
+"""The Apps and Books API (``/mdm/v2``) subset, as state without I/O
+(docs/vendors/apple.md §2–6).
 
 :class:`AppsAndBooks` takes parsed requests and ``now`` and returns ``(http_status, body)``;
 mutations create events that stay ``PENDING`` until their processing deadline, then complete and

@@ -1,6 +1,6 @@
 """The CPS REST calls a subscriber needs, over HTTPS (TLS 1.2) on 127.0.0.1, built on aiohttp.
 
-From the CPS API guide (research/ivanti.md §3–§5):
+From the CPS API guide (docs/vendors/ivanti.md §3–§5):
 
 - ``GET /msa/v1/cps/event/$metadata``: "Returns the event types available for subscription and
   the retention time": ``{"topics": {<event type>: <topic>}, "retentionPeriodMinutes": 180}``,

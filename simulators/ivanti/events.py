@@ -1,6 +1,6 @@
 """Ivanti CPS events: topics, the subscription metadata, device payloads and a generator.
 
-From "Using the Event Notification Service" and the CPS API guide (research/ivanti.md §4, §5):
+From "Using the Event Notification Service" and the CPS API guide (docs/vendors/ivanti.md §4, §5):
 
 - the metadata call ``GET /msa/v1/cps/event/$metadata`` answers ``{"topics": {<event type>:
   <topic>}, "retentionPeriodMinutes": 180}``; Neurons for MDM topics carry the tenant GUID

@@ -1,5 +1,5 @@
 """HTTPS adapter of the simulated Device Management API subset, built on aiohttp (vendor doc;
-research/pelion.md §2–9; SPEC20/21 for the status codes).
+docs/vendors/pelion.md §2–9; SPEC20/21 for the status codes).
 
 Every call needs ``Authorization: Bearer ak_…`` (401 without it or with an unknown or revoked
 key; 403 "Authorization token used is not an API key" for a token without the ``ak_``

@@ -1,6 +1,6 @@
 """The callback side of the notification channel: HTTPS PUTs to the application's callback URL,
 the way Device Management Connect sends them (vendor doc, "Callback interface" and
-"Notification sending logic"; research/pelion.md §3).
+"Notification sending logic"; docs/vendors/pelion.md §3).
 
 A thin aiohttp client adapter; the rules (batches, back-off, 24 h removal) live in
 :class:`simulators.pelion.delivery.CallbackDelivery`.

@@ -1,5 +1,5 @@
 """One notification channel per API key, without I/O (vendor doc, "The event notification
-channel"; research/pelion.md §2).
+channel"; docs/vendors/pelion.md §2).
 
 - "Every single notification channel is bound to the API key of an application. If two
   different application instances uses the same API key, they overwrite the notification

@@ -1,4 +1,4 @@
-"""Simulated devices, subscriptions and device requests, without I/O (research/pelion.md §8;
+"""Simulated devices, subscriptions and device requests, without I/O (docs/vendors/pelion.md §8;
 SPEC20 "Device data - subscriptions" and "Device data - requests").
 
 Devices produce the events the channel carries ("Registration and deregistration events, as

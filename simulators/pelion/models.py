@@ -1,5 +1,5 @@
-"""Pelion Device Management wire models (vendor-docs/pelion-event-notification-channel.txt,
-research/pelion.md §3–9).
+"""Pelion Device Management wire models (vendor doc, "The event notification channel";
+docs/vendors/pelion.md §3–9).
 
 "The events are delivered in a NotificationMessage" whose top-level keys are ``notifications``,
 ``registrations``, ``reg-updates``, ``de-registrations``, ``registrations-expired`` and

@@ -1,6 +1,6 @@
 """The simulated Device Management notification service: the cores put to work over real
 sockets, and the Python API a check writer drives (vendor doc, "The event notification
-channel"; research/pelion.md).
+channel"; docs/vendors/pelion.md).
 
 :class:`PelionSimulator` owns the cores (:class:`~simulators.pelion.channels.ChannelRegistry`
 for every API key's channel and queue, :class:`~simulators.pelion.devices.Devices` for the

@@ -1,6 +1,6 @@
 """Device traffic of a standalone simulator (``conformance-sim serve pelion``): a few simulated
 devices that register and change their resources on their own, so an integrator sees real
-notifications while developing (sut-contract.md §6).
+notifications while developing (docs/sut-contract.md §6).
 
 :data:`DEMO_DEVICES` register at start; then, about ``events_per_s`` times a second (simulated
 time), one device acts, in a fixed rotation:

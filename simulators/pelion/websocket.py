@@ -1,5 +1,5 @@
 """The server side of one notification WebSocket, over aiohttp (vendor doc, "WebSocket
-interface"; research/pelion.md §4.2).
+interface"; docs/vendors/pelion.md §4.2).
 
 The channel rules (status, binding, replacement, close codes, 24 h) live in
 :class:`simulators.pelion.delivery.WebSocketDelivery`; this adapter carries frames and keeps

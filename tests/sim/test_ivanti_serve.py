@@ -1,5 +1,6 @@
 """``conformance-sim serve ivanti``: the broker standalone, generating device events, seen by
-mosquitto_sub as an integrator would run it from the printed environment (sut-contract.md §6)."""
+mosquitto_sub as an integrator would run it from the printed environment
+(docs/sut-contract.md §6)."""
 
 from __future__ import annotations
 

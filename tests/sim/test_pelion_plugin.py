@@ -1,6 +1,6 @@
 """The Pelion plug-in's running object over real sockets: the environment a SUT gets, the
 endpoints probed, the callback registered once the SUT is ready, and the standalone device
-traffic (sut-contract.md §3, §6)."""
+traffic (docs/sut-contract.md §3, §6)."""
 
 from __future__ import annotations
 

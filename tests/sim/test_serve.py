@@ -1,5 +1,5 @@
 """``conformance-sim serve``: standalone simulators print a shell environment, answer a SUT,
-log what happens and stop cleanly on SIGTERM (sut-contract.md §6)."""
+log what happens and stop cleanly on SIGTERM (docs/sut-contract.md §6)."""
 
 from __future__ import annotations
 

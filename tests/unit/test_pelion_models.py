@@ -41,12 +41,12 @@ from simulators.pelion.models import (
 
 EP = "0172b9ba5409000000000001001117f5"
 
-# research/pelion.md §7, "Real, websocket [SRC MAC README]"
+# docs/vendors/pelion.md §7, "Real, WebSocket (MAC)"
 REAL_WEBSOCKET = (
     '{"notifications":[{"ep":"0172b9ba5409000000000001001117f5","path":"/3200/0/5501",'
     '"ct":"text/plain","payload":"NTc=","max-age":0}]}'
 )
-# research/pelion.md §7, "Real, long-poll [SRC LOG]"
+# docs/vendors/pelion.md §7, "Real, long-poll (LOG)"
 REAL_LONG_POLL = (
     '{"notifications":[{"ep":"0165efa1a2df0000000000010010024f","path":"/3200/0/5501",'
     '"ct":"text/plain","payload":"MjI3MA==","max-age":60}],"async-responses":[{"id":'

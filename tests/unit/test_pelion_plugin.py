@@ -1,4 +1,4 @@
-"""The Pelion plug-in without sockets: the ``[pelion]`` section (sut-contract.md §2) with one
+"""The Pelion plug-in without sockets: the ``[pelion]`` section (docs/sut-contract.md §2) with one
 clear error per problem, option checks that name the option and the fix, ``--sut=URL``,
 profiles and the observer record."""
 
