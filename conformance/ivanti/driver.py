@@ -15,7 +15,7 @@ import itertools
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from conformance.driver import MarkerRefused, VendorDriver, inline_text
 from conformance.ivanti.running import RunningIvanti
@@ -23,9 +23,13 @@ from conformance.vendors import vendor
 from conformance.verdicts import Check
 from simulators.ivanti.broker import Published
 from simulators.ivanti.events import EVENT_TYPES
+from simulators.ivanti.operations import Disconnect, IvantiTarget, Publish, Sessions
 from simulators.mqtt.packets import CONNACK_ACCEPTED
 from simulators.mqtt.server import CLOSED_BY_CLIENT, ConnectionView, PacketRecord
 from simulators.mqtt.topics import topic_matches
+from simulators.operations import Applies
+
+R = TypeVar("R")
 
 # For the SUT's first connection, from the first check: one the harness launched has passed
 # its readiness probe; one running elsewhere may be in its reconnect back-off.
@@ -113,6 +117,10 @@ class IvantiDriver(VendorDriver):
 
     def __repr__(self) -> str:
         return f"<IvantiDriver {self.sim.broker.host}:{self.sim.broker.port}>"
+
+    def perform(self, operation: Applies[IvantiTarget, R]) -> R:
+        """Carry out one operation on the SUT's tenant, in the simulators' loop."""
+        return self.harness.run(self.sim.perform(operation))
 
     # --- the SUT's connections ----------------------------------------------------------------
 
@@ -303,7 +311,7 @@ class IvantiDriver(VendorDriver):
     def subscriptions(self) -> list[tuple[str, int]]:
         """(filter, granted QoS) of the sessions of the SUT's live connections."""
         live = {v.client_id for v in self.live()}
-        sessions = self.harness.run(self.sim.sessions())
+        sessions = self.perform(Sessions())
         return [
             (topic_filter, qos)
             for s in sessions
@@ -338,7 +346,7 @@ class IvantiDriver(VendorDriver):
         session's client id; not-verified when there is none (nothing is acknowledged or
         redelivered at QoS 0)."""
         live = {v.client_id for v in self.live()}
-        sessions = [s for s in self.harness.run(self.sim.sessions()) if s.client_id in live]
+        sessions = [s for s in self.perform(Sessions()) if s.client_id in live]
         consumed = self.sim.consumed_topics
         for name in self.subscribed_types():
             for session in sessions:
@@ -367,7 +375,7 @@ class IvantiDriver(VendorDriver):
         """Publish to the SUT's topic of ``event_type`` as the vendor does (QoS 1); a realistic
         event unless ``payload`` is given. Regular events (the default for a generated one)
         also count for the run-wide acknowledgement check."""
-        published = self.harness.run(self.sim.publish(event_type, payload))
+        published = self.perform(Publish(event_type=event_type, payload=payload))
         if regular if regular is not None else payload is None:
             self.regular.add(hash(published.payload))
         return published
@@ -424,7 +432,7 @@ class IvantiDriver(VendorDriver):
         """Close every live connection of the SUT as a network failure would; the client ids."""
         ids = self.client_ids()
         for client_id in ids:
-            self.harness.run(self.sim.disconnect(client_id))
+            self.perform(Disconnect(client_id=client_id))
         return ids
 
     # --- the observer -------------------------------------------------------------------------

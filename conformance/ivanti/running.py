@@ -1,27 +1,13 @@
 """The Ivanti simulators of one run: :class:`RunningIvanti` composes the broker, the CPS API and
 the impostors, and binds the operations a check uses to the SUT's tenant.
 
-For a check writer (every coroutine runs in the simulators' loop: ``harness.run(sim.publish(…))``;
-the queries are plain calls from the check's thread)::
-
-    sim.tenant / sim.login                  the SUT's tenant (GUID, style, topics) and identity
-    await sim.publish("device_check_in")    -> Published (topic, payload, key, delivered_to, kept_for)
-    await sim.publish(payload=b"\\xff", topic=sim.topic("device_enrolled"))   any bytes
-    await sim.hold_offline(client_id, 2 * 3600)   drop it; refuse CONNACK 3 for 2 simulated hours
-    await sim.disconnect(client_id) / sim.redeliver(client_id) / sim.duplicate_next(client_id)
-    await sim.refuse_next_connects(3)      CONNACK 3 to the next three CONNECTs of the tenant
-    await sim.begin_outage() / end_outage() CONNACK 3 to every CONNECT of the tenant until ended
-    sim.present_impostors(["expired"])      the broker's address hands its next connection to
-                                            that impostor (sim.stop_impostors() forgets the rest)
-    sim.cps.calls()                         every CPS request (method, path, caller, status)
-    sim.drop_before_puback(client_id)       close right after the next PUBLISH, before its PUBACK
-    sim.connections(open_only=True)         ConnectionView per connection: client id, clean session,
-                                            keep-alive, subscriptions, packets (DUP, QoS, sizes,
-                                            real/simulated times), acks() with PUBACK delays
-    sim.wait_for(predicate, timeout)        block until predicate(connections()) holds
-    await sim.sessions()                    SessionView per kept session (queued, in flight)
-    sim.impostors["unknown-ca"|"expired"|"wrong-host"]   .port, .connect_received
-    sim.broker.clock.advance(3 * 3600)      three simulated hours; queued events expire on time
+Checks act through typed operations (:mod:`simulators.ivanti.operations`), run in the
+simulators' loop: ``harness.run(sim.perform(Publish(event_type="device_check_in")))``,
+``sim.perform(HoldOffline(client_id=…, duration_sim_s=7200))``, ``sim.perform(BeginOutage())``.
+Queries are plain calls from the check's thread: ``sim.connections(open_only=True)`` (a
+``ConnectionView`` per connection: client id, clean session, keep-alive, subscriptions, packets
+with DUP, QoS, sizes, real and simulated times), ``sim.wait_for(predicate, timeout)``,
+``sim.cps.calls()``, ``sim.impostors[kind]``.
 """
 
 from __future__ import annotations
@@ -30,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from conformance.ivanti.section import IvantiSection
 from conformance.ivanti.vendor import IvantiSettings
@@ -42,17 +28,18 @@ from simulators.ivanti.broker import (
     ImpostorKind,
     IvantiBroker,
     Login,
-    Published,
     Tenant,
 )
 from simulators.ivanti.cps import CpsServer
-from simulators.ivanti.events import EVENT_TYPES, DeviceEvent
-from simulators.mqtt.broker import BrokerPolicy, SessionView
-from simulators.mqtt.packets import CONNACK_SERVER_UNAVAILABLE
+from simulators.ivanti.events import EVENT_TYPES
+from simulators.ivanti.operations import IvantiTarget
+from simulators.mqtt.broker import BrokerPolicy
 from simulators.mqtt.server import ConnectionView
+from simulators.operations import Applies
 
 __all__ = ["SUT_LOGIN", "SUT_TENANT", "RunningIvanti", "start"]
 
+R = TypeVar("R")
 SUT_TENANT = "sut"  # the SUT's tenant name (its GUID is stable from run to run)
 SUT_LOGIN = "sut"  # the SUT's identity: sut@sut.ivanti.test
 
@@ -113,62 +100,14 @@ class RunningIvanti:
     def impostors(self) -> dict[ImpostorKind, Impostor]:
         return self.broker.impostors
 
-    async def publish(
-        self,
-        event: str | DeviceEvent | None = None,
-        payload: bytes | dict[str, Any] | None = None,
-        *,
-        topic: str | None = None,
-        qos: int = 1,
-    ) -> Published:
-        """Publish to the SUT's tenant (see :meth:`IvantiBroker.publish`); a random consumed
-        event type when neither ``event`` nor ``topic`` is given."""
-        if event is None and topic is None:
-            event = self.broker.generators[self.tenant.tenant_id].pick(self.consumes)
-        return await self.broker.publish(self.tenant, event, payload, topic=topic, qos=qos)
+    @property
+    def target(self) -> IvantiTarget:
+        """What operations act on: the broker and the SUT's tenant."""
+        return IvantiTarget(self.broker, self.tenant, self.consumes)
 
-    async def hold_offline(
-        self,
-        client_id: str,
-        duration_sim_s: float,
-        *,
-        return_code: int = CONNACK_SERVER_UNAVAILABLE,
-    ) -> None:
-        await self.broker.hold_offline(
-            client_id, duration_sim_s, tenant=self.tenant, return_code=return_code
-        )
-
-    async def release(self, client_id: str) -> None:
-        await self.broker.release(client_id, tenant=self.tenant)
-
-    async def disconnect(self, client_id: str) -> None:
-        await self.broker.disconnect(client_id, tenant=self.tenant)
-
-    async def redeliver(self, client_id: str) -> None:
-        await self.broker.redeliver(client_id, tenant=self.tenant)
-
-    async def duplicate_next(self, client_id: str, times: int = 1) -> None:
-        await self.broker.duplicate_next(client_id, tenant=self.tenant, times=times)
-
-    async def refuse_next_connects(
-        self, count: int, return_code: int = CONNACK_SERVER_UNAVAILABLE
-    ) -> None:
-        await self.broker.refuse_next_connects(count, tenant=self.tenant, return_code=return_code)
-
-    async def begin_outage(self, return_code: int = CONNACK_SERVER_UNAVAILABLE) -> None:
-        await self.broker.begin_outage(tenant=self.tenant, return_code=return_code)
-
-    async def end_outage(self) -> None:
-        await self.broker.end_outage(tenant=self.tenant)
-
-    def present_impostors(self, kinds: list[ImpostorKind]) -> None:
-        self.broker.present_impostors(kinds)
-
-    def stop_impostors(self) -> int:
-        return self.broker.stop_impostors()
-
-    def drop_before_puback(self, client_id: str | None = None, times: int = 1) -> None:
-        self.broker.drop_before_puback(client_id, times=times)
+    async def perform(self, operation: Applies[IvantiTarget, R]) -> R:
+        """Carry out one operation (:mod:`simulators.ivanti.operations`) on the SUT's tenant."""
+        return await operation.apply(self.target)
 
     def connections(self, *, open_only: bool = False) -> list[ConnectionView]:
         """The SUT tenant's connections (every one kept), oldest first."""
@@ -181,9 +120,6 @@ class RunningIvanti:
             lambda views: predicate([v for v in views if v.tenant == self.tenant.tenant_id]),
             timeout,
         )
-
-    async def sessions(self) -> list[SessionView]:
-        return await self.broker.sessions(self.tenant)
 
 
 async def start(run: VendorRun) -> RunningIvanti:

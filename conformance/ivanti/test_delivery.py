@@ -15,6 +15,7 @@ from conformance.ivanti.driver import ACK_LIMIT_S, RECEIPT_WAIT_S, IvantiDriver,
 from conformance.ivanti.strategies import evolved_events
 from conformance.verdicts import Check, HarnessError
 from simulators.ivanti.broker import Published
+from simulators.ivanti.operations import DuplicateNext
 from simulators.mqtt.server import CLOSED_BY_CLIENT
 
 requirement = pytest.mark.requirement
@@ -70,7 +71,7 @@ def test_acknowledges_a_repeated_publish(ivanti: IvantiDriver, check: Check) -> 
     ivanti.online()
     name, holder = ivanti.qos1_type(check)
     check.expect("a PUBACK for the first copy and one for the repeated copy (DUP = 1)")
-    ivanti.harness.run(ivanti.sim.duplicate_next(holder))
+    ivanti.perform(DuplicateNext(client_id=holder))
     event = ivanti.publish(name)
     mine = hash(event.payload)
     ivanti.sim.wait_for(

@@ -17,6 +17,15 @@ from conformance.driver import DUPLICATE_SETTLE_S, OBSERVER_WAIT_S, prose
 from conformance.ivanti.driver import RECEIPT_WAIT_S, IvantiDriver, pair_acks
 from conformance.verdicts import Check, HarnessError
 from simulators.ivanti.broker import ImpostorKind, Published
+from simulators.ivanti.operations import (
+    BeginOutage,
+    DropBeforeAck,
+    DuplicateNext,
+    EndOutage,
+    PresentImpostors,
+    Sessions,
+    StopImpostors,
+)
 
 # After the other vendors' checks: its waits overlap PEL-WS-05's window.
 pytestmark = pytest.mark.run_last(8)
@@ -56,7 +65,7 @@ def _dropped_and_redelivered(
     Returns the event, the client id that held it, and why nothing could be resent (None when
     it was)."""
     name, holder = ivanti.qos1_type(check)
-    ivanti.sim.drop_before_puback(holder)
+    ivanti.perform(DropBeforeAck(client_id=holder))
     started = ivanti.harness.clock.real()
     try:
         event = ivanti.publish(name)
@@ -138,7 +147,7 @@ def test_processes_each_event_once(ivanti: IvantiDriver, check: Check) -> None:
     ivanti.online()
     name, holder = ivanti.qos1_type(check)
     check.expect("one observer report per event, although each was delivered twice")
-    ivanti.harness.run(ivanti.sim.duplicate_next(holder))
+    ivanti.perform(DuplicateNext(client_id=holder))
     repeated = ivanti.publish(name)
     ivanti.wait_acked([repeated], RECEIPT_WAIT_S)
     resent, _, _ = _dropped_and_redelivered(ivanti, check, await_ack=False)
@@ -176,14 +185,14 @@ def test_receives_what_was_published_while_offline(ivanti: IvantiDriver, check: 
         "connections are accepted again"
     )
     reporting = bool(ivanti.records())
-    sim, harness = ivanti.sim, ivanti.harness
-    harness.run(sim.begin_outage())
+    harness = ivanti.harness
+    ivanti.perform(BeginOutage())
     try:
         dropped = ivanti.drop()
         events = [ivanti.publish(t) for t in types]
         harness.clock.advance(OUTAGE_SIM_S)
     finally:
-        harness.run(sim.end_outage())
+        ivanti.perform(EndOutage())
     released = harness.clock.real()
     kept = [e for e in events if e.kept_for]
     check.note(
@@ -191,7 +200,7 @@ def test_receives_what_was_published_while_offline(ivanti: IvantiDriver, check: 
         f"{prose(sorted({s for e in kept for s in e.kept_for}))}"
     )
     if not kept:
-        sessions = harness.run(sim.sessions())
+        sessions = ivanti.perform(Sessions())
         what = prose(
             f"{s.client_id} (clean session {int(s.clean_session)}, "
             f"QoS {prose(sorted({q for _, q in s.subscriptions})) or '-'})"
@@ -264,7 +273,7 @@ def test_refuses_impostor_brokers(ivanti: IvantiDriver, check: Check) -> None:
             or len(impostors[kind].connections()) > conns
         )
 
-    ivanti.sim.present_impostors(list(IMPOSTORS))
+    ivanti.perform(PresentImpostors(kinds=list(IMPOSTORS)))
     started = ivanti.harness.clock.real()
     try:
         ivanti.drop()
@@ -276,7 +285,7 @@ def test_refuses_impostor_brokers(ivanti: IvantiDriver, check: Check) -> None:
             if not met(kind):
                 break
     finally:
-        left = ivanti.sim.stop_impostors()
+        left = ivanti.perform(StopImpostors())
     outcome = {}
     for kind in IMPOSTORS:
         refused, conns = before[kind]
@@ -345,7 +354,7 @@ def test_backs_off_when_refused(ivanti: IvantiDriver, check: Check) -> None:
     )
     clock, sim = ivanti.harness.clock, ivanti.sim
     known = {v.client_id for v in ivanti.connections() if v.client_id and v.accepted}
-    ivanti.harness.run(sim.begin_outage())
+    ivanti.perform(BeginOutage())
     started = clock.real()
     try:
         ivanti.drop()
@@ -369,7 +378,7 @@ def test_backs_off_when_refused(ivanti: IvantiDriver, check: Check) -> None:
             if stormy or ends > started + REFUSALS_WAIT_S:
                 break
     finally:
-        ivanti.harness.run(sim.end_outage())
+        ivanti.perform(EndOutage())
     streams = _streams(ivanti, started, known)
     judged = {who: s for who, s in streams.items() if s.third_refusal() is not None}
     live = ivanti.online(since=clock.real())

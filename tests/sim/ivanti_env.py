@@ -19,12 +19,15 @@ from conformance.vendors import VendorRun
 from simulators.clock import Clock
 from simulators.evidence import Recorder
 from simulators.ivanti.broker import Login, Published, Tenant
+from simulators.ivanti.operations import IvantiTarget, Publish
 from simulators.loop import LoopThread
 from simulators.mqtt.server import ConnectionView
+from simulators.operations import Applies
 from simulators.pki import PKI
 from tests.sim.ivanti_peers import Target
 
 T = TypeVar("T")
+R = TypeVar("R")
 _ids = itertools.count(1)
 
 
@@ -48,7 +51,11 @@ class IvantiEnv:
         return self.sim.broker.port
 
     def publish(self, event: str | None = "device_check_in", **kwargs: Any) -> Published:
-        return self.run(self.sim.publish(event, **kwargs))
+        return self.perform(Publish(event_type=event, **kwargs))
+
+    def perform(self, operation: Applies[IvantiTarget, R]) -> R:
+        """One operation on the SUT tenant, in the simulators' loop."""
+        return self.run(self.sim.perform(operation))
 
     def login(self, name: str, tenant: Tenant | None = None) -> Login:
         return self.sim.broker.login(tenant or self.tenant, name)

@@ -18,6 +18,13 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.ivanti.broker import ImpostorKind
+from simulators.ivanti.operations import (
+    Disconnect,
+    DuplicateNext,
+    PresentImpostors,
+    Sessions,
+    StopImpostors,
+)
 from simulators.mqtt.packets import Connack, Pingreq, Pingresp
 from simulators.pki import PKI
 from tests.sim.ivanti_env import IvantiEnv, ivanti_env
@@ -297,7 +304,7 @@ def test_three_hour_retention_runs_on_the_simulated_clock(env: IvantiEnv) -> Non
     recent = env.publish("device_wiped")
     env.clock.advance(HOUR + 1)  # the first is 3 h 1 s old, the second 1 h 1 s
     env.poll(lambda: any(e.kind == "message-expired" for e in env.recorder.timeline().events()))
-    sessions = env.run(env.sim.sessions())
+    sessions = env.perform(Sessions())
     assert [s.queued for s in sessions if s.client_id == "away"] == [1]
     peer = Paho(env.target("away"))
     peer.start()
@@ -327,7 +334,7 @@ def test_first_puback_purges_the_other_durable_copies(env: IvantiEnv) -> None:
                      f"{env.tenant.prefix}device/#", "-C", "1", "-W", "10")  # fmt: skip
     assert done.returncode == 0 and event.payload.decode() in done.stdout, done.stderr
     env.wait_acked("first", 1)
-    env.poll(lambda: {s.client_id: s.queued for s in env.run(env.sim.sessions())}["second"] == 0)
+    env.poll(lambda: {s.client_id: s.queued for s in env.perform(Sessions())}["second"] == 0)
     assert any(e.kind == "message-purged" for e in env.recorder.timeline().events())
 
 
@@ -549,8 +556,8 @@ def test_the_broker_address_can_present_the_impostors(env: IvantiEnv, verify: bo
     try:
         env.wait_subscribed(name)
         kinds: list[ImpostorKind] = ["unknown-ca", "expired", "wrong-host"]
-        env.sim.present_impostors(kinds)
-        env.run(env.sim.disconnect(name))
+        env.perform(PresentImpostors(kinds=kinds))
+        env.perform(Disconnect(client_id=name))
         impostors = env.sim.impostors
         met = lambda: all(  # noqa: E731
             i.handshakes_refused + len(i.connections()) >= 1 for i in impostors.values()
@@ -572,7 +579,7 @@ def test_the_broker_address_can_present_the_impostors(env: IvantiEnv, verify: bo
     finally:
         client.disconnect()
         client.loop_stop()
-    assert env.sim.stop_impostors() == 0
+    assert env.perform(StopImpostors()) == 0
 
 
 def test_packet_log_identifies_copies_of_one_message_and_cps_calls_are_kept(
@@ -585,7 +592,7 @@ def test_packet_log_identifies_copies_of_one_message_and_cps_calls_are_kept(
     client = _paho_at_broker(env, "copies", verify=True)
     try:
         env.wait_subscribed("copies")
-        env.run(env.sim.duplicate_next("copies"))
+        env.perform(DuplicateNext(client_id="copies"))
         published = env.publish("device_enrolled")
         view = env.wait_acked("copies", 2)
         mine = [a for a in view.acks() if a.payload_hash == hash(published.payload)]

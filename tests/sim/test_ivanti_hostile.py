@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from simulators.ivanti.operations import Sessions
 from simulators.mqtt.codec import encode
 from simulators.mqtt.packets import Connect, Publish, Subscribe
 from simulators.pki import PKI
@@ -109,7 +110,7 @@ def test_malformed_packet_campaign_leaves_the_broker_serving_with_nothing_lost(
         assert env.views("live")[-1].open
     finally:
         live.stop()
-    sessions = {s.client_id: s for s in env.run(env.sim.sessions())}
+    sessions = {s.client_id: s for s in env.perform(Sessions())}
     assert sessions["durable"].queued == 3
     durable = Paho(env.target("durable"))
     durable.start()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from simulators.ivanti.operations import DropBeforeAck, HoldOffline, Publish
 from simulators.pki import PKI
 from tests.sim.ivanti_env import IvantiEnv, ivanti_env
 from tests.sim.ivanti_peers import EXTERNAL, PEERS, Message
@@ -49,9 +50,9 @@ def test_durable_subscriber_gets_live_events_then_what_it_missed_with_dup(
         # In flight: the connection drops right after the PUBLISH, before its PUBACK can count;
         # the client is then held offline (reconnects refused) for an hour of simulated time.
         async def drop_in_flight() -> bytes:
-            env.sim.drop_before_puback(client_id)
-            published = await env.sim.publish("device_check_in")
-            await env.sim.hold_offline(client_id, HOUR)
+            await env.sim.perform(DropBeforeAck(client_id=client_id))
+            published = await env.sim.perform(Publish(event_type="device_check_in"))
+            await env.sim.perform(HoldOffline(client_id=client_id, duration_sim_s=HOUR))
             return published.payload
 
         in_flight = env.run(drop_in_flight())
