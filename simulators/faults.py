@@ -12,16 +12,31 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-__all__ = ["Fault", "FaultPlan"]
+__all__ = ["Fault", "FaultKind", "FaultPlan"]
+
+
+class FaultKind(StrEnum):
+    """The misbehaviours every vendor's simulators share, one spelling each (a vendor offers
+    those its service can show). Typed operations arm them; the cores and adapters apply them."""
+
+    STATUS = "status"  # the attempt counts as failed with a status (fail the next N)
+    TIMEOUT = "timeout"  # the attempt counts as unanswered
+    UNSENT = "unsent"  # nothing reaches the SUT; the attempt fails as configured
+    DROP_BEFORE_ACK = "drop-before-ack"  # sent in full, then the connection drops before
+    # the acknowledgement (a 2xx, a PUBACK) can count: the SUT has it, the sender resends
+    DUPLICATE = "duplicate"  # sent twice
+    DELAY = "delay"  # held before it is sent
+    STALL = "stall"  # half sent, then nothing until the SUT's timeout
 
 
 @dataclass(frozen=True)
 class Fault:
     """One misbehaviour: ``kind`` names it, ``params`` tune it (e.g. status, retry_after)."""
 
-    kind: str
+    kind: FaultKind
     params: dict[str, Any] = field(default_factory=dict)
 
     def get(self, name: str, default: Any = None) -> Any:
@@ -35,7 +50,7 @@ class FaultPlan:
         self._lock = threading.Lock()
         self._queues: dict[str, deque[Fault]] = {}
 
-    def add(self, target: str, kind: str, *, times: int = 1, **params: Any) -> Fault:
+    def add(self, target: str, kind: FaultKind, *, times: int = 1, **params: Any) -> Fault:
         """Apply fault ``kind`` to the next ``times`` operations on ``target``."""
         fault = Fault(kind, params)
         with self._lock:
@@ -63,7 +78,9 @@ class FaultPlan:
                 self._queues.pop(target, None)
 
     @contextmanager
-    def arm(self, target: str, kind: str, *, times: int = 1, **params: Any) -> Iterator[Fault]:
+    def arm(
+        self, target: str, kind: FaultKind, *, times: int = 1, **params: Any
+    ) -> Iterator[Fault]:
         """Context manager form of :meth:`add`; unused faults are disarmed on exit."""
         fault = self.add(target, kind, times=times, **params)
         try:

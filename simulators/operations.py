@@ -14,7 +14,7 @@ discriminator of a vendor's union); :meth:`Operation.describe` says in plain wor
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 

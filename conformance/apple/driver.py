@@ -16,6 +16,8 @@ from conformance.verdicts import Check
 from simulators.apple.delivery import Attempt, Delivery
 from simulators.apple.models import Notification, association, new_notification_id
 from simulators.apple.notifier import Notifier
+from simulators.apple.operations import Deliver, DeliverEvent, FailDeliveries, Post
+from simulators.faults import FaultKind
 
 EXAMPLES = fixtures_dir() / "apple" / "examples"
 # A receiver that answers late is judged by APL-LAT-01; the status checks wait this long.
@@ -70,7 +72,9 @@ class AppleDriver(VendorDriver):
         self.harness.require_sut()
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         attempt = self.harness.run(
-            self.notifier.post(data, headers=headers, label=_label(body), timeout_s=timeout),
+            self.sim.perform(
+                Post(body=data, headers=headers, label=_label(body), timeout_s=timeout)
+            ),
             timeout=timeout + 30,
         )
         self._watch([attempt])
@@ -79,13 +83,17 @@ class AppleDriver(VendorDriver):
     def deliver(self, notification: Notification) -> Delivery:
         """Deliver as the vendor does: retries on the simulated clock (jumped to, not waited)."""
         self.harness.require_sut()
-        delivery = self.harness.run(self.notifier.deliver(notification), autojump=True)
+        delivery = self.harness.run(
+            self.sim.perform(Deliver(notification=notification)), autojump=True
+        )
         self._watch(delivery.attempts)
         return delivery
 
     def deliver_event(self, notification: Notification) -> list[Delivery]:
         self.harness.require_sut()
-        deliveries = self.harness.run(self.notifier.deliver_event(notification), autojump=True)
+        deliveries = self.harness.run(
+            self.sim.perform(DeliverEvent(notification=notification)), autojump=True
+        )
         self._watch([a for d in deliveries for a in d.attempts])
         return deliveries
 
@@ -103,8 +111,9 @@ class AppleDriver(VendorDriver):
             for entry in self.sim.attempts.entries()
         )
 
-    def arm(self, kind: str, **params: Any) -> None:
-        self.notifier.faults.add("deliver", kind, **params)
+    def fail_next(self, kind: FaultKind) -> None:
+        """The next notification attempt misbehaves (:class:`FailDeliveries`)."""
+        self.harness.run(self.sim.perform(FailDeliveries(kind=kind)))
 
     def reproduce(
         self, check: Check, body: bytes | dict[str, Any], headers: dict[str, str] | None = None

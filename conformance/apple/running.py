@@ -4,6 +4,7 @@ Apps and Books API (the plug-in's running object)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from conformance.apple.section import AppleSection
 from conformance.apple.vendor import AppleSettings
@@ -11,9 +12,13 @@ from conformance.vendors import Endpoint, VendorRun
 from simulators.apple.api import AppsAndBooksServer
 from simulators.apple.delivery import RetrySchedule
 from simulators.apple.notifier import AttemptLog, Notifier, Receiver
+from simulators.apple.operations import AppleTarget, FailApiCalls
 from simulators.apple.service import AppsAndBooks
+from simulators.operations import Applies
 
 __all__ = ["API_RETRY_AFTER_S", "RunningApple", "start"]
+
+R = TypeVar("R")
 
 # API mode (APL-API-02/04): the first two API calls the SUT makes after configuring
 # notifications are answered 503 + Retry-After, then 429/9646; its first event is held PENDING.
@@ -35,6 +40,15 @@ class RunningApple:
     def receiver(self) -> Receiver:
         assert self.notifier is not None, "no receiver declared"
         return self.notifier.receiver
+
+    @property
+    def target(self) -> AppleTarget:
+        """What operations act on: the notifier aimed at the SUT and the API."""
+        return AppleTarget(self.notifier, self.api, self.attempts, self.api.clock)
+
+    async def perform(self, operation: Applies[AppleTarget, R]) -> R:
+        """Carry out one operation (:mod:`simulators.apple.operations`)."""
+        return await operation.apply(self.target)
 
     def environment(self) -> dict[str, str]:
         return {
@@ -80,12 +94,12 @@ async def start(run: VendorRun) -> RunningApple:
     api = AppsAndBooksServer(
         service, run.clock, run.recorder, run.pki, notifier_for, port=settings.api_port
     )
+    sim = RunningApple(service, api, attempts, settings, section)
     if section is not None and section.api_client:
         service.hold_events = 1
-        api.faults.add("api", "status", status=503, error=9729, retry_after=API_RETRY_AFTER_S)
-        api.faults.add("api", "status", status=429, error=9646)
+        await sim.perform(FailApiCalls(status=503, error=9729, retry_after_s=API_RETRY_AFTER_S))
+        await sim.perform(FailApiCalls(status=429, error=9646))
     await api.start()
-    sim = RunningApple(service, api, attempts, settings, section)
     if section is not None:
         sim.notifier = notifier_for(Receiver(section.webhook_url, section.auth_token))
         await sim.notifier.start()

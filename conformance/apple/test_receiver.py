@@ -15,6 +15,7 @@ from conformance.driver import DUPLICATE_SETTLE_S, prose
 from conformance.verdicts import Check, HarnessError
 from simulators.apple.delivery import Delivery
 from simulators.apple.models import association
+from simulators.faults import FaultKind
 
 requirement = pytest.mark.requirement
 
@@ -196,7 +197,7 @@ def test_repeated_delivery_is_acknowledged(apple: AppleDriver, check: Check, how
         )
     else:
         check.expect("attempt 1 dropped after the request was sent; the retry (+60 s) gets 2xx")
-        apple.arm("drop_after_send")
+        apple.fail_next(FaultKind.DROP_BEFORE_ACK)
         delivery = apple.deliver(n)
         outcomes = [a.status or a.error for a in delivery.attempts]
         check.observe(prose(f"attempt {a.number}: {answer(a)}" for a in delivery.attempts))
@@ -231,9 +232,9 @@ def test_repeated_notification_processed_once(apple: AppleDriver, check: Check) 
     reports are awaited in any order (a SUT may process concurrently), and a second one a
     little longer (:data:`DUPLICATE_SETTLE_S`)."""
     twice, retried = association(2), association(2)
-    apple.arm("duplicate")
+    apple.fail_next(FaultKind.DUPLICATE)
     deliveries = [apple.deliver(twice)]
-    apple.arm("drop_after_send")
+    apple.fail_next(FaultKind.DROP_BEFORE_ACK)
     deliveries.append(apple.deliver(retried))
     check.expect("one observer report per notificationId after a duplicate and a retry")
     ids = [twice.notificationId, retried.notificationId]

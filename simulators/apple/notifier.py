@@ -13,7 +13,7 @@ answer times are judged over all of them.
 Faults (target ``"deliver"``, one per attempt, armed through :attr:`Notifier.faults`):
 
 - ``duplicate``: the attempt is sent twice in a row (the vendor "happens to send" copies);
-- ``drop_after_send``: the request is written in full, the connection is aborted as soon as the
+- ``drop-before-ack``: the request is written in full, the connection is aborted as soon as the
   receiver starts answering, so the receiver got it but the notifier saw no answer and retries;
 - ``delay`` (``seconds``, simulated): the attempt starts late;
 - ``stall``: headers and half the body are sent, then nothing until the attempt times out (real
@@ -43,7 +43,7 @@ from simulators.apple.delivery import (
 from simulators.apple.models import Notification
 from simulators.clock import Clock
 from simulators.evidence import Recorder
-from simulators.faults import Fault, FaultPlan
+from simulators.faults import Fault, FaultKind, FaultPlan
 
 __all__ = ["ANSWER_READ_LIMIT", "AttemptLog", "LoggedAttempt", "Notifier", "Receiver"]
 
@@ -222,11 +222,11 @@ class Notifier:
     ) -> Attempt:
         fault = self.faults.take("deliver")
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        if fault is not None and fault.kind == "delay":
+        if fault is not None and fault.kind == FaultKind.DELAY:
             seconds = float(fault.get("seconds", 30.0))
             self._note_fault(fault, label, f"delayed by {seconds:.0f} s (simulated)")
             await self.clock.sleep(seconds)
-        copies = 2 if fault is not None and fault.kind == "duplicate" else 1
+        copies = 2 if fault is not None and fault.kind == FaultKind.DUPLICATE else 1
         attempt = Attempt(number, self.clock.now(), error="not sent")
         for copy in range(copies):
             if copy:
@@ -260,9 +260,9 @@ class Notifier:
         error: str | None = None
         dropped: int | None = None
         timed_out = False
-        injected = fault.kind if fault is not None and fault.kind != "delay" else None
+        injected = fault.kind if fault is not None and fault.kind != FaultKind.DELAY else None
         try:
-            if fault is not None and fault.kind in ("drop_after_send", "stall"):
+            if fault is not None and fault.kind in (FaultKind.DROP_BEFORE_ACK, FaultKind.STALL):
                 error, dropped = await self._send_raw(body, headers, timeout, fault, label)
             else:
                 status = await self._send_aiohttp(body, headers, timeout)
@@ -340,7 +340,7 @@ class Notifier:
         head += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
         try:
             writer.write("\r\n".join(head).encode("latin-1"))
-            if fault.kind == "stall":
+            if fault.kind == FaultKind.STALL:
                 writer.write(body[: len(body) // 2])
                 await writer.drain()
                 self._note_fault(fault, label, f"stalled mid-body for {timeout:g} s (real)")

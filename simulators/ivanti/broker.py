@@ -38,6 +38,7 @@ from typing import Any, Final, Literal
 from simulators.clock import Clock
 from simulators.evidence import Recorder
 from simulators.faultlog import FaultLog
+from simulators.faults import FaultKind
 from simulators.ivanti.events import (
     EVENT_TYPES,
     DeviceEvent,
@@ -514,7 +515,7 @@ class IvantiBroker:
         """Close the connection right after the next ``times`` QoS 1 PUBLISHes to ``client_id``
         (any client if None), before a PUBACK can count (thread-safe)."""
         target = "publish" if client_id is None else f"publish:{client_id}"
-        self.server.faults.add(target, "drop-before-puback", times=times)
+        self.server.faults.add(target, FaultKind.DROP_BEFORE_ACK, times=times)
 
     # --- queries ------------------------------------------------------------------------------
 

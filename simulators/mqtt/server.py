@@ -28,7 +28,7 @@ then this listener again. :attr:`MqttServer.ambient_cause` attributes the eviden
 caused (a client's own CONNECT, PINGREQ, SUBSCRIBE…) to the check that is watching.
 
 Faults armed in :attr:`MqttServer.faults` (a :class:`~simulators.faults.FaultPlan`): target
-``"publish:<client id>"`` (or ``"publish"`` for any client), kind ``"drop-before-puback"``: the
+``"publish:<client id>"`` (or ``"publish"`` for any client), kind ``FaultKind.DROP_BEFORE_ACK``: the
 next QoS >= 1 PUBLISH to that client is sent and the connection is closed at once, so its PUBACK
 can never count and the PUBLISH is resent with DUP = 1 when the session resumes.
 
@@ -51,7 +51,7 @@ from typing import Any, Literal, NamedTuple, TypeVar
 from simulators.clock import Clock
 from simulators.evidence import CAUSE, RUN, Recorder
 from simulators.faultlog import FaultLog
-from simulators.faults import FaultPlan
+from simulators.faults import FaultKind, FaultPlan
 from simulators.mqtt.broker import (
     Action,
     BrokerCore,
@@ -498,7 +498,7 @@ class MqttServer:
         fault = self.faults.take(f"publish:{client_id}") or self.faults.take("publish")
         if fault is None:
             return []
-        if fault.kind != "drop-before-puback":
+        if fault.kind != FaultKind.DROP_BEFORE_ACK:
             raise ValueError(f"unknown publish fault {fault.kind!r}")
         self.recorder.record(
             self.actor,

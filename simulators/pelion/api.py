@@ -45,6 +45,7 @@ from urllib.parse import unquote
 from aiohttp import web
 from pydantic import ValidationError
 
+from simulators.faults import FaultKind
 from simulators.pelion.channels import OTHER_TYPE_EXISTS, ChannelConflict
 from simulators.pelion.delivery import REASON_BAD_KEY, CloseCode
 from simulators.pelion.devices import RequestRejected
@@ -462,7 +463,7 @@ class Api:
             self._handshaking.add(token)
         try:
             fault = sim.faults.take("handshake")
-            if fault is not None and fault.kind == "delay":
+            if fault is not None and fault.kind == FaultKind.DELAY:
                 await clock.sleep_real(float(fault.get("seconds", 1.0)))
             ws = web.WebSocketResponse(
                 protocols=("wss",), autoping=False, autoclose=True, heartbeat=None,

@@ -41,7 +41,7 @@ import aiohttp
 from yarl import URL
 
 from simulators.clock import Clock
-from simulators.faults import Fault
+from simulators.faults import Fault, FaultKind
 
 __all__ = [
     "ANSWER_READ_LIMIT",
@@ -148,7 +148,7 @@ class CallbackClient:
         timeout = self.timeout_s if timeout_s is None else timeout_s
         started = self.clock.real()
         kind = fault.kind if fault is not None else None
-        if kind == "unsent":
+        if kind == FaultKind.UNSENT:
             status = fault.get("status") if fault is not None else None
             return Exchange(
                 "unsent",
@@ -163,10 +163,10 @@ class CallbackClient:
         error: str | None = None
         outcome: Outcome = "answered"
         try:
-            if kind in ("drop", "stall"):
+            if kind in (FaultKind.DROP_BEFORE_ACK, FaultKind.STALL):
                 assert fault is not None
                 error = await self._put_raw(url, body, headers, timeout, fault)
-                outcome = "timeout" if kind == "stall" else "error"
+                outcome = "timeout" if kind == FaultKind.STALL else "error"
             else:
                 # aiohttp's total timeout covers connecting, sending and reading the answer.
                 answered, excerpt = await self._put_aiohttp(url, body, headers, timeout)
@@ -176,9 +176,9 @@ class CallbackClient:
             error, outcome = f"{type(exc).__name__}: {exc}"[:300], "error"
         elapsed = self.clock.real() - started
         status = answered
-        if kind == "status" and fault is not None:
+        if kind == FaultKind.STATUS and fault is not None:
             status = int(fault.get("status", 500))
-        elif kind == "timeout":
+        elif kind == FaultKind.TIMEOUT:
             status, outcome, error = None, "timeout", "answer ignored: counted as a timeout (fault)"
         return Exchange(outcome, status, answered, error, elapsed, excerpt, kind)
 
@@ -221,7 +221,7 @@ class CallbackClient:
         head += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
         try:
             writer.write("\r\n".join(head).encode("latin-1"))
-            if fault.kind == "stall":
+            if fault.kind == FaultKind.STALL:
                 writer.write(body[: len(body) // 2])
                 await asyncio.wait_for(writer.drain(), timeout)
                 await self.clock.sleep_real(timeout)

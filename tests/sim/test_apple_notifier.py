@@ -11,6 +11,7 @@ from simulators.apple.models import Notification, TestNotification, association
 from simulators.apple.notifier import Notifier, Receiver
 from simulators.clock import Clock
 from simulators.evidence import Recorder
+from simulators.faults import FaultKind
 from simulators.pki import PKI
 from tests.sim.conftest import ca, receiver
 
@@ -44,10 +45,10 @@ def test_three_attempts_within_five_minutes_same_id(pki: PKI, failure: str) -> N
         async with receiver(pki, answer=lambda n: 500) as rec:
             notifier = _notifier(pki, rec.url, timeout_s=0.5)
             if failure == "timeout":
-                notifier.faults.add("deliver", "stall", times=3)
+                notifier.faults.add("deliver", FaultKind.STALL, times=3)
             elif failure == "connection-dropped":
                 rec.answer = lambda n: 200
-                notifier.faults.add("deliver", "drop_after_send", times=3)
+                notifier.faults.add("deliver", FaultKind.DROP_BEFORE_ACK, times=3)
             note = association(3, target="serialNumber")
             with notifier.clock.autojump():
                 delivery = await notifier.deliver(note)
@@ -113,7 +114,7 @@ def test_duplicate_fault_sends_the_same_notification_twice(pki: PKI) -> None:
     async def scenario() -> None:
         async with receiver(pki) as rec:
             notifier = _notifier(pki, rec.url)
-            notifier.faults.add("deliver", "duplicate")
+            notifier.faults.add("deliver", FaultKind.DUPLICATE)
             await notifier.deliver(association(1, target="serialNumber"))
             await notifier.close()
             assert len(rec.requests) == 2
@@ -145,7 +146,7 @@ def test_delay_fault_holds_the_attempt_on_the_simulated_clock(pki: PKI) -> None:
     async def scenario() -> None:
         async with receiver(pki) as rec:
             notifier = _notifier(pki, rec.url)
-            notifier.faults.add("deliver", "delay", seconds=45)
+            notifier.faults.add("deliver", FaultKind.DELAY, seconds=45)
             task = asyncio.ensure_future(notifier.deliver(association(1)))
             await asyncio.sleep(0.2)
             assert rec.requests == [] and not task.done()  # held, not sent
@@ -165,7 +166,7 @@ def test_autojump_delay_takes_no_real_time(pki: PKI) -> None:
     async def scenario() -> float:
         async with receiver(pki) as rec:
             notifier = _notifier(pki, rec.url, timeout_s=30.0)
-            notifier.faults.add("deliver", "delay", seconds=120)
+            notifier.faults.add("deliver", FaultKind.DELAY, seconds=120)
             started = asyncio.get_running_loop().time()
             with notifier.clock.autojump():
                 await asyncio.wait_for(notifier.deliver(association(1)), 10)
@@ -181,7 +182,7 @@ def test_stall_lasts_the_real_timeout_even_under_autojump(pki: PKI) -> None:
     async def scenario() -> tuple[float, str | None]:
         async with receiver(pki) as rec:
             notifier = _notifier(pki, rec.url, timeout_s=0.5, schedule=RetrySchedule((0,)))
-            notifier.faults.add("deliver", "stall")
+            notifier.faults.add("deliver", FaultKind.STALL)
             started = asyncio.get_running_loop().time()
             with notifier.clock.autojump():
                 delivery = await asyncio.wait_for(notifier.deliver(association(1)), 10)

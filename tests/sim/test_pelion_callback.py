@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from simulators.evidence import Recorder
+from simulators.faults import FaultKind
 from simulators.pelion.channels import ChannelOptions
 from simulators.pelion.delivery import FAILURE_LIMIT_S, MAX_DELAY_S, REQUEST_TIMEOUT_S
 from simulators.pelion.simulator import PelionConfig, PelionSimulator
@@ -317,7 +318,7 @@ def test_faults_drop_and_stall(pki: PKI) -> None:
                 assert await sim.drive(timeout_real_s=10)
             attempts = sim.attempts()
             assert [(a.fault, a.succeeded) for a in attempts] == [
-                ("drop", False), ("stall", False), (None, True)
+                (FaultKind.DROP_BEFORE_ACK, False), ("stall", False), (None, True)
             ]  # fmt: skip
             assert attempts[1].elapsed_real_s >= 0.3
             assert len(rec.batches) == 2  # the dropped one arrived; the stalled one never did

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from simulators.faults import FaultPlan
+from simulators.faults import FaultKind, FaultPlan
 
 
 def test_faults_apply_in_order_then_run_out() -> None:
     plan = FaultPlan()
-    plan.add("deliver", "drop_after_send", times=2)
-    plan.add("deliver", "delay", seconds=30)
+    plan.add("deliver", FaultKind.DROP_BEFORE_ACK, times=2)
+    plan.add("deliver", FaultKind.DELAY, seconds=30)
     taken = [plan.take("deliver") for _ in range(4)]
     assert [f.kind if f else None for f in taken] == [
-        "drop_after_send",
-        "drop_after_send",
-        "delay",
+        FaultKind.DROP_BEFORE_ACK,
+        FaultKind.DROP_BEFORE_ACK,
+        FaultKind.DELAY,
         None,
     ]
     assert taken[2] is not None and taken[2].get("seconds") == 30
@@ -22,8 +22,8 @@ def test_faults_apply_in_order_then_run_out() -> None:
 
 def test_arm_disarms_what_was_not_used_and_keeps_the_rest() -> None:
     plan = FaultPlan()
-    plan.add("api", "status", status=429)
-    with plan.arm("api", "status", times=3, status=503) as fault:
+    plan.add("api", FaultKind.STATUS, status=429)
+    with plan.arm("api", FaultKind.STATUS, times=3, status=503) as fault:
         assert plan.take("api").get("status") == 429  # type: ignore[union-attr]
         assert plan.take("api") is fault
     assert plan.take("api") is None  # the two unused 503s were disarmed
@@ -31,10 +31,10 @@ def test_arm_disarms_what_was_not_used_and_keeps_the_rest() -> None:
 
 def test_clear_one_target_or_all() -> None:
     plan = FaultPlan()
-    plan.add("api", "status")
-    plan.add("deliver", "duplicate")
+    plan.add("api", FaultKind.STATUS)
+    plan.add("deliver", FaultKind.DUPLICATE)
     plan.clear("api")
     assert plan.take("api") is None and plan.take("deliver") is not None
-    plan.add("api", "status")
+    plan.add("api", FaultKind.STATUS)
     plan.clear()
     assert plan.take("api") is None
