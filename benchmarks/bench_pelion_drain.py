@@ -28,7 +28,9 @@ from https_receiver import receiver
 
 from simulators.clock import Clock
 from simulators.evidence import Recorder
+from simulators.faults import FaultKind
 from simulators.pelion.models import Event
+from simulators.pelion.operations import FailDeliveries, PelionTarget
 from simulators.pelion.queue import MAX_ITEMS
 from simulators.pelion.simulator import PelionConfig, PelionSimulator
 from simulators.pki import PKI
@@ -68,7 +70,8 @@ async def drain_once(url: str, pki: PKI, items: int) -> tuple[float, int]:
     try:
         await sim.register_callback(url)
         backlog = events(items)
-        sim.fail_deliveries(1, send=False)  # the first attempt fails: the channel backs off
+        # the first attempt fails: the channel backs off
+        await FailDeliveries(kind=FaultKind.UNSENT).apply(PelionTarget(sim, sim.api_key))
         await sim.queue(backlog[:1])
         assert await sim.drive(lambda: sim.attempts_total == 1, timeout_real_s=10)
         await sim.queue(backlog[1:])

@@ -15,7 +15,7 @@ import json
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import pytest
 
@@ -24,14 +24,17 @@ from conformance.pelion.running import HARNESS_SERIALIZATION, RunningPelion
 from conformance.pelion.section import PelionSection
 from conformance.vendors import vendor
 from conformance.verdicts import Check
+from simulators.operations import Applies
 from simulators.pelion.callback import Exchange
 from simulators.pelion.channels import ItemQueued
-from simulators.pelion.models import Event, Kind
+from simulators.pelion.models import Kind
+from simulators.pelion.operations import Inject, InjectTogether, PelionTarget
 from simulators.pelion.simulator import DeliveryAttempt, PelionSimulator
 
 __all__ = ["Channel", "PelionDriver", "payload_hex"]
 
 Channel = Literal["callback", "websocket"]
+R = TypeVar("R")
 STARTUP_WAIT_S = 20.0  # how long the SUT has to register its channel or connect
 DELIVERY_WAIT_S = 45.0  # real seconds a delivery may take (a batch, its retries, reconnects)
 SETTLE_S = 0.5  # after a frame, how long the socket must stay open to count as accepted
@@ -76,6 +79,10 @@ class PelionDriver(VendorDriver):
 
     def __repr__(self) -> str:
         return f"<PelionDriver {self.channels}>"
+
+    def perform(self, operation: Applies[PelionTarget, R], timeout: float = 120.0) -> R:
+        """Carry out one operation, in the simulators' loop."""
+        return self.harness.run(self.sim.perform(operation), timeout=timeout)
 
     @property
     def service(self) -> PelionSimulator:
@@ -173,14 +180,16 @@ class PelionDriver(VendorDriver):
     def inject(
         self, channel: Channel, kind: Kind, bodies: Iterable[Mapping[str, Any]]
     ) -> list[ItemQueued]:
-        return self.harness.run(self.service.inject(kind, list(bodies), key=self.key(channel)))
+        return self.perform(
+            Inject(kind=kind, items=[dict(b) for b in bodies], key=self.key(channel))
+        )
 
     def inject_together(
         self, channel: Channel, items: Iterable[tuple[Kind, Mapping[str, Any]]]
     ) -> list[ItemQueued]:
         """Queue items of several kinds at once, so they leave in one message."""
-        events = [Event(kind, dict(body)) for kind, body in items]
-        return self.harness.run(self.service.queue(events, key=self.key(channel)))
+        together = [(kind, dict(body)) for kind, body in items]
+        return self.perform(InjectTogether(items=together, key=self.key(channel)))
 
     def notifications(
         self, channel: Channel, values: Iterable[bytes], *, ct: str = "text/plain"

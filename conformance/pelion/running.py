@@ -8,7 +8,7 @@ A check reaches the service through its driver (``pelion.service``)::
     harness.run(pelion.service.register(ep))                # devices act in the loop
     pelion.service.subscribe(ep, "/3200/0/5501")
     queued = harness.run(pelion.service.set_value(ep, "/3200/0/5501", 42))
-    pelion.service.fail_deliveries(1, status=503)           # faults are armed before they apply
+    pelion.perform(FailDeliveries(status=503))              # operations: faults, events…
 
 Everything the service saw is kept, bounded: ``attempts()`` (each batch: size, uids, status or
 error, real-time elapsed, the simulated back-off wait that followed), ``verifications()``,
@@ -19,17 +19,21 @@ SUT's REST calls), ``channel_state()`` and ``removed_channels()``.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from conformance.pelion.section import PelionSection
 from conformance.pelion.vendor import PelionSettings
 from conformance.vendors import Endpoint, VendorRun
+from simulators.operations import Applies
 from simulators.pelion.channels import ChannelConflict
 from simulators.pelion.delivery import CloseCode
+from simulators.pelion.operations import PelionTarget
 from simulators.pelion.simulator import PelionConfig, PelionSimulator, VerificationFailed
 from simulators.pelion.traffic import DemoTraffic
 
 __all__ = ["HARNESS_SERIALIZATION", "RunningPelion", "start"]
+
+R = TypeVar("R")
 
 # The serialization the harness registers a SUT's callback with: serialization v2 with a uid
 # (so the SUT can deduplicate a resent batch), the timestamp and the original endpoint name.
@@ -66,6 +70,15 @@ class RunningPelion:
     @property
     def api_key(self) -> str:
         return self.service.api_key
+
+    @property
+    def target(self) -> PelionTarget:
+        """What operations act on: the service, and the run's key unless they name one."""
+        return PelionTarget(self.service, self.service.api_key)
+
+    async def perform(self, operation: Applies[PelionTarget, R]) -> R:
+        """Carry out one operation (:mod:`simulators.pelion.operations`)."""
+        return await operation.apply(self.target)
 
     def environment(self) -> dict[str, str]:
         env = {

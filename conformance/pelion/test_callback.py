@@ -17,8 +17,10 @@ from conformance.pelion.driver import (
     new_ep,
 )
 from conformance.verdicts import Check
+from simulators.faults import FaultKind
 from simulators.pelion.api import ApiCall
 from simulators.pelion.delivery import REQUEST_TIMEOUT_S
+from simulators.pelion.operations import FailDeliveries
 
 requirement = pytest.mark.requirement
 
@@ -159,7 +161,7 @@ def test_a_resent_batch_is_processed_once(pelion: PelionDriver, check: Check) ->
             "items carry no uid: a resent batch cannot be told from new events with the same "
             "values, and PEL-OBS-01 is judged by uid"
         )
-    pelion.service.drop_deliveries(1)
+    pelion.perform(FailDeliveries(kind=FaultKind.DROP_BEFORE_ACK))
     queued = pelion.notifications(
         "callback", [b"once-" + secrets.token_hex(3).encode() for _ in range(3)]
     )

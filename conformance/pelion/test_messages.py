@@ -29,6 +29,7 @@ from conformance.pelion.driver import (
 from conformance.pelion.strategies import malformed_bodies
 from conformance.verdicts import Check, HarnessError
 from simulators.pelion.channels import ItemQueued
+from simulators.pelion.operations import Inject, SerializeWith
 
 requirement = pytest.mark.requirement
 CHANNELS = ["callback", "websocket"]
@@ -134,7 +135,7 @@ def test_accepts_serialization_v2_and_unknown_keys(
             "deregistrations_as_object": form == "deregistrations-as-objects",
         },
     }
-    before = pelion.service.serialize_with(config, key)
+    before = pelion.perform(SerializeWith(config=config, key=key))
     try:
         what = f"a message with {form.replace('-', ' ')}"
         if form == "unknown-keys":  # one kind per message: several kinds are PEL-MSG-01's
@@ -149,16 +150,15 @@ def test_accepts_serialization_v2_and_unknown_keys(
                 queued = pelion.inject(channel, kind, [{"ep": new_ep()}])
                 _accepts(pelion, check, channel, queued, what)
         else:
-            queued = pelion.harness.run(
-                pelion.service.inject(
-                    "notifications", [_note()], key=key, original_ep="device-self-name"
+            queued = pelion.perform(
+                Inject(
+                    kind="notifications", items=[_note()], key=key, original_ep="device-self-name"
                 )
             )
             _accepts(pelion, check, channel, queued, what)
     finally:
-        pelion.service.serialize_with(
-            before.model_dump(by_alias=True) if before is not None else None, key
-        )
+        restored = before.model_dump(by_alias=True) if before is not None else None
+        pelion.perform(SerializeWith(config=restored, key=key))
 
 
 @requirement("PEL-OBS-02")

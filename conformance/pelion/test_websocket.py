@@ -20,6 +20,7 @@ import pytest
 from conformance.pelion.driver import STARTUP_WAIT_S, PelionDriver, describe
 from conformance.verdicts import Check
 from simulators.pelion.delivery import REASON_REPLACED
+from simulators.pelion.operations import CloseSocket, DeleteChannel, DropSocket, Ping, RevokeKey
 from simulators.pelion.websocket import ConnectionInfo
 
 requirement = pytest.mark.requirement
@@ -103,7 +104,7 @@ def test_authenticates_every_connect(pelion: PelionDriver, check: Check) -> None
 def test_answers_pings(pelion: PelionDriver, check: Check) -> None:
     pelion.ensure_socket(check)
     check.expect(f"a pong echoing the 4-byte ping payload within {PONG_LIMIT_S:g} s")
-    records = [pelion.harness.run(pelion.service.ping(), timeout=30) for _ in range(3)]
+    records = [pelion.perform(Ping(), timeout=30) for _ in range(3)]
     answered = [r for r in records if r is not None and r.latency_real_s is not None]
     check.observe(
         ", ".join(
@@ -177,13 +178,13 @@ def test_reconnects(pelion: PelionDriver, check: Check, how: str) -> None:
     )
     began = clock.real()
     if how == "close-1001":
-        pelion.harness.run(pelion.service.close_socket(1001, "going away (test)"))
+        pelion.perform(CloseSocket(code=1001, reason="going away (test)"))
     elif how == "dropped":
-        pelion.harness.run(pelion.service.drop_socket())
+        pelion.perform(DropSocket())
     else:
         # Deleting the channel closes the socket (1001); the reconnect then meets no channel
         # and is closed 1011, after which the SUT must create its channel again.
-        pelion.harness.run(pelion.service.delete_channel(pelion.sim.api_key))
+        pelion.perform(DeleteChannel())
     harness = pelion.harness
     back = pelion.service.wait_for(
         lambda: (
@@ -230,7 +231,7 @@ def _revoke(pelion: PelionDriver, check: Check) -> tuple[float, frozenset[int]]:
     if pelion.policy_window is None:
         pelion.ensure_socket(check)
         began = pelion.harness.clock.real()
-        closed = pelion.harness.run(pelion.service.revoke_key_for(POLICY_WINDOW_S))
+        closed = pelion.perform(RevokeKey(seconds_real=POLICY_WINDOW_S))
         pelion.policy_window = (began, frozenset(c.number for c in closed))
     return pelion.policy_window
 

@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from simulators.clock import Clock
 from simulators.evidence import CAUSE, RUN, Recorder
 from simulators.faultlog import FaultLog
-from simulators.faults import FaultKind, FaultPlan
+from simulators.faults import FaultPlan
 from simulators.pelion.callback import CallbackClient, Exchange
 from simulators.pelion.channels import (
     ChannelConflict,
@@ -1040,40 +1040,6 @@ class PelionSimulator:
         the pong; a missing pong closes the socket with 1001 as the vendor does."""
         conn = self.bound_connection(key)
         return None if conn is None else await conn.ping()
-
-    def delay_handshakes(self, seconds: float, times: int = 1) -> None:
-        """Hold the next ``times`` WebSocket handshakes ``seconds`` (real) before the 101; a
-        second connect with the same key meanwhile gets 429."""
-        self.faults.add("handshake", FaultKind.DELAY, times=times, seconds=seconds)
-
-    # --- delivery faults -----------------------------------------------------------------
-
-    def fail_deliveries(
-        self,
-        times: int = 1,
-        *,
-        status: int | None = 500,
-        timeout: bool = False,
-        send: bool = True,
-    ) -> None:
-        """The next ``times`` callback attempts fail: sent, then counted as ``status`` (or,
-        with ``timeout``, as no answer); with ``send=False`` nothing reaches the receiver."""
-        if not send:
-            self.faults.add("callback", FaultKind.UNSENT, times=times, status=None if timeout else status)
-        elif timeout:
-            self.faults.add("callback", FaultKind.TIMEOUT, times=times)
-        else:
-            self.faults.add("callback", FaultKind.STATUS, times=times, status=status)
-
-    def stall_deliveries(self, times: int = 1) -> None:
-        """The next ``times`` callback attempts send the headers and half the body, then
-        nothing until the request timeout (real time)."""
-        self.faults.add("callback", FaultKind.STALL, times=times)
-
-    def drop_deliveries(self, times: int = 1) -> None:
-        """The next ``times`` callback attempts are sent in full, then the connection is
-        aborted before the answer is read (the receiver has the batch; the sender retries)."""
-        self.faults.add("callback", FaultKind.DROP_BEFORE_ACK, times=times)
 
     # --- devices -------------------------------------------------------------------------
 

@@ -17,12 +17,18 @@ from aiohttp import web
 
 from simulators.clock import Clock
 from simulators.evidence import Recorder
+from simulators.pelion.operations import PelionTarget
 from simulators.pelion.simulator import PelionConfig, PelionSimulator
 from simulators.pki import PKI
 
 KEY = "ak_1MDE2MTk1NzFmNmU4MDI0MmFjMTIwMDA2MDAwMDAwMDA01619571f7020242ac12000600000000"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 EP = "0172b9ba5409000000000001001117f5"
+
+
+def target(sim: PelionSimulator) -> PelionTarget:
+    """What an operation acts on: ``sim`` and its run's key."""
+    return PelionTarget(sim, sim.api_key)
 
 
 @asynccontextmanager

@@ -13,6 +13,7 @@ from simulators.evidence import Recorder
 from simulators.faults import FaultKind
 from simulators.pelion.channels import ChannelOptions
 from simulators.pelion.delivery import FAILURE_LIMIT_S, MAX_DELAY_S, REQUEST_TIMEOUT_S
+from simulators.pelion.operations import FailDeliveries
 from simulators.pelion.simulator import PelionConfig, PelionSimulator
 from simulators.pki import PKI
 from tests.sim.pelion_support import (
@@ -24,6 +25,7 @@ from tests.sim.pelion_support import (
     notification,
     receiver,
     running,
+    target,
 )
 
 
@@ -280,9 +282,9 @@ def test_faults_fail_deliveries_with_a_status_a_timeout_or_unsent(pki: PKI) -> N
         async with running(pki) as sim, client(pki) as session, receiver(pki) as rec:
             body = {"url": rec.url, "serialization": {"cfg": {"include_uid": True}}}
             assert (await register(session, sim, body))[0] == 204
-            sim.fail_deliveries(1, status=503)
-            sim.fail_deliveries(1, timeout=True)
-            sim.fail_deliveries(1, send=False)
+            await FailDeliveries(status=503).apply(target(sim))
+            await FailDeliveries(kind=FaultKind.TIMEOUT).apply(target(sim))
+            await FailDeliveries(kind=FaultKind.UNSENT).apply(target(sim))
             [queued] = await sim.inject("notifications", [notification(1)])
             with sim.clock.autojump():
                 assert await sim.drive(timeout_real_s=10)
@@ -311,8 +313,8 @@ def test_faults_drop_and_stall(pki: PKI) -> None:
             receiver(pki) as rec,
         ):
             assert (await register(session, sim, {"url": rec.url}))[0] == 204
-            sim.drop_deliveries(1)
-            sim.stall_deliveries(1)
+            await FailDeliveries(kind=FaultKind.DROP_BEFORE_ACK).apply(target(sim))
+            await FailDeliveries(kind=FaultKind.STALL).apply(target(sim))
             await sim.inject("notifications", [notification(1)])
             with sim.clock.autojump():
                 assert await sim.drive(timeout_real_s=10)
@@ -375,7 +377,9 @@ def test_queue_keeps_50000_items_and_24_hours(pki: PKI) -> None:
             receiver(pki) as rec,
         ):
             assert (await register(session, sim, {"url": rec.url}))[0] == 204
-            sim.fail_deliveries(1, send=False)  # hold the queue back while it fills
+            await FailDeliveries(kind=FaultKind.UNSENT).apply(
+                target(sim)
+            )  # hold the queue back while it fills
             await sim.inject("notifications", [notification(0)])
             await sim.inject("notifications", [notification(i) for i in range(1, 50_011)])
             state = sim.channel_state()
@@ -386,7 +390,7 @@ def test_queue_keeps_50000_items_and_24_hours(pki: PKI) -> None:
                 assert await sim.drive(timeout_real_s=30)
             payloads = [item["payload"] for _, item in rec.items()]
             assert len(payloads) == 50_000 and payloads[0] == notification(11)["payload"]
-            sim.fail_deliveries(1, send=False)
+            await FailDeliveries(kind=FaultKind.UNSENT).apply(target(sim))
             await sim.inject("notifications", [notification(7)])
             sim.clock.advance(24 * 3600)  # the retry is due at +2 s, the item expires at +24 h
             assert await sim.drive(timeout_real_s=10)
@@ -404,7 +408,7 @@ def test_batches_carry_the_evidence_of_the_check_that_queued_them(pki: PKI) -> N
     async def scenario() -> Recorder:
         async with running(pki) as sim, client(pki) as session, receiver(pki) as rec:
             assert (await register(session, sim, {"url": rec.url}))[0] == 204
-            sim.fail_deliveries(1, send=False)
+            await FailDeliveries(kind=FaultKind.UNSENT).apply(target(sim))
             await sim.inject("notifications", [notification(1)])  # fails: backing off 2 s
             assert await sim.drive(lambda: len(sim.attempts()) == 1, timeout_real_s=5)
             with sim.recorder.attributed("tests::check_a"):

@@ -18,9 +18,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
 from simulators.pelion.delivery import WEBSOCKET_UNBOUND_LIMIT_S, CloseCode
+from simulators.pelion.operations import DelayHandshakes
 from simulators.pelion.simulator import PelionConfig, PelionSimulator
 from simulators.pki import PKI
-from tests.sim.pelion_support import AUTH, KEY, call, client, notification, running
+from tests.sim.pelion_support import AUTH, KEY, call, client, notification, running, target
 
 PROTOCOLS = [Subprotocol("wss"), Subprotocol(f"pelion_{KEY}")]
 
@@ -178,7 +179,7 @@ def test_handshake_refusals_426_400_429(pki: PKI) -> None:
             upgrade = {**AUTH, "Upgrade": "websocket", "Connection": "Upgrade"}
             status, _, data = await call(session, sim, "GET", path, headers=upgrade)
             assert status == 400 and "Sec-WebSocket-Key" in data["message"]
-            sim.delay_handshakes(0.5)
+            await DelayHandshakes(seconds=0.5).apply(target(sim))
             first = asyncio.ensure_future(
                 connect(sim.websocket_url, ssl=context(pki), subprotocols=PROTOCOLS)
             )

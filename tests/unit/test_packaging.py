@@ -46,7 +46,10 @@ def folders() -> set[Path]:
         path
         for source in SOURCES
         for path in [ROOT / source, *(ROOT / source).rglob("*")]
-        if path.is_dir() and "__pycache__" not in path.parts
+        if path.is_dir()
+        # what setuptools can ship: every part a package name (no __pycache__, .ruff_cache…)
+        and all(part.isidentifier() for part in path.relative_to(ROOT).parts)
+        and "__pycache__" not in path.parts
     }
 
 

@@ -1,0 +1,218 @@
+"""What the simulated Pelion service can be asked to do, as typed operations
+(docs/architecture.md, "Operations"), each aimed at one channel through :class:`PelionTarget`.
+
+Events: :class:`Inject` and :class:`InjectTogether` (items of any kind on the channel: notifications, registrations,
+updates, de-registrations, expirations, async responses). Faults on the callback:
+:class:`FailDeliveries`. Faults on the WebSocket: :class:`CloseSocket`, :class:`DropSocket`,
+:class:`DelayHandshakes`, :class:`RevokeKey`; and :class:`Ping`, :class:`DeleteChannel`,
+:class:`SerializeWith`. Simulated time: :class:`simulators.operations.AdvanceClock`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field
+
+from simulators.clock import Clock
+from simulators.faults import FaultKind
+from simulators.operations import AdvanceClock, Operation
+from simulators.pelion.channels import ItemQueued
+from simulators.pelion.models import Event, Kind, SerializationConfig
+from simulators.pelion.simulator import PelionSimulator
+from simulators.pelion.websocket import ConnectionInfo, PingRecord
+
+__all__ = [
+    "CloseSocket",
+    "DelayHandshakes",
+    "DeleteChannel",
+    "DropSocket",
+    "FailDeliveries",
+    "Inject",
+    "InjectTogether",
+    "PelionOperation",
+    "PelionTarget",
+    "Ping",
+    "RevokeKey",
+    "SerializeWith",
+]
+
+MAX_ITEMS = 50_000  # per injection: the vendor's queue limit
+
+
+@dataclass(frozen=True)
+class PelionTarget:
+    """What Pelion operations act on: the service, and the API key whose channel an
+    operation concerns unless it names one (``key``)."""
+
+    service: PelionSimulator
+    key: str
+
+    @property
+    def clock(self) -> Clock:
+        return self.service.clock
+
+
+class _OnChannel(Operation):
+    key: str | None = None  # the API key of the channel; default: the target's
+
+    def key_of(self, target: PelionTarget) -> str:
+        return self.key or target.key
+
+
+class Inject(_OnChannel):
+    """Queue items of ``kind`` on the channel, whatever the devices are doing; they leave in
+    the channel's next batch (callback PUT, WebSocket frame or long-poll answer)."""
+
+    op: Literal["inject"] = "inject"
+    kind: Kind
+    items: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_ITEMS)
+    original_ep: str | None = None  # the devices' own name, for serialization's original_ep
+
+    def describe(self) -> str:
+        return f"queue {len(self.items)} {self.kind} item(s)"
+
+    async def apply(self, target: PelionTarget) -> list[ItemQueued]:
+        return await target.service.inject(
+            self.kind, self.items, key=self.key_of(target), original_ep=self.original_ep
+        )
+
+
+class InjectTogether(_OnChannel):
+    """Queue items of several kinds at once, so that they leave in one message."""
+
+    op: Literal["inject-together"] = "inject-together"
+    items: list[tuple[Kind, dict[str, Any]]] = Field(min_length=1, max_length=MAX_ITEMS)
+
+    def describe(self) -> str:
+        return f"queue {len(self.items)} items of {len({k for k, _ in self.items})} kinds together"
+
+    async def apply(self, target: PelionTarget) -> list[ItemQueued]:
+        events = [Event(kind, dict(body)) for kind, body in self.items]
+        return await target.service.queue(events, key=self.key_of(target))
+
+
+class FailDeliveries(Operation):
+    """The next ``times`` callback attempts misbehave: counted as ``status``, or unanswered
+    (``timeout``); not sent at all (``unsent``, failing with ``status`` or as unanswered when
+    it is None); sent in full and then the connection aborted before the answer is read
+    (``drop-before-ack``: the receiver has the batch, the service resends it); or half sent
+    and stalled until the request timeout (``stall``)."""
+
+    op: Literal["fail-deliveries"] = "fail-deliveries"
+    kind: Literal[
+        FaultKind.STATUS,
+        FaultKind.TIMEOUT,
+        FaultKind.UNSENT,
+        FaultKind.DROP_BEFORE_ACK,
+        FaultKind.STALL,
+    ] = FaultKind.STATUS
+    times: int = Field(default=1, ge=1, le=10_000)
+    status: int | None = Field(default=500, ge=100, le=599)
+
+    def describe(self) -> str:
+        return f"{self.kind} the next {self.times} callback attempt(s)"
+
+    async def apply(self, target: PelionTarget) -> None:
+        params = (
+            {"status": self.status} if self.kind in (FaultKind.STATUS, FaultKind.UNSENT) else {}
+        )
+        target.service.faults.add("callback", self.kind, times=self.times, **params)
+
+
+class CloseSocket(_OnChannel):
+    """Close the channel's bound WebSocket with ``code``; answers whether one was bound."""
+
+    op: Literal["close-socket"] = "close-socket"
+    code: int = Field(ge=1000, le=4999)
+    reason: str = Field(default="", max_length=123)  # RFC 6455 §5.5: 125 bytes with the code
+
+    def describe(self) -> str:
+        return f"close the WebSocket with {self.code}"
+
+    async def apply(self, target: PelionTarget) -> bool:
+        return await target.service.close_socket(self.code, self.reason, self.key_of(target))
+
+
+class DropSocket(_OnChannel):
+    """End the channel's bound WebSocket without a close frame (the client sees 1006)."""
+
+    op: Literal["drop-socket"] = "drop-socket"
+
+    async def apply(self, target: PelionTarget) -> bool:
+        return await target.service.drop_socket(self.key_of(target))
+
+
+class Ping(_OnChannel):
+    """Ping the bound socket now and wait (at most the pong timeout) for the pong; a missing
+    pong closes the socket as the vendor does."""
+
+    op: Literal["ping"] = "ping"
+
+    async def apply(self, target: PelionTarget) -> PingRecord | None:
+        return await target.service.ping(self.key_of(target))
+
+
+class DelayHandshakes(Operation):
+    """Hold the next ``times`` WebSocket handshakes ``seconds`` (real) before the 101; a
+    second connect with the same key meanwhile gets 429."""
+
+    op: Literal["delay-handshakes"] = "delay-handshakes"
+    seconds: float = Field(gt=0, le=60)
+    times: int = Field(default=1, ge=1, le=10_000)
+
+    async def apply(self, target: PelionTarget) -> None:
+        target.service.faults.add(
+            "handshake", FaultKind.DELAY, times=self.times, seconds=self.seconds
+        )
+
+
+class RevokeKey(_OnChannel):
+    """Revoke the key now (its sockets are closed as the vendor closes an unauthorized one)
+    and accept it again after ``seconds_real`` of real time; answers the sockets closed."""
+
+    op: Literal["revoke-key"] = "revoke-key"
+    seconds_real: float = Field(gt=0, le=3600)
+
+    def describe(self) -> str:
+        return f"revoke the API key for {self.seconds_real:g} real s"
+
+    async def apply(self, target: PelionTarget) -> list[ConnectionInfo]:
+        return await target.service.revoke_key_for(self.seconds_real, self.key_of(target))
+
+
+class DeleteChannel(_OnChannel):
+    """Delete the channel as its application would (REST); answers the mechanism deleted."""
+
+    op: Literal["delete-channel"] = "delete-channel"
+
+    async def apply(self, target: PelionTarget) -> str | None:
+        return await target.service.delete_channel(self.key_of(target))
+
+
+class SerializeWith(_OnChannel):
+    """Serialize the channel's next batches with ``config`` (None: the vendor default), as a
+    second registration with another ``serialization`` would; answers the config it had."""
+
+    op: Literal["serialize-with"] = "serialize-with"
+    config: dict[str, Any] | None = None
+
+    async def apply(self, target: PelionTarget) -> SerializationConfig | None:
+        return target.service.serialize_with(self.config, self.key_of(target))
+
+
+PelionOperation = (
+    Inject
+    | InjectTogether
+    | FailDeliveries
+    | CloseSocket
+    | DropSocket
+    | Ping
+    | DelayHandshakes
+    | RevokeKey
+    | DeleteChannel
+    | SerializeWith
+    | AdvanceClock
+)
+"""Every Pelion operation (``op`` tells them apart on the wire)."""
