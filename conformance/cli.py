@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from conformance.options import MAX_PORT
 from conformance.vendors import discover
 
 __all__ = ["main"]
@@ -71,8 +72,8 @@ def _parser() -> argparse.ArgumentParser:
 def _apply_ports(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     for item in args.port:
         name, sep, value = item.partition("=")
-        if not sep or not value.isdigit() or not 0 < int(value) <= 65535:
-            parser.error(f"--port {item}: write NAME=PORT with a port from 1 to 65535")
+        if not sep or not value.isdigit() or not 0 < int(value) <= MAX_PORT:
+            parser.error(f"--port {item}: write NAME=PORT with a port from 1 to {MAX_PORT}")
         attr = "observer_port" if name == "observer" else f"{name.replace('-', '_')}_port"
         if not hasattr(args, attr):
             names = sorted(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from conformance.options import port
 from conformance.vendors import discover
 
 if TYPE_CHECKING:
@@ -176,11 +177,10 @@ def _settings(config: pytest.Config, wanted: tuple[str, ...], report_dir: Path) 
             f"{list(wanted)}"
         )
     pki_dir = Path(config.getoption("--pki-dir") or report_dir / "pki").resolve()
-    observer_port = config.getoption("--observer-port")
-    if not 0 <= observer_port <= 65535:
-        raise pytest.UsageError(
-            f"--observer-port={observer_port}: give a port from 1 to 65535 (0: any)"
-        )
+    try:
+        observer_port = port("--observer-port", config.getoption("--observer-port"))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     vendor_settings = {}
     for name in vendors:
         try:

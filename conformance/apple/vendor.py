@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conformance.options import port, stable_secret
 from conformance.vendors import AddOption, GetOption, RunningVendor, VendorRun
 
 if TYPE_CHECKING:
@@ -67,12 +68,10 @@ class AppleVendor:
         timeout = option("--apple-timeout")
         if not 0 < timeout <= 60:
             raise ValueError("--apple-timeout: give seconds between 0 and 60")
-        port = option("--apple-api-port")
-        if not 0 <= port <= 65535:
-            raise ValueError(f"--apple-api-port={port}: give a port from 1 to 65535 (0: any)")
         return AppleSettings(
-            api_port=port,
-            stoken=option("--apple-stoken") or _stable_secret(pki_dir / "apple-stoken"),
+            api_port=port("--apple-api-port", option("--apple-api-port")),
+            stoken=option("--apple-stoken")
+            or stable_secret(pki_dir / "apple-stoken", lambda: secrets.token_urlsafe(24), bool),
             retry_schedule=schedule,
             timeout_s=timeout,
         )
@@ -109,16 +108,6 @@ class AppleVendor:
         from conformance.apple.running import start
 
         return await start(run)
-
-
-def _stable_secret(path: Path) -> str:
-    """A secret made once and kept beside the PKI, so a deployed SUT can be configured with it."""
-    if path.is_file() and (value := path.read_text().strip()):
-        return value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(24)
-    path.write_text(value + "\n")
-    return value
 
 
 VENDOR = AppleVendor()

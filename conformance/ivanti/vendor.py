@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from conformance.options import port
 from conformance.vendors import AddOption, GetOption, RunningVendor, VendorRun
 
 if TYPE_CHECKING:
@@ -55,12 +56,9 @@ class IvantiVendor:
             "topics; a conformance run takes topic_style from the manifest's [ivanti]")  # fmt: skip
 
     def settings(self, option: GetOption, *, pki_dir: Path) -> IvantiSettings:
-        ports = {}
-        for flag in ("--ivanti-broker-port", "--ivanti-cps-port"):
-            port = option(flag)
-            if not isinstance(port, int) or not 0 <= port <= 65535:
-                raise ValueError(f"{flag}={port}: give a port from 1 to 65535 (0: any)")
-            ports[flag] = port
+        ports = {
+            flag: port(flag, option(flag)) for flag in ("--ivanti-broker-port", "--ivanti-cps-port")
+        }
         rate = option("--ivanti-events-per-s")
         if not 0 <= rate <= 1_000:
             raise ValueError(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conformance.options import port, stable_secret
 from conformance.vendors import AddOption, GetOption, RunningVendor, VendorRun
 
 if TYPE_CHECKING:
@@ -94,9 +95,7 @@ class PelionVendor:
         )
 
     def settings(self, option: GetOption, *, pki_dir: Path) -> PelionSettings:
-        port = option("--pelion-api-port")
-        if not 0 <= port <= 65535:
-            raise ValueError(f"--pelion-api-port={port}: give a port from 1 to 65535 (0: any)")
+        api_port = port("--pelion-api-port", option("--pelion-api-port"))
         key = option("--pelion-api-key")
         if key is not None and not API_KEY.fullmatch(key):
             raise ValueError(
@@ -132,7 +131,7 @@ class PelionVendor:
                 "(SPEC20/21)"
             )
         return PelionSettings(
-            api_port=port,
+            api_port=api_port,
             api_key=key or _stable_key(pki_dir / "pelion-api-key"),
             callback_api_key=_stable_key(pki_dir / "pelion-callback-api-key"),
             first_backoff_s=first,
@@ -192,12 +191,9 @@ class PelionVendor:
 
 def _stable_key(path: Path) -> str:
     """An API key made once and kept beside the PKI, so a deployed SUT keeps working."""
-    if path.is_file() and API_KEY.fullmatch(value := path.read_text().strip()):
-        return value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = "ak_" + secrets.token_hex(32)
-    path.write_text(value + "\n")
-    return value
+    return stable_secret(
+        path, lambda: "ak_" + secrets.token_hex(32), lambda value: bool(API_KEY.fullmatch(value))
+    )
 
 
 VENDOR = PelionVendor()
