@@ -276,7 +276,7 @@ class AppsAndBooksServer:
             finally:
                 for waiter in waiters:
                     waiter.cancel()
-            for notification in self.service.tick(self.clock.now()):
+            for notification in self.service.handle_timeout(self.clock.now()):
                 if self.notifier is not None:
                     self._spawn(self.notifier.deliver_event(notification))
 

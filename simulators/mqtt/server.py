@@ -807,7 +807,7 @@ class MqttServer:
                 for waiter in waiters:
                     waiter.cancel()
             if deadline is not None and self.clock.now() >= deadline:
-                self.execute(self.core.tick(self.clock.now()))
+                self.execute(self.core.handle_timeout(self.clock.now()))
 
     def _rearm(self) -> None:
         if self._wake is not None and self.core.next_deadline() != self._armed_deadline:
