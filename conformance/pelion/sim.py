@@ -198,7 +198,7 @@ class PelionSim(PelionSimulator):
     def start_traffic(self, events_per_s: float) -> None:
         """Standalone mode: the demo devices act on their own."""
         self.traffic = DemoTraffic(self, events_per_s)
-        self._spawn(self.traffic.run(), "device traffic")
+        self.tasks.spawn(self.traffic.run(), "device traffic")
         self.recorder.record(
             "devices", "--", "pelion", "demo-devices",
             f"demo devices {', '.join(DEMO_DEVICES)} register and act about "
