@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from simulators.adapter import StateChanges
 from simulators.clock import Clock
 from simulators.evidence import Recorder
 
@@ -75,9 +75,12 @@ class Observer:
     port: int = 0
     observations: dict[str, list[Observation]] = field(default_factory=dict)
     refused: dict[str, Refusals] = field(default_factory=dict)
-    changed: threading.Condition = field(default_factory=threading.Condition)
+    changed: StateChanges = field(init=False)  # notified whenever records are kept
     _runner: web.AppRunner | None = None
     _large: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+
+    def __post_init__(self) -> None:
+        self.changed = StateChanges(self.clock)
 
     @property
     def base_url(self) -> str:
@@ -174,10 +177,10 @@ class Observer:
     def wait_for(
         self, vendor: str, predicate: Callable[[list[Any]], bool], timeout: float
     ) -> list[Any]:
-        """Block until ``predicate(records)`` holds or ``timeout`` passes; return the records."""
-        with self.changed:
-            self.changed.wait_for(lambda: predicate(self._records(vendor)), timeout)
-            return self._records(vendor)
+        """Block until ``predicate(records)`` holds or ``timeout`` passes; return the records
+        (:meth:`StateChanges.wait_for`)."""
+        self.changed.wait_for(lambda: predicate(self.records(vendor)), timeout)
+        return self.records(vendor)
 
     def count_reports(
         self,
@@ -200,15 +203,15 @@ class Observer:
 
         def done() -> bool:
             nonlocal scanned
-            kept = self.observations.get(vendor, [])
-            for observation in kept[scanned:]:
-                counts.update({wanted[k] for k in keys(observation.record) if k in wanted})
-            scanned = len(kept)
+            with self.changed:
+                kept = self.observations.get(vendor, [])
+                for observation in kept[scanned:]:
+                    counts.update({wanted[k] for k in keys(observation.record) if k in wanted})
+                scanned = len(kept)
             return all(counts[item] > more_than for item in items)
 
-        with self.changed:
-            self.changed.wait_for(done, timeout)
-            done()
+        self.changed.wait_for(done, timeout)
+        done()
         return {item: counts[item] for item in items}
 
     def refusals(self, vendor: str) -> Refusals:

@@ -69,4 +69,3 @@ class AdvanceClock(Operation):
 class HasClock(Protocol):
     @property
     def clock(self) -> Clock: ...
-

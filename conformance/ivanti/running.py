@@ -12,7 +12,6 @@ with DUP, QoS, sizes, real and simulated times), ``sim.wait_for(predicate, timeo
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 from conformance.ivanti.section import IvantiSection
 from conformance.ivanti.vendor import IvantiSettings
 from conformance.vendors import Endpoint, VendorRun
+from simulators.adapter import BackgroundTasks
 from simulators.faultlog import FaultLog
 from simulators.ivanti.broker import (
     ACTOR,
@@ -55,7 +55,10 @@ class RunningIvanti:
     tenant: Tenant  # the SUT's
     login: Login  # the SUT's identity (certificate and login email)
     consumes: tuple[str, ...]
-    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _tasks: BackgroundTasks = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._tasks = BackgroundTasks(self.broker.fault_log)
 
     # --- the plug-in interface ----------------------------------------------------------------
 
@@ -79,9 +82,7 @@ class RunningIvanti:
         return self.broker.fault_log.errors() + self.cps.fault_log.errors()
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel()
         await self.cps.stop()
         await self.broker.stop()
 
@@ -154,8 +155,7 @@ async def start(run: VendorRun) -> RunningIvanti:
         raise
     sim = RunningIvanti(broker, cps, settings, section, tenant, login, consumes)
     if run.section is None and settings.events_per_s > 0:  # standalone: the vendor's own traffic
-        task = broker.server.spawn(
+        sim._tasks.spawn(
             broker.generate(tenant, settings.events_per_s, consumes), "event generator"
         )
-        sim._tasks.add(task)
     return sim

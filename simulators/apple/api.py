@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
+from simulators.adapter import BackgroundTasks, DeadlineLoop, StateChanges
 from simulators.apple.delivery import RetrySchedule
 from simulators.apple.models import Notification, TestNotification
 from simulators.apple.notifier import Notifier, Receiver
@@ -38,6 +38,7 @@ BASE_PATH = "/mdm/v2"
 REQUESTS_KEPT = 20_000
 MAX_BODY_BYTES = 1024 * 1024
 NotifierFactory = Callable[[Receiver], Notifier]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -79,12 +80,16 @@ class AppsAndBooksServer:
     requests: deque[ApiRequest] = field(default_factory=lambda: deque(maxlen=REQUESTS_KEPT))
     requests_total: int = 0
     notifier: Notifier | None = None
-    changed: threading.Condition = field(default_factory=threading.Condition)
+    changed: StateChanges = field(init=False)  # notified whenever a call is kept
+    tasks: BackgroundTasks = field(init=False)
+    timers: DeadlineLoop[list[Notification]] = field(init=False)  # events complete on time
     _runner: web.AppRunner | None = None
-    _wake: asyncio.Event | None = None
-    _loop: asyncio.AbstractEventLoop | None = None
-    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _retired: set[Notifier] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.changed = StateChanges(self.clock)
+        self.tasks = BackgroundTasks(self.fault_log)
+        self.timers = DeadlineLoop(self.clock, self.service, self._deliver_events)
 
     @property
     def base_url(self) -> str:
@@ -105,14 +110,10 @@ class AppsAndBooksServer:
         server = site._server
         assert isinstance(server, asyncio.base_events.Server)
         self.port = server.sockets[0].getsockname()[1]
-        self._wake = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        self._spawn(self._run_events())
+        self.tasks.spawn(self.timers.run(), "background task")
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.cancel()
         for notifier in [*self._retired, self.notifier]:
             if notifier is not None:
                 await notifier.close()
@@ -122,18 +123,17 @@ class AppsAndBooksServer:
     def release_events(self) -> None:
         """Let held events complete (thread-safe through the loop)."""
         self.service.release(self.clock.now())
-        self._wake_events()
+        self.timers.wake()
 
     def calls(self) -> list[ApiRequest]:
         """The calls kept so far, in order (any thread)."""
         with self.changed:
             return list(self.requests)
 
-    def wait_for(self, predicate: Callable[[list[ApiRequest]], Any], timeout: float) -> Any:
-        """Block (outside the loop) until ``predicate(requests)`` is truthy or time runs out."""
-        with self.changed:
-            self.changed.wait_for(lambda: predicate(list(self.requests)), timeout)
-            return predicate(list(self.requests))
+    def wait_for(self, predicate: Callable[[list[ApiRequest]], T], timeout: float) -> T:
+        """Block (outside the loop) until ``predicate(calls())`` is truthy or ``timeout`` real
+        seconds pass; return its last value (:meth:`StateChanges.wait_for`)."""
+        return self.changed.wait_for(lambda: predicate(self.calls()), timeout)
 
     # Request handling.
 
@@ -214,7 +214,7 @@ class AppsAndBooksServer:
             if path == "client/config":
                 return 200, await self._store_client_config(payload), {}
             response = service.mutate(path, payload, now)
-            self._wake_events()
+            self.timers.wake()
             return 200, response, {}
         if request.method != "GET":
             raise ApiError(9726)
@@ -259,26 +259,11 @@ class AppsAndBooksServer:
 
     # Events complete on the simulated clock; their notifications go to the configured URL.
 
-    def _wake_events(self) -> None:
-        if self._wake is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
-
-    async def _run_events(self) -> None:
-        assert self._wake is not None
-        while True:
-            deadline = self.service.next_deadline()
-            self._wake.clear()
-            waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
-            if deadline is not None:
-                waiters.append(asyncio.ensure_future(self.clock.sleep_until(deadline)))
-            try:
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
-            for notification in self.service.tick(self.clock.now()):
-                if self.notifier is not None:
-                    self._spawn(self.notifier.deliver_event(notification))
+    def _deliver_events(self, notifications: list[Notification]) -> None:
+        """The notifications of the events that completed, each to the configured receiver."""
+        for notification in notifications:
+            if self.notifier is not None:
+                self.tasks.spawn(self.notifier.deliver_event(notification), "background task")
 
     def _retire(self, notifier: Notifier) -> None:
         """A replaced receiver's notifier closes once its deliveries have ended."""
@@ -288,13 +273,7 @@ class AppsAndBooksServer:
             await notifier.close_when_idle()
             self._retired.discard(notifier)
 
-        self._spawn(close())
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self.fault_log.watch(task, "background task")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.tasks.spawn(close(), "background task")
 
 
 async def _read_json(request: web.Request) -> Any:

@@ -98,7 +98,7 @@ class Event:
     failures: list[dict[str, Any]] = field(default_factory=list)
     num_failed: int = 0  # how many of the requested tasks failed
     held: bool = False  # kept PENDING and silent until released (fault)
-    notified: bool = False  # its notifications have been handed out by tick()
+    notified: bool = False  # its notifications have been handed out by handle_timeout()
 
     def complete(self, now: float) -> bool:
         return not self.held and now >= self.complete_at
@@ -450,11 +450,11 @@ class AppsAndBooks:
         due = [e.complete_at for e in self.events.values() if not e.notified and not e.held]
         return min(due, default=None)
 
-    def tick(self, now: float) -> list[Notification]:
+    def handle_timeout(self, now: float) -> list[Notification]:
         """Hand out, once, the notifications of every event that has completed by ``now``.
 
         Status reads derive from ``now`` and never consume notifications, so a poll that
-        arrives before the adapter's tick cannot lose them."""
+        arrives before the adapter's handle_timeout cannot lose them."""
         out: list[Notification] = []
         for event in self.events.values():
             if not event.notified and event.complete(now):

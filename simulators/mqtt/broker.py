@@ -13,11 +13,12 @@ reads a clock and never touches a socket (h11's rule): the adapter calls in with
 - :class:`Notice` - a decision worth recording that is not a packet (refusal, take-over,
   expiry, purge, drop, malformed input).
 
-The adapter also calls :meth:`BrokerCore.tick` when :meth:`BrokerCore.next_deadline` is reached
-(message expiry, optional in-session redelivery), and :meth:`BrokerCore.connection_lost` when
-a socket closes, whoever closed it. Keep-alive (MQTT-3.1.2-24: silent for 1.5 × keep-alive →
-disconnect) is the adapter's, in real time: the core records ``keepalive_s`` and nothing more,
-because a jump of simulated time must never disconnect a client that is keeping up.
+The adapter also calls :meth:`BrokerCore.handle_timeout` when :meth:`BrokerCore.next_deadline`
+is reached, or sooner (message expiry, optional in-session redelivery: only what is due is
+done), and :meth:`BrokerCore.connection_lost` when a socket closes, whoever closed it.
+Keep-alive (MQTT-3.1.2-24: silent for 1.5 × keep-alive → disconnect) is the adapter's, in real
+time: the core records ``keepalive_s`` and nothing more, because a jump of simulated time must
+never disconnect a client that is keeping up.
 
 Connections::
 
@@ -412,12 +413,13 @@ class BrokerCore:
             actions += self._detach(conn, now)
         return actions
 
-    def tick(self, now: float) -> list[Action]:
+    def handle_timeout(self, now: float) -> list[Action]:
         """Run what is due: message expiry and in-session redelivery."""
         return self._run_timers(self._observe(now))
 
     def next_deadline(self) -> float | None:
-        """When :meth:`tick` next has work, in simulated seconds (keep-alive is not included)."""
+        """When :meth:`handle_timeout` next has work, in simulated seconds (keep-alive is not
+        included)."""
         deadlines = []
         if self._queued_messages:
             deadlines.append(next(iter(self._queued_messages.values())).expires_at)

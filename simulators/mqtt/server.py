@@ -15,8 +15,8 @@ What the adapter does and the core does not:
   connected client silent for 1.5 × its keep-alive is disconnected (MQTT-3.1.2-24). Both run on
   :meth:`Clock.sleep_real`, so a jump of simulated hours never fires them.
 - **Simulated time.** The core's :meth:`~BrokerCore.next_deadline` (message expiry, in-session
-  redelivery) is slept on with :meth:`Clock.sleep_until`; the sleeper is woken whenever an action
-  moves the deadline, and by :meth:`Clock.advance`.
+  redelivery) is slept on by a :class:`~simulators.adapter.DeadlineLoop`; it is woken whenever an
+  action moves the deadline, and by :meth:`Clock.advance`.
 - **Bounds.** At most ``max_connections`` connections at once (more are closed before TLS), a
   TLS handshake timeout, the core's packet-size limit, and a cap on unsent bytes to a peer that
   does not read (it is disconnected; a durable session keeps its messages).
@@ -42,12 +42,12 @@ import asyncio
 import contextlib
 import itertools
 import ssl
-import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, TypeVar
 
+from simulators.adapter import BackgroundTasks, DeadlineLoop, StateChanges
 from simulators.clock import Clock
 from simulators.evidence import CAUSE, RUN, Recorder
 from simulators.faultlog import FaultLog
@@ -364,17 +364,15 @@ class MqttServer:
         self.fault_log = fault_log if fault_log is not None else FaultLog(actor)
         self.handshake_failures: deque[HandshakeFailure] = deque(maxlen=200)
         self.handshakes_failed = 0
-        self.changed = threading.Condition()  # notified whenever a connection log changes
-        self._waiting = 0  # threads in wait_for
+        self.changed = StateChanges(clock)  # notified whenever a connection log changes
         self._publisher_causes: OrderedDict[str, str] = OrderedDict()
         self._ids = itertools.count(1)
         self._live: dict[int, _Connection] = {}  # every accepted TCP connection not yet lost
         self._logs: dict[int, _Log] = {}  # the latest connections_kept
         self._connections_kept = connections_kept
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._wake: asyncio.Event | None = None
-        self._armed_deadline: float | None = None
+        self.tasks = BackgroundTasks(self.fault_log)
+        self.timers = DeadlineLoop(clock, core, self.execute)
         self._diverts: deque[MqttServer] = deque()
         # The cause of evidence no check caused (a client's own packets), when a check watches.
         self.ambient_cause: str | None = None
@@ -383,12 +381,11 @@ class MqttServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
         self._server = await loop.create_server(
             lambda: _Accept(self), "127.0.0.1", self.port, reuse_address=True
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        self.spawn(self._run_deadlines(), "deadline loop")
+        self.tasks.spawn(self.timers.run(), "deadline loop")
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -396,9 +393,7 @@ class MqttServer:
         for conn in list(self._live.values()):
             if conn.transport is not None:
                 conn.transport.abort()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.cancel()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
@@ -466,7 +461,7 @@ class MqttServer:
                 self._notice(action)
         for conn in touched.values():
             self._flush(conn)
-        self._rearm()
+        self.timers.rearm()
 
     def _flush(self, conn: _Connection) -> None:
         if not conn.pending or conn.transport is None or conn.transport.is_closing():
@@ -518,7 +513,7 @@ class MqttServer:
     def _packet(self, conn: _Connection, direction: Direction, packet: Packet, size: int) -> None:
         """Log one packet and record it as evidence (the hot path: kept lean). The log is
         changed without a lock (appends and assignments are atomic in CPython; readers copy
-        under :attr:`changed`), and waiters are woken only when there are some."""
+        under :attr:`changed`), and notifying costs nothing when no thread waits."""
         log = conn.log
         assert log is not None
         real, sim = self.clock.readings()
@@ -559,9 +554,7 @@ class MqttServer:
                     log.subscriptions.append((topic_filter, requested, code))
         log.packets.append(record)
         log.packets_total += 1
-        if self._waiting:
-            with self.changed:
-                self.changed.notify_all()
+        self.changed.notify_all()
         peer = self._peer(conn)
         sender, receiver = (self.actor, peer) if direction == "out" else (peer, self.actor)
         self.recorder.record(
@@ -628,14 +621,8 @@ class MqttServer:
 
     def wait_for(self, predicate: Callable[[list[ConnectionView]], T], timeout: float) -> T:
         """Block (outside the loop) until ``predicate(connections())`` is truthy or ``timeout``
-        real seconds pass; return its last value."""
-        with self.changed:
-            self._waiting += 1
-            try:
-                self.changed.wait_for(lambda: predicate(self.connections()), timeout)
-            finally:
-                self._waiting -= 1
-        return predicate(self.connections())
+        real seconds pass; return its last value (:meth:`StateChanges.wait_for`)."""
+        return self.changed.wait_for(lambda: predicate(self.connections()), timeout)
 
     async def until(self, predicate: Callable[[list[ConnectionView]], T], timeout: float) -> T:
         """:meth:`wait_for` for code running in the loop."""
@@ -673,7 +660,7 @@ class MqttServer:
             return
         conn = _Connection(self, next(self._ids), peer)
         self._live[conn.conn_id] = conn
-        self.spawn(self._handshake(conn, transport), "TLS handshake")
+        self.tasks.spawn(self._handshake(conn, transport), "TLS handshake")
 
     async def _handshake(self, conn: _Connection, raw: asyncio.Transport) -> None:
         loop = asyncio.get_running_loop()
@@ -709,7 +696,7 @@ class MqttServer:
             self._live.pop(conn.conn_id, None)
             return
         conn.attach(transport)
-        self.spawn(self._watch(conn), "keep-alive watch")
+        self.tasks.spawn(self._watch(conn), "keep-alive watch")
 
     def _attached(self, conn: _Connection) -> None:
         assert conn.transport is not None
@@ -791,34 +778,6 @@ class MqttServer:
             finally:
                 for waiter in waiters:
                     waiter.cancel()
-
-    async def _run_deadlines(self) -> None:
-        """Sleep until the core's next deadline (simulated time), run what is due, repeat."""
-        assert self._wake is not None
-        while True:
-            self._wake.clear()
-            deadline = self._armed_deadline = self.core.next_deadline()
-            waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
-            if deadline is not None:
-                waiters.append(asyncio.ensure_future(self.clock.sleep_until(deadline)))
-            try:
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
-            if deadline is not None and self.clock.now() >= deadline:
-                self.execute(self.core.tick(self.clock.now()))
-
-    def _rearm(self) -> None:
-        if self._wake is not None and self.core.next_deadline() != self._armed_deadline:
-            self._wake.set()
-
-    def spawn(self, coro: Any, where: str) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self.fault_log.watch(task, where)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
 
 class _Accept(asyncio.Protocol):

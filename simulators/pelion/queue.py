@@ -123,7 +123,8 @@ class NotificationQueue:
     def __iter__(self) -> Iterator[QueuedItem]:
         return iter(self._items)
 
-    def _tick(self, now: float) -> None:
+    def _observe(self, now: float) -> None:
+        """Take ``now`` as the queue's time, which never goes backwards."""
         if now < self._now:
             raise ValueError(f"time can't go backwards ({now} < {self._now})")
         self._now = now
@@ -147,7 +148,7 @@ class NotificationQueue:
 
     def expire(self, now: float) -> int:
         """Drop every item whose lifetime has ended by ``now``; return how many."""
-        self._tick(now)
+        self._observe(now)
         items = self._items
         lifetime = self.lifetime_s
         n = 0

@@ -7,10 +7,12 @@ for every API key's channel and queue, :class:`~simulators.pelion.devices.Device
 simulated devices and subscriptions) and carries their decisions out:
 
 - the HTTPS API (:mod:`simulators.pelion.api`) feeds requests in;
-- a scheduler task wakes at the cores' ``next_deadline()`` on the simulated clock (back-off
-  waits, 24 h removals, item expiry, device answers) or when something changed, applies the
-  timers and starts what is due: one callback PUT (:mod:`simulators.pelion.callback`) or one
-  WebSocket frame (:mod:`simulators.pelion.websocket`) per channel at a time;
+- a scheduler task (a :class:`~simulators.adapter.DeadlineLoop` over
+  :meth:`PelionSimulator.handle_timeout`) wakes at the cores' ``next_deadline()`` on the
+  simulated clock (back-off waits, 24 h removals, item expiry, device answers) or when something
+  changed, applies the timers and starts what is due: one callback PUT
+  (:mod:`simulators.pelion.callback`) or one WebSocket frame (:mod:`simulators.pelion.websocket`)
+  per channel at a time;
 - effects (a socket to close, a poll to answer, a channel removed) are carried out where they
   arise.
 
@@ -63,12 +65,12 @@ import asyncio
 import contextlib
 import operator
 import ssl
-import threading
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from simulators.adapter import BackgroundTasks, DeadlineLoop, StateChanges, sleep_until_woken
 from simulators.clock import Clock
 from simulators.evidence import CAUSE, RUN, Recorder
 from simulators.faultlog import FaultLog
@@ -132,6 +134,7 @@ ATTEMPTS_KEPT = 20_000
 UIDS_KEPT = 200_000  # item uids kept across the attempt log (older attempts lose theirs)
 CONNECTIONS_KEPT = 2_000
 VERIFICATIONS_KEPT = 1_000
+WAIT_LOOK_AGAIN_S = 0.05  # wait_for looks at the cores again this often (real seconds)
 # Unix time of simulated 0 when the caller gives none (``timestamp`` of serialization v2).
 DEFAULT_EPOCH_S = 1_700_000_000.0
 
@@ -291,7 +294,8 @@ class PelionSimulator:
         )
         self.port = config.port
         self._pings_enabled = True
-        self.changed = threading.Condition()
+        # A check's predicate may read the cores too, which change without a notification.
+        self.changed = StateChanges(clock, look_again_s=WAIT_LOOK_AGAIN_S)
         self._attempts: deque[DeliveryAttempt] = deque(maxlen=ATTEMPTS_KEPT)
         self.attempts_total = 0
         self._uids = _Uids()
@@ -302,8 +306,9 @@ class PelionSimulator:
         self._sending: set[object] = set()  # channel cores with a batch in flight
         self._busy = 0  # deliveries, verifications and poll answers under way
         self._polls: dict[object, asyncio.Future[PollAnswer]] = {}
-        self._wakers: set[asyncio.Event] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wakers: set[asyncio.Event] = set()  # drive() calls waiting for a poke
+        self.tasks = BackgroundTasks(self.fault_log)
+        self.timers = DeadlineLoop(clock, self)  # the scheduler
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: Any = None
         self._uid_seq = 0
@@ -331,7 +336,7 @@ class PelionSimulator:
         self._loop = asyncio.get_running_loop()
         await self.client.start()
         self.port = await self.api.start(self.config.port)
-        self._spawn(self._schedule(), "scheduler")
+        self.tasks.spawn(self.timers.run(), "scheduler")
 
     async def stop(self) -> None:
         """Close every socket with 1001 ("the server is shutting down"), stop every task."""
@@ -341,9 +346,7 @@ class PelionSimulator:
         ]
         if closing:
             await asyncio.wait([asyncio.ensure_future(c) for c in closing], timeout=2)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.cancel()
         await self.api.stop()
         await self.client.close()
 
@@ -355,7 +358,7 @@ class PelionSimulator:
         from simulators.pelion.traffic import DEMO_DEVICES, DemoTraffic  # imports this module
 
         traffic = DemoTraffic(self, events_per_s)
-        self._spawn(traffic.run(), "device traffic")
+        self.tasks.spawn(traffic.run(), "device traffic")
         self.recorder.record(
             "devices", "--", "pelion", "demo-devices",
             f"demo devices {', '.join(DEMO_DEVICES)} register and act about "
@@ -363,13 +366,6 @@ class PelionSimulator:
             "/3200/0/5501",
         )  # fmt: skip
         return traffic
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any], where: str) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self.fault_log.watch(task, where)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     def _in_loop(self, fn: Callable[[], T]) -> T:
         """``fn()`` in the simulators' loop (at once when already there)."""
@@ -442,19 +438,19 @@ class PelionSimulator:
                 self.add_key(key)
                 self.poke()
 
-        self._spawn(restore(), "restoring a revoked key")
+        self.tasks.spawn(restore(), "restoring a revoked key")
         return closed
 
     # --- the schedule --------------------------------------------------------------------
 
     def poke(self) -> None:
-        """Something changed: every waiting scheduler looks again."""
+        """Something changed: the scheduler and every :meth:`drive` look again."""
         for event in self._wakers:
             event.set()
+        self.timers.wake()
 
-    def _tick(self) -> None:
-        """Apply every timer due by now, carry out the effects, start what is due."""
-        now = self.clock.now()
+    def handle_timeout(self, now: float) -> None:
+        """Apply every timer due by ``now``, carry out the effects, start what is due."""
         out = self.devices.handle_timeout(now)
         if out:
             self._note_device_events(out)
@@ -465,6 +461,8 @@ class PelionSimulator:
         self._start_sends(now)
 
     def next_deadline(self) -> float | None:
+        """When :meth:`handle_timeout` next has work (a due time at or before now while a
+        batch is in flight: the scheduler looks again shortly)."""
         deadlines = [d for d in (self.registry.next_deadline(), self.devices.next_deadline()) if d]
         return min(deadlines) if deadlines else None
 
@@ -472,25 +470,10 @@ class PelionSimulator:
         """Until ``deadline`` (simulated; jumps under autojump), a poke, or ``real_timeout``."""
         event = asyncio.Event()
         self._wakers.add(event)
-        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(event.wait())]
-        if deadline is not None:
-            waiters.append(asyncio.ensure_future(self.clock.sleep_until(deadline)))
         try:
-            await asyncio.wait(waiters, timeout=real_timeout, return_when=asyncio.FIRST_COMPLETED)
+            await sleep_until_woken(self.clock, event, deadline, real_timeout)
         finally:
             self._wakers.discard(event)
-            for waiter in waiters:
-                waiter.cancel()
-
-    async def _schedule(self) -> None:
-        """The background scheduler: real pace (no autojump), woken by deadlines and pokes."""
-        while True:
-            self._tick()
-            deadline = self.next_deadline()
-            if deadline is not None and deadline <= self.clock.now():
-                await self._wait(None, 0.02)  # due but waiting on I/O: look again shortly
-            else:
-                await self._wait(deadline, None)
 
     async def drive(
         self,
@@ -516,7 +499,7 @@ class PelionSimulator:
         start_real = self.clock.real()
         limit = None if max_sim_s is None else self.clock.now() + max_sim_s
         while True:
-            self._tick()
+            self.handle_timeout(self.clock.now())
             if predicate():
                 return True
             left = timeout_real_s - (self.clock.real() - start_real)
@@ -619,7 +602,7 @@ class PelionSimulator:
             else f"{what}: nothing queued (no channel or no subscriber)",
             uids=uids,
         )
-        self._tick()
+        self.handle_timeout(self.clock.now())
         return queued
 
     # --- sending -------------------------------------------------------------------------
@@ -636,14 +619,18 @@ class PelionSimulator:
                 batch = core.next_batch(now)
                 if batch is not None:
                     self._begin(core)
-                    self._spawn(self._send_callback(key, core, registered[1], batch), "delivery")
+                    self.tasks.spawn(
+                        self._send_callback(key, core, registered[1], batch), "delivery"
+                    )
             elif isinstance(core, WebSocketDelivery):
                 conn = core.socket
                 if isinstance(conn, Connection) and not conn.closing:
                     batch = core.next_batch(now)
                     if batch is not None:
                         self._begin(core)
-                        self._spawn(self._send_frame(key, core, conn, batch), "websocket frame")
+                        self.tasks.spawn(
+                            self._send_frame(key, core, conn, batch), "websocket frame"
+                        )
 
     def _begin(self, core: object) -> None:
         self._sending.add(core)
@@ -817,7 +804,7 @@ class PelionSimulator:
         self, key: str, webhook: Webhook, *, verify: bool = True
     ) -> Verification | None:
         """The steps of ``PUT /v2/notification/callback`` after the body was validated."""
-        self._tick()  # timers first: a channel removed by now is gone
+        self.handle_timeout(self.clock.now())  # timers first: a channel removed by now is gone
         existing = self.registry.mechanism(key)
         if existing not in (None, "CALLBACK"):
             raise ChannelConflict(key, existing, "CALLBACK")
@@ -862,7 +849,7 @@ class PelionSimulator:
         core = self.registry.callback(key)
         assert core is not None
         self._webhooks[key] = (core, webhook)
-        self._tick()
+        self.handle_timeout(self.clock.now())
 
     async def delete_channel(self, key: str | None = None) -> str | None:
         """Delete ``key``'s channel as its application would (REST): the queue is dropped, a
@@ -880,7 +867,7 @@ class PelionSimulator:
         else:
             return None
         self.carry_out(effects)
-        self._tick()
+        self.handle_timeout(self.clock.now())
         return mechanism
 
     # --- long poll -----------------------------------------------------------------------
@@ -997,7 +984,7 @@ class PelionSimulator:
         """An authenticated socket was accepted: bind it (1011 without a channel; an older
         socket is closed with 1001)."""
         self.carry_out(self.registry.connect_websocket(key, conn, self.clock.now()))
-        self._tick()
+        self.handle_timeout(self.clock.now())
 
     def _socket_ended(self, key: str, conn: Connection, *, by_client: bool) -> None:
         self.carry_out(
@@ -1145,17 +1132,10 @@ class PelionSimulator:
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float) -> Any:
         """Block (from a check's thread, never in the loop) until ``predicate()`` is truthy or
-        ``timeout`` real seconds passed; returns its last value. It is evaluated again after
-        every logged attempt, call, connection or verification, and at least every 50 ms
-        (outside any lock, so it may call :meth:`channel_state`)."""
-        end = self.clock.real() + timeout
-        while True:
-            value = predicate()
-            left = end - self.clock.real()
-            if value or left <= 0:
-                return value
-            with self.changed:
-                self.changed.wait(min(left, 0.05))
+        ``timeout`` real seconds passed; returns its last value (:meth:`StateChanges.wait_for`).
+        It is evaluated again after every logged attempt, call, connection or verification, and
+        at least every 50 ms (outside any lock, so it may call :meth:`channel_state`)."""
+        return self.changed.wait_for(predicate, timeout)
 
     def discard_queue(self, key: str | None = None) -> int:
         """Drop every item still queued on ``key``'s channel (counted as deleted), so a batch

@@ -178,7 +178,9 @@ def test_unknown_event_and_bad_token(pki: PKI) -> None:
 def test_faults_429_and_503_with_retry_after(pki: PKI) -> None:
     async def scenario() -> None:
         async with api(pki) as (server, session):
-            server.faults.add("api:GET assets", FaultKind.STATUS, status=503, error=9729, retry_after=120)
+            server.faults.add(
+                "api:GET assets", FaultKind.STATUS, status=503, error=9729, retry_after=120
+            )
             server.faults.add("api", FaultKind.STATUS, status=429, error=9646)
             status, data, headers = await call(
                 session, "GET", f"{server.base_url}/assets", headers=AUTH

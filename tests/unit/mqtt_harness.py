@@ -87,7 +87,7 @@ class Harness:
 
     def advance(self, seconds: float) -> list[Action]:
         self.now += seconds
-        return self._checked(self.core.tick(self.now))
+        return self._checked(self.core.handle_timeout(self.now))
 
     def _checked(self, actions: list[Action]) -> list[Action]:
         for action in actions:

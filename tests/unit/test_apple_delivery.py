@@ -92,8 +92,9 @@ def test_no_part_exceeds_the_limit_and_nothing_is_lost(n: Notification, limit: i
 
 
 def test_a_status_poll_never_consumes_an_events_notifications() -> None:
-    """Regression: status() used to run tick() and drop the notifications it returned, so a
-    poll landing between an event's deadline and the adapter's tick lost them."""
+    """Regression: status() used to run the timers (handle_timeout) and drop the notifications
+    they returned, so a poll landing between an event's deadline and the adapter's
+    handle_timeout lost them."""
     from simulators.apple.service import AppsAndBooks
 
     service = AppsAndBooks(stoken="s", processing_delay_s=2.0)
@@ -103,6 +104,6 @@ def test_a_status_poll_never_consumes_an_events_notifications() -> None:
     ]
     assert service.status(event_id, now=1.0)["eventStatus"] == "PENDING"
     assert service.status(event_id, now=3.0)["eventStatus"] == "COMPLETE"  # polled first
-    sent = service.tick(now=3.0)
+    sent = service.handle_timeout(now=3.0)
     assert [n.notification["eventId"] for n in sent] == [event_id]
-    assert service.tick(now=4.0) == []  # handed out once
+    assert service.handle_timeout(now=4.0) == []  # handed out once

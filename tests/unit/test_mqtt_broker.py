@@ -473,11 +473,11 @@ def test_a_queued_message_expires_after_180_minutes() -> None:
     assert packets_to("c2", h.connect("c2", "c1", clean_session=False)) == [RESUMED]
 
 
-def test_expiry_holds_even_when_tick_is_late() -> None:
+def test_expiry_holds_even_when_handle_timeout_is_late() -> None:
     h = Harness()
     h.durable_subscriber("c1", "t/x")
     h.publish("t/x")
-    h.now += RETENTION_S + 60  # no tick: the reconnect itself runs the timers first
+    h.now += RETENTION_S + 60  # no handle_timeout: the reconnect itself runs the timers first
     actions = h.connect("c2", "c1", clean_session=False)
     assert publishes_to("c2", actions) == []
     assert notices(NoticeKind.MESSAGE_EXPIRED, actions)

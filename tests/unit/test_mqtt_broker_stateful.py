@@ -373,7 +373,7 @@ class BrokerMachine(RuleBasedStateMachine):
                 if o.due is not None and o.due <= self.now
             ]
             redelivered[conn] = [(o.publish.payload, True) for o in due]
-        actions = self.core.tick(self.now)
+        actions = self.core.handle_timeout(self.now)
         self._expect_publishes(actions, redelivered)
         expiries = [
             n for n in actions if isinstance(n, Notice) and n.kind is NoticeKind.MESSAGE_EXPIRED
