@@ -19,6 +19,7 @@ SUT's REST calls), ``channel_state()`` and ``removed_channels()``.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from conformance.pelion.section import PelionSection
@@ -26,7 +27,6 @@ from conformance.pelion.vendor import PelionSettings
 from conformance.vendors import Endpoint, VendorRun
 from simulators.operations import Applies
 from simulators.pelion.channels import ChannelConflict
-from simulators.pelion.delivery import CloseCode
 from simulators.pelion.operations import PelionTarget
 from simulators.pelion.simulator import PelionConfig, PelionSimulator, VerificationFailed
 from simulators.pelion.traffic import DemoTraffic
@@ -134,14 +134,15 @@ async def start(run: VendorRun) -> RunningPelion:
     config = PelionConfig(
         api_key=settings.api_key,
         port=settings.api_port,
-        first_backoff_s=settings.first_backoff_s,
         pull_timeout_s=settings.pull_timeout_s,
         ping_interval_s=settings.ping_interval_s,
-        delete_close_code=CloseCode(settings.delete_close_code),
-        auth_failure="http-401" if settings.ws_auth_failure == "401" else "close-1008",
         cafiles=cafiles,
         epoch_s=time.time() - run.clock.now(),  # serialization v2 timestamps in Unix time
     )
+    if settings.channel is not None:  # else the vendor doc's rules, the core's defaults
+        config = replace(config, channel=settings.channel)
+    if settings.ws_auth_failure is not None:
+        config = replace(config, ws_auth_failure=settings.ws_auth_failure)
     service = PelionSimulator(run.clock, run.recorder, run.pki.server_context(), config)
     running = RunningPelion(run, service, section, settings)
     await service.start()

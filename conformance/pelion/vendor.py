@@ -25,6 +25,9 @@ from conformance.vendors import AddOption, GetOption, RunningVendor, VendorRun
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from simulators.pelion.channels import ChannelOptions
+    from simulators.pelion.delivery import WsAuthFailure
+
 __all__ = ["VENDOR", "PelionSettings", "PelionVendor"]
 
 # An API key travels in a Sec-WebSocket-Protocol header (``pelion_<key>``): an HTTP token.
@@ -37,12 +40,13 @@ class PelionSettings:
     api_key: str = "ak_conformance"
     # The second key of a SUT that claims both channels: its callback's (one channel per key).
     callback_api_key: str = "ak_conformance_callback"
-    first_backoff_s: float = 2.0  # the vendor doc; 1 s in SPEC20/21 and later Pelion docs
+    # The channel rules (back-off, the close code of a deleted channel), from the options;
+    # None: the vendor doc's, whose values the simulator's cores hold.
+    channel: ChannelOptions | None = None
+    ws_auth_failure: WsAuthFailure | None = None  # None: the vendor doc's (close-1008)
     events_per_s: float = 1.0  # device traffic of conformance-sim serve
     pull_timeout_s: float = 30.0  # how long a long poll is held (real seconds)
     ping_interval_s: float = 30.0  # server pings (real seconds; not documented by the vendor)
-    delete_close_code: int = 1001  # the vendor doc; 1000 in SPEC20/21
-    ws_auth_failure: str = "close-1008"  # the vendor doc; "401" as in SPEC20/21
 
 
 class PelionVendor:
@@ -62,7 +66,6 @@ class PelionVendor:
         add(
             "--pelion-first-backoff",
             type=float,
-            default=2.0,
             metavar="S",
             help="first retry delay of a failed callback batch: 2 (the vendor doc, default) or "
             "1 (later Pelion docs); then doubling up to 120 s",
@@ -81,14 +84,12 @@ class PelionVendor:
         add(
             "--pelion-delete-close-code",
             type=int,
-            default=1001,
             metavar="CODE",
             help="close code when a channel is deleted over REST: 1001 (the vendor doc, "
             "default) or 1000 (SPEC20/21)",
         )
         add(
             "--pelion-ws-auth-failure",
-            default="close-1008",
             metavar="MODE",
             help="a WebSocket connect with a missing or invalid key: close-1008 (accepted, "
             "then closed 1008: the vendor doc, default) or 401 (refused: SPEC20/21)",
@@ -104,7 +105,7 @@ class PelionVendor:
                 "header), e.g. ak_0123abcd"
             )
         first = option("--pelion-first-backoff")
-        if first not in (1.0, 2.0):
+        if first not in (None, 1.0, 2.0):
             raise ValueError(
                 f"--pelion-first-backoff={first:g}: give 2 (the vendor doc: 2, 4, 8 … s) or "
                 "1 (later Pelion docs: 1, 2, 4 … s)"
@@ -119,13 +120,13 @@ class PelionVendor:
         if not 0 < ping <= 3600:
             raise ValueError(f"--pelion-ping-interval={ping:g}: give seconds above 0, at most 3600")
         close = option("--pelion-delete-close-code")
-        if close not in (1000, 1001):
+        if close not in (None, 1000, 1001):
             raise ValueError(
                 f"--pelion-delete-close-code={close}: give 1001 (the vendor doc) or 1000 "
                 "(SPEC20/21)"
             )
         auth = option("--pelion-ws-auth-failure")
-        if auth not in ("close-1008", "401"):
+        if auth not in (None, "close-1008", "401"):
             raise ValueError(
                 f"--pelion-ws-auth-failure={auth}: give close-1008 (the vendor doc) or 401 "
                 "(SPEC20/21)"
@@ -134,12 +135,11 @@ class PelionVendor:
             api_port=api_port,
             api_key=key or _stable_key(pki_dir / "pelion-api-key"),
             callback_api_key=_stable_key(pki_dir / "pelion-callback-api-key"),
-            first_backoff_s=first,
+            channel=_channel_options(first, close),
+            ws_auth_failure=auth,
             events_per_s=rate,
             pull_timeout_s=pull,
             ping_interval_s=ping,
-            delete_close_code=close,
-            ws_auth_failure=auth,
         )
 
     def section_model(self) -> type[BaseModel]:
@@ -187,6 +187,25 @@ class PelionVendor:
         from conformance.pelion.running import start
 
         return await start(run)
+
+
+def _channel_options(
+    first_backoff_s: float | None, close_code: int | None
+) -> ChannelOptions | None:
+    """The channel rules the options change, in the core's own types (None: the vendor doc's)."""
+    if first_backoff_s is None and close_code is None:
+        return None
+    from dataclasses import replace
+
+    from simulators.pelion.channels import ChannelOptions
+    from simulators.pelion.delivery import BackOff, CloseCode
+
+    options = ChannelOptions()
+    if first_backoff_s is not None:
+        options = replace(options, backoff=BackOff(first_s=first_backoff_s))
+    if close_code is not None:
+        options = replace(options, websocket_delete_close_code=CloseCode(close_code))
+    return options
 
 
 def _stable_key(path: Path) -> str:

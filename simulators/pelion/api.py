@@ -14,7 +14,7 @@ device-request refusals (``RESOURCE_NOT_FOUND``…), ``REMOVED`` / ``ALREADY_DEL
 | ``GET`` / ``DELETE`` the same | 200 ``{url, headers, serialization?}`` / 204; 404 without a callback |
 | ``PUT /v2/notification/websocket`` | 201 created, 200 updated (``{queue_size, status, serialization?}``); 400 for another channel type |
 | ``GET`` / ``DELETE`` the same | 200 status / 204; 404 without a channel |
-| ``GET /v2/notification/websocket-connect`` | 101; 426 without ``Upgrade: websocket`` and ``Connection: Upgrade``; 400 without ``Sec-WebSocket-Key`` / ``-Version: 13``; 429 while a handshake with the same key is in progress; a missing or invalid key: 101 then close 1008 (vendor doc; 401 with ``auth_failure="http-401"``, SPEC20/21) |
+| ``GET /v2/notification/websocket-connect`` | 101; 426 without ``Upgrade: websocket`` and ``Connection: Upgrade``; 400 without ``Sec-WebSocket-Key`` / ``-Version: 13``; 429 while a handshake with the same key is in progress; a missing or invalid key: 101 then close 1008 (vendor doc; 401 with ``ws_auth_failure="401"``, SPEC20/21) |
 | ``GET /v2/notification/pull`` | 200 NotificationMessage; 204 when the poll ends empty (``pull_timeout_s``, real; ``?noWait=true`` at once); 409 for a second concurrent poll; 410 ``CHANNEL_DELETED`` when the channel is deleted meanwhile; 400 for another channel type |
 | ``DELETE /v2/notification/pull`` | always 200, ``REMOVED`` or ``ALREADY_DELETED`` (the Python SDK gives up silently on a 404) |
 | ``GET /v2/notification/channel`` | 200 ``{"delivery_mechanism": …}``; 404 |
@@ -455,7 +455,7 @@ class Api:
         ):
             return refuse(400, "Bad Request: Sec-WebSocket-Key and Sec-WebSocket-Version: 13 "
                           "are required.")  # fmt: skip
-        if not valid and sim.config.auth_failure == "http-401":
+        if not valid and sim.config.ws_auth_failure == "401":
             return refuse(401, f"Invalid access token ({status} API key).")
         if valid and token in self._handshaking:
             return refuse(429, "A WebSocket handshake with this API key is still in progress.")

@@ -92,6 +92,7 @@ __all__ = [
     "PullState",
     "WebSocketDelivery",
     "WebSocketState",
+    "WsAuthFailure",
 ]
 
 # SPEC20/21: "The request timeout is 20 seconds"; the adapter cancels a callback PUT after it
@@ -109,6 +110,11 @@ WEBSOCKET_UNBOUND_LIMIT_S = 24 * 3600.0
 WEBSOCKET_IDLE_CLOSE_S = 24 * 3600.0
 # SPEC20: the pull channel "expires if not polled for 10 minutes".
 PULL_IDLE_LIMIT_S = 600.0
+
+
+WsAuthFailure = Literal["close-1008", "401"]
+"""What a WebSocket connect with a missing or invalid key gets: accepted, then closed 1008 (the
+vendor doc), or refused with HTTP 401 (SPEC20/21)."""
 
 
 class CloseCode(enum.IntEnum):

@@ -87,10 +87,8 @@ from simulators.pelion.channels import (
     Wake,
 )
 from simulators.pelion.delivery import (
-    FIRST_DELAY_S,
     REASON_BAD_KEY,
     REQUEST_TIMEOUT_S,
-    BackOff,
     Batch,
     CallbackDelivery,
     CallbackState,
@@ -99,6 +97,7 @@ from simulators.pelion.delivery import (
     PollAnswer,
     PullDelivery,
     WebSocketDelivery,
+    WsAuthFailure,
 )
 from simulators.pelion.devices import DEFAULT_RESPONSE_DELAY_S, Device, Devices, Resource, Value
 from simulators.pelion.models import (
@@ -141,38 +140,30 @@ DEFAULT_EPOCH_S = 1_700_000_000.0
 
 @dataclass(frozen=True)
 class PelionConfig:
-    """The simulator's settings; the defaults are the vendor doc's.
+    """The simulator's settings; every default is the vendor doc's, written once in the core
+    that applies it.
 
-    ``first_backoff_s``: 2 s (vendor doc) or 1 s (SPEC20/21 and later Pelion docs).
-    ``delete_close_code``: 1001 when the channel is deleted over REST (vendor doc) or 1000
-    (SPEC20/21). ``auth_failure``: a WebSocket connect with a missing or invalid key is accepted
-    and closed 1008 (vendor doc: "Authentication fails due to an invalid or missing API key
-    header when connecting") or refused with HTTP 401 (SPEC20/21). ``cafiles``: CAs trusted
-    for callback URLs besides the system's. ``epoch_s``: the Unix time of simulated 0.
+    ``channel``: the channel rules' numbers (:class:`ChannelOptions`), among them the callback
+    back-off (:class:`BackOff`: the first retry after 2 s in the vendor doc, 1 s in SPEC20/21
+    and later Pelion docs) and the close code of a channel deleted over REST (1001 in the vendor
+    doc, 1000 in SPEC20/21). ``ws_auth_failure``: a WebSocket connect with a missing or invalid
+    key is accepted and closed 1008 (vendor doc: "Authentication fails due to an invalid or
+    missing API key header when connecting") or refused with HTTP 401 (SPEC20/21).
+    ``cafiles``: CAs trusted for callback URLs besides the system's. ``epoch_s``: the Unix time
+    of simulated 0.
     """
 
     api_key: str
     port: int = 0
-    first_backoff_s: float = FIRST_DELAY_S
+    channel: ChannelOptions = field(default_factory=ChannelOptions)
+    ws_auth_failure: WsAuthFailure = "close-1008"
     request_timeout_s: float = REQUEST_TIMEOUT_S
     pull_timeout_s: float = 30.0
     ping_interval_s: float | None = 30.0
     pong_timeout_s: float = 5.0
-    delete_close_code: CloseCode = CloseCode.GOING_AWAY
-    auth_failure: Literal["close-1008", "http-401"] = "close-1008"
     cafiles: tuple[str, ...] = ()
     epoch_s: float = DEFAULT_EPOCH_S
     slow_request_s: float = 15.0  # a connection without a whole request by then is closed
-    channel_options: ChannelOptions | None = None  # overrides; first_backoff_s and
-    # delete_close_code above still apply
-
-    def options(self) -> ChannelOptions:
-        base = self.channel_options or ChannelOptions()
-        return replace(
-            base,
-            backoff=BackOff(first_s=self.first_backoff_s, max_s=base.backoff.max_s),
-            websocket_delete_close_code=self.delete_close_code,
-        )
 
 
 class VerificationFailed(Exception):
@@ -283,7 +274,7 @@ class PelionSimulator:
         self.recorder = recorder
         self.config = config
         self.server_context = server_context  # ssl.SSLContext of the API's certificate
-        self.registry = ChannelRegistry(config.options())
+        self.registry = ChannelRegistry(config.channel)
         self.devices = Devices()
         self.keys: set[str] = {config.api_key}
         self.revoked: set[str] = set()

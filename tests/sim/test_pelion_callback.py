@@ -12,7 +12,7 @@ import pytest
 from simulators.evidence import Recorder
 from simulators.faults import FaultKind
 from simulators.pelion.channels import ChannelOptions
-from simulators.pelion.delivery import FAILURE_LIMIT_S, MAX_DELAY_S, REQUEST_TIMEOUT_S
+from simulators.pelion.delivery import FAILURE_LIMIT_S, MAX_DELAY_S, REQUEST_TIMEOUT_S, BackOff
 from simulators.pelion.operations import FailDeliveries
 from simulators.pelion.simulator import PelionConfig, PelionSimulator
 from simulators.pki import PKI
@@ -166,7 +166,7 @@ def test_batches_are_at_most_max_chunk_size_and_one_at_a_time(pki: PKI) -> None:
             return answers.get(n, 200)
 
         async with (
-            running(pki, first_backoff_s=1.0) as sim,
+            running(pki, channel=ChannelOptions(backoff=BackOff(first_s=1.0))) as sim,
             client(pki) as session,
             receiver(pki, answer) as rec,
         ):
@@ -215,7 +215,7 @@ def test_backoff_doubles_to_two_minutes(pki: PKI, first: float) -> None:
     async def scenario() -> None:
         fails = 10
         async with (
-            running(pki, first_backoff_s=first) as sim,
+            running(pki, channel=ChannelOptions(backoff=BackOff(first_s=first))) as sim,
             client(pki) as session,
             receiver(pki, lambda n, put: 500 if 2 <= n <= fails + 1 else 204) as rec,
         ):
@@ -372,7 +372,7 @@ def test_queue_keeps_50000_items_and_24_hours(pki: PKI) -> None:
         # to see the item lifetime alone.
         options = ChannelOptions(failure_limit_s=7 * 24 * 3600.0)
         async with (
-            running(pki, channel_options=options) as sim,
+            running(pki, channel=options) as sim,
             client(pki) as session,
             receiver(pki) as rec,
         ):

@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
+from simulators.pelion.channels import ChannelOptions
 from simulators.pelion.delivery import WEBSOCKET_UNBOUND_LIMIT_S, CloseCode
 from simulators.pelion.operations import DelayHandshakes
 from simulators.pelion.simulator import PelionConfig, PelionSimulator
@@ -138,17 +139,17 @@ def test_connect_authenticates_by_subprotocol_or_bearer(pki: PKI, how: str) -> N
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("mode", ["close-1008", "http-401"])
+@pytest.mark.parametrize("mode", ["close-1008", "401"])
 def test_a_missing_or_invalid_key(pki: PKI, mode: str) -> None:
     """SIM-PEL-WS: the vendor doc: "1008 Policy violation: Authentication fails due to an
     invalid or missing API key header when connecting" (the default); SPEC20/21 refuse the
-    handshake with 401 instead (``auth_failure="http-401"``)."""
+    handshake with 401 instead (``ws_auth_failure="401"``)."""
 
     async def scenario() -> None:
-        async with running(pki, auth_failure=mode) as sim, client(pki) as session:
+        async with running(pki, ws_auth_failure=mode) as sim, client(pki) as session:
             assert await put_channel(session, sim) == 201
             for protocols in ([Subprotocol("wss"), Subprotocol("pelion_ak_wrong")], None):
-                if mode == "http-401":
+                if mode == "401":
                     with pytest.raises(InvalidStatus) as refused:
                         async with socket(sim, pki, protocols=protocols):
                             pass
@@ -158,7 +159,7 @@ def test_a_missing_or_invalid_key(pki: PKI, mode: str) -> None:
                         code, reason = await closed_with(ws)
                         assert code == 1008 and "API key" in reason
             infos = sim.connections()
-            assert [i.status for i in infos] == ([401, 401] if mode == "http-401" else [101, 101])
+            assert [i.status for i in infos] == ([401, 401] if mode == "401" else [101, 101])
             assert [i.auth for i in infos] == ["subprotocol", None]
             state = sim.channel_state()
             assert state is not None and state.status == "disconnected"
@@ -227,7 +228,12 @@ def test_rest_delete_closes_with_1000_as_an_option(pki: PKI) -> None:
     """SIM-PEL-WS: SPEC20/21 close with 1000 when the channel is deleted over REST."""
 
     async def scenario() -> None:
-        async with running(pki, delete_close_code=CloseCode.NORMAL) as sim, client(pki) as session:
+        async with (
+            running(
+                pki, channel=ChannelOptions(websocket_delete_close_code=CloseCode.NORMAL)
+            ) as sim,
+            client(pki) as session,
+        ):
             assert await put_channel(session, sim) == 201
             async with socket(sim, pki) as ws:
                 await until(sim, lambda: sim.bound_connection() is not None)

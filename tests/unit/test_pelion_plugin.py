@@ -13,6 +13,8 @@ from pydantic import ValidationError
 from conformance.manifest import ManifestError, load_manifest, manifest_for_url
 from conformance.pelion.section import ObservedItem, PelionSection
 from conformance.pelion.vendor import VENDOR, PelionSettings
+from simulators.pelion.channels import ChannelOptions
+from simulators.pelion.simulator import PelionConfig
 
 CALLBACK = """
 name = "acme"
@@ -82,12 +84,12 @@ def options(**given: Any) -> Any:
     values = {
         "--pelion-api-port": 0,
         "--pelion-api-key": None,
-        "--pelion-first-backoff": 2.0,
+        "--pelion-first-backoff": None,  # not given: the vendor doc's
         "--pelion-events-per-s": 1.0,
         "--pelion-pull-timeout": 30.0,
         "--pelion-ping-interval": 30.0,
-        "--pelion-delete-close-code": 1001,
-        "--pelion-ws-auth-failure": "close-1008",
+        "--pelion-delete-close-code": None,
+        "--pelion-ws-auth-failure": None,
     }
     for name, value in given.items():
         values["--pelion-" + name.replace("_", "-")] = value
@@ -113,20 +115,20 @@ def test_settings_defaults_and_the_key_kept_in_the_pki_folder(tmp_path: Path) ->
     assert isinstance(first, PelionSettings)
     assert first.api_key.startswith("ak_") and (tmp_path / "pelion-api-key").is_file()
     assert VENDOR.settings(options(), pki_dir=tmp_path).api_key == first.api_key
-    assert (first.first_backoff_s, first.delete_close_code, first.ws_auth_failure) == (
-        2.0, 1001, "close-1008"
-    )  # fmt: skip
+    # The vendor doc's rules are the cores' defaults: the settings carry no copy of them.
+    assert (first.channel, first.ws_auth_failure) == (None, None)
+    assert ChannelOptions().backoff.first_s == 2.0
+    assert ChannelOptions().websocket_delete_close_code == 1001
+    assert PelionConfig(api_key="ak_x").ws_auth_failure == "close-1008"
     chosen = VENDOR.settings(
         options(
             api_key="ak_mine", first_backoff=1.0, delete_close_code=1000, ws_auth_failure="401"
         ),
         pki_dir=tmp_path,
     )
-    assert (chosen.api_key, chosen.first_backoff_s, chosen.delete_close_code) == (
-        "ak_mine",
-        1.0,
-        1000,
-    )
+    assert chosen.channel is not None
+    assert (chosen.api_key, chosen.channel.backoff.first_s) == ("ak_mine", 1.0)
+    assert (chosen.channel.websocket_delete_close_code, chosen.ws_auth_failure) == (1000, "401")
 
 
 @pytest.mark.parametrize(
