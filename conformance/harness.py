@@ -23,6 +23,7 @@ from conformance.launcher import LaunchError, SutProcess, probe
 from conformance.manifest import SutManifest
 from conformance.observer import Observer, Route
 from conformance.vendors import Endpoint, RunningVendor, VendorRun, vendor
+from conformance.verdicts import NotVerified
 from simulators.clock import Clock
 from simulators.evidence import RUN, Recorder
 from simulators.loop import LoopThread
@@ -70,6 +71,7 @@ class Harness:
         self.startup_error: str | None = None
         self.cause = RUN  # the check running now: simulator calls are attributed to it
         self.sut_down: str | None = None  # why the SUT is taken as unresponsive, once it is
+        self.down_in: str | None = None  # the check during which it was, if any
         self._bodies_kept = 0
 
     # Life cycle.
@@ -171,7 +173,7 @@ class Harness:
         """After the SUT failed to answer (``symptom``), probe it once: when the process has
         exited, the readiness probe fails, or no endpoint answers HTTP within a few seconds, the
         SUT is taken as down for the rest of the run (:attr:`sut_down`), so the checks that
-        need it fail at once with this cause instead of each waiting out its timeouts."""
+        need it end at once (:meth:`require_sut`) instead of each waiting out its timeouts."""
         if self.sut_down is not None:
             return self.sut_down
         problem = self.sut_alive()
@@ -183,6 +185,7 @@ class Harness:
             problem = dead[0] if dead and len(dead) == len(answers) else None
         if problem is not None:
             self.sut_down = f"{symptom}; then {problem} (first seen in {self.cause or 'the run'})"
+            self.down_in = self.cause
             self.recorder.record("harness", "--", "sut", "unresponsive", self.sut_down)
         return self.sut_down
 
@@ -190,13 +193,15 @@ class Harness:
         """Take the SUT as down for the rest of the run because of what a vendor's check saw on
         its own channel (e.g. a client that lost its connection and did not come back within a
         bound; a receiver is confirmed by :meth:`confirm_unresponsive` instead): the checks that
-        need the SUT then fail at once with this cause. Returns the cause kept (the first)."""
+        need the SUT then end at once (:meth:`require_sut`). Returns the cause kept (the
+        first), for the check that saw it to fail with."""
         if self.sut_down is None:
             problem = self.sut_alive()
             self.sut_down = (
                 f"{cause}" + (f"; {problem}" if problem else "")
                 + f" (first seen in {self.cause or 'the run'})"
             )  # fmt: skip
+            self.down_in = self.cause
             self.recorder.record("harness", "--", "sut", "unresponsive", self.sut_down)
         return self.sut_down
 
@@ -212,9 +217,14 @@ class Harness:
         return name
 
     def require_sut(self) -> None:
-        """Fail the running check at once when the SUT was found unresponsive."""
+        """Once the SUT is down, a check that needs it cannot observe its requirement: it is
+        ``not-verified`` at once, with the cause. The SUT's going down is not that
+        requirement's failure: the check that saw it go fails on its own evidence, and
+        GEN-LIVE-01 fails for it."""
         if self.sut_down is not None:
-            raise AssertionError(f"the SUT is unresponsive: {self.sut_down}")
+            raise NotVerified(
+                f"the SUT was down before this check could observe it: {self.sut_down}"
+            )
 
     def _endpoint_context(self, endpoint: Endpoint) -> ssl.SSLContext | None:
         if urlsplit(endpoint.url).scheme != "https":

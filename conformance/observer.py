@@ -174,6 +174,11 @@ class Observer:
         with self.changed:
             return self._records(vendor)
 
+    def arrivals(self, vendor: str) -> list[Observation]:
+        """The records with the real time each arrived, in arrival order (any thread)."""
+        with self.changed:
+            return list(self.observations.get(vendor, ()))
+
     def wait_for(
         self, vendor: str, predicate: Callable[[list[Any]], bool], timeout: float
     ) -> list[Any]:

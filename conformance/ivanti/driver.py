@@ -3,8 +3,8 @@ observer.
 
 The SUT is an MQTT client: it comes to the broker, so every check first makes sure it is
 connected (:meth:`IvantiDriver.online`), waiting a bounded time. A SUT that never connects, or
-leaves and does not come back, is taken as down (``harness.mark_down``) with the cause named,
-and every later check that needs it fails at once. Checks find each copy of a message they
+leaves and does not come back, is taken as down (``harness.mark_down``) with the cause named:
+the check that saw it fails, every later check that needs it is not-verified at once. Checks find each copy of a message they
 published on the SUT's connections (:meth:`IvantiDriver.copies`: the PUBLISHes, DUP flag and
 packet id, paired one to one with the PUBACKs that answered them).
 """
@@ -111,7 +111,8 @@ class IvantiDriver(VendorDriver):
     record_shape: ClassVar[str] = '{"topic": "<topic>", "message": <the JSON payload>}'
 
     sim: RunningIvanti
-    regular: set[int] = field(default_factory=set)  # hash(payload) of plain events published
+    # hash(payload) -> event key of each plain event published (None: not JSON)
+    regular: dict[int, str | None] = field(default_factory=dict)
     baseline: set[str] = field(default_factory=set)  # consumed types covered at first contact
     _contact: bool = False
 
@@ -153,8 +154,7 @@ class IvantiDriver(VendorDriver):
             remaining = max(0.0, start + bound - self.harness.clock.real())
             came = self.sim.wait_for(lambda vs: self.live_of(vs) or self.exited(), remaining)
             if not (isinstance(came, list) and came):
-                self.harness.mark_down(self.offline_cause(bound))
-                self.harness.require_sut()
+                raise AssertionError(self.harness.mark_down(self.offline_cause(bound)))
         self.settle()
         return self.live()
 
@@ -244,8 +244,7 @@ class IvantiDriver(VendorDriver):
         self._contact = True
         live = self.sim.wait_for(lambda vs: self.live_of(vs) or self.exited(), self.startup_wait)
         if not (isinstance(live, list) and live):
-            self.harness.mark_down(self.startup_cause())
-            self.harness.require_sut()
+            raise AssertionError(self.harness.mark_down(self.startup_cause()))
         first = min(accepted_at(v) or 0.0 for v in live)
         wanted = list(self.sim.consumed_topics.values())
 
@@ -377,7 +376,7 @@ class IvantiDriver(VendorDriver):
         also count for the run-wide acknowledgement check."""
         published = self.perform(Publish(event_type=event_type, payload=payload))
         if regular if regular is not None else payload is None:
-            self.regular.add(hash(published.payload))
+            self.regular[hash(published.payload)] = published.key
         return published
 
     def realistic(self, event_type: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import pytest
 
-from conformance.driver import MarkerRefused, VendorDriver
+from conformance.driver import MarkerRefused, Problem, VendorDriver
 from conformance.pelion.running import HARNESS_SERIALIZATION, RunningPelion
 from conformance.pelion.section import PelionSection
 from conformance.vendors import vendor
@@ -35,7 +35,11 @@ __all__ = ["Channel", "PelionDriver", "payload_hex"]
 
 Channel = Literal["callback", "websocket"]
 R = TypeVar("R")
-STARTUP_WAIT_S = 20.0  # how long the SUT has to register its channel or connect
+# How long the SUT has to register its channel or connect, from the first check that needs it:
+# one the harness launched has passed its readiness probe; one running elsewhere may be in its
+# reconnect back-off.
+STARTUP_WAIT_S = 20.0
+STARTUP_WAIT_ELSEWHERE_S = 60.0
 DELIVERY_WAIT_S = 45.0  # real seconds a delivery may take (a batch, its retries, reconnects)
 SETTLE_S = 0.5  # after a frame, how long the socket must stay open to count as accepted
 _ep_numbers = itertools.count(1)
@@ -70,6 +74,7 @@ class PelionDriver(VendorDriver):
     sim: RunningPelion
     forced: dict[Channel, str] = field(default_factory=dict)  # channels the harness set up itself
     no_socket: str | None = None  # why the SUT holds no socket, once a wait ran out
+    never_connected: str | None = None  # "" once it connected; why not, once it never did
     # Items that probe the SUT's tolerance of a message shape (PEL-MSG-*): PEL-CB-03 judges
     # the answers to ordinary batches, not to these.
     probes: set[str] = field(default_factory=set)
@@ -143,12 +148,44 @@ class PelionDriver(VendorDriver):
         state = self.service.channel_state(self.sim.api_key)
         return state is not None and state.connection is not None and state.status == "connected"
 
+    @property
+    def startup_wait(self) -> float:
+        launched = self.harness.manifest.process is not None
+        return STARTUP_WAIT_S if launched else STARTUP_WAIT_ELSEWHERE_S
+
+    def first_connect(self) -> Problem:
+        """Wait (once, bounded by :attr:`startup_wait`) for the SUT's first WebSocket connect.
+        A SUT that declares the channel and never connects never showed up on it: it is taken
+        as down (``harness.mark_down``), and the cause is returned (PEL-WS-01 fails with it)."""
+        if self.never_connected is None:
+            connected = self.service.wait_for(
+                lambda: bool(self.service.connections()), self.startup_wait
+            )
+            self.never_connected = (
+                ""
+                if connected
+                else self.harness.mark_down(
+                    f'the SUT declares channel = "websocket" but never connected within '
+                    f"{self.startup_wait:g} s ({self.channel_story()})"
+                )
+            )
+        return self.never_connected or None
+
+    def channel_story(self) -> str:
+        """Whether the SUT created its WebSocket channel, for a message."""
+        puts = [c for c in self.service.calls() if c.endpoint == "PUT /v2/notification/websocket"]
+        if not puts:
+            return "it never created its channel either"
+        return f"it created its channel: PUT /v2/notification/websocket -> {puts[-1].status}"
+
     def ensure_socket(self, check: Check, timeout: float = STARTUP_WAIT_S) -> None:
         """The SUT holds its WebSocket (waits for a reconnect, bounded). Without one nothing
         on the socket can be observed: not-verified, with the cause; once a wait has run out,
         later checks do not wait again unless a socket is back."""
         self.require("websocket", check)
         self.harness.require_sut()
+        if absent := self.first_connect():
+            raise check.not_verified(absent)
         wait = 0.5 if self.no_socket else timeout
         if self.service.wait_for(self.socket_bound, wait):
             self.no_socket = None
