@@ -1,7 +1,7 @@
 """The simulated Ivanti Event Notification Service broker: tenants, identities, the MQTT
 listener over mutual TLS 1.2, events, faults and impostor brokers.
 
-The vendor's rules (quoted in :class:`simulators.mqtt.broker.BrokerPolicy`, whose defaults they
+The vendor's rules (quoted in :class:`simulators.mqtt.core.BrokerPolicy`, whose defaults they
 are) run in the generic core; this module adds what is Ivanti's:
 
 - "MQTT protocol enabled by Ivanti EPMM for CPS events only supports TLS 1.2." and
@@ -48,7 +48,7 @@ from simulators.ivanti.events import (
     event_key,
     topics,
 )
-from simulators.mqtt.broker import (
+from simulators.mqtt.core import (
     Action,
     BrokerCore,
     BrokerPolicy,

@@ -1,4 +1,12 @@
-"""MQTT 3.1.1 without I/O: packets, codec, topic matching and the broker core.
+"""MQTT 3.1.1 for the simulators: packets and codec, topic matching, a broker core without I/O,
+and an asyncio TLS server that adapts the core to sockets.
 
-The core names no vendor; vendor rules arrive as a :class:`~simulators.mqtt.broker.BrokerPolicy`.
+- :mod:`~simulators.mqtt.packets`, :mod:`~simulators.mqtt.codec`: the packets and a strict,
+  incremental encoder and decoder;
+- :mod:`~simulators.mqtt.topics`: topic names, filters and matching;
+- :mod:`~simulators.mqtt.core`: the broker core (sessions, delivery, retention, faults); it never
+  reads a clock or touches a socket;
+- :mod:`~simulators.mqtt.server`: the asyncio adapter (TLS listener, real-time rules, evidence).
+
+The core names no vendor; vendor rules arrive as a :class:`~simulators.mqtt.core.BrokerPolicy`.
 """

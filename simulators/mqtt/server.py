@@ -1,4 +1,4 @@
-"""An asyncio adapter for :class:`~simulators.mqtt.broker.BrokerCore`: a TLS listener on
+"""An asyncio adapter for :class:`~simulators.mqtt.core.BrokerCore`: a TLS listener on
 127.0.0.1 that carries bytes, records every packet, and keeps the time rules the core leaves to
 its adapter.
 
@@ -52,7 +52,8 @@ from simulators.clock import Clock
 from simulators.evidence import CAUSE, RUN, Recorder
 from simulators.faultlog import FaultLog
 from simulators.faults import FaultKind, FaultPlan
-from simulators.mqtt.broker import (
+from simulators.mqtt.codec import encode
+from simulators.mqtt.core import (
     Action,
     BrokerCore,
     Close,
@@ -61,7 +62,6 @@ from simulators.mqtt.broker import (
     Received,
     Send,
 )
-from simulators.mqtt.codec import encode
 from simulators.mqtt.packets import (
     Connack,
     Connect,
@@ -280,9 +280,9 @@ class _Log:
 # --- the listener -----------------------------------------------------------------------------
 
 
-class _Connection(asyncio.Protocol):
-    """One client's TLS byte stream, fed to the core; bytes that arrive while the handshake is
-    finishing (before :meth:`attach`) are kept and fed then."""
+class _ClientProtocol(asyncio.Protocol):
+    """The asyncio side of one client connection: its TLS byte stream, fed to the core. Bytes
+    that arrive while the handshake is finishing (before :meth:`attach`) are kept and fed then."""
 
     def __init__(self, server: MqttServer, conn_id: int, peer: str) -> None:
         self.server = server
@@ -367,7 +367,7 @@ class MqttServer:
         self.changed = StateChanges(clock)  # notified whenever a connection log changes
         self._publisher_causes: OrderedDict[str, str] = OrderedDict()
         self._ids = itertools.count(1)
-        self._live: dict[int, _Connection] = {}  # every accepted TCP connection not yet lost
+        self._live: dict[int, _ClientProtocol] = {}  # every accepted TCP connection not yet lost
         self._logs: dict[int, _Log] = {}  # the latest connections_kept
         self._connections_kept = connections_kept
         self._server: asyncio.Server | None = None
@@ -431,7 +431,7 @@ class MqttServer:
         """Carry out the core's actions in order: record, write (one write per connection),
         close; then re-arm the deadline sleeper if the core's next deadline moved."""
         work = deque(actions)
-        touched: dict[int, _Connection] = {}
+        touched: dict[int, _ClientProtocol] = {}
         while work:
             action = work.popleft()
             if isinstance(action, Send):
@@ -463,7 +463,7 @@ class MqttServer:
             self._flush(conn)
         self.timers.rearm()
 
-    def _flush(self, conn: _Connection) -> None:
+    def _flush(self, conn: _ClientProtocol) -> None:
         if not conn.pending or conn.transport is None or conn.transport.is_closing():
             conn.pending.clear()
             return
@@ -473,7 +473,7 @@ class MqttServer:
             reason = f"the client reads nothing: over {self.max_unsent_bytes} bytes unsent"
             self.execute(self.core.drop_connection(conn.conn_id, self.clock.now(), reason))
 
-    def _close(self, conn: _Connection, reason: str) -> None:
+    def _close(self, conn: _ClientProtocol, reason: str) -> None:
         conn.closing = True
         log = conn.log
         if log is not None and log.close_reason is None:
@@ -487,7 +487,7 @@ class MqttServer:
         if conn.transport is not None:
             conn.transport.close()
 
-    def _publish_faults(self, conn: _Connection, publish: Publish) -> list[Action]:
+    def _publish_faults(self, conn: _ClientProtocol, publish: Publish) -> list[Action]:
         log = conn.log
         client_id = log.connect.client_id if log is not None and log.connect else ""
         fault = self.faults.take(f"publish:{client_id}") or self.faults.take("publish")
@@ -510,7 +510,9 @@ class MqttServer:
 
     # --- evidence -----------------------------------------------------------------------------
 
-    def _packet(self, conn: _Connection, direction: Direction, packet: Packet, size: int) -> None:
+    def _packet(
+        self, conn: _ClientProtocol, direction: Direction, packet: Packet, size: int
+    ) -> None:
         """Log one packet and record it as evidence (the hot path: kept lean). The log is
         changed without a lock (appends and assignments are atomic in CPython; readers copy
         under :attr:`changed`), and notifying costs nothing when no thread waits."""
@@ -597,7 +599,7 @@ class MqttServer:
                 causes.popitem(last=False)
 
     @staticmethod
-    def _peer(conn: _Connection) -> str:
+    def _peer(conn: _ClientProtocol) -> str:
         log = conn.log
         if log is not None and log.connect is not None and log.connect.client_id:
             return log.connect.client_id
@@ -658,11 +660,11 @@ class MqttServer:
             )
             transport.abort()
             return
-        conn = _Connection(self, next(self._ids), peer)
+        conn = _ClientProtocol(self, next(self._ids), peer)
         self._live[conn.conn_id] = conn
         self.tasks.spawn(self._handshake(conn, transport), "TLS handshake")
 
-    async def _handshake(self, conn: _Connection, raw: asyncio.Transport) -> None:
+    async def _handshake(self, conn: _ClientProtocol, raw: asyncio.Transport) -> None:
         loop = asyncio.get_running_loop()
         try:
             transport = await loop.start_tls(
@@ -698,7 +700,7 @@ class MqttServer:
         conn.attach(transport)
         self.tasks.spawn(self._watch(conn), "keep-alive watch")
 
-    def _attached(self, conn: _Connection) -> None:
+    def _attached(self, conn: _ClientProtocol) -> None:
         assert conn.transport is not None
         ssl_object = conn.transport.get_extra_info("ssl_object")
         identity = self.identify(ssl_object)
@@ -724,7 +726,7 @@ class MqttServer:
         )
         self.core.connection_made(conn.conn_id, identity, self.clock.now())
 
-    def _lost(self, conn: _Connection) -> None:
+    def _lost(self, conn: _ClientProtocol) -> None:
         self._live.pop(conn.conn_id, None)
         log = conn.log
         assert log is not None
@@ -746,7 +748,7 @@ class MqttServer:
         conn.closing = True
         self.execute(self.core.connection_lost(conn.conn_id, self.clock.now()))
 
-    async def _watch(self, conn: _Connection) -> None:
+    async def _watch(self, conn: _ClientProtocol) -> None:
         """Real-time rules: CONNECT within connect_timeout_s; then a packet within 1.5 × the
         keep-alive (MQTT-3.1.2-24). Never the simulated clock."""
         connect_by = self.clock.real() + self.connect_timeout_s

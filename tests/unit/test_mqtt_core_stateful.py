@@ -28,7 +28,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from simulators.mqtt.broker import (
+from simulators.mqtt.codec import encode
+from simulators.mqtt.core import (
     Action,
     BrokerCore,
     BrokerPolicy,
@@ -38,7 +39,6 @@ from simulators.mqtt.broker import (
     NoticeKind,
     Send,
 )
-from simulators.mqtt.codec import encode
 from simulators.mqtt.packets import (
     CONNACK_IDENTIFIER_REJECTED,
     CONNACK_SERVER_UNAVAILABLE,

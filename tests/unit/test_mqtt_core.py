@@ -1,11 +1,11 @@
-"""simulators.mqtt.broker: every rule of the broker core as an example, in the terms of the vendor
+"""simulators.mqtt.core: every rule of the broker core as an example, in the terms of the vendor
 doc ("Using the Event Notification Service") and of MQTT 3.1.1 (clause numbers MQTT-x.y.z-n)."""
 
 from __future__ import annotations
 
 import pytest
 
-from simulators.mqtt.broker import (
+from simulators.mqtt.core import (
     BrokerCore,
     BrokerPolicy,
     Identity,

@@ -326,14 +326,17 @@ class _Session:
     inflight: dict[int, _Inflight] = field(default_factory=dict)  # in original send order
     queue: OrderedDict[int, tuple[_Message, int]] = field(default_factory=OrderedDict)
     awaiting_pubrel: set[int] = field(default_factory=set)  # inbound QoS 2 (MQTT-4.3.3-2)
-    connection: _Connection | None = None
+    connection: _CoreConnection | None = None
     next_packet_id: int = 1
     disconnected_at: float = -math.inf
     dropped: int = 0
 
 
 @dataclass(eq=False, slots=True)
-class _Connection:
+class _CoreConnection:
+    """The core's record of one connection: protocol state, identity, decoder, session (the
+    socket is the adapter's)."""
+
     conn_id: ConnectionId
     identity: Identity | None
     decoder: Decoder
@@ -358,7 +361,7 @@ class BrokerCore:
 
     def __init__(self, policy: BrokerPolicy | None = None) -> None:
         self.policy = policy if policy is not None else BrokerPolicy()
-        self._connections: dict[ConnectionId, _Connection] = {}
+        self._connections: dict[ConnectionId, _CoreConnection] = {}
         self._sessions: dict[str, dict[str, _Session]] = {}  # tenant → client id → session
         self._live: dict[str, int] = {}  # tenant → connections in CONNECTED
         self._queued_messages: OrderedDict[int, _Message] = OrderedDict()  # oldest first
@@ -379,7 +382,7 @@ class BrokerCore:
         if conn_id in self._connections:
             raise ValueError(f"connection {conn_id!r} already exists")
         decoder = Decoder("server", max_packet_size=self.policy.max_packet_size)
-        self._connections[conn_id] = _Connection(conn_id, identity, decoder)
+        self._connections[conn_id] = _CoreConnection(conn_id, identity, decoder)
 
     def data_received(self, conn_id: ConnectionId, data: bytes, now: float) -> list[Action]:
         """Bytes from the client; nothing after a decision to close is processed (MQTT-3.1.4-5)."""
@@ -566,7 +569,7 @@ class BrokerCore:
 
     # --- packets ------------------------------------------------------------------------------
 
-    def _handle(self, conn: _Connection, packet: Packet, now: float) -> list[Action]:
+    def _handle(self, conn: _CoreConnection, packet: Packet, now: float) -> list[Action]:
         if conn.state is _State.AWAITING_CONNECT:
             if isinstance(packet, Connect):
                 return self._on_connect(conn, packet, now)
@@ -601,7 +604,7 @@ class BrokerCore:
             case _:  # the server-side decoder returns no server → client packet
                 raise AssertionError(f"unexpected {packet!r}")
 
-    def _on_connect(self, conn: _Connection, connect: Connect, now: float) -> list[Action]:
+    def _on_connect(self, conn: _CoreConnection, connect: Connect, now: float) -> list[Action]:
         try:
             tenant, client_id, session, victim = self._admit(conn, connect, now)
         except _Refused as refusal:
@@ -659,7 +662,7 @@ class BrokerCore:
         return actions
 
     def _admit(
-        self, conn: _Connection, connect: Connect, now: float
+        self, conn: _CoreConnection, connect: Connect, now: float
     ) -> tuple[str, str, _Session | None, _Session | None]:
         """Decide on a CONNECT without changing anything: (tenant, client id, existing session,
         session to evict to make room), or raise :class:`_Refused`."""
@@ -737,7 +740,12 @@ class BrokerCore:
         return tenant, client_id, session, victim
 
     def _on_publish(
-        self, conn: _Connection, session: _Session, identity: Identity, publish: Publish, now: float
+        self,
+        conn: _CoreConnection,
+        session: _Session,
+        identity: Identity,
+        publish: Publish,
+        now: float,
     ) -> list[Action]:
         """A client publishes: forward if allowed, acknowledge either way (MQTT-3.3.5-2)."""
         actions: list[Action] = []
@@ -766,7 +774,7 @@ class BrokerCore:
         return actions
 
     def _on_puback(
-        self, conn: _Connection, session: _Session, packet_id: int, now: float
+        self, conn: _CoreConnection, session: _Session, packet_id: int, now: float
     ) -> list[Action]:
         entry = session.inflight.pop(packet_id, None)
         if entry is None:
@@ -790,7 +798,7 @@ class BrokerCore:
         return actions + self._fill_window(session, now)
 
     def _on_subscribe(
-        self, conn: _Connection, session: _Session, identity: Identity, subscribe: Subscribe
+        self, conn: _CoreConnection, session: _Session, identity: Identity, subscribe: Subscribe
     ) -> list[Action]:
         """MQTT-3.8.4-1..5: one SUBACK, same packet id, one return code per filter in order."""
         actions: list[Action] = []
@@ -922,7 +930,7 @@ class BrokerCore:
         return []
 
     def _send_new(
-        self, session: _Session, conn: _Connection, message: _Message, qos: int, now: float
+        self, session: _Session, conn: _CoreConnection, message: _Message, qos: int, now: float
     ) -> list[Action]:
         """A first PUBLISH: DUP = 0, RETAIN = 0 (MQTT-3.3.1-9), an unused packet id (MQTT-2.3.1-4)."""
         packet_id = next_free_packet_id(session.next_packet_id, session.inflight)
@@ -1006,11 +1014,11 @@ class BrokerCore:
 
     # --- bookkeeping --------------------------------------------------------------------------
 
-    def _close(self, conn: _Connection, now: float, reason: str) -> list[Action]:
+    def _close(self, conn: _CoreConnection, now: float, reason: str) -> list[Action]:
         """Close ``conn`` on the broker's initiative; the Will is published unless discarded."""
         return [Close(conn.conn_id, reason), *self._detach(conn, now)]
 
-    def _detach(self, conn: _Connection, now: float) -> list[Action]:
+    def _detach(self, conn: _CoreConnection, now: float) -> list[Action]:
         was_connected = conn.state is _State.CONNECTED
         conn.state = _State.CLOSED
         session, conn.session = conn.session, None
@@ -1029,7 +1037,7 @@ class BrokerCore:
         return self._publish_will(conn, session, will, now)
 
     def _publish_will(
-        self, conn: _Connection, session: _Session, will: Will, now: float
+        self, conn: _CoreConnection, session: _Session, will: Will, now: float
     ) -> list[Action]:
         """MQTT-3.1.2-8: the Will goes out when the connection ends without DISCONNECT."""
         identity = conn.identity
@@ -1081,14 +1089,16 @@ class BrokerCore:
             if client_id not in taken:
                 return client_id
 
-    def _violation(self, conn: _Connection, now: float, reason: str) -> list[Action]:
+    def _violation(self, conn: _CoreConnection, now: float, reason: str) -> list[Action]:
         """MQTT-4.8.0-1: a protocol violation closes the connection."""
         return [
             self._notice(NoticeKind.PROTOCOL_VIOLATION, conn, reason=reason),
             *self._close(conn, now, reason),
         ]
 
-    def _unknown_packet_id(self, conn: _Connection, packet: Puback | Pubrec | Pubcomp) -> Notice:
+    def _unknown_packet_id(
+        self, conn: _CoreConnection, packet: Puback | Pubrec | Pubcomp
+    ) -> Notice:
         return self._notice(
             NoticeKind.UNKNOWN_PACKET_ID,
             conn,
@@ -1097,7 +1107,12 @@ class BrokerCore:
         )
 
     def _notice(
-        self, kind: NoticeKind, conn: _Connection, *, client_id: str | None = None, **detail: object
+        self,
+        kind: NoticeKind,
+        conn: _CoreConnection,
+        *,
+        client_id: str | None = None,
+        **detail: object,
     ) -> Notice:
         session = conn.session
         if client_id is None and session is not None:
@@ -1113,10 +1128,10 @@ class BrokerCore:
         return self._now
 
     @staticmethod
-    def _is_open(conn: _Connection) -> bool:
+    def _is_open(conn: _CoreConnection) -> bool:
         return conn.state is not _State.CLOSED
 
-    def _connection(self, conn_id: ConnectionId) -> _Connection:
+    def _connection(self, conn_id: ConnectionId) -> _CoreConnection:
         try:
             return self._connections[conn_id]
         except KeyError:
