@@ -5,8 +5,11 @@ and an asyncio TLS server that adapts the core to sockets.
   incremental encoder and decoder;
 - :mod:`~simulators.mqtt.topics`: topic names, filters and matching;
 - :mod:`~simulators.mqtt.core`: the broker core (sessions, delivery, retention, faults); it never
-  reads a clock or touches a socket;
+  reads a clock or touches a socket. Its parts: :mod:`~simulators.mqtt.policy`,
+  :mod:`~simulators.mqtt.actions`, :mod:`~simulators.mqtt.sessions`,
+  :mod:`~simulators.mqtt.admission`, :mod:`~simulators.mqtt.delivery`,
+  :mod:`~simulators.mqtt.injected_faults`;
 - :mod:`~simulators.mqtt.server`: the asyncio adapter (TLS listener, real-time rules, evidence).
 
-The core names no vendor; vendor rules arrive as a :class:`~simulators.mqtt.core.BrokerPolicy`.
+The core names no vendor; vendor rules arrive as a :class:`~simulators.mqtt.policy.BrokerPolicy`.
 """

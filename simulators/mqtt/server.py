@@ -52,16 +52,9 @@ from simulators.clock import Clock
 from simulators.evidence import CAUSE, RUN, Recorder
 from simulators.faultlog import FaultLog
 from simulators.faults import FaultKind, FaultPlan
+from simulators.mqtt.actions import Action, Close, Notice, Received, Send
 from simulators.mqtt.codec import encode
-from simulators.mqtt.core import (
-    Action,
-    BrokerCore,
-    Close,
-    Identity,
-    Notice,
-    Received,
-    Send,
-)
+from simulators.mqtt.core import BrokerCore
 from simulators.mqtt.packets import (
     Connack,
     Connect,
@@ -79,6 +72,7 @@ from simulators.mqtt.packets import (
     Unsuback,
     Unsubscribe,
 )
+from simulators.mqtt.policy import Identity
 
 __all__ = [
     "CLOSED_BY_CLIENT",
