@@ -50,9 +50,10 @@ from simulators.ivanti.events import (
 )
 from simulators.mqtt.actions import Action, Notice, NoticeKind, Send
 from simulators.mqtt.core import BrokerCore
+from simulators.mqtt.packetlog import ConnectionView
 from simulators.mqtt.packets import CONNACK_NOT_AUTHORIZED, CONNACK_SERVER_UNAVAILABLE, Publish
 from simulators.mqtt.policy import BrokerPolicy, Identity
-from simulators.mqtt.server import ConnectionView, MqttServer, tls12_server_context
+from simulators.mqtt.server import MqttServer, tls12_server_context
 from simulators.mqtt.sessions import SessionView
 from simulators.mqtt.topics import topic_filter_problem, topic_matches
 from simulators.pki import PKI, CertFiles
@@ -385,7 +386,7 @@ class IvantiBroker:
         key = event_key(topic, message) if message is not None else None
         if key is not None:
             self.recorder.remember_cause(key)
-        self.server.remember_publisher(topic, body)
+        self.server.evidence.remember_publisher(topic, body)
         real, sim = self.clock.readings()
         self.recorder.record(
             ACTOR,

@@ -9,7 +9,9 @@ and an asyncio TLS server that adapts the core to sockets.
   :mod:`~simulators.mqtt.actions`, :mod:`~simulators.mqtt.sessions`,
   :mod:`~simulators.mqtt.admission`, :mod:`~simulators.mqtt.delivery`,
   :mod:`~simulators.mqtt.injected_faults`;
-- :mod:`~simulators.mqtt.server`: the asyncio adapter (TLS listener, real-time rules, evidence).
+- :mod:`~simulators.mqtt.server`: the asyncio adapter (TLS listener, real-time rules); it
+  records through :mod:`~simulators.mqtt.evidence` into the packet log of
+  :mod:`~simulators.mqtt.packetlog`, which is what the checks read.
 
 The core names no vendor; vendor rules arrive as a :class:`~simulators.mqtt.policy.BrokerPolicy`.
 """

@@ -22,7 +22,7 @@ from conformance.ivanti.strategies import (
 )
 from conformance.ivanti.test_timers import idle_stretches
 from simulators.ivanti.events import EVENT_TYPES, DeviceEvent
-from simulators.mqtt.server import ConnectionView, PacketRecord
+from simulators.mqtt.packetlog import ConnectionView, PacketRecord
 
 
 def view(
