@@ -2,7 +2,8 @@
 
 Each connection has one :class:`ConnectionLog` (changed only in the server's loop), read as a
 frozen :class:`ConnectionView`: who connected, what its CONNECT said, and every packet that
-crossed the wire as a :class:`PacketRecord`.
+crossed the wire as a :class:`PacketRecord`. :func:`pair_acks` pairs the PUBLISHes the broker
+sent with the PUBACKs that answered them; it is the one pairing the simulator and the checks use.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from simulators.mqtt.policy import Identity
 
 __all__ = [
     "CLOSED_BY_CLIENT",
-    "Ack",
     "ConnectionLog",
     "ConnectionView",
+    "Copy",
     "Direction",
     "HandshakeFailure",
     "PacketRecord",
+    "pair_acks",
 ]
 
 Direction = Literal["in", "out"]
@@ -43,23 +45,6 @@ class PacketRecord(NamedTuple):
     retain: bool = False
     topic: str | None = None
     payload_hash: int | None = None  # PUBLISH: ``hash(payload)``, to find one message's copies
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    """A PUBLISH sent to the client (QoS >= 1) and its PUBACK, if one came on this connection."""
-
-    packet_id: int
-    topic: str
-    dup: bool
-    sent_real_s: float
-    acked_real_s: float | None
-    payload_hash: int | None = None
-
-    @property
-    def delay_real_s(self) -> float | None:
-        """Real seconds from this PUBLISH to its PUBACK (None: never acknowledged here)."""
-        return None if self.acked_real_s is None else self.acked_real_s - self.sent_real_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,38 +94,85 @@ class ConnectionView:
     def received(self, kind: str) -> list[PacketRecord]:
         return [p for p in self.packets if p.direction == "in" and p.kind == kind]
 
-    def acks(self) -> list[Ack]:
-        """Every QoS >= 1 PUBLISH sent on this connection, each with the PUBACK that answered it
-        (the first PUBACK with its packet id after it), in sending order."""
-        pending: dict[int, list[int]] = {}
-        out: list[Ack] = []
-        for record in self.packets:
-            if record.kind == "PUBLISH" and record.direction == "out" and record.qos:
-                assert record.packet_id is not None
-                pending.setdefault(record.packet_id, []).append(len(out))
-                out.append(
-                    Ack(
-                        record.packet_id,
-                        record.topic or "",
-                        record.dup,
-                        record.real_s,
-                        None,
-                        record.payload_hash,
-                    )
-                )
-            elif record.kind == "PUBACK" and record.direction == "in":
-                assert record.packet_id is not None
-                for index in pending.pop(record.packet_id, []):
-                    ack = out[index]
-                    out[index] = Ack(
-                        ack.packet_id,
-                        ack.topic,
-                        ack.dup,
-                        ack.sent_real_s,
-                        record.real_s,
-                        ack.payload_hash,
-                    )
-        return out
+    def acks(self) -> list[Copy]:
+        """:func:`pair_acks` of this connection."""
+        return pair_acks(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """One QoS >= 1 PUBLISH the broker sent on a connection, and the PUBACK that answered it
+    there (None: none did), as :func:`pair_acks` paired them."""
+
+    conn: ConnectionView
+    publish: PacketRecord
+    acked_real_s: float | None
+
+    @property
+    def packet_id(self) -> int | None:
+        return self.publish.packet_id
+
+    @property
+    def topic(self) -> str:
+        return self.publish.topic or ""
+
+    @property
+    def dup(self) -> bool:
+        return self.publish.dup
+
+    @property
+    def payload_hash(self) -> int | None:
+        return self.publish.payload_hash
+
+    @property
+    def sent_real_s(self) -> float:
+        return self.publish.real_s
+
+    @property
+    def delay_real_s(self) -> float | None:
+        """Real seconds from this PUBLISH to its PUBACK (None: never acknowledged here)."""
+        return None if self.acked_real_s is None else self.acked_real_s - self.publish.real_s
+
+    @property
+    def cut_off(self) -> bool:
+        """The broker closed the connection (a fault, a take-over) before a PUBACK came: the
+        client could not answer this copy there."""
+        conn = self.conn
+        return (
+            self.acked_real_s is None
+            and conn.closed_real_s is not None
+            and conn.close_reason != CLOSED_BY_CLIENT
+        )
+
+
+def pair_acks(view: ConnectionView) -> list[Copy]:
+    """Every QoS >= 1 PUBLISH sent on ``view``, in sending order, each with the PUBACK that
+    answered it, one to one: a PUBACK answers the oldest unanswered PUBLISH with its packet id,
+    and a PUBACK that finds none answers nothing.
+
+    Why one to one (MQTT 3.1.1): the receiver answers each QoS 1 PUBLISH it receives with a
+    PUBACK carrying its packet id, and once it has, it treats a PUBLISH with that id as a new
+    publication whatever its DUP flag (MQTT-4.3.2-2). A copy and its repeat (DUP = 1,
+    MQTT-3.3.1-1; the same packet id, MQTT-2.3.1-3, -4) are therefore two PUBLISHes, each owed
+    a PUBACK, and on one ordered connection the n-th PUBACK with an id answers the n-th PUBLISH
+    with it. The sender may reuse an id once its PUBACK has come (MQTT-2.3.1-3, -4), so a late
+    PUBACK for a repeat must answer the repeat, never a new message under the same id. "Every
+    QoS 1 PUBLISH acknowledged" (IVT-ACK-01, IVT-ACK-02) thus counts each copy: a client that
+    answers a message once leaves its repeat unanswered.
+    """
+    pending: dict[int, deque[int]] = {}  # packet id → indexes of unanswered copies, oldest first
+    copies: list[Copy] = []
+    for record in view.packets:
+        if record.direction == "out" and record.kind == "PUBLISH" and record.qos:
+            assert record.packet_id is not None
+            pending.setdefault(record.packet_id, deque()).append(len(copies))
+            copies.append(Copy(view, record, None))
+        elif record.direction == "in" and record.kind == "PUBACK":
+            waiting = pending.get(record.packet_id or 0)
+            if waiting:
+                index = waiting.popleft()
+                copies[index] = Copy(view, copies[index].publish, record.real_s)
+    return copies
 
 
 @dataclass(eq=False)

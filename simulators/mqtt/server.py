@@ -59,7 +59,6 @@ from simulators.mqtt.core import BrokerCore
 from simulators.mqtt.evidence import MqttEvidence, wire_size
 from simulators.mqtt.packetlog import (
     CLOSED_BY_CLIENT,
-    Ack,
     ConnectionLog,
     ConnectionView,
     Direction,
@@ -73,7 +72,6 @@ __all__ = [
     # The packet-log model, defined in simulators.mqtt.packetlog, also named here: what a
     # server's queries return.
     "CLOSED_BY_CLIENT",
-    "Ack",
     "ConnectionView",
     "HandshakeFailure",
     "Identify",
