@@ -6,7 +6,8 @@ connected (:meth:`IvantiDriver.online`), waiting a bounded time. A SUT that neve
 leaves and does not come back, is taken as down (``harness.mark_down``) with the cause named:
 the check that saw it fails, every later check that needs it is not-verified at once. Checks find each copy of a message they
 published on the SUT's connections (:meth:`IvantiDriver.copies`: the PUBLISHes, DUP flag and
-packet id, paired one to one with the PUBACKs that answered them).
+packet id, paired one to one with the PUBACKs that answered them by
+:func:`~simulators.mqtt.packetlog.pair_acks`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from conformance.verdicts import Check
 from simulators.ivanti.broker import Published
 from simulators.ivanti.events import EVENT_TYPES
 from simulators.ivanti.operations import Disconnect, IvantiTarget, Publish, Sessions
+from simulators.mqtt.packetlog import ConnectionView, Copy
+from simulators.mqtt.packetlog import pair_acks as pair_acks  # the checks' pairing, named here too
 from simulators.mqtt.packets import CONNACK_ACCEPTED
-from simulators.mqtt.server import CLOSED_BY_CLIENT, ConnectionView, PacketRecord
 from simulators.mqtt.topics import topic_matches
 from simulators.operations import Applies
 
@@ -45,52 +47,6 @@ RECEIPT_WAIT_S = 12.0
 REJOIN_GRACE_S = 3.0  # for a client ID to come back once the SUT returned under new ones
 # The event type a check uses when any will do: the most frequent one, then the others.
 PREFERRED = ("device_check_in", *(t for t in EVENT_TYPES if t != "device_check_in"))
-
-
-@dataclass(frozen=True)
-class Copy:
-    """One PUBLISH of a message sent to the SUT, and the PUBACK that answered it there."""
-
-    conn: ConnectionView
-    publish: PacketRecord
-    acked_real_s: float | None
-
-    @property
-    def dup(self) -> bool:
-        return self.publish.dup
-
-    @property
-    def delay_real_s(self) -> float | None:
-        return None if self.acked_real_s is None else self.acked_real_s - self.publish.real_s
-
-    @property
-    def cut_off(self) -> bool:
-        """The broker closed the connection (a fault, a take-over) before a PUBACK came: the
-        SUT could not answer this copy there."""
-        conn = self.conn
-        return (
-            self.acked_real_s is None
-            and conn.closed_real_s is not None
-            and conn.close_reason != CLOSED_BY_CLIENT
-        )
-
-
-def pair_acks(view: ConnectionView) -> list[Copy]:
-    """Every QoS 1 PUBLISH on ``view`` with its PUBACK, one to one: a PUBACK answers the oldest
-    unanswered PUBLISH with its packet id (a copy and its repeat each need one)."""
-    pending: dict[int, list[int]] = {}
-    copies: list[Copy] = []
-    for record in view.packets:
-        if record.direction == "out" and record.kind == "PUBLISH" and record.qos:
-            assert record.packet_id is not None
-            pending.setdefault(record.packet_id, []).append(len(copies))
-            copies.append(Copy(view, record, None))
-        elif record.direction == "in" and record.kind == "PUBACK":
-            waiting = pending.get(record.packet_id or 0)
-            if waiting:
-                index = waiting.pop(0)
-                copies[index] = Copy(view, copies[index].publish, record.real_s)
-    return copies
 
 
 def accepted_at(view: ConnectionView) -> float | None:

@@ -33,7 +33,7 @@ from simulators.ivanti.broker import (
 from simulators.ivanti.cps import CpsServer
 from simulators.ivanti.events import EVENT_TYPES
 from simulators.ivanti.operations import IvantiTarget
-from simulators.mqtt.broker import BrokerPolicy
+from simulators.mqtt.policy import BrokerPolicy
 from simulators.mqtt.server import ConnectionView
 from simulators.operations import Applies
 

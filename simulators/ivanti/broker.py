@@ -1,7 +1,7 @@
 """The simulated Ivanti Event Notification Service broker: tenants, identities, the MQTT
 listener over mutual TLS 1.2, events, faults and impostor brokers.
 
-The vendor's rules (quoted in :class:`simulators.mqtt.broker.BrokerPolicy`, whose defaults they
+The vendor's rules (quoted in :class:`simulators.mqtt.policy.BrokerPolicy`, whose defaults they
 are) run in the generic core; this module adds what is Ivanti's:
 
 - "MQTT protocol enabled by Ivanti EPMM for CPS events only supports TLS 1.2." and
@@ -48,18 +48,13 @@ from simulators.ivanti.events import (
     event_key,
     topics,
 )
-from simulators.mqtt.broker import (
-    Action,
-    BrokerCore,
-    BrokerPolicy,
-    Identity,
-    Notice,
-    NoticeKind,
-    Send,
-    SessionView,
-)
+from simulators.mqtt.actions import Action, Notice, NoticeKind, Send
+from simulators.mqtt.core import BrokerCore
+from simulators.mqtt.packetlog import ConnectionView
 from simulators.mqtt.packets import CONNACK_NOT_AUTHORIZED, CONNACK_SERVER_UNAVAILABLE, Publish
-from simulators.mqtt.server import ConnectionView, MqttServer, tls12_server_context
+from simulators.mqtt.policy import BrokerPolicy, Identity
+from simulators.mqtt.server import MqttServer, tls12_server_context
+from simulators.mqtt.sessions import SessionView
 from simulators.mqtt.topics import topic_filter_problem, topic_matches
 from simulators.pki import PKI, CertFiles
 
@@ -391,7 +386,7 @@ class IvantiBroker:
         key = event_key(topic, message) if message is not None else None
         if key is not None:
             self.recorder.remember_cause(key)
-        self.server.remember_publisher(topic, body)
+        self.server.evidence.remember_publisher(topic, body)
         real, sim = self.clock.readings()
         self.recorder.record(
             ACTOR,
@@ -460,7 +455,7 @@ class IvantiBroker:
 
     async def release(self, client_id: str, *, tenant: Tenant | None = None) -> None:
         """End :meth:`hold_offline` now."""
-        self.core.release(client_id, tenant=_tid(tenant))
+        self.core.faults.release(client_id, tenant=_tid(tenant))
 
     async def disconnect(
         self, client_id: str, *, tenant: Tenant | None = None, reason: str = "dropped by the broker"
@@ -480,7 +475,7 @@ class IvantiBroker:
         self, client_id: str, *, tenant: Tenant | None = None, times: int = 1
     ) -> None:
         """Send each of the next ``times`` PUBLISHes to ``client_id`` twice (the copy DUP = 1)."""
-        self.core.duplicate_next_delivery(client_id, tenant=_tid(tenant), times=times)
+        self.core.faults.duplicate_next_delivery(client_id, tenant=_tid(tenant), times=times)
 
     async def refuse_next_connects(
         self,
@@ -490,17 +485,17 @@ class IvantiBroker:
         return_code: int = CONNACK_SERVER_UNAVAILABLE,
     ) -> None:
         """Refuse the next ``count`` CONNECTs (of ``tenant``) with ``return_code``."""
-        self.core.refuse_next_connects(count, return_code, tenant=_tid(tenant))
+        self.core.faults.refuse_next_connects(count, return_code, tenant=_tid(tenant))
 
     async def begin_outage(
         self, *, tenant: Tenant | None = None, return_code: int = CONNACK_SERVER_UNAVAILABLE
     ) -> None:
         """Refuse every CONNECT (of ``tenant``) with ``return_code`` until :meth:`end_outage`,
         whatever its client id; live connections stay (drop them with :meth:`disconnect`)."""
-        self.core.begin_outage(return_code, tenant=_tid(tenant))
+        self.core.faults.begin_outage(return_code, tenant=_tid(tenant))
 
     async def end_outage(self, *, tenant: Tenant | None = None) -> None:
-        self.core.end_outage(tenant=_tid(tenant))
+        self.core.faults.end_outage(tenant=_tid(tenant))
 
     def present_impostors(self, kinds: Iterable[ImpostorKind]) -> None:
         """Hand the next TCP connections to the broker's address to these impostors, one each,
@@ -555,7 +550,7 @@ class IvantiBroker:
             return Identity(f"impostor-{kind}", emails[0] if emails else "anonymous")
 
         core = BrokerCore(BrokerPolicy(max_connections_per_tenant=1_000))
-        core.begin_outage(CONNACK_NOT_AUTHORIZED)  # record the CONNECT, admit nobody
+        core.faults.begin_outage(CONNACK_NOT_AUTHORIZED)  # record the CONNECT, admit nobody
         return MqttServer(
             core,
             self.clock,

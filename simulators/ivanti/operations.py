@@ -18,8 +18,8 @@ from pydantic import Field, field_validator
 from simulators.clock import Clock
 from simulators.ivanti.broker import ImpostorKind, IvantiBroker, Published, Tenant
 from simulators.ivanti.events import EVENT_TYPES
-from simulators.mqtt.broker import SessionView
 from simulators.mqtt.packets import CONNACK_SERVER_UNAVAILABLE
+from simulators.mqtt.sessions import SessionView
 from simulators.operations import AdvanceClock, Operation
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""An asyncio adapter for :class:`~simulators.mqtt.broker.BrokerCore`: a TLS listener on
+"""An asyncio adapter for :class:`~simulators.mqtt.core.BrokerCore`: a TLS listener on
 127.0.0.1 that carries bytes, records every packet, and keeps the time rules the core leaves to
 its adapter.
 
@@ -8,9 +8,11 @@ What the adapter does and the core does not:
   listener's context, so a refused handshake (TLS 1.3 against a 1.2-only context, no client
   certificate, an unknown CA, garbage) is seen and recorded, not lost inside asyncio. The
   client's identity comes from its certificate through the ``identify`` callback.
-- **Evidence.** Every packet in and out is one evidence event and one :class:`PacketRecord` in
-  the connection's log (type, packet id, QoS, DUP, RETAIN, topic, size, real and simulated time).
-  A PUBLISH sent for a cause (the check that published it) ties its PUBACK to that cause.
+- **Evidence.** Every packet in and out is one evidence event and one
+  :class:`~simulators.mqtt.packetlog.PacketRecord` in the connection's log (type, packet id, QoS,
+  DUP, RETAIN, topic, size, real and simulated time), read as a
+  :class:`~simulators.mqtt.packetlog.ConnectionView`; :mod:`simulators.mqtt.evidence` records,
+  and ties a PUBACK to the cause of the PUBLISH it answers.
 - **Real time.** A connection that sends no CONNECT within ``connect_timeout_s`` is closed; a
   connected client silent for 1.5 × its keep-alive is disconnected (MQTT-3.1.2-24). Both run on
   :meth:`Clock.sleep_real`, so a jump of simulated hours never fires them.
@@ -42,47 +44,34 @@ import asyncio
 import contextlib
 import itertools
 import ssl
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import TypeVar
 
 from simulators.adapter import BackgroundTasks, DeadlineLoop, StateChanges
 from simulators.clock import Clock
-from simulators.evidence import CAUSE, RUN, Recorder
+from simulators.evidence import Recorder
 from simulators.faultlog import FaultLog
 from simulators.faults import FaultKind, FaultPlan
-from simulators.mqtt.broker import (
-    Action,
-    BrokerCore,
-    Close,
-    Identity,
-    Notice,
-    Received,
-    Send,
-)
+from simulators.mqtt.actions import Action, Close, Notice, Received, Send
 from simulators.mqtt.codec import encode
-from simulators.mqtt.packets import (
-    Connack,
-    Connect,
-    Disconnect,
-    Packet,
-    Pingreq,
-    Pingresp,
-    Puback,
-    Pubcomp,
-    Publish,
-    Pubrec,
-    Pubrel,
-    Suback,
-    Subscribe,
-    Unsuback,
-    Unsubscribe,
+from simulators.mqtt.core import BrokerCore
+from simulators.mqtt.evidence import MqttEvidence, wire_size
+from simulators.mqtt.packetlog import (
+    CLOSED_BY_CLIENT,
+    ConnectionLog,
+    ConnectionView,
+    Direction,
+    HandshakeFailure,
+    PacketRecord,
 )
+from simulators.mqtt.packets import Connack, Packet, Publish
+from simulators.mqtt.policy import Identity
 
 __all__ = [
+    # The packet-log model, defined in simulators.mqtt.packetlog, also named here: what a
+    # server's queries return.
     "CLOSED_BY_CLIENT",
-    "Ack",
     "ConnectionView",
     "HandshakeFailure",
     "Identify",
@@ -93,14 +82,11 @@ __all__ = [
 
 T = TypeVar("T")
 Identify = Callable[[ssl.SSLObject | None], Identity | None]
-Direction = Literal["in", "out"]
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_HANDSHAKE_TIMEOUT_S = 10.0
 KEEPALIVE_FACTOR = 1.5  # MQTT-3.1.2-24
-PUBLISHER_CAUSES_KEPT = 10_000
 SHUTDOWN_TIMEOUT_S = 2.0  # a peer that never answers the TLS close_notify is cut off then
-CLOSED_BY_CLIENT = "closed by the client"  # a view's close_reason when the broker did not decide
 
 
 def tls12_server_context(
@@ -117,179 +103,19 @@ def tls12_server_context(
     return context
 
 
-# --- what a check reads -----------------------------------------------------------------------
-
-
-class PacketRecord(NamedTuple):
-    """One packet on one connection, as it crossed the wire (a named tuple: one is made per
-    packet, on the hot path)."""
-
-    real_s: float
-    sim_s: float
-    direction: Direction  # "in": from the client; "out": to it
-    kind: str  # "PUBLISH", "PUBACK", …
-    size: int  # bytes on the wire (fixed header included)
-    packet_id: int | None = None
-    qos: int | None = None
-    dup: bool = False
-    retain: bool = False
-    topic: str | None = None
-    payload_hash: int | None = None  # PUBLISH: ``hash(payload)``, to find one message's copies
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    """A PUBLISH sent to the client (QoS >= 1) and its PUBACK, if one came on this connection."""
-
-    packet_id: int
-    topic: str
-    dup: bool
-    sent_real_s: float
-    acked_real_s: float | None
-    payload_hash: int | None = None
-
-    @property
-    def delay_real_s(self) -> float | None:
-        """Real seconds from this PUBLISH to its PUBACK (None: never acknowledged here)."""
-        return None if self.acked_real_s is None else self.acked_real_s - self.sent_real_s
-
-
-@dataclass(frozen=True, slots=True)
-class HandshakeFailure:
-    """A TLS handshake the listener refused or the client abandoned."""
-
-    real_s: float
-    peer: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class ConnectionView:
-    """A snapshot of one connection: who it is, what its CONNECT said, every packet."""
-
-    conn_id: int
-    peer: str  # "127.0.0.1:54321"
-    tenant: str | None  # from the client certificate (None: not identified)
-    email: str | None
-    opened_real_s: float
-    opened_sim_s: float
-    closed_real_s: float | None  # when the broker closed it or saw it closed
-    close_reason: str | None
-    client_id: str | None  # from CONNECT
-    clean_session: bool | None
-    keepalive_s: int | None
-    protocol_level: int | None
-    username: str | None
-    will_topic: str | None  # the CONNECT's Will topic, if it had a Will
-    connack: int | None  # the return code the broker answered
-    subscriptions: tuple[tuple[str, int, int], ...]  # (filter, requested QoS, granted or 0x80)
-    packets: tuple[PacketRecord, ...]  # the last ones kept (see packets_total)
-    packets_total: int
-
-    @property
-    def open(self) -> bool:
-        return self.closed_real_s is None
-
-    @property
-    def accepted(self) -> bool:
-        """CONNACK 0 was sent."""
-        return self.connack == 0
-
-    def sent(self, kind: str = "PUBLISH") -> list[PacketRecord]:
-        return [p for p in self.packets if p.direction == "out" and p.kind == kind]
-
-    def received(self, kind: str) -> list[PacketRecord]:
-        return [p for p in self.packets if p.direction == "in" and p.kind == kind]
-
-    def acks(self) -> list[Ack]:
-        """Every QoS >= 1 PUBLISH sent on this connection, each with the PUBACK that answered it
-        (the first PUBACK with its packet id after it), in sending order."""
-        pending: dict[int, list[int]] = {}
-        out: list[Ack] = []
-        for record in self.packets:
-            if record.kind == "PUBLISH" and record.direction == "out" and record.qos:
-                assert record.packet_id is not None
-                pending.setdefault(record.packet_id, []).append(len(out))
-                out.append(
-                    Ack(
-                        record.packet_id,
-                        record.topic or "",
-                        record.dup,
-                        record.real_s,
-                        None,
-                        record.payload_hash,
-                    )
-                )
-            elif record.kind == "PUBACK" and record.direction == "in":
-                assert record.packet_id is not None
-                for index in pending.pop(record.packet_id, []):
-                    ack = out[index]
-                    out[index] = Ack(
-                        ack.packet_id,
-                        ack.topic,
-                        ack.dup,
-                        ack.sent_real_s,
-                        record.real_s,
-                        ack.payload_hash,
-                    )
-        return out
-
-
-@dataclass(eq=False)
-class _Log:
-    """The mutable record behind a :class:`ConnectionView` (changed only in the loop)."""
-
-    conn_id: int
-    peer: str
-    identity: Identity | None
-    opened_real_s: float
-    opened_sim_s: float
-    packets: deque[PacketRecord]
-    closed_real_s: float | None = None
-    close_reason: str | None = None
-    connect: Connect | None = None
-    connack: int | None = None
-    subscriptions: list[tuple[str, int, int]] = field(default_factory=list)
-    requested: dict[int, tuple[tuple[str, int], ...]] = field(default_factory=dict)
-    packets_total: int = 0
-
-    def view(self) -> ConnectionView:
-        connect = self.connect
-        return ConnectionView(
-            conn_id=self.conn_id,
-            peer=self.peer,
-            tenant=self.identity.tenant if self.identity else None,
-            email=self.identity.email if self.identity else None,
-            opened_real_s=self.opened_real_s,
-            opened_sim_s=self.opened_sim_s,
-            closed_real_s=self.closed_real_s,
-            close_reason=self.close_reason,
-            client_id=connect.client_id if connect else None,
-            clean_session=connect.clean_session if connect else None,
-            keepalive_s=connect.keepalive_s if connect else None,
-            protocol_level=connect.protocol_level if connect else None,
-            username=connect.username if connect else None,
-            will_topic=connect.will.topic if connect and connect.will else None,
-            connack=self.connack,
-            subscriptions=tuple(self.subscriptions),
-            packets=tuple(self.packets),
-            packets_total=self.packets_total,
-        )
-
-
 # --- the listener -----------------------------------------------------------------------------
 
 
-class _Connection(asyncio.Protocol):
-    """One client's TLS byte stream, fed to the core; bytes that arrive while the handshake is
-    finishing (before :meth:`attach`) are kept and fed then."""
+class _ClientProtocol(asyncio.Protocol):
+    """The asyncio side of one client connection: its TLS byte stream, fed to the core. Bytes
+    that arrive while the handshake is finishing (before :meth:`attach`) are kept and fed then."""
 
     def __init__(self, server: MqttServer, conn_id: int, peer: str) -> None:
         self.server = server
         self.conn_id = conn_id
         self.peer = peer
         self.transport: asyncio.Transport | None = None
-        self.log: _Log | None = None
+        self.log: ConnectionLog | None = None
         self.early: list[bytes] = []
         self.lost = False
         self.closing = False
@@ -365,17 +191,24 @@ class MqttServer:
         self.handshake_failures: deque[HandshakeFailure] = deque(maxlen=200)
         self.handshakes_failed = 0
         self.changed = StateChanges(clock)  # notified whenever a connection log changes
-        self._publisher_causes: OrderedDict[str, str] = OrderedDict()
+        self.evidence = MqttEvidence(recorder, clock, self.changed, actor)
         self._ids = itertools.count(1)
-        self._live: dict[int, _Connection] = {}  # every accepted TCP connection not yet lost
-        self._logs: dict[int, _Log] = {}  # the latest connections_kept
+        self._live: dict[int, _ClientProtocol] = {}  # every accepted TCP connection not yet lost
+        self._logs: dict[int, ConnectionLog] = {}  # the latest connections_kept
         self._connections_kept = connections_kept
         self._server: asyncio.Server | None = None
         self.tasks = BackgroundTasks(self.fault_log)
         self.timers = DeadlineLoop(clock, core, self.execute)
         self._diverts: deque[MqttServer] = deque()
-        # The cause of evidence no check caused (a client's own packets), when a check watches.
-        self.ambient_cause: str | None = None
+
+    @property
+    def ambient_cause(self) -> str | None:
+        """The cause of evidence no check caused (a client's own packets), when a check watches."""
+        return self.evidence.ambient_cause
+
+    @ambient_cause.setter
+    def ambient_cause(self, cause: str | None) -> None:
+        self.evidence.ambient_cause = cause
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -431,7 +264,7 @@ class MqttServer:
         """Carry out the core's actions in order: record, write (one write per connection),
         close; then re-arm the deadline sleeper if the core's next deadline moved."""
         work = deque(actions)
-        touched: dict[int, _Connection] = {}
+        touched: dict[int, _ClientProtocol] = {}
         while work:
             action = work.popleft()
             if isinstance(action, Send):
@@ -451,19 +284,19 @@ class MqttServer:
                 conn = self._live.get(action.conn_id)  # type: ignore[call-overload]
                 if conn is not None:
                     conn.last_packet_real_s = self.clock.real()
-                    self._packet(conn, "in", action.packet, _wire_size(action.packet))
+                    self._packet(conn, "in", action.packet, wire_size(action.packet))
             elif isinstance(action, Close):
                 conn = self._live.get(action.conn_id)  # type: ignore[call-overload]
                 if conn is not None and not conn.closing:
                     self._flush(conn)
                     self._close(conn, action.reason)
             elif isinstance(action, Notice):
-                self._notice(action)
+                self.evidence.notice(action)
         for conn in touched.values():
             self._flush(conn)
         self.timers.rearm()
 
-    def _flush(self, conn: _Connection) -> None:
+    def _flush(self, conn: _ClientProtocol) -> None:
         if not conn.pending or conn.transport is None or conn.transport.is_closing():
             conn.pending.clear()
             return
@@ -473,7 +306,7 @@ class MqttServer:
             reason = f"the client reads nothing: over {self.max_unsent_bytes} bytes unsent"
             self.execute(self.core.drop_connection(conn.conn_id, self.clock.now(), reason))
 
-    def _close(self, conn: _Connection, reason: str) -> None:
+    def _close(self, conn: _ClientProtocol, reason: str) -> None:
         conn.closing = True
         log = conn.log
         if log is not None and log.close_reason is None:
@@ -481,13 +314,11 @@ class MqttServer:
                 log.close_reason = reason
                 log.closed_real_s = self.clock.real()
                 self.changed.notify_all()
-        self.recorder.record(
-            self.actor, "--", self._peer(conn), "close", f"closed: {reason}", cause=self._cause()
-        )
+        self.evidence.event(self._peer(conn), "close", f"closed: {reason}")
         if conn.transport is not None:
             conn.transport.close()
 
-    def _publish_faults(self, conn: _Connection, publish: Publish) -> list[Action]:
+    def _publish_faults(self, conn: _ClientProtocol, publish: Publish) -> list[Action]:
         log = conn.log
         client_id = log.connect.client_id if log is not None and log.connect else ""
         fault = self.faults.take(f"publish:{client_id}") or self.faults.take("publish")
@@ -495,113 +326,27 @@ class MqttServer:
             return []
         if fault.kind != FaultKind.DROP_BEFORE_ACK:
             raise ValueError(f"unknown publish fault {fault.kind!r}")
-        self.recorder.record(
-            self.actor,
-            "--",
+        self.evidence.event(
             self._peer(conn),
             "fault",
             f"fault: connection dropped right after PUBLISH id={publish.packet_id}, before its PUBACK",
-            cause=self._cause(),
         )
         self._flush(conn)
         return self.core.drop_connection(
             conn.conn_id, self.clock.now(), "injected fault: dropped before the PUBACK"
         )
 
-    # --- evidence -----------------------------------------------------------------------------
-
-    def _packet(self, conn: _Connection, direction: Direction, packet: Packet, size: int) -> None:
-        """Log one packet and record it as evidence (the hot path: kept lean). The log is
-        changed without a lock (appends and assignments are atomic in CPython; readers copy
-        under :attr:`changed`), and notifying costs nothing when no thread waits."""
+    def _packet(
+        self, conn: _ClientProtocol, direction: Direction, packet: Packet, size: int
+    ) -> None:
+        """Log one packet of ``conn`` and record it (:meth:`MqttEvidence.packet`)."""
         log = conn.log
         assert log is not None
-        real, sim = self.clock.readings()
-        kind = _KINDS[type(packet)]
-        cause: str | None = None
-        if type(packet) is Publish:
-            packet_id = packet.packet_id
-            record = PacketRecord(
-                real, sim, direction, kind, size, packet_id, packet.qos, packet.dup,
-                packet.retain, packet.topic, hash(packet.payload),
-            )  # fmt: skip
-            summary = (
-                f"{kind} id={packet_id} q{packet.qos} dup={int(packet.dup)} "
-                f"retain={int(packet.retain)} {packet.topic} {size}B"
-            )
-            if direction == "out" and packet_id is not None:
-                cause = CAUSE.get()
-                if cause == RUN:  # a queued or resent message: its publisher's cause, if any
-                    cause = self._publisher_causes.get(_message_key(packet.topic, packet.payload))
-                if cause:
-                    conn.causes[packet_id] = cause
-        else:
-            packet_id = getattr(packet, "packet_id", None)
-            record = PacketRecord(real, sim, direction, kind, size, packet_id)
-            summary = _summary(kind, packet)
-            if type(packet) is Puback and conn.causes:
-                cause = conn.causes.pop(packet.packet_id, None)
-            elif type(packet) is Connect:
-                log.connect = packet
-            elif type(packet) is Connack:
-                log.connack = packet.return_code
-            elif type(packet) is Subscribe:
-                log.requested[packet.packet_id] = packet.subscriptions
-            elif type(packet) is Suback:
-                for (topic_filter, requested), code in zip(
-                    log.requested.pop(packet.packet_id, ()), packet.return_codes, strict=False
-                ):
-                    log.subscriptions.append((topic_filter, requested, code))
-        log.packets.append(record)
-        log.packets_total += 1
-        self.changed.notify_all()
-        peer = self._peer(conn)
-        sender, receiver = (self.actor, peer) if direction == "out" else (peer, self.actor)
-        self.recorder.record(
-            sender, "->", receiver, "mqtt", summary, cause=self._cause(cause), conn=conn.conn_id
-        )
-
-    def _notice(self, notice: Notice) -> None:
-        detail: dict[str, Any] = {
-            k: v for k, v in notice.detail.items() if not isinstance(v, bytes) and k != "cause"
-        }
-        text = ", ".join(f"{k}={v}" for k, v in detail.items())
-        who = notice.client_id or (f"conn {notice.conn_id}" if notice.conn_id is not None else "")
-        peer = who or (notice.tenant or "broker")
-        self.recorder.record(
-            self.actor,
-            "--",
-            peer,
-            notice.kind.value,
-            f"{notice.kind.value}: {text}" if text else notice.kind.value,
-            cause=self._cause(),
-            tenant=notice.tenant,
-            client_id=notice.client_id,
-            **detail,
-        )
-
-    def _cause(self, cause: str | None = None) -> str | None:
-        """``cause`` if given; else the running check's, or the watching check's
-        (:attr:`ambient_cause`) for evidence recorded outside any check."""
-        if cause is None and self.ambient_cause is not None and CAUSE.get() == RUN:
-            return self.ambient_cause
-        return cause
-
-    def remember_publisher(self, topic: str, payload: bytes) -> None:
-        """Tie every later delivery of this message (queued, resent) to the current cause."""
-        cause = CAUSE.get()
-        if cause != RUN:
-            causes = self._publisher_causes
-            causes[_message_key(topic, payload)] = cause
-            while len(causes) > PUBLISHER_CAUSES_KEPT:
-                causes.popitem(last=False)
+        self.evidence.packet(log, conn.causes, direction, packet, size)
 
     @staticmethod
-    def _peer(conn: _Connection) -> str:
-        log = conn.log
-        if log is not None and log.connect is not None and log.connect.client_id:
-            return log.connect.client_id
-        return f"conn {conn.conn_id}"
+    def _peer(conn: _ClientProtocol) -> str:
+        return conn.log.who() if conn.log is not None else f"conn {conn.conn_id}"
 
     # --- queries (any thread) -------------------------------------------------------------------
 
@@ -637,32 +382,22 @@ class MqttServer:
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
         if self._diverts:
             target = self._diverts.popleft()
-            self.recorder.record(
-                self.actor,
-                "--",
+            self.evidence.event(
                 peer,
                 "diverted",
                 f"connection handed to {target.actor} (its certificate, its records)",
-                cause=self._cause(),
             )
             target._accepted(transport)
             return
         if len(self._live) >= self.max_connections:
-            self.recorder.record(
-                self.actor,
-                "--",
-                peer,
-                "refused",
-                f"over {self.max_connections} connections",
-                cause=self._cause(),
-            )
+            self.evidence.event(peer, "refused", f"over {self.max_connections} connections")
             transport.abort()
             return
-        conn = _Connection(self, next(self._ids), peer)
+        conn = _ClientProtocol(self, next(self._ids), peer)
         self._live[conn.conn_id] = conn
         self.tasks.spawn(self._handshake(conn, transport), "TLS handshake")
 
-    async def _handshake(self, conn: _Connection, raw: asyncio.Transport) -> None:
+    async def _handshake(self, conn: _ClientProtocol, raw: asyncio.Transport) -> None:
         loop = asyncio.get_running_loop()
         try:
             transport = await loop.start_tls(
@@ -683,14 +418,7 @@ class MqttServer:
                     HandshakeFailure(self.clock.real(), conn.peer, reason)
                 )
                 self.changed.notify_all()
-            self.recorder.record(
-                self.actor,
-                "--",
-                conn.peer,
-                "tls-refused",
-                f"TLS handshake failed: {reason}",
-                cause=self._cause(),
-            )
+            self.evidence.event(conn.peer, "tls-refused", f"TLS handshake failed: {reason}")
             return
         if transport is None or conn.lost:
             self._live.pop(conn.conn_id, None)
@@ -698,12 +426,14 @@ class MqttServer:
         conn.attach(transport)
         self.tasks.spawn(self._watch(conn), "keep-alive watch")
 
-    def _attached(self, conn: _Connection) -> None:
+    def _attached(self, conn: _ClientProtocol) -> None:
         assert conn.transport is not None
         ssl_object = conn.transport.get_extra_info("ssl_object")
         identity = self.identify(ssl_object)
         real, sim = self.clock.readings()
-        log = _Log(conn.conn_id, conn.peer, identity, real, sim, deque(maxlen=self.packets_kept))
+        log = ConnectionLog(
+            conn.conn_id, conn.peer, identity, real, sim, deque(maxlen=self.packets_kept)
+        )
         with self.changed:
             self._logs[conn.conn_id] = log
             while len(self._logs) > self._connections_kept:
@@ -713,18 +443,10 @@ class MqttServer:
         conn.last_packet_real_s = real
         version = ssl_object.version() if ssl_object is not None else "?"
         who = f"{identity.email} (tenant {identity.tenant})" if identity else "an unknown identity"
-        self.recorder.record(
-            self.actor,
-            "--",
-            conn.peer,
-            "tls",
-            f"{version} connection from {who}",
-            cause=self._cause(),
-            conn=conn.conn_id,
-        )
+        self.evidence.event(conn.peer, "tls", f"{version} connection from {who}", conn=conn.conn_id)
         self.core.connection_made(conn.conn_id, identity, self.clock.now())
 
-    def _lost(self, conn: _Connection) -> None:
+    def _lost(self, conn: _ClientProtocol) -> None:
         self._live.pop(conn.conn_id, None)
         log = conn.log
         assert log is not None
@@ -741,12 +463,12 @@ class MqttServer:
                 self.actor,
                 "close",
                 "the client closed the connection",
-                cause=self._cause(),
+                cause=self.evidence.cause(),
             )
         conn.closing = True
         self.execute(self.core.connection_lost(conn.conn_id, self.clock.now()))
 
-    async def _watch(self, conn: _Connection) -> None:
+    async def _watch(self, conn: _ClientProtocol) -> None:
         """Real-time rules: CONNECT within connect_timeout_s; then a packet within 1.5 × the
         keep-alive (MQTT-3.1.2-24). Never the simulated clock."""
         connect_by = self.clock.real() + self.connect_timeout_s
@@ -791,64 +513,9 @@ class _Accept(asyncio.Protocol):
         self.server._accepted(transport)
 
 
-def _message_key(topic: str, payload: bytes) -> str:
-    return f"mqtt-message:{hash((topic, payload))}"
-
-
-_KINDS: dict[type, str] = {
-    cls: cls.__name__.upper()
-    for cls in (
-        Connect, Connack, Publish, Puback, Pubrec, Pubrel, Pubcomp, Subscribe, Suback,
-        Unsubscribe, Unsuback, Pingreq, Pingresp, Disconnect,
-    )
-}  # fmt: skip
-
-
-def _summary(kind: str, packet: Packet) -> str:
-    """One line for the evidence (PUBLISH is summarized on the hot path itself)."""
-    match packet:
-        case Puback(packet_id) | Pubrec(packet_id) | Pubrel(packet_id) | Pubcomp(packet_id):
-            return f"{kind} id={packet_id}"
-        case Unsuback(packet_id):
-            return f"{kind} id={packet_id}"
-        case Connect():
-            return (
-                f"{kind} client_id={packet.client_id!r} clean={int(packet.clean_session)} "
-                f"keepalive={packet.keepalive_s}s level={packet.protocol_level}"
-                + (f" username={packet.username!r}" if packet.username is not None else "")
-            )
-        case Connack(session_present, return_code):
-            return f"{kind} rc={return_code} session_present={int(session_present)}"
-        case Subscribe(packet_id, subscriptions):
-            return f"{kind} id={packet_id} " + ", ".join(f"{f} q{q}" for f, q in subscriptions)
-        case Suback(packet_id, codes):
-            return f"{kind} id={packet_id} " + ",".join(f"0x{c:02x}" for c in codes)
-        case Unsubscribe(packet_id, filters):
-            return f"{kind} id={packet_id} " + ", ".join(filters)
-    return kind
-
-
 def _handshake_reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "no TLS handshake in time"
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return f"{exc.reason} ({exc.library or 'ssl'})"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _wire_size(packet: Packet) -> int:
-    """Bytes of ``packet`` on the wire, without encoding the common ones again."""
-    if isinstance(packet, Puback | Pubrec | Pubrel | Pubcomp | Unsuback):
-        return 4
-    if isinstance(packet, Publish):
-        body = 2 + len(packet.topic.encode()) + (2 if packet.qos else 0) + len(packet.payload)
-        return 1 + _length_bytes(body) + body
-    if isinstance(packet, Subscribe | Unsubscribe | Connect):
-        with contextlib.suppress(ValueError):
-            return len(encode(packet))
-        return 0  # a level-5 CONNECT decoded partially
-    return len(encode(packet))
-
-
-def _length_bytes(length: int) -> int:
-    return 1 if length < 128 else 2 if length < 16_384 else 3 if length < 2_097_152 else 4

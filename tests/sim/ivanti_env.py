@@ -21,7 +21,7 @@ from simulators.evidence import Recorder
 from simulators.ivanti.broker import Login, Published, Tenant
 from simulators.ivanti.operations import IvantiTarget, Publish
 from simulators.loop import LoopThread
-from simulators.mqtt.server import ConnectionView
+from simulators.mqtt.packetlog import ConnectionView
 from simulators.operations import Applies
 from simulators.pki import PKI
 from tests.sim.ivanti_peers import Target

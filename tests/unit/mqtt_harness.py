@@ -1,4 +1,4 @@
-"""A test driver for :class:`simulators.mqtt.broker.BrokerCore`: clients speak bytes through the
+"""A test driver for :class:`simulators.mqtt.core.BrokerCore`: clients speak bytes through the
 real codec, and every packet the broker sends is encoded and decoded by a client-side decoder,
 so each test also checks that what the core sends is valid MQTT on the wire."""
 
@@ -7,20 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from simulators.mqtt.broker import (
-    Action,
-    BrokerCore,
-    BrokerPolicy,
-    Close,
-    ConnectionId,
-    Identity,
-    Notice,
-    NoticeKind,
-    Send,
-    allow_all,
-)
+from simulators.mqtt.actions import Action, Close, ConnectionId, Notice, NoticeKind, Send
 from simulators.mqtt.codec import Decoder, encode
+from simulators.mqtt.core import BrokerCore
 from simulators.mqtt.packets import Connect, Packet, Publish, Subscribe
+from simulators.mqtt.policy import BrokerPolicy, Identity, allow_all
 
 ALICE = Identity("tenant-a", "alice@a.example")
 ANNE = Identity("tenant-a", "anne@a.example")

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from pydantic import ValidationError
 
-from conformance.ivanti.driver import pair_acks
 from conformance.ivanti.strategies import (
     LARGE_PAYLOAD_BYTES,
     event_payloads,
@@ -22,7 +21,7 @@ from conformance.ivanti.strategies import (
 )
 from conformance.ivanti.test_timers import idle_stretches
 from simulators.ivanti.events import EVENT_TYPES, DeviceEvent
-from simulators.mqtt.server import ConnectionView, PacketRecord
+from simulators.mqtt.packetlog import ConnectionView, PacketRecord, pair_acks
 
 
 def view(

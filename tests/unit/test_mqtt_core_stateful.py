@@ -28,17 +28,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from simulators.mqtt.broker import (
-    Action,
-    BrokerCore,
-    BrokerPolicy,
-    Close,
-    Identity,
-    Notice,
-    NoticeKind,
-    Send,
-)
+from simulators.mqtt.actions import Action, Close, Notice, NoticeKind, Send
 from simulators.mqtt.codec import encode
+from simulators.mqtt.core import BrokerCore
 from simulators.mqtt.packets import (
     CONNACK_IDENTIFIER_REJECTED,
     CONNACK_SERVER_UNAVAILABLE,
@@ -52,6 +44,7 @@ from simulators.mqtt.packets import (
     Unsuback,
     Unsubscribe,
 )
+from simulators.mqtt.policy import BrokerPolicy, Identity
 from simulators.mqtt.topics import topic_matches
 
 RETENTION_S = 10_800.0

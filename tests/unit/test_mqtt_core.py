@@ -1,19 +1,12 @@
-"""simulators.mqtt.broker: every rule of the broker core as an example, in the terms of the vendor
+"""simulators.mqtt.core: every rule of the broker core as an example, in the terms of the vendor
 doc ("Using the Event Notification Service") and of MQTT 3.1.1 (clause numbers MQTT-x.y.z-n)."""
 
 from __future__ import annotations
 
 import pytest
 
-from simulators.mqtt.broker import (
-    BrokerCore,
-    BrokerPolicy,
-    Identity,
-    NoticeKind,
-    Received,
-    allow_all,
-    next_free_packet_id,
-)
+from simulators.mqtt.actions import NoticeKind, Received
+from simulators.mqtt.core import BrokerCore
 from simulators.mqtt.packets import (
     CONNACK_BAD_USER_NAME_OR_PASSWORD,
     CONNACK_IDENTIFIER_REJECTED,
@@ -37,6 +30,7 @@ from simulators.mqtt.packets import (
     Unsubscribe,
     Will,
 )
+from simulators.mqtt.policy import BrokerPolicy, Identity, allow_all, next_free_packet_id
 from simulators.mqtt.topics import topic_filter_problem, topic_matches
 from tests.unit.mqtt_harness import (
     ALICE,
@@ -197,7 +191,7 @@ def test_the_limit_counts_a_take_over_as_a_replacement() -> None:
 
 def test_refused_connections_leave_no_count_behind() -> None:
     h = Harness()
-    h.core.refuse_next_connects(5)
+    h.core.faults.refuse_next_connects(5)
     for n in range(5):
         assert packets_to(n, h.connect(n)) == [refused(CONNACK_SERVER_UNAVAILABLE)]
     for n in range(5):
@@ -732,7 +726,7 @@ def test_redeliver_inflight_fault() -> None:
 
 def test_duplicate_next_delivery_fault() -> None:
     h = Harness()
-    h.core.duplicate_next_delivery("c1")
+    h.core.faults.duplicate_next_delivery("c1")
     h.connect("c1")
     h.subscribe("c1", "t")
     first = publishes_to("c1", h.publish("t", b"1"))
@@ -745,7 +739,7 @@ def test_duplicate_next_delivery_fault() -> None:
 
 def test_refuse_next_connects_fault_is_per_tenant_when_asked() -> None:
     h = Harness()
-    h.core.refuse_next_connects(1, CONNACK_NOT_AUTHORIZED, tenant="tenant-b")
+    h.core.faults.refuse_next_connects(1, CONNACK_NOT_AUTHORIZED, tenant="tenant-b")
     assert packets_to("a", h.connect("a")) == [ACCEPTED]
     assert packets_to("b", h.connect("b", identity=BOB)) == [refused(CONNACK_NOT_AUTHORIZED)]
     assert packets_to("b2", h.connect("b2", identity=BOB)) == [ACCEPTED]
@@ -758,8 +752,8 @@ def test_an_outage_refuses_every_client_id_of_the_tenant_until_it_ends() -> None
     h = Harness()
     h.connect("c1", "me", clean_session=False)
     h.subscribe("c1", "t")
-    h.core.begin_outage(tenant="tenant-a")
-    assert h.core.in_outage("tenant-a") and not h.core.in_outage("tenant-b")
+    h.core.faults.begin_outage(tenant="tenant-a")
+    assert h.core.faults.in_outage("tenant-a") and not h.core.faults.in_outage("tenant-b")
     assert h.core.connection_count("tenant-a") == 1  # the live connection stays
     assert closed(h.core.disconnect("me", h.now, tenant="tenant-a")) == ["c1"]
     h.lose("c1")
@@ -772,13 +766,13 @@ def test_an_outage_refuses_every_client_id_of_the_tenant_until_it_ends() -> None
         h.lose(conn)
     assert packets_to("b", h.connect("b", identity=BOB)) == [ACCEPTED]
     assert h.core.connection_count("tenant-a") == 0
-    h.core.end_outage(tenant="tenant-a")
+    h.core.faults.end_outage(tenant="tenant-a")
     actions = h.connect("c2", "me", clean_session=False)
     assert [p.payload for p in publishes_to("c2", actions)] == [b"during the outage"]
-    h.core.begin_outage(CONNACK_NOT_AUTHORIZED)  # every tenant
+    h.core.faults.begin_outage(CONNACK_NOT_AUTHORIZED)  # every tenant
     assert packets_to("x", h.connect("x", identity=BOB)) == [refused(CONNACK_NOT_AUTHORIZED)]
     with pytest.raises(ValueError, match=r"1\.\.5"):
-        h.core.begin_outage(0)
+        h.core.faults.begin_outage(0)
 
 
 def test_hold_offline_and_disconnect_faults() -> None:
