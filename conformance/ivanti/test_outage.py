@@ -15,13 +15,14 @@ import pytest
 
 from conformance.driver import DUPLICATE_SETTLE_S, OBSERVER_WAIT_S, prose
 from conformance.ivanti.driver import RECEIPT_WAIT_S, IvantiDriver, pair_acks
-from conformance.verdicts import Check, HarnessError
+from conformance.verdicts import Check, HarnessError, NotVerified
 from simulators.ivanti.broker import ImpostorKind, Published
 from simulators.ivanti.operations import (
     BeginOutage,
     DropBeforeAck,
     DuplicateNext,
     EndOutage,
+    LoseInFlight,
     PresentImpostors,
     Sessions,
     StopImpostors,
@@ -33,6 +34,7 @@ requirement = pytest.mark.requirement
 
 OUTAGE_SIM_S = 2 * 3600 + 50 * 60  # 2 h 50 min: inside the 3-hour retention window
 IMPOSTORS: tuple[ImpostorKind, ...] = ("unknown-ca", "expired", "wrong-host")
+DECIDE_WAIT_S = 5.0  # after a TLS handshake with an impostor: its CONNECT, or its close
 REFUSALS = 3  # "after 3 consecutive refusals"
 RATE_WINDOW_S = 5.0  # real seconds over which the CONNECT rate is averaged
 REFUSALS_WAIT_S = 30.0  # for the SUT to be refused 3 times in a row
@@ -57,15 +59,15 @@ def _resend_acked(ivanti: IvantiDriver, event: Published) -> bool:
 
 
 def _dropped_and_redelivered(
-    ivanti: IvantiDriver, check: Check, *, await_ack: bool
+    ivanti: IvantiDriver, check: Check, *, await_ack: bool, lost: bool = False
 ) -> tuple[Published, str, str | None]:
     """Publish one event to a session of the SUT, drop that connection right after the PUBLISH
-    (before a PUBACK can count), wait for the SUT to come back (the broker resends the PUBLISH
-    with its CONNACK when the session resumes) and, with ``await_ack``, for the resend's PUBACK.
-    Returns the event, the client id that held it, and why nothing could be resent (None when
-    it was)."""
+    (before a PUBACK can count; with ``lost``, before the PUBLISH is even written), wait for the
+    SUT to come back (the broker resends the PUBLISH with DUP = 1 when the session resumes) and,
+    with ``await_ack``, for the resend's PUBACK. Returns the event, the client id that held it,
+    and why nothing could be resent (None when it was)."""
     name, holder = ivanti.qos1_type(check)
-    ivanti.perform(DropBeforeAck(client_id=holder))
+    ivanti.perform(LoseInFlight(client_id=holder) if lost else DropBeforeAck(client_id=holder))
     started = ivanti.harness.clock.real()
     try:
         event = ivanti.publish(name)
@@ -135,6 +137,42 @@ def test_acknowledges_a_publish_redelivered_after_a_reconnect(
     assert _resend_acked(ivanti, event), (
         f"the PUBLISH redelivered after the reconnect (DUP = 1, id {resent[0].publish.packet_id}) "
         f"was not acknowledged within {RECEIPT_WAIT_S:g} s"
+    )
+
+
+@requirement("IVT-ACK-04")
+def test_processes_a_redelivery_whose_first_copy_was_lost(
+    ivanti: IvantiDriver, check: Check
+) -> None:
+    """The broker holds a PUBLISH in flight but the connection drops before the PUBLISH is
+    written: the SUT never saw it. When the session resumes the broker resends it with DUP = 1
+    (MQTT-4.4.0-1); DUP = 1 only says the message "might be re-delivery" (MQTT-3.3.1-1), never
+    that it was processed, so the SUT must process it (observer) as well as acknowledge it."""
+    ivanti.online()
+    check.expect(
+        "the event whose first copy never arrived, resent with DUP = 1, acknowledged and "
+        "reported as processed"
+    )
+    event, holder, not_resumed = _dropped_and_redelivered(ivanti, check, await_ack=True, lost=True)
+    if not_resumed:
+        raise check.not_verified(f"{not_resumed}: nothing could be redelivered (see IVT-SESS-01)")
+    copies = ivanti.copies(event)
+    if not any(c.dup for c in copies):
+        raise HarnessError(f"the broker did not resend {event.topic} when {holder} came back")
+    acked = any(c.acked_real_s is not None for c in copies)
+    if not acked:
+        check.observe("the resend (DUP = 1) was not acknowledged")
+        raise check.not_verified("the resend was not acknowledged (judged by IVT-ACK-02)")
+    if reason := ivanti.fence(check, awaiting=[event]):
+        raise check.not_verified(reason)
+    reports = ivanti.reports(event)
+    check.observe(
+        f"{len(copies)} copy(ies) reached the SUT, all DUP = 1; acknowledged; reported "
+        f"{reports} time(s)"
+    )
+    assert reports, (
+        "the SUT acknowledged the PUBLISH resent with DUP = 1 but never processed it, although "
+        "its first copy never reached it (DUP = 1 does not mean 'already processed')"
     )
 
 
@@ -290,15 +328,30 @@ def test_refuses_impostor_brokers(ivanti: IvantiDriver, check: Check) -> None:
             or len(impostors[kind].connections()) > conns
         )
 
+    def decided(kind: ImpostorKind) -> bool:
+        """A handshake the client began failed, or a TLS connection to the impostor ended or
+        carried a CONNECT: a completed handshake alone decides nothing (a client that skips
+        host-name checks sends its CONNECT just after)."""
+        refused, conns = before[kind]
+        views = impostors[kind].connections()[conns:]
+        return impostors[kind].handshakes_refused > refused or any(
+            v.received("CONNECT") or v.closed_real_s is not None for v in views
+        )
+
     ivanti.perform(PresentImpostors(kinds=list(IMPOSTORS)))
     started = ivanti.harness.clock.real()
     try:
         ivanti.drop()
         for kind in IMPOSTORS:  # the SUT's own back-off paces its attempts
             impostors[kind].server.wait_for(
-                lambda views, k=kind: met(k),  # type: ignore[misc]
+                lambda views, k=kind: met(k) or ivanti.exited(),  # type: ignore[misc]
                 ivanti.reconnect_bound(),
             )
+            if met(kind):  # then, bounded, for what decides it
+                impostors[kind].server.wait_for(
+                    lambda views, k=kind: decided(k) or ivanti.exited(),  # type: ignore[misc]
+                    DECIDE_WAIT_S,
+                )
             if not met(kind):
                 break
     finally:
@@ -313,15 +366,25 @@ def test_refuses_impostor_brokers(ivanti: IvantiDriver, check: Check) -> None:
             outcome[kind] = "refused, no CONNECT"
         else:
             outcome[kind] = "not met"
-    live = ivanti.online(since=ivanti.harness.clock.real())
-    check.observe(
-        prose(f"{kind}: {what}" for kind, what in outcome.items())
-        + f"; back on the real broker {min(v.opened_real_s for v in live) - started:.1f} s after the drop"
-    )
+    seen = prose(f"{kind}: {what}" for kind, what in outcome.items())
     connected = [k for k, what in outcome.items() if what == "CONNECT sent"]
-    assert not connected, (
-        f"the SUT sent its MQTT CONNECT to the impostor broker(s): {prose(connected)}"
-    )
+    if connected:  # judged on what the impostors saw, whatever the SUT did next
+        check.observe(seen)
+        raise AssertionError(
+            f"the SUT sent its MQTT CONNECT to the impostor broker(s): {prose(connected)}"
+        )
+    try:
+        live = ivanti.online(since=ivanti.harness.clock.real())
+    except (AssertionError, NotVerified) as gone:  # refusing was right; going is GEN-LIVE-01's
+        check.observe(f"{seen}; then the SUT did not come back ({gone})")
+        if all(what == "refused, no CONNECT" for what in outcome.values()):
+            check.note(
+                "it refused every impostor; that it did not come back is judged by GEN-LIVE-01"
+            )
+            return
+        raise check.not_verified(f"the SUT went before it met every impostor: {gone}") from None
+    back = min((v.opened_real_s for v in live), default=started) - started
+    check.observe(f"{seen}; back on the real broker {back:.1f} s after the drop")
     if left:
         raise check.not_verified(
             f"the SUT made only {len(IMPOSTORS) - left} connection attempt(s) within its "

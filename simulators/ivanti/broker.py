@@ -160,8 +160,9 @@ class Impostor:
 
     @property
     def handshakes_refused(self) -> int:
-        """TLS handshakes that failed (the client refused the certificate, most likely)."""
-        return self.server.handshakes_failed
+        """TLS handshakes the client began (it sent its ClientHello) and that failed: it
+        refused the certificate, most likely. A bare TCP connect refuses nothing."""
+        return self.server.handshakes_failed_after_hello
 
     def connections(self) -> list[ConnectionView]:
         return self.server.connections()
@@ -506,11 +507,18 @@ class IvantiBroker:
         """Forget the impostor hand-overs not used yet; return how many there were."""
         return self.server.stop_diverting()
 
-    def drop_before_puback(self, client_id: str | None = None, *, times: int = 1) -> None:
+    def drop_before_puback(
+        self,
+        client_id: str | None = None,
+        *,
+        times: int = 1,
+        kind: FaultKind = FaultKind.DROP_BEFORE_ACK,
+    ) -> None:
         """Close the connection right after the next ``times`` QoS 1 PUBLISHes to ``client_id``
-        (any client if None), before a PUBACK can count (thread-safe)."""
+        (any client if None), before a PUBACK can count; with ``FaultKind.UNSENT``, instead of
+        writing them (the client first sees them resent with DUP = 1). Thread-safe."""
         target = "publish" if client_id is None else f"publish:{client_id}"
-        self.server.faults.add(target, FaultKind.DROP_BEFORE_ACK, times=times)
+        self.server.faults.add(target, kind, times=times)
 
     # --- queries ------------------------------------------------------------------------------
 

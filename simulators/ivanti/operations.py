@@ -3,7 +3,7 @@
 
 Events: :class:`Publish` (a documented event type, with field overrides, or any bytes).
 Faults: :class:`Disconnect`, :class:`HoldOffline` / :class:`Release`, :class:`Redeliver`,
-:class:`DuplicateNext`, :class:`DropBeforeAck`, :class:`RefuseConnects`,
+:class:`DuplicateNext`, :class:`DropBeforeAck`, :class:`LoseInFlight`, :class:`RefuseConnects`,
 :class:`BeginOutage` / :class:`EndOutage`, :class:`PresentImpostors` / :class:`StopImpostors`.
 Queries: :class:`Sessions`. Simulated time: :class:`simulators.operations.AdvanceClock`.
 """
@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from simulators.clock import Clock
+from simulators.faults import FaultKind
 from simulators.ivanti.broker import ImpostorKind, IvantiBroker, Published, Tenant
 from simulators.ivanti.events import EVENT_TYPES
 from simulators.mqtt.packets import CONNACK_SERVER_UNAVAILABLE
@@ -31,6 +32,7 @@ __all__ = [
     "HoldOffline",
     "IvantiOperation",
     "IvantiTarget",
+    "LoseInFlight",
     "PresentImpostors",
     "Publish",
     "Redeliver",
@@ -176,6 +178,22 @@ class DropBeforeAck(Operation):
         target.broker.drop_before_puback(self.client_id, times=self.times)
 
 
+class LoseInFlight(Operation):
+    """The next ``times`` QoS 1 PUBLISHes to the client are lost on the way: the broker holds
+    each in flight, but the connection drops before it is written, so the client first sees it
+    when the session resumes, resent with DUP = 1."""
+
+    op: Literal["lose-in-flight"] = "lose-in-flight"
+    client_id: str = ClientId
+    times: int = Field(default=1, ge=1, le=10_000)
+
+    def describe(self) -> str:
+        return f"lose the next {self.times} PUBLISH(es) to {self.client_id!r} on the way"
+
+    async def apply(self, target: IvantiTarget) -> None:
+        target.broker.drop_before_puback(self.client_id, times=self.times, kind=FaultKind.UNSENT)
+
+
 class RefuseConnects(Operation):
     """Refuse the tenant's next ``count`` CONNECTs with CONNACK ``return_code``."""
 
@@ -244,6 +262,7 @@ IvantiOperation = (
     | Redeliver
     | DuplicateNext
     | DropBeforeAck
+    | LoseInFlight
     | RefuseConnects
     | BeginOutage
     | EndOutage

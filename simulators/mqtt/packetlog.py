@@ -49,11 +49,14 @@ class PacketRecord(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class HandshakeFailure:
-    """A TLS handshake the listener refused or the client abandoned."""
+    """A TLS handshake the listener refused or the client abandoned. ``client_hello``: the
+    client had sent a TLS record (its ClientHello) first; a bare TCP connect that closes, as a
+    port check does, sent none, and refused nothing."""
 
     real_s: float
     peer: str
     reason: str
+    client_hello: bool = True
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,9 @@ caused (a client's own CONNECT, PINGREQ, SUBSCRIBE…) to the check that is watc
 Faults armed in :attr:`MqttServer.faults` (a :class:`~simulators.faults.FaultPlan`): target
 ``"publish:<client id>"`` (or ``"publish"`` for any client), kind ``FaultKind.DROP_BEFORE_ACK``: the
 next QoS >= 1 PUBLISH to that client is sent and the connection is closed at once, so its PUBACK
-can never count and the PUBLISH is resent with DUP = 1 when the session resumes.
+can never count and the PUBLISH is resent with DUP = 1 when the session resumes; kind
+``FaultKind.UNSENT``: the PUBLISH is never written (lost on the way) and the connection drops,
+so the client first sees it as the DUP = 1 resend.
 
 Everything here runs in the listener's event loop except the read-only queries
 (:meth:`MqttServer.connections`, :meth:`MqttServer.wait_for`), which any thread may call.
@@ -43,6 +45,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import socket
 import ssl
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -190,6 +194,7 @@ class MqttServer:
         self.fault_log = fault_log if fault_log is not None else FaultLog(actor)
         self.handshake_failures: deque[HandshakeFailure] = deque(maxlen=200)
         self.handshakes_failed = 0
+        self.handshakes_failed_after_hello = 0  # the client had sent its ClientHello
         self.changed = StateChanges(clock)  # notified whenever a connection log changes
         self.evidence = MqttEvidence(recorder, clock, self.changed, actor)
         self._ids = itertools.count(1)
@@ -271,13 +276,20 @@ class MqttServer:
                 conn = self._live.get(action.conn_id)  # type: ignore[call-overload]
                 if conn is None or conn.closing:
                     continue
-                data = encode(action.packet)
+                packet = action.packet
+                fault = None
+                if isinstance(packet, Publish) and packet.qos and not packet.dup:
+                    fault = self._publish_fault(conn)
+                    if fault is FaultKind.UNSENT:  # in flight for the core, never written
+                        work.extend(self._drop_for(conn, packet, fault))
+                        continue
+                data = encode(packet)
                 conn.pending += data
                 touched[conn.conn_id] = conn
-                self._packet(conn, "out", action.packet, len(data))
-                packet = action.packet
-                if isinstance(packet, Publish) and packet.qos and not packet.dup:
-                    work.extend(self._publish_faults(conn, packet))
+                self._packet(conn, "out", packet, len(data))
+                if fault is FaultKind.DROP_BEFORE_ACK:
+                    assert isinstance(packet, Publish)
+                    work.extend(self._drop_for(conn, packet, fault))
                 elif isinstance(packet, Connack) and packet.return_code == 0:
                     conn.connected.set()
             elif isinstance(action, Received):
@@ -318,22 +330,31 @@ class MqttServer:
         if conn.transport is not None:
             conn.transport.close()
 
-    def _publish_faults(self, conn: _ClientProtocol, publish: Publish) -> list[Action]:
+    def _publish_fault(self, conn: _ClientProtocol) -> FaultKind | None:
+        """The fault armed for the next QoS >= 1 PUBLISH to this client, if any."""
         log = conn.log
         client_id = log.connect.client_id if log is not None and log.connect else ""
         fault = self.faults.take(f"publish:{client_id}") or self.faults.take("publish")
         if fault is None:
-            return []
-        if fault.kind != FaultKind.DROP_BEFORE_ACK:
+            return None
+        if fault.kind not in (FaultKind.DROP_BEFORE_ACK, FaultKind.UNSENT):
             raise ValueError(f"unknown publish fault {fault.kind!r}")
-        self.evidence.event(
-            self._peer(conn),
-            "fault",
-            f"fault: connection dropped right after PUBLISH id={publish.packet_id}, before its PUBACK",
-        )
+        return fault.kind
+
+    def _drop_for(self, conn: _ClientProtocol, publish: Publish, fault: FaultKind) -> list[Action]:
+        """Drop the connection for a PUBLISH fault: right after the PUBLISH (its PUBACK can
+        never count), or instead of writing it (the client never sees it; the broker holds it
+        in flight all the same). Either way it is resent with DUP = 1 when the session
+        resumes."""
+        what = (
+            "right after PUBLISH id={id}, before its PUBACK"
+            if fault is FaultKind.DROP_BEFORE_ACK
+            else "before PUBLISH id={id} was written: the client never saw it"
+        ).format(id=publish.packet_id)
+        self.evidence.event(self._peer(conn), "fault", f"fault: connection dropped {what}")
         self._flush(conn)
         return self.core.drop_connection(
-            conn.conn_id, self.clock.now(), "injected fault: dropped before the PUBACK"
+            conn.conn_id, self.clock.now(), f"injected fault: dropped {what}"
         )
 
     def _packet(
@@ -378,16 +399,23 @@ class MqttServer:
     def _accepted(self, transport: asyncio.Transport) -> None:
         """A bare TCP connection: upgrade it to TLS in a task (bytes wait in the kernel)."""
         transport.pause_reading()
+        self.tasks.spawn(self._admit(transport), "TLS handshake")
+
+    async def _admit(self, transport: asyncio.Transport, hello: bool | None = None) -> None:
+        """Hand the connection to a pending diversion once it has begun TLS (a bare connect,
+        as a port check makes, is no client meeting the impostor), else upgrade it here."""
         peername = transport.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
-        if self._diverts:
+        if hello is None:
+            hello = await _client_hello(transport, self.clock, self.handshake_timeout_s)
+        if hello and self._diverts:
             target = self._diverts.popleft()
             self.evidence.event(
                 peer,
                 "diverted",
                 f"connection handed to {target.actor} (its certificate, its records)",
             )
-            target._accepted(transport)
+            await target._admit(transport, hello)
             return
         if len(self._live) >= self.max_connections:
             self.evidence.event(peer, "refused", f"over {self.max_connections} connections")
@@ -395,9 +423,9 @@ class MqttServer:
             return
         conn = _ClientProtocol(self, next(self._ids), peer)
         self._live[conn.conn_id] = conn
-        self.tasks.spawn(self._handshake(conn, transport), "TLS handshake")
+        await self._handshake(conn, transport, hello)
 
-    async def _handshake(self, conn: _ClientProtocol, raw: asyncio.Transport) -> None:
+    async def _handshake(self, conn: _ClientProtocol, raw: asyncio.Transport, hello: bool) -> None:
         loop = asyncio.get_running_loop()
         try:
             transport = await loop.start_tls(
@@ -413,9 +441,10 @@ class MqttServer:
             raw.abort()
             reason = _handshake_reason(exc)
             self.handshakes_failed += 1
+            self.handshakes_failed_after_hello += hello
             with self.changed:
                 self.handshake_failures.append(
-                    HandshakeFailure(self.clock.real(), conn.peer, reason)
+                    HandshakeFailure(self.clock.real(), conn.peer, reason, hello)
                 )
                 self.changed.notify_all()
             self.evidence.event(conn.peer, "tls-refused", f"TLS handshake failed: {reason}")
@@ -519,3 +548,30 @@ def _handshake_reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return f"{exc.reason} ({exc.library or 'ssl'})"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+TLS_HANDSHAKE_RECORD = 0x16  # the content type of a TLS record carrying a ClientHello
+
+
+async def _client_hello(raw: asyncio.Transport, clock: Clock, timeout: float) -> bool:
+    """Whether the client's first bytes are a TLS handshake record (its ClientHello), peeked on
+    a duplicate of the socket and left for the TLS layer, waiting for them at most ``timeout``
+    (real seconds, polled: the transport owns the socket's reader). A port check connects and
+    closes without sending any: its end refuses no certificate."""
+    sock = raw.get_extra_info("socket")
+    if sock is None:
+        return True  # nothing to peek at: count the handshake as the client's
+    waited, step = 0.0, 0.002
+    with socket.socket(fileno=os.dup(sock.fileno())) as peek:
+        peek.setblocking(False)
+        while True:
+            try:
+                return peek.recv(1, socket.MSG_PEEK) == bytes([TLS_HANDSHAKE_RECORD])
+            except BlockingIOError:
+                pass
+            except OSError:
+                return False
+            if waited >= timeout:
+                return False
+            await clock.sleep_real(step)
+            waited, step = waited + step, min(step * 2, 0.25)
