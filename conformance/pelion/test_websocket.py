@@ -123,6 +123,28 @@ def test_answers_pings(pelion: PelionDriver, check: Check) -> None:
     )
 
 
+@requirement("PEL-WS-03")
+@pytest.mark.run_last(12)  # over the whole run: after the reconnect and 1008 checks (6, 7, 11)
+def test_answered_every_ping_of_the_run(pelion: PelionDriver, check: Check) -> None:
+    """Every ping the service sent on the SUT's sockets over the run, not only this check's
+    idle ones: a client that blocks its read loop while it processes a large message misses
+    the pings that come meanwhile."""
+    pelion.require("websocket", check)
+    check.expect(f"a pong within {PONG_LIMIT_S:g} s to every ping of the run")
+    mine = [c for c in _accepted(pelion) if c.key == pelion.sim.api_key]
+    pings = [(c, p) for c in mine for p in c.pings]
+    missed = [(c, p) for c, p in pings if p.timed_out]
+    if not pings:
+        raise check.not_verified("the service sent the SUT no ping in this run")
+    check.observe(f"{len(pings) - len(missed)} of {len(pings)} pings answered in time")
+    if missed:
+        conn, ping = missed[0]
+        raise AssertionError(
+            f"{len(missed)} ping(s) got no pong within {PONG_LIMIT_S:g} s, the first on "
+            f"connection {conn.number} at {ping.sent_real_s:.1f} s (the service closed it 1001)"
+        )
+
+
 @requirement("PEL-WS-07")
 def test_receives_a_10000_item_frame(pelion: PelionDriver, check: Check) -> None:
     pelion.ensure_socket(check)
