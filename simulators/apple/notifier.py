@@ -1,11 +1,14 @@
 """The Apple notifier: POSTs notifications to a receiver the way Apple's server does.
 
-A thin aiohttp adapter over :mod:`simulators.apple.delivery`: each POST carries
+A thin adapter between :mod:`simulators.apple.delivery` (the rules) and
+:class:`simulators.http_sender.HttpSender` (the bytes; each attempt's outcome is its
+:class:`~simulators.http_sender.Exchange`): each POST carries
 ``Authorization: Bearer <notificationAuthToken>`` and ``Content-Type: application/json``; any
 2xx is success; a non-2xx status, a timeout (default 5 s of real time: the receiver answers in
 real time, and the timeout covers the whole exchange) or a connection error is retried on the
 simulated clock (default +60 s, +300 s), reusing the ``notificationId``. Events over 100
-elements are split first. At most :data:`ANSWER_READ_LIMIT` bytes of an answer are read.
+elements are split first. At most :data:`~simulators.http_sender.ANSWER_READ_LIMIT` bytes of an
+answer are read.
 
 Every attempt is written to an :class:`AttemptLog` (shared by every notifier of a run), so
 answer times are judged over all of them.
@@ -23,18 +26,12 @@ Faults (target ``"deliver"``, one per attempt, armed through :attr:`Notifier.fau
 from __future__ import annotations
 
 import asyncio
-import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import aiohttp
-from yarl import URL
 
 from simulators.apple.delivery import (
     DEFAULT_TIMEOUT_S,
-    Attempt,
     Delivery,
     DeliveryState,
     RetrySchedule,
@@ -44,12 +41,14 @@ from simulators.apple.models import Notification
 from simulators.clock import Clock
 from simulators.evidence import Recorder
 from simulators.faults import Fault, FaultPlan
+from simulators.http_sender import Exchange, HttpSender, RawFault
 
-__all__ = ["ANSWER_READ_LIMIT", "AttemptLog", "LoggedAttempt", "Notifier", "Receiver"]
+__all__ = ["AttemptLog", "LoggedAttempt", "Notifier", "Receiver"]
 
 ACTOR = "apple-notifier"
 PEER = "sut"
-ANSWER_READ_LIMIT = 64 * 1024  # bytes of a receiver's answer body read, at most
+# The notifier's faults that the sender writes on the wire.
+RAW_FAULTS: dict[str, RawFault] = {"drop_after_send": "drop", "stall": "stall"}
 
 
 @dataclass(frozen=True)
@@ -60,21 +59,13 @@ class Receiver:
     token: str
     cafiles: tuple[str, ...] = ()  # CAs trusted besides the system's, for the receiver's cert
 
-    def ssl_context(self) -> ssl.SSLContext | None:
-        if URL(self.url).scheme != "https":
-            return None
-        context = ssl.create_default_context()
-        for cafile in self.cafiles:
-            context.load_verify_locations(cafile=cafile)
-        return context
-
 
 @dataclass(frozen=True, slots=True)
 class LoggedAttempt:
     """One attempt and what it carried (``label``: type and notificationId)."""
 
     label: str
-    attempt: Attempt
+    attempt: Exchange
 
 
 class AttemptLog:
@@ -88,10 +79,10 @@ class AttemptLog:
         self.answer_times_real_s: list[float] = []
         self.total = 0
 
-    def add(self, label: str, attempt: Attempt) -> None:
+    def add(self, label: str, attempt: Exchange) -> None:
         with self._lock:
             self.total += 1
-            if attempt.status is not None and attempt.elapsed_real_s is not None:
+            if attempt.status is not None:
                 self.answer_times_real_s.append(attempt.elapsed_real_s)
             if len(self._entries) < self._limit:
                 self._entries.append(LoggedAttempt(label, attempt))
@@ -113,20 +104,19 @@ class Notifier:
     faults: FaultPlan = field(default_factory=FaultPlan)
     log: AttemptLog = field(default_factory=AttemptLog)
     in_flight: int = 0  # deliveries under way
-    _session: aiohttp.ClientSession | None = None
+    sender: HttpSender = field(init=False)
     _idle: asyncio.Event | None = None
 
+    def __post_init__(self) -> None:
+        self.sender = HttpSender(
+            self.clock, timeout_s=self.timeout_s, cafiles=self.receiver.cafiles, limit=32
+        )
+
     async def start(self) -> None:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(ssl=self.receiver.ssl_context() or False, limit=32)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout_s)
-            )
+        await self.sender.start()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.sender.close()
 
     async def close_when_idle(self) -> None:
         """Close once the deliveries under way have ended (a replaced receiver's notifier)."""
@@ -204,7 +194,7 @@ class Notifier:
         headers: Mapping[str, str] | None = None,
         label: str = "raw body",
         timeout_s: float | None = None,
-    ) -> Attempt:
+    ) -> Exchange:
         """One attempt with exactly these bytes and headers (no retry): for negative checks."""
         return await self._attempt(
             1, body, label, dict(self.headers() if headers is None else headers), timeout_s
@@ -219,20 +209,17 @@ class Notifier:
         label: str,
         headers: dict[str, str],
         timeout_s: float | None = None,
-    ) -> Attempt:
+    ) -> Exchange:
         fault = self.faults.take("deliver")
-        timeout = self.timeout_s if timeout_s is None else timeout_s
         if fault is not None and fault.kind == "delay":
             seconds = float(fault.get("seconds", 30.0))
             self._note_fault(fault, label, f"delayed by {seconds:.0f} s (simulated)")
             await self.clock.sleep(seconds)
-        copies = 2 if fault is not None and fault.kind == "duplicate" else 1
-        attempt = Attempt(number, self.clock.now(), error="not sent")
-        for copy in range(copies):
-            if copy:
-                self._note_fault(fault, label, "sending a duplicate copy")
-            attempt = await self._send(number, body, label, headers, timeout, fault)
-        return attempt
+            fault = None  # held, then sent as usual
+        if fault is not None and fault.kind == "duplicate":
+            await self._send(number, body, label, headers, timeout_s, fault)
+            self._note_fault(fault, label, "sending a duplicate copy")
+        return await self._send(number, body, label, headers, timeout_s, fault)
 
     async def _send(
         self,
@@ -240,11 +227,9 @@ class Notifier:
         body: bytes,
         label: str,
         headers: dict[str, str],
-        timeout: float,
+        timeout_s: float | None,
         fault: Fault | None,
-    ) -> Attempt:
-        started_real, started_sim = self.clock.readings()
-        auth = headers.get("Authorization")
+    ) -> Exchange:
         self.recorder.record(
             ACTOR,
             "->",
@@ -253,44 +238,35 @@ class Notifier:
             f"POST {label} (attempt {number}, {len(body)} B)",
             url=self.receiver.url,
             attempt=number,
-            authorization=_redact(auth),
+            authorization=_redact(headers.get("Authorization")),
             body=_excerpt(body),
         )
-        status: int | None = None
-        error: str | None = None
-        dropped: int | None = None
-        timed_out = False
-        injected = fault.kind if fault is not None and fault.kind != "delay" else None
-        try:
-            if fault is not None and fault.kind in ("drop_after_send", "stall"):
-                error, dropped = await self._send_raw(body, headers, timeout, fault, label)
-            else:
-                status = await self._send_aiohttp(body, headers, timeout)
-        except TimeoutError:
-            error, timed_out = f"no answer within {timeout:g} s", True
-        except (aiohttp.ClientError, OSError, ssl.SSLError, ValueError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        elapsed = self.clock.real() - started_real
-        attempt = Attempt(
-            number,
-            started_sim,
-            status=status,
-            error=error,
-            elapsed_real_s=elapsed,
-            timed_out=timed_out,
-            fault=injected,
-            dropped_status=dropped,
-        )
+        if fault is None:
+            attempt = await self.sender.send(
+                "POST", self.receiver.url, body, headers, timeout_s=timeout_s
+            )
+        else:
+            attempt = await self.sender.send(
+                "POST",
+                self.receiver.url,
+                body,
+                headers,
+                timeout_s=timeout_s,
+                raw=RAW_FAULTS.get(fault.kind),
+                fault=fault.kind,
+                on_fault=lambda what: self._note_fault(fault, label, what),
+            )
         self.log.add(label, attempt)
-        if status is not None:
+        elapsed_ms = attempt.elapsed_real_s * 1000
+        if attempt.status is not None:
             self.recorder.record(
                 PEER,
                 "->",
                 ACTOR,
                 "response",
-                f"{status} for {label} in {elapsed * 1000:.1f} ms",
-                status=status,
-                elapsed_ms=round(elapsed * 1000, 2),
+                f"{attempt.status} for {label} in {elapsed_ms:.1f} ms",
+                status=attempt.status,
+                elapsed_ms=round(elapsed_ms, 2),
                 attempt=number,
             )
         else:
@@ -299,70 +275,15 @@ class Notifier:
                 "--",
                 PEER,
                 "attempt-failed",
-                f"attempt {number} of {label} failed: {error}",
-                error=error,
-                elapsed_ms=round(elapsed * 1000, 2),
+                f"attempt {number} of {label} failed: {attempt.error}",
+                error=attempt.error,
+                elapsed_ms=round(elapsed_ms, 2),
                 attempt=number,
             )
         return attempt
 
-    async def _send_aiohttp(self, body: bytes, headers: dict[str, str], timeout: float) -> int:
-        if self._session is None:
-            await self.start()
-        assert self._session is not None
-        # The session carries the usual timeout; only a different one costs a new object.
-        options: dict[str, Any] = {"allow_redirects": False}
-        if timeout != self.timeout_s:
-            options["timeout"] = aiohttp.ClientTimeout(total=timeout)
-        async with self._session.post(
-            self.receiver.url, data=body, headers=headers, **options
-        ) as response:
-            # A bounded read: a receiver answering a huge body cannot exhaust the harness.
-            await response.content.read(ANSWER_READ_LIMIT)
-            if not response.content.at_eof():
-                response.close()  # drop the connection rather than drain the rest
-            return response.status
-
-    async def _send_raw(
-        self, body: bytes, headers: dict[str, str], timeout: float, fault: Fault, label: str
-    ) -> tuple[str, int | None]:
-        """Write the request by hand over a fresh (TLS) connection, then misbehave."""
-        url = URL(self.receiver.url)
-        context = self.receiver.ssl_context()
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
-                url.host, url.port, ssl=context, server_hostname=url.host if context else None
-            ),
-            timeout,
-        )
-        head = [f"POST {url.raw_path_qs} HTTP/1.1", f"Host: {url.host}:{url.port}"]
-        head += [f"{k}: {v}" for k, v in headers.items()]
-        head += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
-        try:
-            writer.write("\r\n".join(head).encode("latin-1"))
-            if fault.kind == "stall":
-                writer.write(body[: len(body) // 2])
-                await writer.drain()
-                self._note_fault(fault, label, f"stalled mid-body for {timeout:g} s (real)")
-                await self.clock.sleep_real(timeout)
-                return f"stalled mid-body; no answer within {timeout:g} s", None
-            writer.write(body)
-            await writer.drain()
-            first = await asyncio.wait_for(reader.read(12), timeout)
-            self._note_fault(
-                fault,
-                label,
-                f"connection aborted after the request was sent (receiver began {first[:12]!r})",
-            )
-            began = first.split(b" ")
-            status = int(began[1]) if len(began) > 1 and began[1][:3].isdigit() else None
-            return "connection dropped after the request was sent", status
-        finally:
-            writer.transport.abort()
-
-    def _note_fault(self, fault: Fault | None, label: str, what: str) -> None:
-        kind = fault.kind if fault is not None else "?"
-        self.recorder.record(ACTOR, "--", PEER, "fault", f"fault {kind}: {label} {what}")
+    def _note_fault(self, fault: Fault, label: str, what: str) -> None:
+        self.recorder.record(ACTOR, "--", PEER, "fault", f"fault {fault.kind}: {label} {what}")
 
 
 def _redact(value: str | None) -> str | None:
