@@ -24,7 +24,7 @@ from conformance.pelion.running import HARNESS_SERIALIZATION, RunningPelion
 from conformance.pelion.section import PelionSection
 from conformance.vendors import vendor
 from conformance.verdicts import Check
-from simulators.pelion.callback import Exchange
+from simulators.http_sender import Exchange
 from simulators.pelion.channels import ItemQueued
 from simulators.pelion.models import Event, Kind
 from simulators.pelion.simulator import DeliveryAttempt, PelionSimulator
