@@ -29,6 +29,7 @@ import asyncio
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from simulators.apple.delivery import (
     DEFAULT_TIMEOUT_S,
@@ -49,6 +50,7 @@ ACTOR = "apple-notifier"
 PEER = "sut"
 # The notifier's faults that the sender writes on the wire.
 RAW_FAULTS: dict[str, RawFault] = {"drop_after_send": "drop", "stall": "stall"}
+EXCERPT_BYTES = 600  # of a request's body, in its evidence
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class AttemptLog:
         self._lock = threading.Lock()
         self._limit = limit
         self._entries: list[LoggedAttempt] = []
+        self._pending: list[tuple[str, Exchange]] = []  # made LoggedAttempts when next read
         self.answer_times_real_s: list[float] = []
         self.total = 0
 
@@ -84,11 +87,13 @@ class AttemptLog:
             self.total += 1
             if attempt.status is not None:
                 self.answer_times_real_s.append(attempt.elapsed_real_s)
-            if len(self._entries) < self._limit:
-                self._entries.append(LoggedAttempt(label, attempt))
+            if len(self._entries) + len(self._pending) < self._limit:
+                self._pending.append((label, attempt))
 
     def entries(self) -> list[LoggedAttempt]:
         with self._lock:
+            self._entries += [LoggedAttempt(label, attempt) for label, attempt in self._pending]
+            self._pending.clear()
             return list(self._entries)
 
 
@@ -105,12 +110,16 @@ class Notifier:
     log: AttemptLog = field(default_factory=AttemptLog)
     in_flight: int = 0  # deliveries under way
     sender: HttpSender = field(init=False)
+    _headers: dict[str, str] = field(init=False)  # the vendor's, made once (never mutated)
+    _authorization: str | None = field(init=False)  # as evidence shows it
     _idle: asyncio.Event | None = None
 
     def __post_init__(self) -> None:
         self.sender = HttpSender(
             self.clock, timeout_s=self.timeout_s, cafiles=self.receiver.cafiles, limit=32
         )
+        self._headers = self.headers()
+        self._authorization = _redact(self._headers["Authorization"])
 
     async def start(self) -> None:
         await self.sender.start()
@@ -146,46 +155,54 @@ class Notifier:
         ``schedule`` overrides the notifier's for this one (TEST_NOTIFICATION: one attempt)."""
         self.in_flight += 1
         try:
-            return await self._deliver(notification, schedule or self.schedule)
+            body = notification.to_bytes()
+            notification_id = notification.notificationId
+            now = self.clock.now()
+            delivery = Delivery(notification_id, now, schedule or self.schedule)
+            label = f"{notification.notificationType} {notification_id}"
+            self.recorder.remember_cause(notification_id)
+            while (deadline := delivery.next_deadline()) is not None:
+                if deadline > now:
+                    self.recorder.record(
+                        ACTOR,
+                        "--",
+                        PEER,
+                        "retry-wait",
+                        f"retry of {label} due in {deadline - now:.0f} s (simulated)",
+                        notificationId=notification_id,
+                        due_sim_s=round(deadline, 3),
+                    )
+                    await self.clock.sleep_until(deadline)
+                    now = self.clock.now()
+                number = delivery.start_attempt(now)
+                fault = self.faults.take("deliver")
+                if fault is None:  # the usual attempt, awaited here: no coroutine in between
+                    self._requested(number, body, label, self._authorization)
+                    attempt = await self.sender.send("POST", self.receiver.url, body, self._headers)
+                    self._answered(number, label, attempt)
+                else:
+                    attempt = await self._faulty_attempt(
+                        fault, number, body, label, self._headers, self._authorization, None
+                    )
+                delivery.finish_attempt(attempt)
+                now = self.clock.now()
+            if delivery.state is DeliveryState.DELIVERED and len(delivery.attempts) == 1:
+                return delivery  # the request and its 2xx answer are already on record
+            outcome = "delivered" if delivery.state is DeliveryState.DELIVERED else "gave up"
+            self.recorder.record(
+                ACTOR,
+                "--",
+                PEER,
+                outcome,
+                f"{label}: {outcome} after {len(delivery.attempts)} attempt(s)",
+                notificationId=notification_id,
+                attempts=len(delivery.attempts),
+            )
+            return delivery
         finally:
             self.in_flight -= 1
             if not self.in_flight and self._idle is not None:
                 self._idle.set()
-
-    async def _deliver(self, notification: Notification, schedule: RetrySchedule) -> Delivery:
-        body = notification.to_bytes()
-        delivery = Delivery(notification.notificationId, self.clock.now(), schedule)
-        label = f"{notification.notificationType} {notification.notificationId}"
-        self.recorder.remember_cause(notification.notificationId)
-        while (deadline := delivery.next_deadline()) is not None:
-            wait = deadline - self.clock.now()
-            if wait > 0:
-                self.recorder.record(
-                    ACTOR,
-                    "--",
-                    PEER,
-                    "retry-wait",
-                    f"retry of {label} due in {wait:.0f} s (simulated)",
-                    notificationId=notification.notificationId,
-                    due_sim_s=round(deadline, 3),
-                )
-                await self.clock.sleep_until(deadline)
-            number = delivery.start_attempt(self.clock.now())
-            attempt = await self._attempt(number, body, label, self.headers())
-            delivery.finish_attempt(attempt)
-        outcome = "delivered" if delivery.state is DeliveryState.DELIVERED else "gave up"
-        if outcome == "delivered" and len(delivery.attempts) == 1:
-            return delivery  # the request and its 2xx answer are already on record
-        self.recorder.record(
-            ACTOR,
-            "--",
-            PEER,
-            outcome,
-            f"{label}: {outcome} after {len(delivery.attempts)} attempt(s)",
-            notificationId=notification.notificationId,
-            attempts=len(delivery.attempts),
-        )
-        return delivery
 
     async def post(
         self,
@@ -196,51 +213,50 @@ class Notifier:
         timeout_s: float | None = None,
     ) -> Exchange:
         """One attempt with exactly these bytes and headers (no retry): for negative checks."""
-        return await self._attempt(
-            1, body, label, dict(self.headers() if headers is None else headers), timeout_s
+        sent = self._headers if headers is None else dict(headers)
+        authorization = (
+            self._authorization if headers is None else _redact(sent.get("Authorization"))
         )
+        fault = self.faults.take("deliver")
+        if fault is not None:
+            return await self._faulty_attempt(fault, 1, body, label, sent, authorization, timeout_s)
+        return await self._send(1, body, label, sent, authorization, timeout_s)
 
-    # One attempt, with the fault armed for it.
+    # One attempt.
 
-    async def _attempt(
+    async def _faulty_attempt(
         self,
+        fault: Fault,
         number: int,
         body: bytes,
         label: str,
-        headers: dict[str, str],
-        timeout_s: float | None = None,
+        headers: Mapping[str, str],
+        authorization: str | None,
+        timeout_s: float | None,
     ) -> Exchange:
-        fault = self.faults.take("deliver")
-        if fault is not None and fault.kind == "delay":
+        """An attempt with ``fault`` applied: held (``delay``), sent twice (``duplicate``) or
+        misbehaving on the wire (``drop_after_send``, ``stall``)."""
+        if fault.kind == "delay":
             seconds = float(fault.get("seconds", 30.0))
             self._note_fault(fault, label, f"delayed by {seconds:.0f} s (simulated)")
             await self.clock.sleep(seconds)
-            fault = None  # held, then sent as usual
-        if fault is not None and fault.kind == "duplicate":
-            await self._send(number, body, label, headers, timeout_s, fault)
+            return await self._send(number, body, label, headers, authorization, timeout_s)
+        if fault.kind == "duplicate":
+            await self._send(number, body, label, headers, authorization, timeout_s, fault)
             self._note_fault(fault, label, "sending a duplicate copy")
-        return await self._send(number, body, label, headers, timeout_s, fault)
+        return await self._send(number, body, label, headers, authorization, timeout_s, fault)
 
     async def _send(
         self,
         number: int,
         body: bytes,
         label: str,
-        headers: dict[str, str],
+        headers: Mapping[str, str],
+        authorization: str | None,
         timeout_s: float | None,
-        fault: Fault | None,
+        fault: Fault | None = None,
     ) -> Exchange:
-        self.recorder.record(
-            ACTOR,
-            "->",
-            PEER,
-            "request",
-            f"POST {label} (attempt {number}, {len(body)} B)",
-            url=self.receiver.url,
-            attempt=number,
-            authorization=_redact(headers.get("Authorization")),
-            body=_excerpt(body),
-        )
+        self._requested(number, body, label, authorization)
         if fault is None:
             attempt = await self.sender.send(
                 "POST", self.receiver.url, body, headers, timeout_s=timeout_s
@@ -256,34 +272,62 @@ class Notifier:
                 fault=fault.kind,
                 on_fault=lambda what: self._note_fault(fault, label, what),
             )
+        self._answered(number, label, attempt)
+        return attempt
+
+    # Evidence: one event as a request leaves, one for its outcome (made into text when read).
+
+    def _requested(self, number: int, body: bytes, label: str, authorization: str | None) -> None:
+        self.recorder.record_later(
+            ACTOR,
+            "->",
+            PEER,
+            "request",
+            _request_event,
+            self.receiver.url,
+            label,
+            number,
+            len(body),
+            body[:EXCERPT_BYTES],  # the whole body when it is short (no copy)
+            authorization,
+        )
+
+    def _answered(self, number: int, label: str, attempt: Exchange) -> None:
         self.log.add(label, attempt)
-        elapsed_ms = attempt.elapsed_real_s * 1000
         if attempt.status is not None:
-            self.recorder.record(
-                PEER,
-                "->",
-                ACTOR,
-                "response",
-                f"{attempt.status} for {label} in {elapsed_ms:.1f} ms",
-                status=attempt.status,
-                elapsed_ms=round(elapsed_ms, 2),
-                attempt=number,
+            self.recorder.record_later(
+                PEER, "->", ACTOR, "response", _answer_event, label, number, attempt
             )
         else:
-            self.recorder.record(
-                ACTOR,
-                "--",
-                PEER,
-                "attempt-failed",
-                f"attempt {number} of {label} failed: {attempt.error}",
-                error=attempt.error,
-                elapsed_ms=round(elapsed_ms, 2),
-                attempt=number,
+            self.recorder.record_later(
+                ACTOR, "--", PEER, "attempt-failed", _answer_event, label, number, attempt
             )
-        return attempt
 
     def _note_fault(self, fault: Fault, label: str, what: str) -> None:
         self.recorder.record(ACTOR, "--", PEER, "fault", f"fault {fault.kind}: {label} {what}")
+
+
+def _request_event(
+    url: str, label: str, number: int, size: int, head: bytes, authorization: str | None
+) -> tuple[str, dict[str, Any]]:
+    summary = f"POST {label} (attempt {number}, {size} B)"
+    text = head.decode("utf-8", "replace")
+    if size > len(head):
+        text += f"… ({size} B in all)"
+    return summary, {"url": url, "attempt": number, "authorization": authorization, "body": text}
+
+
+def _answer_event(label: str, number: int, attempt: Exchange) -> tuple[str, dict[str, Any]]:
+    elapsed_ms = attempt.elapsed_real_s * 1000
+    if attempt.status is not None:
+        summary = f"{attempt.status} for {label} in {elapsed_ms:.1f} ms"
+        return summary, {
+            "status": attempt.status,
+            "elapsed_ms": round(elapsed_ms, 2),
+            "attempt": number,
+        }
+    summary = f"attempt {number} of {label} failed: {attempt.error}"
+    return summary, {"error": attempt.error, "elapsed_ms": round(elapsed_ms, 2), "attempt": number}
 
 
 def _redact(value: str | None) -> str | None:
@@ -292,8 +336,3 @@ def _redact(value: str | None) -> str | None:
         return None
     scheme, _, token = value.partition(" ")
     return f"{scheme} <{len(token)} chars>" if token else f"<{len(value)} chars>"
-
-
-def _excerpt(body: bytes, limit: int = 600) -> str:
-    text = body[:limit].decode("utf-8", "replace")
-    return text + (f"… ({len(body)} B in all)" if len(body) > limit else "")
