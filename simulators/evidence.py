@@ -8,6 +8,8 @@ their cause through :meth:`Recorder.remember_cause` / :meth:`Recorder.cause_of`.
 check caused (startup, the SUT's own API calls, keep-alives) go to the run-level timeline.
 
 Memory is bounded: each timeline keeps its first and last events and counts what it cut.
+On hot paths, :meth:`Recorder.record_later` takes an event's time and place at once and makes
+its text only when it is read (and never for an event that was cut).
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ class EvidenceEvent:
 
 
 _Row = tuple[Any, ...]  # an EvidenceEvent's fields: recording sits on hot paths, reading does not
+# Makes an event's summary and detail from the arguments given to Recorder.record_later.
+Render = Callable[..., tuple[str, dict[str, Any]]]
+
+
+def _event(row: _Row) -> EvidenceEvent:
+    """The event of a row; a row from ``record_later`` holds its renderer and arguments."""
+    seq, real, sim, actor, direction, peer, kind, summary, detail = row
+    if not isinstance(summary, str):
+        summary, detail = summary(*detail)
+    return EvidenceEvent(seq, real, sim, actor, direction, peer, kind, summary, detail)
 
 
 class Timeline:
@@ -76,7 +88,7 @@ class Timeline:
         return self.total - len(self.head) - len(self.tail)
 
     def events(self) -> list[EvidenceEvent]:
-        return [EvidenceEvent(*row) for row in (*self.head, *self.tail)]
+        return [_event(row) for row in (*self.head, *self.tail)]
 
 
 class Recorder:
@@ -116,6 +128,32 @@ class Recorder:
         **detail: Any,
     ) -> None:
         """Append one event to the timeline of ``cause`` (default: the current context's)."""
+        self._add(actor, direction, peer, kind, summary, detail, cause)
+
+    def record_later(
+        self,
+        actor: str,
+        direction: str,
+        peer: str,
+        kind: str,
+        render: Render,
+        *args: Any,
+        cause: str | None = None,
+    ) -> None:
+        """:meth:`record`, with the summary and detail made by ``render(*args)`` when the event
+        is read; its time and place are taken now. ``args`` must not change afterwards."""
+        self._add(actor, direction, peer, kind, render, args, cause)
+
+    def _add(
+        self,
+        actor: str,
+        direction: str,
+        peer: str,
+        kind: str,
+        summary: str | Render,
+        detail: dict[str, Any] | tuple[Any, ...],
+        cause: str | None,
+    ) -> None:
         real, sim = self._clock.readings()
         key = CAUSE.get() if cause is None else cause
         with self._lock:
@@ -128,7 +166,7 @@ class Recorder:
                     self.dropped += self._timelines.pop(evicted).total
             timeline.add(row)
         if self.sink is not None:
-            self.sink(EvidenceEvent(*row))
+            self.sink(_event(row))
 
     # Attribution.
 

@@ -13,11 +13,12 @@ from conformance.apple.running import RunningApple
 from conformance.driver import MarkerRefused, VendorDriver, inline_text
 from conformance.reference import fixtures_dir
 from conformance.verdicts import Check
-from simulators.apple.delivery import Attempt, Delivery
+from simulators.apple.delivery import Delivery
 from simulators.apple.models import Notification, association, new_notification_id
 from simulators.apple.notifier import Notifier
 from simulators.apple.operations import Deliver, DeliverEvent, FailDeliveries, Post
 from simulators.faults import FaultKind
+from simulators.http_sender import Exchange
 
 EXAMPLES = fixtures_dir() / "apple" / "examples"
 # A receiver that answers late is judged by APL-LAT-01; the status checks wait this long.
@@ -67,7 +68,7 @@ class AppleDriver(VendorDriver):
         body: bytes | dict[str, Any],
         headers: dict[str, str] | None = None,
         timeout: float = STATUS_WAIT_S,
-    ) -> Attempt:
+    ) -> Exchange:
         """One POST with exactly this body and these headers (default: the vendor's)."""
         self.harness.require_sut()
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -97,7 +98,7 @@ class AppleDriver(VendorDriver):
         self._watch([a for d in deliveries for a in d.attempts])
         return deliveries
 
-    def _watch(self, attempts: list[Attempt]) -> None:
+    def _watch(self, attempts: list[Exchange]) -> None:
         """When the SUT did not answer (and not because of a fault we injected), find out at
         once whether it is still there."""
         silent = [a for a in attempts if a.status is None and a.fault is None]
@@ -169,7 +170,7 @@ class AppleDriver(VendorDriver):
         return [n for n in self.notifications() if n.get("notificationId") in wanted]
 
 
-def answer(attempt: Attempt) -> str:
+def answer(attempt: Exchange) -> str:
     """An attempt's outcome as prose, for the report."""
     if attempt.status is not None:
         took = attempt.elapsed_real_s

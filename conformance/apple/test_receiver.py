@@ -200,7 +200,9 @@ def test_repeated_delivery_is_acknowledged(apple: AppleDriver, check: Check, how
         apple.fail_next(FaultKind.DROP_BEFORE_ACK)
         delivery = apple.deliver(n)
         outcomes = [a.status or a.error for a in delivery.attempts]
-        check.observe(prose(f"attempt {a.number}: {answer(a)}" for a in delivery.attempts))
+        check.observe(
+            prose(f"attempt {i}: {answer(a)}" for i, a in enumerate(delivery.attempts, 1))
+        )
         assert len(delivery.attempts) >= 2, f"the dropped attempt was not retried: {outcomes}"
         assert delivery.attempts[-1].succeeded, f"the retry was not answered 2xx: {outcomes}"
 

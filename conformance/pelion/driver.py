@@ -24,8 +24,8 @@ from conformance.pelion.running import HARNESS_SERIALIZATION, RunningPelion
 from conformance.pelion.section import PelionSection
 from conformance.vendors import vendor
 from conformance.verdicts import Check
+from simulators.http_sender import Exchange
 from simulators.operations import Applies
-from simulators.pelion.callback import Exchange
 from simulators.pelion.channels import ItemQueued
 from simulators.pelion.models import Kind
 from simulators.pelion.operations import Inject, InjectTogether, PelionTarget

@@ -14,10 +14,14 @@ from __future__ import annotations
 import enum
 import itertools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from simulators.apple.models import ELEMENT_FIELDS, MAX_ELEMENTS, Notification, new_notification_id
 
-__all__ = ["Attempt", "Delivery", "DeliveryState", "RetrySchedule", "split_notification"]
+if TYPE_CHECKING:  # the outcome of an attempt, as the sender reports it (no I/O here)
+    from simulators.http_sender import Exchange
+
+__all__ = ["Delivery", "DeliveryState", "RetrySchedule", "split_notification"]
 
 # The vendor window: every attempt falls within 5 minutes of the first.
 MAX_ATTEMPTS = 3
@@ -59,43 +63,17 @@ class DeliveryState(enum.Enum):
     GAVE_UP = "gave-up"
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """The outcome of one POST: a status code, or an error (timeout, connection failure).
-
-    ``started_sim_s`` is simulated time (the retry schedule's); ``elapsed_real_s`` is how long
-    the receiver took in real time (its answer time). ``timed_out`` says the receiver did not
-    answer within the delivery timeout; ``fault`` names the fault the simulator injected into
-    this attempt, if any (then a failure is ours, not the receiver's)."""
-
-    number: int
-    started_sim_s: float
-    status: int | None = None
-    error: str | None = None
-    elapsed_real_s: float | None = None
-    timed_out: bool = False
-    fault: str | None = None
-    dropped_status: int | None = None  # the status a receiver began to answer when we dropped it
-
-    @property
-    def acknowledged(self) -> bool:
-        """The receiver answered 2xx, even if a fault kept the notifier from reading it."""
-        status = self.status if self.status is not None else self.dropped_status
-        return status is not None and 200 <= status < 300
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
-
-
 @dataclass(slots=True)
 class Delivery:
-    """The retry state of one notification: feed attempt outcomes and ``now``; read deadlines."""
+    """The retry state of one notification: feed attempt outcomes and ``now``; read deadlines.
+
+    ``attempts`` are the outcomes in order (attempt ``n`` is ``attempts[n - 1]``); each one's
+    ``started_sim_s`` is on the retry schedule's clock."""
 
     notification_id: str
     first_sim_s: float
     schedule: RetrySchedule = field(default_factory=RetrySchedule)
-    attempts: list[Attempt] = field(default_factory=list)
+    attempts: list[Exchange] = field(default_factory=list)
     state: DeliveryState = DeliveryState.DUE
 
     def next_deadline(self) -> float | None:
@@ -112,7 +90,7 @@ class Delivery:
         self.state = DeliveryState.IN_FLIGHT
         return len(self.attempts) + 1
 
-    def finish_attempt(self, attempt: Attempt) -> DeliveryState:
+    def finish_attempt(self, attempt: Exchange) -> DeliveryState:
         """Record the outcome; any 2xx delivers, otherwise retry while attempts remain."""
         if self.state is not DeliveryState.IN_FLIGHT:
             raise RuntimeError("finish_attempt() without start_attempt()")

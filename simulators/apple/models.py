@@ -233,5 +233,5 @@ class Notification(_Wire):
         return self.model_dump(mode="json", exclude_none=True)
 
     def to_bytes(self) -> bytes:
-        """The JSON body as sent on the wire."""
-        return self.model_dump_json(exclude_none=True).encode()
+        """The JSON body as sent on the wire (``model_dump_json`` without its str round trip)."""
+        return self.__pydantic_serializer__.to_json(self, exclude_none=True)

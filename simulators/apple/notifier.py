@@ -1,11 +1,14 @@
 """The Apple notifier: POSTs notifications to a receiver the way Apple's server does.
 
-A thin aiohttp adapter over :mod:`simulators.apple.delivery`: each POST carries
+A thin adapter between :mod:`simulators.apple.delivery` (the rules) and
+:class:`simulators.http_sender.HttpSender` (the bytes; each attempt's outcome is its
+:class:`~simulators.http_sender.Exchange`): each POST carries
 ``Authorization: Bearer <notificationAuthToken>`` and ``Content-Type: application/json``; any
 2xx is success; a non-2xx status, a timeout (default 5 s of real time: the receiver answers in
 real time, and the timeout covers the whole exchange) or a connection error is retried on the
 simulated clock (default +60 s, +300 s), reusing the ``notificationId``. Events over 100
-elements are split first. At most :data:`ANSWER_READ_LIMIT` bytes of an answer are read.
+elements are split first. At most :data:`~simulators.http_sender.ANSWER_READ_LIMIT` bytes of an
+answer are read.
 
 Every attempt is written to an :class:`AttemptLog` (shared by every notifier of a run), so
 answer times are judged over all of them.
@@ -23,18 +26,13 @@ Faults (target ``"deliver"``, one per attempt, armed through :attr:`Notifier.fau
 from __future__ import annotations
 
 import asyncio
-import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-from yarl import URL
-
 from simulators.apple.delivery import (
     DEFAULT_TIMEOUT_S,
-    Attempt,
     Delivery,
     DeliveryState,
     RetrySchedule,
@@ -44,12 +42,18 @@ from simulators.apple.models import Notification
 from simulators.clock import Clock
 from simulators.evidence import Recorder
 from simulators.faults import Fault, FaultKind, FaultPlan
+from simulators.http_sender import Exchange, HttpSender, RawFault
 
-__all__ = ["ANSWER_READ_LIMIT", "AttemptLog", "LoggedAttempt", "Notifier", "Receiver"]
+__all__ = ["AttemptLog", "LoggedAttempt", "Notifier", "Receiver"]
 
 ACTOR = "apple-notifier"
 PEER = "sut"
-ANSWER_READ_LIMIT = 64 * 1024  # bytes of a receiver's answer body read, at most
+# The notifier's faults that the sender writes on the wire.
+RAW_FAULTS: dict[FaultKind, RawFault] = {
+    FaultKind.DROP_BEFORE_ACK: "drop",
+    FaultKind.STALL: "stall",
+}
+EXCERPT_BYTES = 600  # of a request's body, in its evidence
 
 
 @dataclass(frozen=True)
@@ -60,21 +64,13 @@ class Receiver:
     token: str
     cafiles: tuple[str, ...] = ()  # CAs trusted besides the system's, for the receiver's cert
 
-    def ssl_context(self) -> ssl.SSLContext | None:
-        if URL(self.url).scheme != "https":
-            return None
-        context = ssl.create_default_context()
-        for cafile in self.cafiles:
-            context.load_verify_locations(cafile=cafile)
-        return context
-
 
 @dataclass(frozen=True, slots=True)
 class LoggedAttempt:
     """One attempt and what it carried (``label``: type and notificationId)."""
 
     label: str
-    attempt: Attempt
+    attempt: Exchange
 
 
 class AttemptLog:
@@ -85,19 +81,22 @@ class AttemptLog:
         self._lock = threading.Lock()
         self._limit = limit
         self._entries: list[LoggedAttempt] = []
+        self._pending: list[tuple[str, Exchange]] = []  # made LoggedAttempts when next read
         self.answer_times_real_s: list[float] = []
         self.total = 0
 
-    def add(self, label: str, attempt: Attempt) -> None:
+    def add(self, label: str, attempt: Exchange) -> None:
         with self._lock:
             self.total += 1
-            if attempt.status is not None and attempt.elapsed_real_s is not None:
+            if attempt.status is not None:
                 self.answer_times_real_s.append(attempt.elapsed_real_s)
-            if len(self._entries) < self._limit:
-                self._entries.append(LoggedAttempt(label, attempt))
+            if len(self._entries) + len(self._pending) < self._limit:
+                self._pending.append((label, attempt))
 
     def entries(self) -> list[LoggedAttempt]:
         with self._lock:
+            self._entries += [LoggedAttempt(label, attempt) for label, attempt in self._pending]
+            self._pending.clear()
             return list(self._entries)
 
 
@@ -113,20 +112,23 @@ class Notifier:
     faults: FaultPlan = field(default_factory=FaultPlan)
     log: AttemptLog = field(default_factory=AttemptLog)
     in_flight: int = 0  # deliveries under way
-    _session: aiohttp.ClientSession | None = None
+    sender: HttpSender = field(init=False)
+    _headers: dict[str, str] = field(init=False)  # the vendor's, made once (never mutated)
+    _authorization: str | None = field(init=False)  # as evidence shows it
     _idle: asyncio.Event | None = None
 
+    def __post_init__(self) -> None:
+        self.sender = HttpSender(
+            self.clock, timeout_s=self.timeout_s, cafiles=self.receiver.cafiles, limit=32
+        )
+        self._headers = self.headers()
+        self._authorization = _redact(self._headers["Authorization"])
+
     async def start(self) -> None:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(ssl=self.receiver.ssl_context() or False, limit=32)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout_s)
-            )
+        await self.sender.start()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.sender.close()
 
     async def close_when_idle(self) -> None:
         """Close once the deliveries under way have ended (a replaced receiver's notifier)."""
@@ -156,46 +158,54 @@ class Notifier:
         ``schedule`` overrides the notifier's for this one (TEST_NOTIFICATION: one attempt)."""
         self.in_flight += 1
         try:
-            return await self._deliver(notification, schedule or self.schedule)
+            body = notification.to_bytes()
+            notification_id = notification.notificationId
+            now = self.clock.now()
+            delivery = Delivery(notification_id, now, schedule or self.schedule)
+            label = f"{notification.notificationType} {notification_id}"
+            self.recorder.remember_cause(notification_id)
+            while (deadline := delivery.next_deadline()) is not None:
+                if deadline > now:
+                    self.recorder.record(
+                        ACTOR,
+                        "--",
+                        PEER,
+                        "retry-wait",
+                        f"retry of {label} due in {deadline - now:.0f} s (simulated)",
+                        notificationId=notification_id,
+                        due_sim_s=round(deadline, 3),
+                    )
+                    await self.clock.sleep_until(deadline)
+                    now = self.clock.now()
+                number = delivery.start_attempt(now)
+                fault = self.faults.take("deliver")
+                if fault is None:  # the usual attempt, awaited here: no coroutine in between
+                    self._requested(number, body, label, self._authorization)
+                    attempt = await self.sender.send("POST", self.receiver.url, body, self._headers)
+                    self._answered(number, label, attempt)
+                else:
+                    attempt = await self._faulty_attempt(
+                        fault, number, body, label, self._headers, self._authorization, None
+                    )
+                delivery.finish_attempt(attempt)
+                now = self.clock.now()
+            if delivery.state is DeliveryState.DELIVERED and len(delivery.attempts) == 1:
+                return delivery  # the request and its 2xx answer are already on record
+            outcome = "delivered" if delivery.state is DeliveryState.DELIVERED else "gave up"
+            self.recorder.record(
+                ACTOR,
+                "--",
+                PEER,
+                outcome,
+                f"{label}: {outcome} after {len(delivery.attempts)} attempt(s)",
+                notificationId=notification_id,
+                attempts=len(delivery.attempts),
+            )
+            return delivery
         finally:
             self.in_flight -= 1
             if not self.in_flight and self._idle is not None:
                 self._idle.set()
-
-    async def _deliver(self, notification: Notification, schedule: RetrySchedule) -> Delivery:
-        body = notification.to_bytes()
-        delivery = Delivery(notification.notificationId, self.clock.now(), schedule)
-        label = f"{notification.notificationType} {notification.notificationId}"
-        self.recorder.remember_cause(notification.notificationId)
-        while (deadline := delivery.next_deadline()) is not None:
-            wait = deadline - self.clock.now()
-            if wait > 0:
-                self.recorder.record(
-                    ACTOR,
-                    "--",
-                    PEER,
-                    "retry-wait",
-                    f"retry of {label} due in {wait:.0f} s (simulated)",
-                    notificationId=notification.notificationId,
-                    due_sim_s=round(deadline, 3),
-                )
-                await self.clock.sleep_until(deadline)
-            number = delivery.start_attempt(self.clock.now())
-            attempt = await self._attempt(number, body, label, self.headers())
-            delivery.finish_attempt(attempt)
-        outcome = "delivered" if delivery.state is DeliveryState.DELIVERED else "gave up"
-        if outcome == "delivered" and len(delivery.attempts) == 1:
-            return delivery  # the request and its 2xx answer are already on record
-        self.recorder.record(
-            ACTOR,
-            "--",
-            PEER,
-            outcome,
-            f"{label}: {outcome} after {len(delivery.attempts)} attempt(s)",
-            notificationId=notification.notificationId,
-            attempts=len(delivery.attempts),
-        )
-        return delivery
 
     async def post(
         self,
@@ -204,165 +214,123 @@ class Notifier:
         headers: Mapping[str, str] | None = None,
         label: str = "raw body",
         timeout_s: float | None = None,
-    ) -> Attempt:
+    ) -> Exchange:
         """One attempt with exactly these bytes and headers (no retry): for negative checks."""
-        return await self._attempt(
-            1, body, label, dict(self.headers() if headers is None else headers), timeout_s
+        sent = self._headers if headers is None else dict(headers)
+        authorization = (
+            self._authorization if headers is None else _redact(sent.get("Authorization"))
         )
+        fault = self.faults.take("deliver")
+        if fault is not None:
+            return await self._faulty_attempt(fault, 1, body, label, sent, authorization, timeout_s)
+        return await self._send(1, body, label, sent, authorization, timeout_s)
 
-    # One attempt, with the fault armed for it.
+    # One attempt.
 
-    async def _attempt(
+    async def _faulty_attempt(
         self,
+        fault: Fault,
         number: int,
         body: bytes,
         label: str,
-        headers: dict[str, str],
-        timeout_s: float | None = None,
-    ) -> Attempt:
-        fault = self.faults.take("deliver")
-        timeout = self.timeout_s if timeout_s is None else timeout_s
-        if fault is not None and fault.kind == FaultKind.DELAY:
+        headers: Mapping[str, str],
+        authorization: str | None,
+        timeout_s: float | None,
+    ) -> Exchange:
+        """An attempt with ``fault`` applied: held (``delay``), sent twice (``duplicate``) or
+        misbehaving on the wire (``drop-before-ack``, ``stall``)."""
+        if fault.kind == FaultKind.DELAY:
             seconds = float(fault.get("seconds", 30.0))
             self._note_fault(fault, label, f"delayed by {seconds:.0f} s (simulated)")
             await self.clock.sleep(seconds)
-        copies = 2 if fault is not None and fault.kind == FaultKind.DUPLICATE else 1
-        attempt = Attempt(number, self.clock.now(), error="not sent")
-        for copy in range(copies):
-            if copy:
-                self._note_fault(fault, label, "sending a duplicate copy")
-            attempt = await self._send(number, body, label, headers, timeout, fault)
-        return attempt
+            return await self._send(number, body, label, headers, authorization, timeout_s)
+        if fault.kind == FaultKind.DUPLICATE:
+            await self._send(number, body, label, headers, authorization, timeout_s, fault)
+            self._note_fault(fault, label, "sending a duplicate copy")
+        return await self._send(number, body, label, headers, authorization, timeout_s, fault)
 
     async def _send(
         self,
         number: int,
         body: bytes,
         label: str,
-        headers: dict[str, str],
-        timeout: float,
-        fault: Fault | None,
-    ) -> Attempt:
-        started_real, started_sim = self.clock.readings()
-        auth = headers.get("Authorization")
-        self.recorder.record(
+        headers: Mapping[str, str],
+        authorization: str | None,
+        timeout_s: float | None,
+        fault: Fault | None = None,
+    ) -> Exchange:
+        self._requested(number, body, label, authorization)
+        if fault is None:
+            attempt = await self.sender.send(
+                "POST", self.receiver.url, body, headers, timeout_s=timeout_s
+            )
+        else:
+            attempt = await self.sender.send(
+                "POST",
+                self.receiver.url,
+                body,
+                headers,
+                timeout_s=timeout_s,
+                raw=RAW_FAULTS.get(fault.kind),
+                fault=fault.kind,
+                on_fault=lambda what: self._note_fault(fault, label, what),
+            )
+        self._answered(number, label, attempt)
+        return attempt
+
+    # Evidence: one event as a request leaves, one for its outcome (made into text when read).
+
+    def _requested(self, number: int, body: bytes, label: str, authorization: str | None) -> None:
+        self.recorder.record_later(
             ACTOR,
             "->",
             PEER,
             "request",
-            f"POST {label} (attempt {number}, {len(body)} B)",
-            url=self.receiver.url,
-            attempt=number,
-            authorization=_redact(auth),
-            body=_excerpt(body),
-        )
-        status: int | None = None
-        error: str | None = None
-        dropped: int | None = None
-        timed_out = False
-        injected = fault.kind if fault is not None and fault.kind != FaultKind.DELAY else None
-        try:
-            if fault is not None and fault.kind in (FaultKind.DROP_BEFORE_ACK, FaultKind.STALL):
-                error, dropped = await self._send_raw(body, headers, timeout, fault, label)
-            else:
-                status = await self._send_aiohttp(body, headers, timeout)
-        except TimeoutError:
-            error, timed_out = f"no answer within {timeout:g} s", True
-        except (aiohttp.ClientError, OSError, ssl.SSLError, ValueError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        elapsed = self.clock.real() - started_real
-        attempt = Attempt(
+            _request_event,
+            self.receiver.url,
+            label,
             number,
-            started_sim,
-            status=status,
-            error=error,
-            elapsed_real_s=elapsed,
-            timed_out=timed_out,
-            fault=injected,
-            dropped_status=dropped,
+            len(body),
+            body[:EXCERPT_BYTES],  # the whole body when it is short (no copy)
+            authorization,
         )
+
+    def _answered(self, number: int, label: str, attempt: Exchange) -> None:
         self.log.add(label, attempt)
-        if status is not None:
-            self.recorder.record(
-                PEER,
-                "->",
-                ACTOR,
-                "response",
-                f"{status} for {label} in {elapsed * 1000:.1f} ms",
-                status=status,
-                elapsed_ms=round(elapsed * 1000, 2),
-                attempt=number,
+        if attempt.status is not None:
+            self.recorder.record_later(
+                PEER, "->", ACTOR, "response", _answer_event, label, number, attempt
             )
         else:
-            self.recorder.record(
-                ACTOR,
-                "--",
-                PEER,
-                "attempt-failed",
-                f"attempt {number} of {label} failed: {error}",
-                error=error,
-                elapsed_ms=round(elapsed * 1000, 2),
-                attempt=number,
+            self.recorder.record_later(
+                ACTOR, "--", PEER, "attempt-failed", _answer_event, label, number, attempt
             )
-        return attempt
 
-    async def _send_aiohttp(self, body: bytes, headers: dict[str, str], timeout: float) -> int:
-        if self._session is None:
-            await self.start()
-        assert self._session is not None
-        # The session carries the usual timeout; only a different one costs a new object.
-        options: dict[str, Any] = {"allow_redirects": False}
-        if timeout != self.timeout_s:
-            options["timeout"] = aiohttp.ClientTimeout(total=timeout)
-        async with self._session.post(
-            self.receiver.url, data=body, headers=headers, **options
-        ) as response:
-            # A bounded read: a receiver answering a huge body cannot exhaust the harness.
-            await response.content.read(ANSWER_READ_LIMIT)
-            if not response.content.at_eof():
-                response.close()  # drop the connection rather than drain the rest
-            return response.status
+    def _note_fault(self, fault: Fault, label: str, what: str) -> None:
+        self.recorder.record(ACTOR, "--", PEER, "fault", f"fault {fault.kind}: {label} {what}")
 
-    async def _send_raw(
-        self, body: bytes, headers: dict[str, str], timeout: float, fault: Fault, label: str
-    ) -> tuple[str, int | None]:
-        """Write the request by hand over a fresh (TLS) connection, then misbehave."""
-        url = URL(self.receiver.url)
-        context = self.receiver.ssl_context()
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
-                url.host, url.port, ssl=context, server_hostname=url.host if context else None
-            ),
-            timeout,
-        )
-        head = [f"POST {url.raw_path_qs} HTTP/1.1", f"Host: {url.host}:{url.port}"]
-        head += [f"{k}: {v}" for k, v in headers.items()]
-        head += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
-        try:
-            writer.write("\r\n".join(head).encode("latin-1"))
-            if fault.kind == FaultKind.STALL:
-                writer.write(body[: len(body) // 2])
-                await writer.drain()
-                self._note_fault(fault, label, f"stalled mid-body for {timeout:g} s (real)")
-                await self.clock.sleep_real(timeout)
-                return f"stalled mid-body; no answer within {timeout:g} s", None
-            writer.write(body)
-            await writer.drain()
-            first = await asyncio.wait_for(reader.read(12), timeout)
-            self._note_fault(
-                fault,
-                label,
-                f"connection aborted after the request was sent (receiver began {first[:12]!r})",
-            )
-            began = first.split(b" ")
-            status = int(began[1]) if len(began) > 1 and began[1][:3].isdigit() else None
-            return "connection dropped after the request was sent", status
-        finally:
-            writer.transport.abort()
 
-    def _note_fault(self, fault: Fault | None, label: str, what: str) -> None:
-        kind = fault.kind if fault is not None else "?"
-        self.recorder.record(ACTOR, "--", PEER, "fault", f"fault {kind}: {label} {what}")
+def _request_event(
+    url: str, label: str, number: int, size: int, head: bytes, authorization: str | None
+) -> tuple[str, dict[str, Any]]:
+    summary = f"POST {label} (attempt {number}, {size} B)"
+    text = head.decode("utf-8", "replace")
+    if size > len(head):
+        text += f"… ({size} B in all)"
+    return summary, {"url": url, "attempt": number, "authorization": authorization, "body": text}
+
+
+def _answer_event(label: str, number: int, attempt: Exchange) -> tuple[str, dict[str, Any]]:
+    elapsed_ms = attempt.elapsed_real_s * 1000
+    if attempt.status is not None:
+        summary = f"{attempt.status} for {label} in {elapsed_ms:.1f} ms"
+        return summary, {
+            "status": attempt.status,
+            "elapsed_ms": round(elapsed_ms, 2),
+            "attempt": number,
+        }
+    summary = f"attempt {number} of {label} failed: {attempt.error}"
+    return summary, {"error": attempt.error, "elapsed_ms": round(elapsed_ms, 2), "attempt": number}
 
 
 def _redact(value: str | None) -> str | None:
@@ -371,8 +339,3 @@ def _redact(value: str | None) -> str | None:
         return None
     scheme, _, token = value.partition(" ")
     return f"{scheme} <{len(token)} chars>" if token else f"<{len(value)} chars>"
-
-
-def _excerpt(body: bytes, limit: int = 600) -> str:
-    text = body[:limit].decode("utf-8", "replace")
-    return text + (f"… ({len(body)} B in all)" if len(body) > limit else "")

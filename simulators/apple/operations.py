@@ -16,11 +16,12 @@ from typing import Literal
 from pydantic import Field
 
 from simulators.apple.api import AppsAndBooksServer
-from simulators.apple.delivery import Attempt, Delivery
+from simulators.apple.delivery import Delivery
 from simulators.apple.models import Notification
 from simulators.apple.notifier import AttemptLog, Notifier
 from simulators.clock import Clock
 from simulators.faults import FaultKind
+from simulators.http_sender import Exchange
 from simulators.operations import AdvanceClock, Operation
 
 __all__ = [
@@ -93,7 +94,7 @@ class Post(Operation):
     def describe(self) -> str:
         return f"post {self.label} ({len(self.body)} B)"
 
-    async def apply(self, target: AppleTarget) -> Attempt:
+    async def apply(self, target: AppleTarget) -> Exchange:
         return await target.receiver().post(
             self.body, headers=self.headers, label=self.label, timeout_s=self.timeout_s
         )

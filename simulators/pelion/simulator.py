@@ -75,7 +75,8 @@ from simulators.clock import Clock
 from simulators.evidence import CAUSE, RUN, Recorder
 from simulators.faultlog import FaultLog
 from simulators.faults import FaultPlan
-from simulators.pelion.callback import CallbackClient, Exchange
+from simulators.http_sender import Exchange
+from simulators.pelion.callback import CallbackClient
 from simulators.pelion.channels import (
     ChannelConflict,
     ChannelOptions,

@@ -8,10 +8,11 @@ import pytest
 
 from simulators.apple.delivery import DeliveryState, RetrySchedule
 from simulators.apple.models import Notification, TestNotification, association
-from simulators.apple.notifier import Notifier, Receiver
+from simulators.apple.notifier import AttemptLog, Notifier, Receiver
 from simulators.clock import Clock
 from simulators.evidence import Recorder
 from simulators.faults import FaultKind
+from simulators.http_sender import Exchange
 from simulators.pki import PKI
 from tests.sim.conftest import ca, receiver
 
@@ -192,3 +193,18 @@ def test_stall_lasts_the_real_timeout_even_under_autojump(pki: PKI) -> None:
     elapsed, fault = asyncio.run(scenario())
     assert 0.5 <= elapsed < 5.0
     assert fault == "stall"  # the failure is the simulator's doing, not the receiver's
+
+
+def test_attempt_log_keeps_order_and_limit_across_reads() -> None:
+    """Attempts are logged cheaply and made into entries when read; answer times cover all."""
+    log = AttemptLog(limit=3)
+    for n in range(2):
+        log.add(f"TYPE id-{n}", Exchange(200, 200, elapsed_real_s=0.1 * (n + 1)))
+    assert [e.label for e in log.entries()] == ["TYPE id-0", "TYPE id-1"]
+    for n in range(2, 5):
+        log.add(f"TYPE id-{n}", Exchange(None, None, "reset", elapsed_real_s=1.0))
+    log.add("TYPE id-5", Exchange(204, 204, elapsed_real_s=0.5))
+    entries = log.entries()
+    assert [e.label for e in entries] == ["TYPE id-0", "TYPE id-1", "TYPE id-2"]
+    assert entries[2].attempt.error == "reset" and log.entries() == entries
+    assert log.total == 6 and log.answer_times_real_s == [0.1, 0.2, 0.5]

@@ -9,13 +9,13 @@ from hypothesis import strategies as st
 
 from conformance.apple.strategies import notifications
 from simulators.apple.delivery import (
-    Attempt,
     Delivery,
     DeliveryState,
     RetrySchedule,
     split_notification,
 )
 from simulators.apple.models import MAX_ELEMENTS, Notification, association
+from simulators.http_sender import Exchange
 
 
 def test_default_schedule_is_three_attempts_within_five_minutes() -> None:
@@ -39,7 +39,9 @@ def test_schedule_rejects_what_the_vendor_would_not_do(text: str, problem: str) 
 
 def _fail(d: Delivery, now: float, status: int | None = 500) -> DeliveryState:
     n = d.start_attempt(now)
-    return d.finish_attempt(Attempt(n, now, status=status, error=None if status else "timeout"))
+    assert n == len(d.attempts) + 1
+    error = None if status else "timeout"
+    return d.finish_attempt(Exchange(status, status, error, started_sim_s=now))
 
 
 def test_any_2xx_delivers() -> None:
@@ -59,12 +61,12 @@ def test_failures_retry_on_schedule_then_give_up() -> None:
     assert d.next_deadline() == 310.0
     assert _fail(d, 310.0) is DeliveryState.GAVE_UP
     assert d.next_deadline() is None
-    assert [a.number for a in d.attempts] == [1, 2, 3]
+    assert [a.started_sim_s for a in d.attempts] == [10.0, 70.0, 310.0]
 
 
 def test_finish_without_start_is_a_harness_error() -> None:
     with pytest.raises(RuntimeError):
-        Delivery("id", 0.0).finish_attempt(Attempt(1, 0.0, status=200))
+        Delivery("id", 0.0).finish_attempt(Exchange(200, 200))
 
 
 def test_150_elements_split_into_100_and_50_with_their_own_ids() -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from simulators.apple.delivery import Attempt, Delivery, DeliveryState, RetrySchedule
+from simulators.apple.delivery import Delivery, DeliveryState, RetrySchedule
+from simulators.http_sender import Exchange
 
 schedules = st.lists(st.floats(1, 300), min_size=0, max_size=2, unique=True).map(
     lambda rest: RetrySchedule((0.0, *sorted(rest)))
@@ -44,8 +45,9 @@ class DeliveryMachine(RuleBasedStateMachine):
     def attempt(self, status: int | None) -> None:
         assert self.delivery is not None
         number = self.delivery.start_attempt(self.now)
+        assert number == len(self.delivery.attempts) + 1
         error = None if status is not None else "timeout"
-        self.delivery.finish_attempt(Attempt(number, self.now, status=status, error=error))
+        self.delivery.finish_attempt(Exchange(status, status, error, started_sim_s=self.now))
 
     @invariant()
     def vendor_rules_hold(self) -> None:

@@ -62,3 +62,28 @@ def test_every_event_carries_real_and_simulated_time() -> None:
     event = recorder.timeline().events()[0]
     assert event.sim_s - event.real_s >= 3600
     assert {"real_s", "sim_s"} <= set(event.to_json())
+
+
+def test_an_event_recorded_later_is_made_into_text_only_when_read() -> None:
+    made: list[int] = []
+
+    def render(n: int) -> tuple[str, dict[str, object]]:
+        made.append(n)
+        return f"request {n}", {"n": n}
+
+    sunk: list[str] = []
+    recorder = Recorder(Clock(), check_head=1, check_tail=1)
+    with recorder.attributed("busy"):
+        for n in range(5):
+            recorder.record_later("sim", "->", "sut", "request", render, n)
+        recorder.record("sim", "--", "sut", "note", "plain", n=9)
+    assert made == []  # recorded: time and place taken, no text made
+    events = recorder.timeline("busy").events()
+    assert [(e.seq, e.summary, e.detail) for e in events] == [
+        (0, "request 0", {"n": 0}),
+        (5, "plain", {"n": 9}),
+    ]
+    assert made == [0]  # the cut events never were
+    recorder.sink = lambda event: sunk.append(event.summary)
+    recorder.record_later("sim", "->", "sut", "request", render, 7)
+    assert sunk == ["request 7"]

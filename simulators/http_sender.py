@@ -1,0 +1,254 @@
+"""The one HTTP sender toward the SUT: it sends exactly the bytes it is given and reports what
+happened as an :class:`Exchange`.
+
+Every simulator that sends HTTP requests to the SUT (a webhook notifier, a callback client) does
+it through one :class:`HttpSender`; its vendor rules (a retry schedule, a back-off, what a
+vendor fault counts as) stay in its core and adapter, and so does its evidence.
+
+- One aiohttp session per sender: one TLS context (the system's CAs plus ``cafiles``), kept-alive
+  connections (at most ``limit``). Redirects are not followed.
+- The timeout is real time (the receiver answers at its own pace) and covers the whole exchange:
+  connecting, sending, the answer's headers and at most :data:`ANSWER_READ_LIMIT` bytes of its
+  body (a longer answer's connection is dropped rather than drained).
+- Transport faults (:data:`RawFault`) are written by hand on a fresh connection
+  (:func:`write_raw`): ``drop`` writes the whole request and aborts the connection as soon as
+  the receiver begins to answer; ``stall`` writes the headers and half the body, then nothing
+  until the timeout (real time: it is the receiver that waits).
+- :meth:`HttpSender.send` never raises for what the receiver does: a timeout or a connection
+  error is the exchange's ``error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import aiohttp
+from yarl import URL
+
+from simulators.clock import Clock
+
+__all__ = ["ANSWER_READ_LIMIT", "Exchange", "HttpSender", "RawFault", "write_raw"]
+
+ANSWER_READ_LIMIT = 64 * 1024  # bytes of a receiver's answer body read, at most
+ERROR_CHARS = 300  # of an error's text, kept in the exchange
+RawFault = Literal["drop", "stall"]
+Outcome = Literal["answered", "timeout", "error", "unsent"]
+_EXCEPTIONS = (aiohttp.ClientError, OSError, ssl.SSLError, ValueError)
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One request to the SUT as it happened (or as a fault kept it from happening).
+
+    ``answered`` is the status the receiver sent (None without an answer); ``status`` is the one
+    the sender's caller acts on: ``answered``, unless a vendor fault counted the exchange
+    otherwise. ``dropped_status`` is the status a receiver had begun to answer when a ``drop``
+    cut the connection. ``fault`` names the fault the simulator applied (a failure is then
+    ours, not the receiver's). ``started_real_s`` and ``started_sim_s`` read the clock as the
+    request began; ``elapsed_real_s`` runs from there to the answer (or the error).
+    ``timed_out``: no answer within the timeout. ``sent_bytes``: the body's size."""
+
+    status: int | None = None
+    answered: int | None = None
+    error: str | None = None
+    elapsed_real_s: float = 0.0
+    started_real_s: float = 0.0
+    started_sim_s: float = 0.0
+    sent_bytes: int = 0
+    sent: bool = True
+    timed_out: bool = False
+    fault: str | None = None
+    dropped_status: int | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        """The status acted on is 2xx."""
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def acknowledged(self) -> bool:
+        """The receiver answered 2xx, even if a fault kept the sender from reading it or counted
+        it otherwise."""
+        status = self.answered if self.answered is not None else self.dropped_status
+        return status is not None and 200 <= status < 300
+
+    @property
+    def outcome(self) -> Outcome:
+        """``unsent``, ``timeout``, ``answered`` (the receiver's status was read) or ``error``."""
+        if not self.sent:
+            return "unsent"
+        if self.timed_out:
+            return "timeout"
+        return "answered" if self.answered is not None else "error"
+
+
+class HttpSender:
+    """Sends requests to any URL over one aiohttp session; reports each as an :class:`Exchange`.
+
+    ``skip_auto_headers`` names headers aiohttp would add by itself (``User-Agent``…) that a
+    vendor sets, or leaves out, on its own."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        timeout_s: float,
+        cafiles: tuple[str, ...] = (),
+        limit: int = 32,
+        skip_auto_headers: tuple[str, ...] = (),
+    ) -> None:
+        self.clock = clock
+        self.timeout_s = timeout_s
+        self.cafiles = cafiles
+        self.limit = limit
+        self.skip_auto_headers = skip_auto_headers
+        self._session: aiohttp.ClientSession | None = None
+        self._context: ssl.SSLContext | None = None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The system's CAs plus ``cafiles`` (made once)."""
+        if self._context is None:
+            context = ssl.create_default_context()
+            for cafile in self.cafiles:
+                context.load_verify_locations(cafile=cafile)
+            self._context = context
+        return self._context
+
+    async def start(self) -> None:
+        await self._start()
+
+    async def _start(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(ssl=self.ssl_context(), limit=self.limit)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                skip_auto_headers=self.skip_auto_headers,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        timeout_s: float | None = None,
+        raw: RawFault | None = None,
+        fault: str | None = None,
+        on_fault: Callable[[str], None] | None = None,
+    ) -> Exchange:
+        """One request with exactly these bytes and headers (no retry). ``raw`` misbehaves on
+        the wire (``on_fault`` is told what was done, when it is done); ``fault`` is the name
+        the exchange reports (default: ``raw``)."""
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        started_real, started_sim = self.clock.readings()
+        status: int | None = None
+        dropped: int | None = None
+        error: str | None = None
+        timed_out = False
+        try:
+            if raw is not None:
+                context = self.ssl_context() if URL(url).scheme == "https" else None
+                error, dropped = await write_raw(
+                    self.clock, context, method, url, body, headers, timeout, raw, on_fault
+                )
+                timed_out = raw == "stall"
+            else:
+                session = self._session or await self._start()
+                # The session carries the usual timeout; only another one costs a new object.
+                response = await (
+                    session.request(method, url, data=body, headers=headers, allow_redirects=False)
+                    if timeout == self.timeout_s
+                    else session.request(
+                        method,
+                        url,
+                        data=body,
+                        headers=headers,
+                        allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(total=timeout),
+                    )
+                )  # awaited, not entered: one coroutine less on every resumption
+                try:
+                    # A bounded read: a receiver answering a huge body cannot exhaust us.
+                    await response.content.read(ANSWER_READ_LIMIT)
+                    if not response.content.at_eof():
+                        response.close()  # drop the connection rather than drain the rest
+                    status = response.status
+                finally:  # what leaving ``async with`` does
+                    response.release()
+                    await response.wait_for_close()
+        except TimeoutError:
+            error, timed_out = f"no answer within {timeout:g} s", True
+        except _EXCEPTIONS as exc:
+            error = f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
+        return Exchange(
+            status,
+            status,
+            error,
+            self.clock.real() - started_real,
+            started_real,
+            started_sim,
+            len(body),
+            True,
+            timed_out,
+            fault or raw,
+            dropped,
+        )
+
+
+async def write_raw(
+    clock: Clock,
+    context: ssl.SSLContext | None,
+    method: str,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeout: float,
+    fault: RawFault,
+    on_fault: Callable[[str], None] | None = None,
+) -> tuple[str, int | None]:
+    """Write the request by hand over a fresh connection (TLS with ``context``), then misbehave
+    as ``fault`` says. Returns the exchange's error and, after a ``drop``, the status the
+    receiver had begun to answer (None when its first bytes named none)."""
+    target = URL(url)
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(
+            target.host, target.port, ssl=context, server_hostname=target.host if context else None
+        ),
+        timeout,
+    )
+    head = [f"{method} {target.raw_path_qs} HTTP/1.1", f"Host: {target.host}:{target.port}"]
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    head += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
+    try:
+        writer.write("\r\n".join(head).encode("latin-1"))
+        if fault == "stall":
+            writer.write(body[: len(body) // 2])
+            await asyncio.wait_for(writer.drain(), timeout)
+            if on_fault is not None:
+                on_fault(f"stalled mid-body for {timeout:g} s (real)")
+            await clock.sleep_real(timeout)
+            return f"stalled mid-body (fault); no answer within {timeout:g} s", None
+        writer.write(body)
+        await asyncio.wait_for(writer.drain(), timeout)
+        first = await asyncio.wait_for(reader.read(12), timeout)
+        if on_fault is not None:
+            on_fault(
+                f"connection aborted after the request was sent (receiver began {first[:12]!r})"
+            )
+        began = first.split(b" ")
+        status = int(began[1]) if len(began) > 1 and began[1][:3].isdigit() else None
+        return "connection dropped after the request was sent (fault)", status
+    finally:
+        writer.transport.abort()
