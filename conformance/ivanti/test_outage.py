@@ -506,9 +506,10 @@ def _await_three_refusals(
             return bool(thirds()) or sum(len(s.attempts) for s in streams) > seen
 
         sim.wait_for(moved, max(0.0, deadline - clock.real()))
-        times = sorted(t for s in _streams(ivanti, started, known).values() for t, _ in s.attempts)
+        attempts = (t for s in _streams(ivanti, started, known).values() for t, _ in s.attempts)
+        times = [started, *sorted(attempts)]  # from the drop: the first wait is a gap too
         gaps = [b - a for a, b in itertools.pairwise(times)]
-        if times and gaps:
+        if gaps:
             pace = times[-1] + 2.5 * max(gaps)
             deadline = min(max(deadline, pace), started + REFUSALS_WAIT_MAX_S)
         if ivanti.exited():
