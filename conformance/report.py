@@ -87,6 +87,7 @@ def _build(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
                 "verdict": verdict,
                 "reason": reason,
                 "statement": req.statement,
+                "source": req.source,  # where it comes from (docs/requirements.md §6)
                 "checks": [c.to_json() for c in checks],
             }
         )

@@ -38,9 +38,8 @@ def test_a_receiver_that_never_answers_ends_the_run_quickly(tmp_path: Path) -> N
     elapsed = time.monotonic() - started
     assert elapsed < 240, elapsed
     assert outcome.code != 0
-    assert {"APL-TLS-01", "APL-AUTH-01", "APL-BAD-02", "APL-LAT-01", "GEN-LIVE-01"} <= (
-        outcome.verdicts("fail")
-    )
+    assert {"APL-TLS-01", "APL-AUTH-01", "APL-BAD-02", "GEN-LIVE-01"} <= outcome.verdicts("fail")
+    assert "APL-LAT-01" in outcome.verdicts("warn")  # a SHOULD: the 5 s is the project's
     reasons = [r["reason"] for r in outcome.report["requirements"] if r["verdict"] == "fail"]
     assert sum("unresponsive" in reason for reason in reasons) >= 5, reasons
     for name in ("report.json", "junit.xml", "index.html"):
