@@ -1,8 +1,9 @@
 """Notifier throughput against a plain aiohttp client loop, in the same run.
 
 A minimal aiohttp receiver runs over HTTPS (trustme certificate) in its own process on
-127.0.0.1. The same notification bodies are POSTed (a) by a plain aiohttp ClientSession loop
-and (b) by simulators.apple.notifier.Notifier.deliver(), at the same concurrency. Prints, per
+127.0.0.1. The same notifications (pydantic models) are POSTed (a) by a plain aiohttp
+ClientSession loop that serializes each with json.dumps while timed, and (b) by
+simulators.apple.notifier.Notifier.deliver(), at the same concurrency. Prints, per
 concurrency, notifications/s for both, the client's CPU time per notification while timed
 (steadier than the rates on a shared machine) and the ratio of the medians; last,
 ``ratio=<the lowest ratio> target=>=0.95`` (the notifier keeps pace with aiohttp at every
@@ -70,13 +71,15 @@ async def plain_loop(
 ) -> tuple[float, float]:
     import ssl
 
-    payloads = [json.dumps(n.to_wire()).encode() for n in notes]
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=ca), limit=32)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def one(i: int) -> None:
-            async with session.post(url, data=payloads[i], headers=headers) as r:
+            # Like for like: both sides get the same notifications as models and serialize
+            # each while timed (json.dumps, as a plain client would).
+            data = json.dumps(notes[i].to_wire()).encode()
+            async with session.post(url, data=data, headers=headers) as r:
                 await r.read()
                 assert r.status == 200
 
