@@ -63,11 +63,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import operator
 import ssl
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from simulators.adapter import BackgroundTasks, DeadlineLoop, StateChanges, sleep_until_woken
@@ -75,7 +74,6 @@ from simulators.clock import Clock
 from simulators.evidence import CAUSE, RUN, Recorder
 from simulators.faultlog import FaultLog
 from simulators.faults import FaultPlan
-from simulators.http_sender import Exchange
 from simulators.pelion.callback import CallbackClient
 from simulators.pelion.channels import (
     ChannelConflict,
@@ -110,7 +108,13 @@ from simulators.pelion.models import (
     Webhook,
     serialize,
 )
-from simulators.pelion.queue import QueueStats
+from simulators.pelion.records import (
+    AttemptLog,
+    ChannelSnapshot,
+    DeliveryAttempt,
+    Verification,
+    VerificationFailed,
+)
 from simulators.pelion.websocket import Connection, ConnectionInfo, PingRecord
 
 if TYPE_CHECKING:
@@ -130,10 +134,7 @@ __all__ = [
 T = TypeVar("T")
 ACTOR = "pelion"
 PEER = "sut"
-ATTEMPTS_KEPT = 20_000
-UIDS_KEPT = 200_000  # item uids kept across the attempt log (older attempts lose theirs)
 CONNECTIONS_KEPT = 2_000
-VERIFICATIONS_KEPT = 1_000
 WAIT_LOOK_AGAIN_S = 0.05  # wait_for looks at the cores again this often (real seconds)
 # Unix time of simulated 0 when the caller gives none (``timestamp`` of serialization v2).
 DEFAULT_EPOCH_S = 1_700_000_000.0
@@ -167,106 +168,10 @@ class PelionConfig:
     slow_request_s: float = 15.0  # a connection without a whole request by then is closed
 
 
-class VerificationFailed(Exception):
-    """The verification PUT was not answered 2xx: the registration is refused (400)."""
-
-    def __init__(self, exchange: Exchange) -> None:
-        self.exchange = exchange
-        what = f"answered {exchange.status}" if exchange.status is not None else exchange.error
-        super().__init__(f"the verification PUT was {what}")
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryAttempt:
-    """One batch sent (or tried) on a channel.
-
-    ``status`` is the HTTP status the simulator acted on (a callback's answer, after any
-    ``status`` fault; 200 for a long-poll answer; None for a WebSocket frame or a failure
-    without an answer), ``answered`` what the receiver really answered. ``succeeded`` is the
-    simulator's conclusion (the batch was acknowledged). ``retry_in_sim_s`` is the back-off
-    wait scheduled after a failure (simulated seconds); ``channel_removed`` is set when this
-    failure ended the channel. ``uids`` are the items' message ids in order (None once the log
-    dropped them to stay bounded).
-    """
-
-    seq: int
-    key: str
-    channel: Literal["callback", "websocket", "pull"]
-    batch: int
-    attempt: int
-    items: int
-    kinds: Mapping[str, int]
-    bytes: int
-    started_real_s: float
-    started_sim_s: float
-    elapsed_real_s: float
-    succeeded: bool
-    status: int | None = None
-    answered: int | None = None
-    error: str | None = None
-    fault: str | None = None
-    retry_in_sim_s: float | None = None
-    channel_removed: bool = False
-    url: str | None = None
-    connection: int | None = None  # the WebSocket connection's number
-    uids: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Verification:
-    """One verification PUT ``{}`` of a callback registration."""
-
-    key: str
-    url: str
-    header_names: tuple[str, ...]
-    real_s: float
-    sim_s: float
-    exchange: Exchange
-
-    @property
-    def accepted(self) -> bool:
-        return self.exchange.succeeded
-
-
-@dataclass(frozen=True)
-class ChannelSnapshot:
-    """One API key's channel as the cores see it (times are simulated seconds)."""
-
-    key: str
-    mechanism: Literal["CALLBACK", "LONG_POLLING", "WEB_SOCKET"]
-    state: str
-    queue: QueueStats
-    in_flight: int | None  # items of the batch in flight
-    batches_sent: int
-    items_delivered: int
-    failures: int = 0
-    last_failure: str | None = None
-    failing_since_sim_s: float | None = None
-    retry_at_sim_s: float | None = None
-    remove_at_sim_s: float | None = None
-    url: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    status: str | None = None  # a WebSocket channel's "connected" / "disconnected"
-    connection: int | None = None  # the bound WebSocket connection's number
-
-
-@dataclass
-class _Uids:
-    """Item uids of the attempt log, bounded in total."""
-
-    by_seq: OrderedDict[int, tuple[str, ...]] = field(default_factory=OrderedDict)
-    total: int = 0
-
-    def add(self, seq: int, uids: tuple[str, ...]) -> None:
-        self.by_seq[seq] = uids
-        self.total += len(uids)
-        while self.total > UIDS_KEPT and len(self.by_seq) > 1:
-            _, dropped = self.by_seq.popitem(last=False)
-            self.total -= len(dropped)
-
-
 class PelionSimulator:
     """The simulated service on 127.0.0.1 (HTTPS and WSS with the simulators' certificate)."""
+
+    attempt_log_type: type[AttemptLog] = AttemptLog
 
     def __init__(
         self, clock: Clock, recorder: Recorder, server_context: ssl.SSLContext, config: PelionConfig
@@ -288,10 +193,7 @@ class PelionSimulator:
         self._pings_enabled = True
         # A check's predicate may read the cores too, which change without a notification.
         self.changed = StateChanges(clock, look_again_s=WAIT_LOOK_AGAIN_S)
-        self._attempts: deque[DeliveryAttempt] = deque(maxlen=ATTEMPTS_KEPT)
-        self.attempts_total = 0
-        self._uids = _Uids()
-        self._verifications: deque[Verification] = deque(maxlen=VERIFICATIONS_KEPT)
+        self.attempt_log = self.attempt_log_type(self.changed)
         self._connections: deque[Connection | ConnectionInfo] = deque(maxlen=CONNECTIONS_KEPT)
         self.connections_total = 0
         self._webhooks: dict[str, tuple[CallbackDelivery, Webhook]] = {}
@@ -670,27 +572,24 @@ class PelionSimulator:
             retry_in = None
             if core.state is CallbackState.BACKING_OFF:
                 retry_in = core.backoff.delay_s(core.failures)  # exact (retry_at - now rounds)
-            self._log_attempt(
-                DeliveryAttempt(
-                    0,
-                    key,
-                    "callback",
-                    batch.number,
-                    batch.attempt,
-                    len(batch),
-                    kinds,
-                    len(body),
-                    started_real,
-                    started_sim,
-                    exchange.elapsed_real_s,
-                    exchange.succeeded,
-                    exchange.status,
-                    exchange.answered,
-                    exchange.error,
-                    exchange.fault,
-                    retry_in,
-                    core.state is CallbackState.REMOVED,
-                    webhook.url,
+            self.attempt_log.add(
+                DeliveryAttempt.of_batch(
+                    batch,
+                    key=key,
+                    channel="callback",
+                    attempt=batch.attempt,
+                    body_bytes=len(body),
+                    started_real_s=started_real,
+                    started_sim_s=started_sim,
+                    elapsed_real_s=exchange.elapsed_real_s,
+                    succeeded=exchange.succeeded,
+                    status=exchange.status,
+                    answered=exchange.answered,
+                    error=exchange.error,
+                    fault=exchange.fault,
+                    retry_in_sim_s=retry_in,
+                    channel_removed=core.state is CallbackState.REMOVED,
+                    url=webhook.url,
                 ),
                 batch,
             )
@@ -729,20 +628,17 @@ class PelionSimulator:
                 core.batch_sent(batch, now)
             else:
                 core.batch_failed(batch, now)
-            self._log_attempt(
-                DeliveryAttempt(
-                    0,
-                    key,
-                    "websocket",
-                    batch.number,
-                    1,
-                    len(batch),
-                    kinds,
-                    len(body),
-                    started_real,
-                    started_sim,
-                    self.clock.real() - started_real,
-                    error is None,
+            self.attempt_log.add(
+                DeliveryAttempt.of_batch(
+                    batch,
+                    key=key,
+                    channel="websocket",
+                    attempt=1,
+                    body_bytes=len(body),
+                    started_real_s=started_real,
+                    started_sim_s=started_sim,
+                    elapsed_real_s=self.clock.real() - started_real,
+                    succeeded=error is None,
                     error=error,
                     connection=conn.info.number,
                 ),
@@ -761,14 +657,6 @@ class PelionSimulator:
             )
         finally:
             self._end(core)
-
-    def _log_attempt(self, attempt: DeliveryAttempt, batch: Batch) -> None:
-        with self.changed:
-            self.attempts_total += 1
-            attempt = replace(attempt, seq=self.attempts_total)
-            self._attempts.append(attempt)
-            self._uids.add(attempt.seq, tuple(map(_UID, batch.items)))
-            self.changed.notify_all()
 
     # --- callback channel ----------------------------------------------------------------
 
@@ -818,9 +706,7 @@ class PelionSimulator:
         verification = Verification(
             key, webhook.url, tuple(webhook.headers or ()), real, sim, exchange
         )
-        with self.changed:
-            self._verifications.append(verification)
-            self.changed.notify_all()
+        self.attempt_log.add_verification(verification)
         self.recorder.record(
             PEER if exchange.answered is not None else ACTOR,
             "->" if exchange.answered is not None else "--",
@@ -921,21 +807,17 @@ class PelionSimulator:
                 core.batch_sent(batch, now)
             else:
                 core.batch_failed(batch, now)
-        kinds = dict(batch.kinds)
-        self._log_attempt(
-            DeliveryAttempt(
-                0,
-                key,
-                "pull",
-                batch.number,
-                1,
-                len(batch),
-                dict(kinds),
-                len(body),
-                started_real_s,
-                batch.formed_at,
-                self.clock.real() - started_real_s,
-                error is None,
+        self.attempt_log.add(
+            DeliveryAttempt.of_batch(
+                batch,
+                key=key,
+                channel="pull",
+                attempt=1,
+                body_bytes=len(body),
+                started_real_s=started_real_s,
+                started_sim_s=batch.formed_at,
+                elapsed_real_s=self.clock.real() - started_real_s,
+                succeeded=error is None,
                 status=200,
                 error=error,
             ),
@@ -1104,13 +986,15 @@ class PelionSimulator:
 
     def attempts(self) -> list[DeliveryAttempt]:
         """Every batch attempt kept so far, in order (any thread)."""
-        with self.changed:
-            uids = self._uids.by_seq
-            return [replace(a, uids=uids.get(a.seq)) for a in self._attempts]
+        return self.attempt_log.attempts()
 
     def verifications(self) -> list[Verification]:
-        with self.changed:
-            return list(self._verifications)
+        return self.attempt_log.verifications()
+
+    @property
+    def attempts_total(self) -> int:
+        """How many batch attempts were logged (kept or not)."""
+        return self.attempt_log.total
 
     def connections(self) -> list[ConnectionInfo]:
         """Every WebSocket connect attempt kept so far, live ones as of now (any thread)."""
@@ -1231,9 +1115,6 @@ class PelionSimulator:
                 connection=conn.info.number if isinstance(conn, Connection) else None,
             )
         return ChannelSnapshot(**common, remove_at_sim_s=core.last_poll_at + core.idle_limit_s)
-
-
-_UID = operator.itemgetter(2)  # QueuedItem.uid
 
 
 def standard_resources() -> list[Resource]:
