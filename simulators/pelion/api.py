@@ -38,7 +38,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -47,8 +47,8 @@ from pydantic import ValidationError
 
 from simulators.faults import FaultKind
 from simulators.pelion.channels import OTHER_TYPE_EXISTS, ChannelConflict
-from simulators.pelion.delivery import REASON_BAD_KEY, CloseCode
 from simulators.pelion.devices import RequestRejected
+from simulators.pelion.handshake import Accept, Refuse, bearer_token, judge_handshake
 from simulators.pelion.models import (
     RegisterWebsocketChannel,
     Webhook,
@@ -277,8 +277,8 @@ class Api:
 
     def _key(self, request: web.Request) -> str:
         """The API key of ``Authorization: Bearer ak_…``, else 401/403."""
-        token = _bearer(request.headers.get("Authorization"))
-        status = self.sim.key_status(token)
+        token = bearer_token(request.headers.get("Authorization"))
+        status = self.sim.keys.status(token)
         if token is not None and status == "invalid" and not token.startswith("ak_"):
             _note().auth = "not-an-api-key"
             raise ApiError(403, "Authorization token used is not an API key.", type="forbidden")
@@ -417,64 +417,36 @@ class Api:
         _note().websocket = True
         number = sim.new_connection_number()
         real, sim_s = clock.readings()
-        offered = _subprotocols(request)
-        bearer = request.headers.get("Authorization")
-        if bearer is not None:
-            auth: str | None = "bearer"
-            token = _bearer(bearer)
-        else:
-            pelion = [p for p in offered if p.startswith("pelion_")]
-            auth = "subprotocol" if pelion else None
-            token = pelion[0].removeprefix("pelion_") if pelion else None
-        status = sim.key_status(token)
-        valid = status == "ok"
-        base = ConnectionInfo(
-            number, 0, real, sim_s, key=token[:200] if token else None,
-            auth=auth if auth in ("bearer", "subprotocol") else None,  # type: ignore[arg-type]
-            key_valid=valid, offered_subprotocols=tuple(p[:200] for p in offered[:10]),
+        decision = judge_handshake(
+            request.method, request.headers, request.headers.getall("Sec-WebSocket-Protocol", []),
+            sim.keys, self._handshaking, sim.config.ws_auth_failure,
         )  # fmt: skip
-
-        def refuse(code: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
-            from dataclasses import replace
-
-            sim.keep_connection(replace(base, status=code, refusal=reason))
-            self._keep_handshake(request, real, sim_s, code, status, reason)
-            return ApiError(code, reason, headers=headers).response()
-
-        if request.method != "GET":
-            return refuse(405, "The WebSocket connect is a GET.", {"Allow": "GET"})
-        upgrade = {t.strip().lower() for t in request.headers.get("Upgrade", "").split(",")}
-        connection = {t.strip().lower() for t in request.headers.get("Connection", "").split(",")}
-        if "websocket" not in upgrade or "upgrade" not in connection:
-            return refuse(
-                426, "Upgrade Required: send Connection: Upgrade and Upgrade: websocket.",
-                {"Upgrade": "websocket"},
-            )  # fmt: skip
-        if not request.headers.get("Sec-WebSocket-Key") or (
-            request.headers.get("Sec-WebSocket-Version") != "13"
-        ):
-            return refuse(400, "Bad Request: Sec-WebSocket-Key and Sec-WebSocket-Version: 13 "
-                          "are required.")  # fmt: skip
-        if not valid and sim.config.ws_auth_failure == "401":
-            return refuse(401, f"Invalid access token ({status} API key).")
-        if valid and token in self._handshaking:
-            return refuse(429, "A WebSocket handshake with this API key is still in progress.")
-        if valid and token:
-            self._handshaking.add(token)
+        credentials, outcome = decision.credentials, decision.outcome
+        token, status, valid = credentials.token, credentials.status, credentials.valid
+        base = ConnectionInfo(
+            number, 0, real, sim_s, key=token[:200] if token else None, auth=credentials.auth,
+            key_valid=valid, offered_subprotocols=tuple(p[:200] for p in credentials.offered[:10]),
+        )  # fmt: skip
+        if isinstance(outcome, Refuse):
+            sim.keep_connection(replace(base, status=outcome.status, refusal=outcome.reason))
+            self._keep_handshake(request, real, sim_s, outcome.status, status, outcome.reason)
+            return ApiError(
+                outcome.status, outcome.reason, headers=dict(outcome.headers)
+            ).response()
+        if isinstance(outcome, Accept):
+            self._handshaking.add(outcome.key)
         try:
             fault = sim.faults.take("handshake")
             if fault is not None and fault.kind == FaultKind.DELAY:
                 await clock.sleep_real(float(fault.get("seconds", 1.0)))
             ws = web.WebSocketResponse(
-                protocols=("wss",), autoping=False, autoclose=True, heartbeat=None,
+                protocols=outcome.subprotocols, autoping=False, autoclose=True, heartbeat=None,
                 compress=False, max_msg_size=FRAMES_IN, timeout=5.0,
             )  # fmt: skip
             await ws.prepare(request)
         finally:
             if token is not None:
                 self._handshaking.discard(token)
-        from dataclasses import replace
-
         conn = Connection(
             ws,
             request.transport,
@@ -490,24 +462,24 @@ class Api:
         self._keep_handshake(request, real, sim_s, 101, status, "")
         sim.recorder.record(
             PEER, "->", ACTOR, "websocket-connect",
-            f"connection #{number}: 101 (auth: {auth or 'none'}, "
+            f"connection #{number}: 101 (auth: {credentials.auth or 'none'}, "
             f"key {'accepted' if valid else status}, subprotocol {ws.ws_protocol!r})",
             connection=number, offered=list(base.offered_subprotocols),
         )  # fmt: skip
         end = "lost"
         try:
-            if valid and token is not None:
-                sim.socket_bound(token, conn)
+            if isinstance(outcome, Accept):
+                sim.socket_bound(outcome.key, conn)
                 end = await conn.run()
             else:
                 # Close at once and wait for the handshake to finish (reading in parallel would
                 # race aiohttp's own read for the client's answer: the client would see 1006).
-                await conn.close(CloseCode.POLICY_VIOLATION, REASON_BAD_KEY)
+                await conn.close(outcome.code, outcome.reason)
                 end = conn.refused()
         finally:
             conn.mark_lost()
-            if valid and token is not None:
-                sim.socket_ended(token, conn, by_client=end == "client-close")
+            if isinstance(outcome, Accept):
+                sim.socket_ended(outcome.key, conn, by_client=end == "client-close")
             info = conn.info
             sim.recorder.record(
                 ACTOR, "--", PEER, "websocket-end",
@@ -662,24 +634,6 @@ class Api:
 
 
 PEER = "sut"
-
-
-def _bearer(header: str | None) -> str | None:
-    if header is None:
-        return None
-    scheme, _, token = header.strip().partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
-
-
-def _subprotocols(request: web.Request) -> list[str]:
-    """Every offered subprotocol, in order: one header or several, ", " or "," between."""
-    return [
-        item.strip()
-        for value in request.headers.getall("Sec-WebSocket-Protocol", [])
-        for item in value.split(",")
-        if item.strip()
-    ]
 
 
 def _is_json(content_type: str) -> bool:

@@ -67,7 +67,7 @@ import ssl
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from simulators.adapter import BackgroundTasks, DeadlineLoop, StateChanges, sleep_until_woken
 from simulators.clock import Clock
@@ -99,6 +99,7 @@ from simulators.pelion.delivery import (
     WsAuthFailure,
 )
 from simulators.pelion.devices import DEFAULT_RESPONSE_DELAY_S, Device, Devices, Resource, Value
+from simulators.pelion.keys import ApiKeys, KeyStatus
 from simulators.pelion.models import (
     DEFAULT_SERIALIZATION,
     Event,
@@ -182,8 +183,7 @@ class PelionSimulator:
         self.server_context = server_context  # ssl.SSLContext of the API's certificate
         self.registry = ChannelRegistry(config.channel)
         self.devices = Devices()
-        self.keys: set[str] = {config.api_key}
-        self.revoked: set[str] = set()
+        self.keys = ApiKeys(config.api_key)
         self.faults = FaultPlan()
         self.fault_log = FaultLog(ACTOR)
         self.client = CallbackClient(
@@ -292,25 +292,19 @@ class PelionSimulator:
 
     # --- keys ----------------------------------------------------------------------------
 
-    def key_status(self, token: str | None) -> Literal["ok", "missing", "revoked", "invalid"]:
-        if not token:
-            return "missing"
-        if token in self.keys:
-            return "ok"
-        return "revoked" if token in self.revoked else "invalid"
+    def key_status(self, token: str | None) -> KeyStatus:
+        return self.keys.status(token)
 
     def add_key(self, key: str) -> None:
         """Accept another API key (an application of the same account)."""
         self.keys.add(key)
-        self.revoked.discard(key)
 
     async def revoke_key(self, key: str | None = None) -> list[ConnectionInfo]:
         """Invalidate ``key`` (default: the run's): REST calls get 401 from now on and its open
         sockets are closed with 1008 (SPEC20/21: "the API key was lost or invalidated after a
         successful handshake"). Returns the connections closed."""
         key = key or self.api_key
-        self.keys.discard(key)
-        self.revoked.add(key)
+        self.keys.revoke(key)
         closed = []
         for conn in self._live_connections(key):
             conn.close(CloseCode.POLICY_VIOLATION, REASON_BAD_KEY)
@@ -328,7 +322,7 @@ class PelionSimulator:
 
         async def restore() -> None:
             await self.clock.sleep_real(seconds_real)
-            if key in self.revoked:
+            if key in self.keys.revoked:
                 self.add_key(key)
                 self.poke()
 
