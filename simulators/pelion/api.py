@@ -56,6 +56,7 @@ from simulators.pelion.models import (
     new_request_id,
     parse_presubscriptions,
 )
+from simulators.pelion.records import VerificationFailed
 from simulators.pelion.websocket import FRAMES_IN, Connection, ConnectionInfo
 
 if TYPE_CHECKING:
@@ -366,8 +367,6 @@ class Api:
                     400, f"Bad Request. Header {name!r} cannot be registered (the service sets it).",
                     fields=[("headers", f"{name} is set by the service")],
                 )  # fmt: skip
-        from simulators.pelion.simulator import VerificationFailed
-
         try:
             await sim.register_webhook(key, webhook)
         except ChannelConflict as exc:
