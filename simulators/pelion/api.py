@@ -37,30 +37,26 @@ import json
 import re
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from simulators.faults import FaultKind
+from simulators.pelion.api_calls import ApiBackend, ApiCall, ApiError, validation_error
 from simulators.pelion.channels import OTHER_TYPE_EXISTS, ChannelConflict
 from simulators.pelion.devices import RequestRejected
 from simulators.pelion.handshake import Accept, Refuse, bearer_token, judge_handshake
 from simulators.pelion.models import (
     RegisterWebsocketChannel,
     Webhook,
-    error_body,
-    new_request_id,
     parse_presubscriptions,
 )
 from simulators.pelion.records import VerificationFailed
 from simulators.pelion.websocket import FRAMES_IN, Connection, ConnectionInfo
-
-if TYPE_CHECKING:
-    from simulators.pelion.simulator import PelionSimulator
 
 __all__ = ["CALLS_KEPT", "MAX_BODY_BYTES", "Api", "ApiCall", "ApiError"]
 
@@ -96,79 +92,11 @@ def _note() -> _CallNote:
     return note
 
 
-@dataclass(frozen=True, slots=True)
-class ApiCall:
-    """One REST call (or WebSocket handshake) the client made, as answered.
-
-    ``auth`` is ``ok``, ``missing``, ``invalid``, ``revoked`` or ``not-an-api-key``;
-    ``body`` and ``answer`` are excerpts (at most 300 characters)."""
-
-    real_s: float
-    sim_s: float
-    method: str
-    path: str
-    query: str
-    status: int
-    auth: str
-    elapsed_real_s: float
-    body: str = ""
-    answer: str = ""
-    user_agent: str = ""
-
-    @property
-    def endpoint(self) -> str:
-        return f"{self.method} {self.path}"
-
-
-class ApiError(Exception):
-    """An answer other than success: JSON error body, or plain text where the vendor uses it."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        text: bool = False,
-        type: str | None = None,
-        fields: Iterable[tuple[str, str]] = (),
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.text = text
-        self.type = type
-        self.fields = list(fields)
-        self.headers = headers or {}
-
-    def response(self) -> web.Response:
-        if self.text:
-            return web.Response(
-                status=self.status, text=self.message, content_type="text/plain",
-                headers=self.headers,
-            )  # fmt: skip
-        request_id = new_request_id()
-        body = error_body(
-            self.status, self.message, type=self.type, request_id=request_id, fields=self.fields
-        )
-        return web.json_response(
-            body.to_wire(), status=self.status, headers={"x-request-id": request_id, **self.headers}
-        )
-
-
-def _validation_error(exc: ValidationError, what: str) -> ApiError:
-    fields = [
-        (".".join(str(p) for p in error["loc"]) or "body", str(error["msg"])[:200])
-        for error in exc.errors()[:20]
-    ]
-    summary = "; ".join(f"{name}: {message}" for name, message in fields[:3])
-    return ApiError(400, f"Bad Request. Invalid {what}: {summary}"[:500], fields=fields)
-
-
 class Api:
-    """The aiohttp application of one :class:`~simulators.pelion.simulator.PelionSimulator`."""
+    """The aiohttp application over an :class:`ApiBackend` (the
+    :class:`~simulators.pelion.simulator.PelionSimulator`)."""
 
-    def __init__(self, sim: PelionSimulator) -> None:
+    def __init__(self, sim: ApiBackend) -> None:
         self.sim = sim
         self._calls: deque[ApiCall] = deque(maxlen=CALLS_KEPT)
         self.calls_total = 0
@@ -355,7 +283,7 @@ class Api:
         try:
             webhook = Webhook.model_validate(data)
         except ValidationError as exc:
-            raise _validation_error(exc, "callback registration") from None
+            raise validation_error(exc, "callback registration") from None
         for name, value in (webhook.headers or {}).items():
             if not _TOKEN.fullmatch(name) or _FORBIDDEN_VALUE.search(value):
                 raise ApiError(
@@ -400,7 +328,7 @@ class Api:
             try:
                 body = RegisterWebsocketChannel.model_validate(self._json(raw))
             except ValidationError as exc:
-                raise _validation_error(exc, "channel registration") from None
+                raise validation_error(exc, "channel registration") from None
         try:
             created, effects = sim.registry.register_websocket(key, body, now)
         except ChannelConflict as exc:
@@ -571,7 +499,7 @@ class Api:
         try:
             entries = parse_presubscriptions(data)
         except ValidationError as exc:
-            raise _validation_error(exc, "pre-subscriptions") from None
+            raise validation_error(exc, "pre-subscriptions") from None
         except ValueError as exc:
             raise ApiError(400, f"Bad Request. {exc}", fields=[("body", str(exc))]) from None
         devices.set_presubscriptions(key, entries)
