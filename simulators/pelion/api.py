@@ -32,64 +32,48 @@ message.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import re
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 from pydantic import ValidationError
 
-from simulators.faults import FaultKind
-from simulators.pelion.api_calls import ApiBackend, ApiCall, ApiError, validation_error
+from simulators.pelion.api_calls import (
+    CALL_NOTE,
+    EXCERPT,
+    ApiBackend,
+    ApiCall,
+    ApiError,
+    CallNote,
+    call_note,
+    validation_error,
+)
+from simulators.pelion.api_websocket import WebSocketConnects
 from simulators.pelion.channels import OTHER_TYPE_EXISTS, ChannelConflict
+from simulators.pelion.config import ACTOR, PEER
 from simulators.pelion.devices import RequestRejected
-from simulators.pelion.handshake import Accept, Refuse, bearer_token, judge_handshake
+from simulators.pelion.handshake import bearer_token
 from simulators.pelion.models import (
     RegisterWebsocketChannel,
     Webhook,
     parse_presubscriptions,
 )
 from simulators.pelion.records import VerificationFailed
-from simulators.pelion.websocket import FRAMES_IN, Connection, ConnectionInfo
 
 __all__ = ["CALLS_KEPT", "MAX_BODY_BYTES", "Api", "ApiCall", "ApiError"]
 
-ACTOR = "pelion"
 CALLS_KEPT = 20_000
 MAX_BODY_BYTES = 1024 * 1024
-EXCERPT = 300
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FORBIDDEN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # Headers the sender frames the request with: a registered value would corrupt it.
 _RESERVED_HEADERS = frozenset({"content-length", "host", "transfer-encoding", "connection"})
-
-
-@dataclass
-class _CallNote:
-    """What a handler learns about the call it answers, for the call log."""
-
-    auth: str = "missing"
-    body: str = ""
-    websocket: bool = False
-
-
-# Each request is handled in its own task: the note set by the middleware is the handler's.
-_NOTE: contextvars.ContextVar[_CallNote] = contextvars.ContextVar("pelion_call_note")
-
-
-def _note() -> _CallNote:
-    note = _NOTE.get(None)
-    if note is None:  # outside the middleware (cannot happen in the app): a throwaway note
-        note = _CallNote()
-        _NOTE.set(note)
-    return note
 
 
 class Api:
@@ -101,7 +85,7 @@ class Api:
         self._calls: deque[ApiCall] = deque(maxlen=CALLS_KEPT)
         self.calls_total = 0
         self._lock = threading.Lock()
-        self._handshaking: set[str] = set()
+        self.websocket_connects = WebSocketConnects(sim, self._keep)
         self._runner: web.AppRunner | None = None
 
     # --- life cycle ----------------------------------------------------------------------
@@ -114,7 +98,7 @@ class Api:
         routes: list[tuple[str, Handler]] = [
             ("/v2/notification/callback", self._callback),
             ("/v2/notification/websocket", self._websocket),
-            ("/v2/notification/websocket-connect", self._websocket_connect),
+            ("/v2/notification/websocket-connect", self.websocket_connects.handle),
             ("/v2/notification/pull", self._pull),
             ("/v2/notification/channel", self._channel),
             ("/v2/subscriptions", self._presubscriptions),
@@ -166,8 +150,8 @@ class Api:
             f"?{request.query_string[:200]}" if request.query_string else ""
         )
         self.sim.recorder.record(PEER, "->", ACTOR, "api-request", line)
-        note = _CallNote()
-        _NOTE.set(note)
+        note = CallNote()
+        CALL_NOTE.set(note)
         status = 500
         answer = ""
         try:
@@ -209,9 +193,9 @@ class Api:
         token = bearer_token(request.headers.get("Authorization"))
         status = self.sim.keys.status(token)
         if token is not None and status == "invalid" and not token.startswith("ak_"):
-            _note().auth = "not-an-api-key"
+            call_note().auth = "not-an-api-key"
             raise ApiError(403, "Authorization token used is not an API key.", type="forbidden")
-        _note().auth = status
+        call_note().auth = status
         if status != "ok" or token is None:
             message = {
                 "missing": "Missing or malformed Authorization header: use 'Bearer <api key>'.",
@@ -234,7 +218,7 @@ class Api:
             raise ApiError(
                 413, f"The request body is over {MAX_BODY_BYTES} bytes.", type="too_large"
             ) from None
-        _note().body = raw[:EXCERPT].decode("utf-8", "replace")
+        call_note().body = raw[:EXCERPT].decode("utf-8", "replace")
         return raw
 
     @staticmethod
@@ -337,106 +321,6 @@ class Api:
         status_body = sim.registry.websocket_status(key, now)
         assert status_body is not None
         return web.json_response(status_body.to_wire(), status=201 if created else 200)
-
-    async def _websocket_connect(self, request: web.Request) -> web.StreamResponse:
-        """The handshake, then the socket's whole life (this handler returns when it ends)."""
-        sim, clock = self.sim, self.sim.clock
-        _note().websocket = True
-        number = sim.new_connection_number()
-        real, sim_s = clock.readings()
-        decision = judge_handshake(
-            request.method, request.headers, request.headers.getall("Sec-WebSocket-Protocol", []),
-            sim.keys, self._handshaking, sim.config.ws_auth_failure,
-        )  # fmt: skip
-        credentials, outcome = decision.credentials, decision.outcome
-        token, status, valid = credentials.token, credentials.status, credentials.valid
-        base = ConnectionInfo(
-            number, 0, real, sim_s, key=token[:200] if token else None, auth=credentials.auth,
-            key_valid=valid, offered_subprotocols=tuple(p[:200] for p in credentials.offered[:10]),
-        )  # fmt: skip
-        if isinstance(outcome, Refuse):
-            sim.keep_connection(replace(base, status=outcome.status, refusal=outcome.reason))
-            self._keep_handshake(request, real, sim_s, outcome.status, status, outcome.reason)
-            return ApiError(
-                outcome.status, outcome.reason, headers=dict(outcome.headers)
-            ).response()
-        if isinstance(outcome, Accept):
-            self._handshaking.add(outcome.key)
-        try:
-            fault = sim.faults.take("handshake")
-            if fault is not None and fault.kind == FaultKind.DELAY:
-                await clock.sleep_real(float(fault.get("seconds", 1.0)))
-            ws = web.WebSocketResponse(
-                protocols=outcome.subprotocols, autoping=False, autoclose=True, heartbeat=None,
-                compress=False, max_msg_size=FRAMES_IN, timeout=5.0,
-            )  # fmt: skip
-            await ws.prepare(request)
-        finally:
-            if token is not None:
-                self._handshaking.discard(token)
-        conn = Connection(
-            ws,
-            request.transport,
-            clock,
-            replace(base, status=101, subprotocol=ws.ws_protocol),
-            self._ws_event,
-            ping_interval_s=sim.config.ping_interval_s,
-            pong_timeout_s=sim.config.pong_timeout_s,
-            send_timeout_s=sim.config.request_timeout_s,
-            pings_enabled=sim.pings_enabled,
-        )
-        sim.keep_connection(conn)
-        self._keep_handshake(request, real, sim_s, 101, status, "")
-        sim.recorder.record(
-            PEER, "->", ACTOR, "websocket-connect",
-            f"connection #{number}: 101 (auth: {credentials.auth or 'none'}, "
-            f"key {'accepted' if valid else status}, subprotocol {ws.ws_protocol!r})",
-            connection=number, offered=list(base.offered_subprotocols),
-        )  # fmt: skip
-        end = "lost"
-        try:
-            if isinstance(outcome, Accept):
-                sim.socket_bound(outcome.key, conn)
-                end = await conn.run()
-            else:
-                # Close at once and wait for the handshake to finish (reading in parallel would
-                # race aiohttp's own read for the client's answer: the client would see 1006).
-                await conn.close(outcome.code, outcome.reason)
-                end = conn.refused()
-        finally:
-            conn.mark_lost()
-            if isinstance(outcome, Accept):
-                sim.socket_ended(outcome.key, conn, by_client=end == "client-close")
-            info = conn.info
-            sim.recorder.record(
-                ACTOR, "--", PEER, "websocket-end",
-                f"connection #{number} ended: {info.end}"
-                + (f", close sent {info.close_sent[0]}" if info.close_sent else "")
-                + (f", client close {info.close_received}" if info.close_received else ""),
-                connection=number,
-            )  # fmt: skip
-        return ws
-
-    def _keep_handshake(
-        self, request: web.Request, real: float, sim_s: float, code: int, auth: str, note: str
-    ) -> None:
-        self._keep(
-            ApiCall(
-                real, sim_s, request.method, request.path[:500], request.query_string[:500],
-                code, auth, self.sim.clock.real() - real, "", note[:EXCERPT],
-                request.headers.get("User-Agent", "")[:200],
-            )
-        )  # fmt: skip
-        if code != 101:
-            self.sim.recorder.record(
-                ACTOR, "->", PEER, "websocket-refused", f"{code} for the WebSocket connect: {note}"
-            )
-
-    def _ws_event(self, conn: Connection, kind: str, summary: str) -> None:
-        self.sim.recorder.record(
-            ACTOR, "--", PEER, f"websocket-{kind}",
-            f"connection #{conn.info.number}: {summary}", connection=conn.info.number,
-        )  # fmt: skip
 
     # --- pull ----------------------------------------------------------------------------
 
@@ -558,9 +442,6 @@ class Api:
     async def _elsewhere(self, request: web.Request) -> web.StreamResponse:
         self._key(request)
         raise ApiError(404, f"Not Found. No such endpoint: {request.method} {request.path[:200]}.")
-
-
-PEER = "sut"
 
 
 def _is_json(content_type: str) -> bool:

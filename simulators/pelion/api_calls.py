@@ -4,6 +4,7 @@ interface it needs of the service (:class:`ApiBackend`; vendor doc; docs/vendors
 
 from __future__ import annotations
 
+import contextvars
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,7 +27,41 @@ from simulators.pelion.models import Webhook, error_body, new_request_id
 from simulators.pelion.records import Verification
 from simulators.pelion.websocket import Connection, ConnectionInfo
 
-__all__ = ["ApiBackend", "ApiCall", "ApiError", "validation_error"]
+__all__ = [
+    "CALL_NOTE",
+    "EXCERPT",
+    "ApiBackend",
+    "ApiCall",
+    "ApiError",
+    "CallNote",
+    "call_note",
+    "validation_error",
+]
+
+
+EXCERPT = 300  # characters of a body or an answer kept in the call log
+
+
+@dataclass
+class CallNote:
+    """What a handler learns about the call it answers, for the call log."""
+
+    auth: str = "missing"
+    body: str = ""
+    websocket: bool = False
+
+
+# Each request is handled in its own task: the note set by the middleware is the handler's.
+CALL_NOTE: contextvars.ContextVar[CallNote] = contextvars.ContextVar("pelion_call_note")
+
+
+def call_note() -> CallNote:
+    """The note of the call being handled."""
+    note = CALL_NOTE.get(None)
+    if note is None:  # outside the middleware (cannot happen in the app): a throwaway note
+        note = CallNote()
+        CALL_NOTE.set(note)
+    return note
 
 
 class ApiBackend(Protocol):

@@ -503,7 +503,7 @@ def test_delete_answers_a_waiting_poll_with_410() -> None:
 ADAPTERS = {
     "api.py", "callback.py", "simulator.py", "traffic.py", "websocket.py", "schedule.py",
     "sending.py", "longpoll.py", "sockets.py", "device_control.py", "channel_view.py",
-    "records.py", "api_calls.py",
+    "records.py", "api_calls.py", "api_websocket.py",
 }  # fmt: skip
 
 
