@@ -25,8 +25,8 @@ from simulators.pelion.delivery import (
     PullState,
     WebSocketDelivery,
     WebSocketState,
-    _move,
 )
+from simulators.pelion.delivery_terms import move
 from simulators.pelion.models import Event, NotificationData, SerializationConfig
 from simulators.pelion.queue import NotificationQueue
 
@@ -287,7 +287,7 @@ def test_transition_tables_are_closed() -> None:
         states = set(table)
         assert all(target in states for moves in table.values() for target in moves.values())
     with pytest.raises(RuntimeError, match="no transition from REMOVED on 'send'"):
-        _move(CALLBACK_TRANSITIONS, CallbackState.REMOVED, "send")
+        move(CALLBACK_TRANSITIONS, CallbackState.REMOVED, "send")
 
 
 # --- WebSocket ---------------------------------------------------------------------------------
