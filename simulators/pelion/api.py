@@ -247,13 +247,12 @@ class Api:
         key = self._key(request)
         sim, now = self.sim, self.sim.clock.now()
         if request.method == "GET":
-            webhook = sim.registry.webhook(key, now)
+            webhook = sim.channels.webhook(key, now)
             if webhook is None:
                 raise ApiError(404, "The callback URL does not exist.")
             return web.json_response(webhook.to_wire())
         if request.method == "DELETE":
-            found, effects = sim.registry.delete_callback(key, now)
-            sim.carry_out(effects)
+            found = sim.channels.delete_callback(key, now)
             if not found:
                 raise ApiError(404, "Callback URL does not exist.")
             return web.Response(status=204)
@@ -296,13 +295,12 @@ class Api:
         key = self._key(request)
         sim, now = self.sim, self.sim.clock.now()
         if request.method == "GET":
-            status = sim.registry.websocket_status(key, now)
+            status = sim.channels.websocket_status(key, now)
             if status is None:
                 raise ApiError(404, "No channel has been registered.")
             return web.json_response(status.to_wire())
         if request.method == "DELETE":
-            found, effects = sim.registry.delete_websocket(key, now)
-            sim.carry_out(effects)
+            found = sim.channels.delete_websocket(key, now)
             if not found:
                 raise ApiError(404, "Websocket channel doesn't exist.")
             return web.Response(status=204)
@@ -314,12 +312,9 @@ class Api:
             except ValidationError as exc:
                 raise validation_error(exc, "channel registration") from None
         try:
-            created, effects = sim.registry.register_websocket(key, body, now)
+            created, status_body = sim.channels.register_websocket(key, body, now)
         except ChannelConflict as exc:
             raise ApiError(400, _conflict(exc)) from None
-        sim.carry_out(effects)
-        status_body = sim.registry.websocket_status(key, now)
-        assert status_body is not None
         return web.json_response(status_body.to_wire(), status=201 if created else 200)
 
     # --- pull ----------------------------------------------------------------------------
@@ -329,8 +324,7 @@ class Api:
         key = self._key(request)
         sim = self.sim
         if request.method == "DELETE":
-            result, effects = sim.registry.delete_pull(key, sim.clock.now())
-            sim.carry_out(effects)
+            result = sim.channels.delete_pull(key, sim.clock.now())
             return web.Response(text=result, content_type="text/plain")
         wait = request.query.get("noWait", "false").lower() != "true"
         try:
@@ -363,7 +357,7 @@ class Api:
     async def _channel(self, request: web.Request) -> web.StreamResponse:
         self._methods(request, "GET")
         key = self._key(request)
-        metadata = self.sim.registry.metadata(key, self.sim.clock.now())
+        metadata = self.sim.channels.metadata(key, self.sim.clock.now())
         if metadata is None:
             raise ApiError(404, "No notification channel has been registered.")
         return web.json_response(metadata.to_wire())

@@ -8,7 +8,7 @@ import contextvars
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -18,12 +18,18 @@ from simulators.clock import Clock
 from simulators.evidence import Recorder
 from simulators.faultlog import FaultLog
 from simulators.faults import FaultPlan
-from simulators.pelion.channels import ChannelRegistry, Effect, ItemQueued
 from simulators.pelion.config import PelionConfig
 from simulators.pelion.delivery import PollAnswer, PullDelivery
 from simulators.pelion.devices import Devices
 from simulators.pelion.keys import ApiKeys
-from simulators.pelion.models import Webhook, error_body, new_request_id
+from simulators.pelion.models import (
+    ChannelMetadata,
+    RegisterWebsocketChannel,
+    Webhook,
+    WebsocketChannel,
+    error_body,
+    new_request_id,
+)
 from simulators.pelion.records import Verification
 from simulators.pelion.websocket import Connection, ConnectionInfo
 
@@ -34,6 +40,7 @@ __all__ = [
     "ApiCall",
     "ApiError",
     "CallNote",
+    "ChannelRest",
     "call_note",
     "validation_error",
 ]
@@ -64,9 +71,24 @@ def call_note() -> CallNote:
     return note
 
 
+class ChannelRest(Protocol):
+    """The REST calls on a key's channel (:class:`~simulators.pelion.channel_view.ChannelView`),
+    each carrying out what the cores decided."""
+
+    def webhook(self, key: str, now: float) -> Webhook | None: ...
+    def delete_callback(self, key: str, now: float) -> bool: ...
+    def websocket_status(self, key: str, now: float) -> WebsocketChannel | None: ...
+    def delete_websocket(self, key: str, now: float) -> bool: ...
+    def register_websocket(
+        self, key: str, body: RegisterWebsocketChannel | None, now: float
+    ) -> tuple[bool, WebsocketChannel]: ...
+    def delete_pull(self, key: str, now: float) -> Literal["REMOVED", "ALREADY_DELETED"]: ...
+    def metadata(self, key: str, now: float) -> ChannelMetadata | None: ...
+
+
 class ApiBackend(Protocol):
     """What the HTTP layer needs of the service: its settings, clock and evidence, the keys,
-    the cores it answers REST calls from, and the steps of a registration, a poll and a
+    the channels' REST calls, the devices core, and the steps of a registration, a poll and a
     WebSocket's life."""
 
     @property
@@ -86,13 +108,12 @@ class ApiBackend(Protocol):
     @property
     def keys(self) -> ApiKeys: ...
     @property
-    def registry(self) -> ChannelRegistry: ...
+    def channels(self) -> ChannelRest: ...
     @property
     def devices(self) -> Devices: ...
     @property
     def pings_enabled(self) -> bool: ...
 
-    def carry_out(self, effects: Iterable[Effect]) -> list[ItemQueued]: ...
     def poke(self) -> None: ...
     async def register_webhook(
         self, key: str, webhook: Webhook, *, verify: bool = True

@@ -4,14 +4,21 @@ channel": state, queue, failures, removal times, serialization)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from simulators.clock import Clock
 from simulators.evidence import Recorder
 from simulators.pelion.channels import ChannelRemoved
 from simulators.pelion.config import ACTOR, PEER, PelionConfig
 from simulators.pelion.delivery import CallbackDelivery, WebSocketDelivery
-from simulators.pelion.models import DEFAULT_SERIALIZATION, SerializationConfig
+from simulators.pelion.models import (
+    DEFAULT_SERIALIZATION,
+    ChannelMetadata,
+    RegisterWebsocketChannel,
+    SerializationConfig,
+    Webhook,
+    WebsocketChannel,
+)
 from simulators.pelion.records import ChannelSnapshot
 from simulators.pelion.schedule import Schedule
 from simulators.pelion.sending import Sending
@@ -134,3 +141,46 @@ class ChannelView:
                 connection=conn.info.number if isinstance(conn, Connection) else None,
             )
         return ChannelSnapshot(**common, remove_at_sim_s=core.last_poll_at + core.idle_limit_s)
+
+    # --- the REST calls on a channel (``now`` as the call read it) ------------------------
+
+    def webhook(self, key: str, now: float) -> Webhook | None:
+        """``GET /v2/notification/callback``: the registered callback, None (404) without."""
+        return self.schedule.registry.webhook(key, now)
+
+    def delete_callback(self, key: str, now: float) -> bool:
+        """``DELETE /v2/notification/callback``: False (404) when there was none."""
+        found, effects = self.schedule.registry.delete_callback(key, now)
+        self.schedule.carry_out(effects)
+        return found
+
+    def websocket_status(self, key: str, now: float) -> WebsocketChannel | None:
+        """``GET /v2/notification/websocket``: the channel's status, None (404) without."""
+        return self.schedule.registry.websocket_status(key, now)
+
+    def delete_websocket(self, key: str, now: float) -> bool:
+        """``DELETE /v2/notification/websocket``: False (404) when there was none."""
+        found, effects = self.schedule.registry.delete_websocket(key, now)
+        self.schedule.carry_out(effects)
+        return found
+
+    def register_websocket(
+        self, key: str, body: RegisterWebsocketChannel | None, now: float
+    ) -> tuple[bool, WebsocketChannel]:
+        """``PUT /v2/notification/websocket``: (created, status); raises ``ChannelConflict``
+        (400) when the key has another channel type."""
+        created, effects = self.schedule.registry.register_websocket(key, body, now)
+        self.schedule.carry_out(effects)
+        status = self.schedule.registry.websocket_status(key, now)
+        assert status is not None
+        return created, status
+
+    def delete_pull(self, key: str, now: float) -> Literal["REMOVED", "ALREADY_DELETED"]:
+        """``DELETE /v2/notification/pull``: always 200, with what happened."""
+        result, effects = self.schedule.registry.delete_pull(key, now)
+        self.schedule.carry_out(effects)
+        return result
+
+    def metadata(self, key: str, now: float) -> ChannelMetadata | None:
+        """``GET /v2/notification/channel``: the delivery mechanism, None (404) without."""
+        return self.schedule.registry.metadata(key, now)
