@@ -2,7 +2,8 @@
 
 Cores without I/O (rules; they take ``now`` and answer with deadlines):
 
-- :mod:`simulators.pelion.models`: wire models and :func:`~simulators.pelion.models.serialize`.
+- :mod:`simulators.pelion.models`: wire models and :func:`~simulators.pelion.models.serialize`
+  (:mod:`simulators.pelion.wire`: their bases; :mod:`simulators.pelion.error_bodies`: errors).
 - :mod:`simulators.pelion.queue`: the per-channel notification queue (50,000 items, 24 h).
 - :mod:`simulators.pelion.delivery_terms`: the vendor's numbers, close codes, decisions.
 - :mod:`simulators.pelion.delivery`: callback, WebSocket and long-poll channel state machines.

@@ -21,14 +21,13 @@ from simulators.faults import FaultPlan
 from simulators.pelion.config import PelionConfig
 from simulators.pelion.delivery import PollAnswer, PullDelivery
 from simulators.pelion.devices import Devices
+from simulators.pelion.error_bodies import error_body, new_request_id
 from simulators.pelion.keys import ApiKeys
 from simulators.pelion.models import (
     ChannelMetadata,
     RegisterWebsocketChannel,
     Webhook,
     WebsocketChannel,
-    error_body,
-    new_request_id,
 )
 from simulators.pelion.records import Verification
 from simulators.pelion.websocket import Connection, ConnectionInfo
