@@ -6,7 +6,8 @@ Cores without I/O (rules; they take ``now`` and answer with deadlines):
   (:mod:`simulators.pelion.wire`: their bases; :mod:`simulators.pelion.error_bodies`: errors).
 - :mod:`simulators.pelion.queue`: the per-channel notification queue (50,000 items, 24 h).
 - :mod:`simulators.pelion.delivery_terms`: the vendor's numbers, close codes, decisions.
-- :mod:`simulators.pelion.delivery`: callback, WebSocket and long-poll channel state machines.
+- :mod:`simulators.pelion.delivery`: callback, WebSocket and long-poll channel state machines
+  (:mod:`simulators.pelion.pull_delivery`: the long-poll one).
 - :mod:`simulators.pelion.channels`: one channel per API key; routing of events.
 - :mod:`simulators.pelion.devices`: simulated devices, subscriptions and device requests
   (:mod:`simulators.pelion.lwm2m`: their payload encodings).
