@@ -13,9 +13,6 @@ TLV = "application/vnd.oma.lwm2m+tlv"
 Value = str | int | float | bool | bytes
 
 
-# --- Payload encodings ---------------------------------------------------------------------
-
-
 def encode_text(value: Value) -> bytes:
     """The ``text/plain`` payload of a value (LwM2M plain text: booleans are ``0``/``1``)."""
     if isinstance(value, bool):
