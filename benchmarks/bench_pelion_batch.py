@@ -35,6 +35,7 @@ from simulators.clock import Clock
 from simulators.evidence import Recorder
 from simulators.pelion.delivery import Batch
 from simulators.pelion.models import Event
+from simulators.pelion.records import AttemptLog
 from simulators.pelion.simulator import DeliveryAttempt, PelionConfig, PelionSimulator
 from simulators.pki import PKI
 
@@ -60,18 +61,29 @@ def events(count: int, offset: int) -> list[Event]:
     ]
 
 
-class _Timed(PelionSimulator):
-    """The simulator, noting the real time at which a batch attempt is acknowledged and logged
-    (rather than when a waiting caller would wake up)."""
+class _TimedLog(AttemptLog):
+    """The attempt log, noting the real time at which a batch attempt is acknowledged and
+    logged (rather than when a waiting caller would wake up)."""
 
     logged: asyncio.Event | None = None
     logged_at = 0.0
 
-    def _log_attempt(self, attempt: DeliveryAttempt, batch: Batch) -> None:
-        super()._log_attempt(attempt, batch)
+    def add(self, attempt: DeliveryAttempt, batch: Batch) -> None:
+        super().add(attempt, batch)
         self.logged_at = time.perf_counter()
         if self.logged is not None:
             self.logged.set()
+
+
+class _Timed(PelionSimulator):
+    """The simulator with a :class:`_TimedLog`."""
+
+    attempt_log_type = _TimedLog
+
+    @property
+    def timed(self) -> _TimedLog:
+        assert isinstance(self.attempt_log, _TimedLog)
+        return self.attempt_log
 
 
 async def measure(url: str, pki: PKI, rounds: int, items: int) -> None:
@@ -91,11 +103,11 @@ async def measure(url: str, pki: PKI, rounds: int, items: int) -> None:
 
     async def one_of_ours(round_: int) -> None:
         batch = events(items, round_ * items)
-        sim.logged = asyncio.Event()
+        sim.timed.logged = asyncio.Event()
         started = time.perf_counter()
         await sim.queue(batch)
         queued, queued_real = time.perf_counter(), clock.real()
-        await asyncio.wait_for(sim.logged.wait(), 30)
+        await asyncio.wait_for(sim.timed.logged.wait(), 30)
         attempt = sim.attempts()[-1]
         assert attempt.succeeded and attempt.items == items, attempt
         if round_ >= 2:
@@ -103,7 +115,7 @@ async def measure(url: str, pki: PKI, rounds: int, items: int) -> None:
             queueing.append(queued - started)
             ours.append(answered - queued_real)
             exchanges.append(attempt.elapsed_real_s)
-            bookkeeping.append(sim.logged_at - queued - (answered - queued_real))
+            bookkeeping.append(sim.timed.logged_at - queued - (answered - queued_real))
 
     async def one_plain(round_: int) -> None:
         nonlocal size

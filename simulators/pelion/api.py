@@ -32,41 +32,43 @@ message.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import re
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 from pydantic import ValidationError
 
-from simulators.faults import FaultKind
+from simulators.pelion.api_calls import (
+    CALL_NOTE,
+    EXCERPT,
+    ApiBackend,
+    ApiCall,
+    ApiError,
+    CallNote,
+    call_note,
+    validation_error,
+)
+from simulators.pelion.api_websocket import WebSocketConnects
 from simulators.pelion.channels import OTHER_TYPE_EXISTS, ChannelConflict
-from simulators.pelion.delivery import REASON_BAD_KEY, CloseCode
+from simulators.pelion.config import ACTOR, PEER
 from simulators.pelion.devices import RequestRejected
+from simulators.pelion.handshake import bearer_token
 from simulators.pelion.models import (
     RegisterWebsocketChannel,
     Webhook,
-    error_body,
-    new_request_id,
     parse_presubscriptions,
 )
-from simulators.pelion.websocket import FRAMES_IN, Connection, ConnectionInfo
-
-if TYPE_CHECKING:
-    from simulators.pelion.simulator import PelionSimulator
+from simulators.pelion.records import VerificationFailed
 
 __all__ = ["CALLS_KEPT", "MAX_BODY_BYTES", "Api", "ApiCall", "ApiError"]
 
-ACTOR = "pelion"
 CALLS_KEPT = 20_000
 MAX_BODY_BYTES = 1024 * 1024
-EXCERPT = 300
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FORBIDDEN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -74,105 +76,16 @@ _FORBIDDEN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _RESERVED_HEADERS = frozenset({"content-length", "host", "transfer-encoding", "connection"})
 
 
-@dataclass
-class _CallNote:
-    """What a handler learns about the call it answers, for the call log."""
-
-    auth: str = "missing"
-    body: str = ""
-    websocket: bool = False
-
-
-# Each request is handled in its own task: the note set by the middleware is the handler's.
-_NOTE: contextvars.ContextVar[_CallNote] = contextvars.ContextVar("pelion_call_note")
-
-
-def _note() -> _CallNote:
-    note = _NOTE.get(None)
-    if note is None:  # outside the middleware (cannot happen in the app): a throwaway note
-        note = _CallNote()
-        _NOTE.set(note)
-    return note
-
-
-@dataclass(frozen=True, slots=True)
-class ApiCall:
-    """One REST call (or WebSocket handshake) the client made, as answered.
-
-    ``auth`` is ``ok``, ``missing``, ``invalid``, ``revoked`` or ``not-an-api-key``;
-    ``body`` and ``answer`` are excerpts (at most 300 characters)."""
-
-    real_s: float
-    sim_s: float
-    method: str
-    path: str
-    query: str
-    status: int
-    auth: str
-    elapsed_real_s: float
-    body: str = ""
-    answer: str = ""
-    user_agent: str = ""
-
-    @property
-    def endpoint(self) -> str:
-        return f"{self.method} {self.path}"
-
-
-class ApiError(Exception):
-    """An answer other than success: JSON error body, or plain text where the vendor uses it."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        text: bool = False,
-        type: str | None = None,
-        fields: Iterable[tuple[str, str]] = (),
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.text = text
-        self.type = type
-        self.fields = list(fields)
-        self.headers = headers or {}
-
-    def response(self) -> web.Response:
-        if self.text:
-            return web.Response(
-                status=self.status, text=self.message, content_type="text/plain",
-                headers=self.headers,
-            )  # fmt: skip
-        request_id = new_request_id()
-        body = error_body(
-            self.status, self.message, type=self.type, request_id=request_id, fields=self.fields
-        )
-        return web.json_response(
-            body.to_wire(), status=self.status, headers={"x-request-id": request_id, **self.headers}
-        )
-
-
-def _validation_error(exc: ValidationError, what: str) -> ApiError:
-    fields = [
-        (".".join(str(p) for p in error["loc"]) or "body", str(error["msg"])[:200])
-        for error in exc.errors()[:20]
-    ]
-    summary = "; ".join(f"{name}: {message}" for name, message in fields[:3])
-    return ApiError(400, f"Bad Request. Invalid {what}: {summary}"[:500], fields=fields)
-
-
 class Api:
-    """The aiohttp application of one :class:`~simulators.pelion.simulator.PelionSimulator`."""
+    """The aiohttp application over an :class:`ApiBackend` (the
+    :class:`~simulators.pelion.simulator.PelionSimulator`)."""
 
-    def __init__(self, sim: PelionSimulator) -> None:
+    def __init__(self, sim: ApiBackend) -> None:
         self.sim = sim
         self._calls: deque[ApiCall] = deque(maxlen=CALLS_KEPT)
         self.calls_total = 0
         self._lock = threading.Lock()
-        self._handshaking: set[str] = set()
+        self.websocket_connects = WebSocketConnects(sim, self._keep)
         self._runner: web.AppRunner | None = None
 
     # --- life cycle ----------------------------------------------------------------------
@@ -185,7 +98,7 @@ class Api:
         routes: list[tuple[str, Handler]] = [
             ("/v2/notification/callback", self._callback),
             ("/v2/notification/websocket", self._websocket),
-            ("/v2/notification/websocket-connect", self._websocket_connect),
+            ("/v2/notification/websocket-connect", self.websocket_connects.handle),
             ("/v2/notification/pull", self._pull),
             ("/v2/notification/channel", self._channel),
             ("/v2/subscriptions", self._presubscriptions),
@@ -237,8 +150,8 @@ class Api:
             f"?{request.query_string[:200]}" if request.query_string else ""
         )
         self.sim.recorder.record(PEER, "->", ACTOR, "api-request", line)
-        note = _CallNote()
-        _NOTE.set(note)
+        note = CallNote()
+        CALL_NOTE.set(note)
         status = 500
         answer = ""
         try:
@@ -277,12 +190,12 @@ class Api:
 
     def _key(self, request: web.Request) -> str:
         """The API key of ``Authorization: Bearer ak_…``, else 401/403."""
-        token = _bearer(request.headers.get("Authorization"))
-        status = self.sim.key_status(token)
+        token = bearer_token(request.headers.get("Authorization"))
+        status = self.sim.keys.status(token)
         if token is not None and status == "invalid" and not token.startswith("ak_"):
-            _note().auth = "not-an-api-key"
+            call_note().auth = "not-an-api-key"
             raise ApiError(403, "Authorization token used is not an API key.", type="forbidden")
-        _note().auth = status
+        call_note().auth = status
         if status != "ok" or token is None:
             message = {
                 "missing": "Missing or malformed Authorization header: use 'Bearer <api key>'.",
@@ -305,7 +218,7 @@ class Api:
             raise ApiError(
                 413, f"The request body is over {MAX_BODY_BYTES} bytes.", type="too_large"
             ) from None
-        _note().body = raw[:EXCERPT].decode("utf-8", "replace")
+        call_note().body = raw[:EXCERPT].decode("utf-8", "replace")
         return raw
 
     @staticmethod
@@ -334,13 +247,12 @@ class Api:
         key = self._key(request)
         sim, now = self.sim, self.sim.clock.now()
         if request.method == "GET":
-            webhook = sim.registry.webhook(key, now)
+            webhook = sim.channels.webhook(key, now)
             if webhook is None:
                 raise ApiError(404, "The callback URL does not exist.")
             return web.json_response(webhook.to_wire())
         if request.method == "DELETE":
-            found, effects = sim.registry.delete_callback(key, now)
-            sim.carry_out(effects)
+            found = sim.channels.delete_callback(key, now)
             if not found:
                 raise ApiError(404, "Callback URL does not exist.")
             return web.Response(status=204)
@@ -354,7 +266,7 @@ class Api:
         try:
             webhook = Webhook.model_validate(data)
         except ValidationError as exc:
-            raise _validation_error(exc, "callback registration") from None
+            raise validation_error(exc, "callback registration") from None
         for name, value in (webhook.headers or {}).items():
             if not _TOKEN.fullmatch(name) or _FORBIDDEN_VALUE.search(value):
                 raise ApiError(
@@ -366,8 +278,6 @@ class Api:
                     400, f"Bad Request. Header {name!r} cannot be registered (the service sets it).",
                     fields=[("headers", f"{name} is set by the service")],
                 )  # fmt: skip
-        from simulators.pelion.simulator import VerificationFailed
-
         try:
             await sim.register_webhook(key, webhook)
         except ChannelConflict as exc:
@@ -385,13 +295,12 @@ class Api:
         key = self._key(request)
         sim, now = self.sim, self.sim.clock.now()
         if request.method == "GET":
-            status = sim.registry.websocket_status(key, now)
+            status = sim.channels.websocket_status(key, now)
             if status is None:
                 raise ApiError(404, "No channel has been registered.")
             return web.json_response(status.to_wire())
         if request.method == "DELETE":
-            found, effects = sim.registry.delete_websocket(key, now)
-            sim.carry_out(effects)
+            found = sim.channels.delete_websocket(key, now)
             if not found:
                 raise ApiError(404, "Websocket channel doesn't exist.")
             return web.Response(status=204)
@@ -401,143 +310,12 @@ class Api:
             try:
                 body = RegisterWebsocketChannel.model_validate(self._json(raw))
             except ValidationError as exc:
-                raise _validation_error(exc, "channel registration") from None
+                raise validation_error(exc, "channel registration") from None
         try:
-            created, effects = sim.registry.register_websocket(key, body, now)
+            created, status_body = sim.channels.register_websocket(key, body, now)
         except ChannelConflict as exc:
             raise ApiError(400, _conflict(exc)) from None
-        sim.carry_out(effects)
-        status_body = sim.registry.websocket_status(key, now)
-        assert status_body is not None
         return web.json_response(status_body.to_wire(), status=201 if created else 200)
-
-    async def _websocket_connect(self, request: web.Request) -> web.StreamResponse:
-        """The handshake, then the socket's whole life (this handler returns when it ends)."""
-        sim, clock = self.sim, self.sim.clock
-        _note().websocket = True
-        number = sim.new_connection_number()
-        real, sim_s = clock.readings()
-        offered = _subprotocols(request)
-        bearer = request.headers.get("Authorization")
-        if bearer is not None:
-            auth: str | None = "bearer"
-            token = _bearer(bearer)
-        else:
-            pelion = [p for p in offered if p.startswith("pelion_")]
-            auth = "subprotocol" if pelion else None
-            token = pelion[0].removeprefix("pelion_") if pelion else None
-        status = sim.key_status(token)
-        valid = status == "ok"
-        base = ConnectionInfo(
-            number, 0, real, sim_s, key=token[:200] if token else None,
-            auth=auth if auth in ("bearer", "subprotocol") else None,  # type: ignore[arg-type]
-            key_valid=valid, offered_subprotocols=tuple(p[:200] for p in offered[:10]),
-        )  # fmt: skip
-
-        def refuse(code: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
-            from dataclasses import replace
-
-            sim.keep_connection(replace(base, status=code, refusal=reason))
-            self._keep_handshake(request, real, sim_s, code, status, reason)
-            return ApiError(code, reason, headers=headers).response()
-
-        if request.method != "GET":
-            return refuse(405, "The WebSocket connect is a GET.", {"Allow": "GET"})
-        upgrade = {t.strip().lower() for t in request.headers.get("Upgrade", "").split(",")}
-        connection = {t.strip().lower() for t in request.headers.get("Connection", "").split(",")}
-        if "websocket" not in upgrade or "upgrade" not in connection:
-            return refuse(
-                426, "Upgrade Required: send Connection: Upgrade and Upgrade: websocket.",
-                {"Upgrade": "websocket"},
-            )  # fmt: skip
-        if not request.headers.get("Sec-WebSocket-Key") or (
-            request.headers.get("Sec-WebSocket-Version") != "13"
-        ):
-            return refuse(400, "Bad Request: Sec-WebSocket-Key and Sec-WebSocket-Version: 13 "
-                          "are required.")  # fmt: skip
-        if not valid and sim.config.ws_auth_failure == "401":
-            return refuse(401, f"Invalid access token ({status} API key).")
-        if valid and token in self._handshaking:
-            return refuse(429, "A WebSocket handshake with this API key is still in progress.")
-        if valid and token:
-            self._handshaking.add(token)
-        try:
-            fault = sim.faults.take("handshake")
-            if fault is not None and fault.kind == FaultKind.DELAY:
-                await clock.sleep_real(float(fault.get("seconds", 1.0)))
-            ws = web.WebSocketResponse(
-                protocols=("wss",), autoping=False, autoclose=True, heartbeat=None,
-                compress=False, max_msg_size=FRAMES_IN, timeout=5.0,
-            )  # fmt: skip
-            await ws.prepare(request)
-        finally:
-            if token is not None:
-                self._handshaking.discard(token)
-        from dataclasses import replace
-
-        conn = Connection(
-            ws,
-            request.transport,
-            clock,
-            replace(base, status=101, subprotocol=ws.ws_protocol),
-            self._ws_event,
-            ping_interval_s=sim.config.ping_interval_s,
-            pong_timeout_s=sim.config.pong_timeout_s,
-            send_timeout_s=sim.config.request_timeout_s,
-            pings_enabled=sim.pings_enabled,
-        )
-        sim.keep_connection(conn)
-        self._keep_handshake(request, real, sim_s, 101, status, "")
-        sim.recorder.record(
-            PEER, "->", ACTOR, "websocket-connect",
-            f"connection #{number}: 101 (auth: {auth or 'none'}, "
-            f"key {'accepted' if valid else status}, subprotocol {ws.ws_protocol!r})",
-            connection=number, offered=list(base.offered_subprotocols),
-        )  # fmt: skip
-        end = "lost"
-        try:
-            if valid and token is not None:
-                sim.socket_bound(token, conn)
-                end = await conn.run()
-            else:
-                # Close at once and wait for the handshake to finish (reading in parallel would
-                # race aiohttp's own read for the client's answer: the client would see 1006).
-                await conn.close(CloseCode.POLICY_VIOLATION, REASON_BAD_KEY)
-                end = conn.refused()
-        finally:
-            conn.mark_lost()
-            if valid and token is not None:
-                sim.socket_ended(token, conn, by_client=end == "client-close")
-            info = conn.info
-            sim.recorder.record(
-                ACTOR, "--", PEER, "websocket-end",
-                f"connection #{number} ended: {info.end}"
-                + (f", close sent {info.close_sent[0]}" if info.close_sent else "")
-                + (f", client close {info.close_received}" if info.close_received else ""),
-                connection=number,
-            )  # fmt: skip
-        return ws
-
-    def _keep_handshake(
-        self, request: web.Request, real: float, sim_s: float, code: int, auth: str, note: str
-    ) -> None:
-        self._keep(
-            ApiCall(
-                real, sim_s, request.method, request.path[:500], request.query_string[:500],
-                code, auth, self.sim.clock.real() - real, "", note[:EXCERPT],
-                request.headers.get("User-Agent", "")[:200],
-            )
-        )  # fmt: skip
-        if code != 101:
-            self.sim.recorder.record(
-                ACTOR, "->", PEER, "websocket-refused", f"{code} for the WebSocket connect: {note}"
-            )
-
-    def _ws_event(self, conn: Connection, kind: str, summary: str) -> None:
-        self.sim.recorder.record(
-            ACTOR, "--", PEER, f"websocket-{kind}",
-            f"connection #{conn.info.number}: {summary}", connection=conn.info.number,
-        )  # fmt: skip
 
     # --- pull ----------------------------------------------------------------------------
 
@@ -546,8 +324,7 @@ class Api:
         key = self._key(request)
         sim = self.sim
         if request.method == "DELETE":
-            result, effects = sim.registry.delete_pull(key, sim.clock.now())
-            sim.carry_out(effects)
+            result = sim.channels.delete_pull(key, sim.clock.now())
             return web.Response(text=result, content_type="text/plain")
         wait = request.query.get("noWait", "false").lower() != "true"
         try:
@@ -580,7 +357,7 @@ class Api:
     async def _channel(self, request: web.Request) -> web.StreamResponse:
         self._methods(request, "GET")
         key = self._key(request)
-        metadata = self.sim.registry.metadata(key, self.sim.clock.now())
+        metadata = self.sim.channels.metadata(key, self.sim.clock.now())
         if metadata is None:
             raise ApiError(404, "No notification channel has been registered.")
         return web.json_response(metadata.to_wire())
@@ -600,7 +377,7 @@ class Api:
         try:
             entries = parse_presubscriptions(data)
         except ValidationError as exc:
-            raise _validation_error(exc, "pre-subscriptions") from None
+            raise validation_error(exc, "pre-subscriptions") from None
         except ValueError as exc:
             raise ApiError(400, f"Bad Request. {exc}", fields=[("body", str(exc))]) from None
         devices.set_presubscriptions(key, entries)
@@ -659,27 +436,6 @@ class Api:
     async def _elsewhere(self, request: web.Request) -> web.StreamResponse:
         self._key(request)
         raise ApiError(404, f"Not Found. No such endpoint: {request.method} {request.path[:200]}.")
-
-
-PEER = "sut"
-
-
-def _bearer(header: str | None) -> str | None:
-    if header is None:
-        return None
-    scheme, _, token = header.strip().partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
-
-
-def _subprotocols(request: web.Request) -> list[str]:
-    """Every offered subprotocol, in order: one header or several, ", " or "," between."""
-    return [
-        item.strip()
-        for value in request.headers.getall("Sec-WebSocket-Protocol", [])
-        for item in value.split(",")
-        if item.strip()
-    ]
 
 
 def _is_json(content_type: str) -> bool:

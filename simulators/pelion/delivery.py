@@ -39,7 +39,7 @@ WebSocket (:class:`WebSocketDelivery`):
   WebSocket is already opened with the given API key, the first created socket will be
   closed with this code [1001]." (SPEC20/21 close with 1000 on a REST delete: an option.)
 
-Pull (:class:`PullDelivery`, deprecated by the vendor but used by the official SDKs): "when a
+Pull (:class:`PullDelivery` in :mod:`simulators.pelion.pull_delivery`, deprecated by the vendor but used by the official SDKs): "when a
 new pull request is sent, Device Management Connect responds with a batch of notifications";
 one concurrent poll per key (409), 204 when a poll ends empty, the channel is created by the
 first GET and expires after 10 minutes without a poll (SPEC20).
@@ -50,16 +50,38 @@ from __future__ import annotations
 import enum
 import itertools
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal
 
+from simulators.pelion.delivery_terms import (
+    FAILURE_LIMIT_S,
+    FIRST_DELAY_S,
+    LATER_DOCS_FIRST_DELAY_S,
+    MAX_DELAY_S,
+    PING_PAYLOAD_BYTES,
+    PULL_IDLE_LIMIT_S,
+    REASON_BAD_KEY,
+    REASON_DELETED,
+    REASON_IDLE,
+    REASON_NO_CHANNEL,
+    REASON_PING_TIMEOUT,
+    REASON_REPLACED,
+    REQUEST_TIMEOUT_S,
+    WEBSOCKET_IDLE_CLOSE_S,
+    WEBSOCKET_UNBOUND_LIMIT_S,
+    BackOff,
+    Batch,
+    CloseCode,
+    CloseSocket,
+    PollAnswer,
+    WsAuthFailure,
+    move,
+)
 from simulators.pelion.models import (
     DEFAULT_SERIALIZATION,
-    QueuedItem,
     SerializationConfig,
     WebsocketChannel,
-    serialize,
 )
+from simulators.pelion.pull_delivery import PULL_TRANSITIONS, PullDelivery, PullState
 from simulators.pelion.queue import NotificationQueue
 
 __all__ = [
@@ -94,122 +116,6 @@ __all__ = [
     "WebSocketState",
     "WsAuthFailure",
 ]
-
-# SPEC20/21: "The request timeout is 20 seconds"; the adapter cancels a callback PUT after it
-# and reports receive_failure(batch, now, "timeout").
-REQUEST_TIMEOUT_S = 20.0
-# "progressive back off of 2 s, 4 s, 8 s, 16 s… up to 2 minutes"
-FIRST_DELAY_S = 2.0
-LATER_DOCS_FIRST_DELAY_S = 1.0  # SPEC20/21: "the first retry waits 1 s"
-MAX_DELAY_S = 120.0
-# "If the sending does not succeed within 24 hours, the event notification channel will be closed."
-FAILURE_LIMIT_S = 24 * 3600.0
-# "...until the WebSocket is connected again or for 24 hours, after which the channel will be removed."
-WEBSOCKET_UNBOUND_LIMIT_S = 24 * 3600.0
-# "The server closes automatically after 24 hours of inactivity"
-WEBSOCKET_IDLE_CLOSE_S = 24 * 3600.0
-# SPEC20: the pull channel "expires if not polled for 10 minutes".
-PULL_IDLE_LIMIT_S = 600.0
-
-
-WsAuthFailure = Literal["close-1008", "401"]
-"""What a WebSocket connect with a missing or invalid key gets: accepted, then closed 1008 (the
-vendor doc), or refused with HTTP 401 (SPEC20/21)."""
-
-
-class CloseCode(enum.IntEnum):
-    """WebSocket close codes and the vendor doc's meanings."""
-
-    NORMAL = 1000  # "Normal close: Socket closed by client."
-    GOING_AWAY = 1001  # channel deleted over REST, server shutting down, or a newer socket
-    ABNORMAL = 1006  # "The connection is lost without either party sending the close frame.
-    # This code is never set by the notification service."
-    POLICY_VIOLATION = 1008  # "Authentication fails due to an invalid or missing API key header"
-    UNEXPECTED_CONDITION = 1011  # "No channel has been registered for this API key with a prior
-    # PUT when connecting", and "any unexpected closing of the WebSocket by the server".
-
-
-# Close reasons (strings in the close frame); the vendor gives the codes, not the texts.
-REASON_REPLACED = "another WebSocket was opened with the same API key"
-REASON_DELETED = "the channel was deleted"
-REASON_IDLE = "no activity for 24 hours"
-REASON_PING_TIMEOUT = "ping timeout"
-REASON_NO_CHANNEL = "no channel has been registered for this API key"
-REASON_BAD_KEY = "invalid or missing API key"
-# "The ping frame from the server consists of four bytes which the server expects the client to
-# echo in the response frame ('pong')."
-PING_PAYLOAD_BYTES = 4
-
-
-@dataclass(frozen=True)
-class BackOff:
-    """Delay before the n-th retry: ``first_s * 2**(n-1)``, capped at ``max_s``."""
-
-    first_s: float = FIRST_DELAY_S
-    max_s: float = MAX_DELAY_S
-
-    def __post_init__(self) -> None:
-        if not 0 < self.first_s <= self.max_s:
-            raise ValueError(f"need 0 < first_s <= max_s, got {self.first_s}, {self.max_s}")
-
-    def delay_s(self, failures: int) -> float:
-        """The wait after ``failures`` consecutive failures (1 → ``first_s``)."""
-        if failures < 1:
-            raise ValueError("no back-off before the first failure")
-        return min(self.first_s * 2.0 ** min(failures - 1, 64), self.max_s)
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """One NotificationMessage on its way: the head of the queue when it was formed.
-
-    ``attempt`` is 1 for a first try and n+1 after n consecutive failed sends; ``kinds`` says
-    how many items of each kind it carries.
-    """
-
-    number: int
-    items: tuple[QueuedItem, ...]
-    formed_at: float
-    attempt: int
-    config: SerializationConfig
-    kinds: Mapping[str, int]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def to_bytes(self, *, epoch_s: float = 0.0) -> bytes:
-        """The body: ``serialize(items, config)``; ``epoch_s`` is the Unix time of simulated 0."""
-        return serialize(self.items, self.config, epoch_s=epoch_s, kinds=self.kinds)
-
-
-@dataclass(frozen=True, slots=True)
-class CloseSocket:
-    """Decision: close this WebSocket with ``code`` and ``reason``."""
-
-    socket: Hashable
-    code: CloseCode
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class PollAnswer:
-    """Decision: answer this long poll: 200 with ``batch``, 204 (ended empty), 409 (a poll is
-    already open for the key) or 410 (the channel was deleted while the poll waited)."""
-
-    poll: Hashable
-    status: int
-    batch: Batch | None = None
-
-
-_State = TypeVar("_State", bound=enum.Enum)
-
-
-def _move(table: Mapping[_State, Mapping[str, _State]], state: _State, trigger: str) -> _State:
-    try:
-        return table[state][trigger]
-    except KeyError:
-        raise RuntimeError(f"no transition from {state.name} on {trigger!r}") from None
-
 
 # --- Callback ------------------------------------------------------------------------------
 
@@ -274,7 +180,7 @@ class CallbackDelivery:
         self._numbers = itertools.count(1)
 
     def _go(self, trigger: str) -> None:
-        self.state = _move(CALLBACK_TRANSITIONS, self.state, trigger)
+        self.state = move(CALLBACK_TRANSITIONS, self.state, trigger)
         if self.state is CallbackState.REMOVED:
             self.removed_by = trigger
 
@@ -439,7 +345,7 @@ class WebSocketDelivery:
         self._numbers = itertools.count(1)
 
     def _go(self, trigger: str) -> None:
-        self.state = _move(WEBSOCKET_TRANSITIONS, self.state, trigger)
+        self.state = move(WEBSOCKET_TRANSITIONS, self.state, trigger)
         if self.state is WebSocketState.REMOVED:
             self.removed_by = trigger
 
@@ -569,159 +475,4 @@ class WebSocketDelivery:
                 candidates.append(self.last_activity_at + self.idle_close_s)
             if self.in_flight is None:
                 candidates.append(self.queue.oldest_queued_at())
-        return min((c for c in candidates if c is not None), default=None)
-
-
-# --- Pull (long poll) ----------------------------------------------------------------------
-
-
-class PullState(enum.Enum):
-    IDLE = "idle"  # no poll open
-    WAITING = "waiting"  # a poll is open and nothing is queued
-    ANSWERING = "answering"  # a poll was answered with a batch; the write is not confirmed yet
-    REMOVED = "removed"  # not polled for 10 minutes
-    DELETED = "deleted"  # DELETE /v2/notification/pull
-
-
-_PI, _PW, _PA, _PR, _PX = (
-    PullState.IDLE,
-    PullState.WAITING,
-    PullState.ANSWERING,
-    PullState.REMOVED,
-    PullState.DELETED,
-)
-PULL_TRANSITIONS: Mapping[PullState, Mapping[str, PullState]] = {
-    _PI: {"poll-wait": _PW, "poll-answer": _PA, "unpolled-10min": _PR, "delete": _PX},
-    _PW: {"items": _PA, "poll-timeout": _PI, "delete": _PX},
-    _PA: {"sent": _PI, "send-failed": _PI, "delete": _PX},
-    _PR: {},
-    _PX: {},
-}
-_TERMINAL_PULL = frozenset((_PR, _PX))
-
-
-class PullDelivery:
-    """The long-poll channel of one API key (created by its first ``GET``).
-
-    A poll stays open until its batch is written (:meth:`batch_sent` / :meth:`batch_failed`)
-    or its real-time timeout, owned by the adapter, ends it (:meth:`poll_timed_out`, 204).
-    A batch is acknowledged when the adapter has written the 200 answer.
-    """
-
-    def __init__(
-        self,
-        queue: NotificationQueue,
-        now: float,
-        *,
-        config: SerializationConfig | None = None,
-        idle_limit_s: float = PULL_IDLE_LIMIT_S,
-    ) -> None:
-        self.queue = queue
-        self.config = config or DEFAULT_SERIALIZATION
-        self.idle_limit_s = idle_limit_s
-        self.state = PullState.IDLE
-        self.poll: Hashable | None = None
-        self.in_flight: Batch | None = None
-        self.last_poll_at = now
-        self.removed_at: float | None = None
-        self.removed_by: str | None = None  # the trigger that removed the channel
-        self.batches_sent = 0
-        self.items_delivered = 0
-        self._numbers = itertools.count(1)
-
-    def _go(self, trigger: str) -> None:
-        self.state = _move(PULL_TRANSITIONS, self.state, trigger)
-        if self.state is PullState.REMOVED:
-            self.removed_by = trigger
-
-    def _answer(self, now: float) -> PollAnswer | None:
-        items = self.queue.head(self.config.max_chunk_size, now)
-        if not items:
-            return None
-        assert self.poll is not None
-        self.in_flight = Batch(
-            next(self._numbers), items, now, 1, self.config, self.queue.kinds(items)
-        )
-        self.batches_sent += 1
-        return PollAnswer(self.poll, 200, self.in_flight)
-
-    def receive_poll(self, poll: Hashable, now: float) -> PollAnswer | None:
-        """``GET /v2/notification/pull``: 200 with a batch at once when items are queued, 409
-        when another poll is open, else None (the poll waits)."""
-        self.handle_timeout(now)
-        if self.state in _TERMINAL_PULL:
-            raise RuntimeError(f"poll on a {self.state.name} pull channel")
-        if self.state is not PullState.IDLE:
-            return PollAnswer(poll, 409)
-        self.poll = poll
-        self.last_poll_at = now
-        answer = self._answer(now)
-        self._go("poll-wait" if answer is None else "poll-answer")
-        return answer
-
-    def next_answer(self, now: float) -> PollAnswer | None:
-        """After items were queued: the waiting poll's 200 answer, if a poll waits."""
-        self.handle_timeout(now)
-        if self.state is not PullState.WAITING:
-            return None
-        answer = self._answer(now)
-        if answer is not None:
-            self._go("items")
-        return answer
-
-    def poll_timed_out(self, poll: Hashable, now: float) -> PollAnswer | None:
-        """The adapter's (real-time) poll timeout ended a waiting poll: 204."""
-        self.handle_timeout(now)
-        if self.state is not PullState.WAITING or poll != self.poll:
-            return None  # already answered, or not this channel's poll
-        self._end_poll(now, "poll-timeout")
-        return PollAnswer(poll, 204)
-
-    def _end_poll(self, now: float, trigger: str) -> None:
-        self.poll = None
-        self.in_flight = None
-        self.last_poll_at = now
-        self._go(trigger)
-
-    def batch_sent(self, batch: Batch, now: float) -> None:
-        """The 200 answer was written: the batch is acknowledged and the poll ends."""
-        self.handle_timeout(now)
-        if batch is self.in_flight and self.state is PullState.ANSWERING:
-            self.items_delivered += self.queue.acknowledge(batch.items)
-            self._end_poll(now, "sent")
-
-    def batch_failed(self, batch: Batch, now: float) -> None:
-        """The answer could not be written: its items stay queued."""
-        self.handle_timeout(now)
-        if batch is self.in_flight and self.state is PullState.ANSWERING:
-            self._end_poll(now, "send-failed")
-
-    def handle_timeout(self, now: float) -> PullState:
-        """Apply the timers: item expiry, removal 10 minutes after the last poll ended."""
-        if self.state in _TERMINAL_PULL:
-            return self.state
-        self.queue.expire(now)
-        if self.state is PullState.IDLE and now >= self.last_poll_at + self.idle_limit_s:
-            self.removed_at = now
-            self._go("unpolled-10min")
-        return self.state
-
-    def delete(self) -> list[PollAnswer]:
-        """``DELETE /v2/notification/pull``: a waiting poll is answered 410."""
-        if self.state in _TERMINAL_PULL:
-            return []
-        answers = [PollAnswer(self.poll, 410)] if self.state is PullState.WAITING else []
-        self.poll = None
-        self.in_flight = None
-        self._go("delete")
-        return answers
-
-    def next_deadline(self) -> float | None:
-        if self.state in _TERMINAL_PULL:
-            return None
-        candidates = [self.queue.next_deadline()]
-        if self.state is PullState.IDLE:
-            candidates.append(self.last_poll_at + self.idle_limit_s)
-        elif self.state is PullState.WAITING:
-            candidates.append(self.queue.oldest_queued_at())
         return min((c for c in candidates if c is not None), default=None)

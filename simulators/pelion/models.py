@@ -22,7 +22,6 @@ import base64
 import binascii
 import json
 import re
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
@@ -30,8 +29,6 @@ from typing import Annotated, Any, Literal, NamedTuple, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     Strict,
     TypeAdapter,
@@ -40,10 +37,12 @@ from pydantic import (
     model_validator,
 )
 
+from simulators.pelion.wire import RequestModel as _Request
+from simulators.pelion.wire import WireModel as _Wire
+
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_SERIALIZATION",
-    "ERROR_TYPES",
     "KINDS",
     "MAX_CHUNK_SIZE",
     "MAX_PRESUBSCRIPTIONS",
@@ -55,8 +54,6 @@ __all__ = [
     "DeregistrationData",
     "DeviceRequest",
     "EndpointData",
-    "ErrorBody",
-    "ErrorField",
     "Event",
     "Kind",
     "NotificationData",
@@ -70,14 +67,8 @@ __all__ = [
     "SerializationConfig",
     "Webhook",
     "WebsocketChannel",
-    "bad_request",
-    "error_body",
-    "forbidden",
-    "new_request_id",
-    "not_found",
     "parse_presubscriptions",
     "serialize",
-    "unauthorized",
 ]
 
 Kind = Literal[
@@ -107,25 +98,6 @@ MAX_PRESUBSCRIPTION_PATHS = 256
 MAX_PRESUBSCRIPTIONS = 1024
 
 StrictInt = Annotated[int, Strict()]
-
-
-class _Wire(BaseModel):
-    """An item a receiver must read: unknown keys are kept (``model_extra``)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
-
-    def to_wire(self) -> dict[str, Any]:
-        """The JSON object as sent: hyphenated aliases, absent fields left out."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-class _Request(BaseModel):
-    """A body a client sends to the simulated API: unknown keys are ignored."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
-
-    def to_wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def _check_base64(value: str | None) -> str | None:
@@ -429,80 +401,6 @@ class DeviceRequest(_Request):
         if not value.startswith("/"):
             raise ValueError(f"uri must be a path starting with '/', got {value!r}")
         return value
-
-
-# --- Error bodies --------------------------------------------------------------------------
-
-
-class ErrorField(_Wire):
-    name: str
-    message: str
-
-
-class ErrorBody(_Wire):
-    """``{"object": "error", "code", "type", "message", "request_id"}`` (SPEC20 ErrorResponse)."""
-
-    object: Literal["error"] = "error"
-    code: int
-    type: str
-    message: str
-    request_id: str
-    fields: list[ErrorField] | None = None
-
-
-# The type each specialised error response always carries (SPEC20 "Always set to …").
-ERROR_TYPES: dict[int, str] = {
-    400: "validation_error",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-}
-
-
-def new_request_id() -> str:
-    """32 hex characters, like ``0161991d63150242ac12000600000000``."""
-    return uuid.uuid4().hex
-
-
-def error_body(
-    code: int,
-    message: str,
-    *,
-    type: str | None = None,
-    request_id: str | None = None,
-    fields: Iterable[tuple[str, str]] = (),
-) -> ErrorBody:
-    field_list = [ErrorField(name=n, message=m) for n, m in fields]
-    return ErrorBody(
-        code=code,
-        type=type or ERROR_TYPES.get(code, "error"),
-        message=message,
-        request_id=request_id or new_request_id(),
-        fields=field_list or None,
-    )
-
-
-def bad_request(
-    message: str, *, fields: Iterable[tuple[str, str]] = (), request_id: str | None = None
-) -> ErrorBody:
-    """400 ``validation_error``; ``fields`` name what failed (``body`` for the whole body)."""
-    return error_body(400, message, fields=fields or [("body", message)], request_id=request_id)
-
-
-def unauthorized(
-    message: str = "Invalid access token.", *, request_id: str | None = None
-) -> ErrorBody:
-    return error_body(401, message, request_id=request_id)
-
-
-def forbidden(
-    message: str = "Authorization token used is not an API key.", *, request_id: str | None = None
-) -> ErrorBody:
-    return error_body(403, message, request_id=request_id)
-
-
-def not_found(message: str = "Not Found.", *, request_id: str | None = None) -> ErrorBody:
-    return error_body(404, message, request_id=request_id)
 
 
 # --- Events, queued items and serialize() --------------------------------------------------

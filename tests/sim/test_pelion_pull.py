@@ -45,7 +45,7 @@ def test_a_waiting_poll_is_answered_when_items_arrive_and_a_second_gets_409(pki:
     async def scenario() -> None:
         async with running(pki, pull_timeout_s=5.0) as sim, client(pki) as session:
             waiting = asyncio.ensure_future(call(session, sim, "GET", PULL))
-            assert await sim.drive(lambda: bool(sim._polls), timeout_real_s=5)
+            assert await sim.drive(lambda: bool(sim.long_polls.waiting), timeout_real_s=5)
             status, _, data = await call(session, sim, "GET", PULL)
             assert status == 409 and data["code"] == 409
             await sim.inject("notifications", [notification(3)])
@@ -63,7 +63,7 @@ def test_a_poll_whose_client_left_ends_at_once(pki: PKI) -> None:
         async with running(pki, pull_timeout_s=30.0) as sim, client(pki) as session:
             with pytest.raises(TimeoutError):
                 await call(session, sim, "GET", PULL, timeout=aiohttp.ClientTimeout(total=0.3))
-            assert await sim.drive(lambda: not sim._polls, timeout_real_s=5)
+            assert await sim.drive(lambda: not sim.long_polls.waiting, timeout_real_s=5)
             await sim.inject("notifications", [notification(4)])
             status, _, data = await call(session, sim, "GET", PULL)
             assert status == 200 and data["notifications"][0]["payload"] == "NA=="
@@ -84,7 +84,7 @@ def test_delete_answers_200_removed_or_already_deleted(pki: PKI) -> None:
         ):
             assert (await call(session, sim, "DELETE", PULL))[:2] == (200, "ALREADY_DELETED")
             waiting = asyncio.ensure_future(call(session, sim, "GET", PULL))
-            assert await sim.drive(lambda: bool(sim._polls), timeout_real_s=5)
+            assert await sim.drive(lambda: bool(sim.long_polls.waiting), timeout_real_s=5)
             assert (await call(session, sim, "DELETE", PULL))[:2] == (200, "REMOVED")
             assert (await asyncio.wait_for(waiting, 5))[:2] == (410, "CHANNEL_DELETED")
             assert (await call(session, sim, "DELETE", PULL))[:2] == (200, "ALREADY_DELETED")

@@ -184,7 +184,7 @@ def test_handshake_refusals_426_400_429(pki: PKI) -> None:
             first = asyncio.ensure_future(
                 connect(sim.websocket_url, ssl=context(pki), subprotocols=PROTOCOLS)
             )
-            await until(sim, lambda: KEY in sim.api._handshaking)
+            await until(sim, lambda: KEY in sim.api.websocket_connects.handshaking)
             with pytest.raises(InvalidStatus) as refused:
                 async with socket(sim, pki):
                     pass

@@ -13,6 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from simulators.pelion.error_bodies import (
+    ErrorBody,
+    bad_request,
+    forbidden,
+    not_found,
+    unauthorized,
+)
 from simulators.pelion.models import (
     KINDS,
     AsyncIDResponse,
@@ -20,7 +27,6 @@ from simulators.pelion.models import (
     DeregistrationData,
     DeviceRequest,
     EndpointData,
-    ErrorBody,
     Event,
     Kind,
     NotificationData,
@@ -31,12 +37,8 @@ from simulators.pelion.models import (
     SerializationConfig,
     Webhook,
     WebsocketChannel,
-    bad_request,
-    forbidden,
-    not_found,
     parse_presubscriptions,
     serialize,
-    unauthorized,
 )
 
 EP = "0172b9ba5409000000000001001117f5"
