@@ -5,34 +5,31 @@ A vendor's checks use its driver (``conformance/<vendor>/driver.py``), a :class:
 that adds the vendor's verbs (deliver, publish, drop a connection…). Its ``conftest.py`` only
 declares the fixture, with :func:`running_vendor`.
 
-Many helpers here answer a *problem*: ``None`` when all is well, else a sentence saying what is
-wrong (:data:`Problem`). A check turns that sentence into its verdict.
+Many helpers here answer a :data:`~simulators.problem.Problem`: ``None`` when all is well, else
+a sentence saying what is wrong. A check turns that sentence into its verdict.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeAlias, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 
 from conformance.harness import Harness
 from conformance.vendors import vendor
+from simulators.problem import Problem
 
 __all__ = [
     "DUPLICATE_SETTLE_S",
     "INLINE_BODY_LIMIT",
     "OBSERVER_WAIT_S",
-    "Problem",
     "VendorDriver",
     "inline_text",
     "prose",
     "running_vendor",
 ]
-
-Problem: TypeAlias = str | None
-"""``None`` when all is well; else what is wrong, as a sentence for the report."""
 
 # How long a check waits for the SUT's observer report of something it acknowledged.
 OBSERVER_WAIT_S = 10.0

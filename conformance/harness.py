@@ -28,6 +28,7 @@ from simulators.clock import Clock
 from simulators.evidence import RUN, Recorder
 from simulators.loop import LoopThread
 from simulators.pki import PKI
+from simulators.problem import Problem
 
 __all__ = ["Harness", "Settings"]
 
@@ -159,7 +160,7 @@ class Harness:
             context.load_verify_locations(cafile=str(cafile))
         return context
 
-    def sut_alive(self) -> str | None:
+    def sut_alive(self) -> Problem:
         """None when the SUT is still up; else what is wrong (GEN-LIVE-01)."""
         if self.sut is not None and (code := self.sut.exited()) is not None:
             return f"the SUT process exited with status {code}"
@@ -169,7 +170,7 @@ class Harness:
                 return f"readiness probe {self.manifest.process.ready} -> {problem}"
         return None
 
-    def confirm_unresponsive(self, symptom: str) -> str | None:
+    def confirm_unresponsive(self, symptom: str) -> Problem:
         """After the SUT failed to answer (``symptom``), probe it once: when the process has
         exited, the readiness probe fails, or no endpoint answers HTTP within a few seconds, the
         SUT is taken as down for the rest of the run (:attr:`sut_down`), so the checks that
@@ -231,7 +232,7 @@ class Harness:
             return None
         return ssl.create_default_context(cafile=str(endpoint.cafile or self.pki.ca))
 
-    def unreachable(self, endpoint: Endpoint, timeout: float = 5.0) -> str | None:
+    def unreachable(self, endpoint: Endpoint, timeout: float = 5.0) -> Problem:
         """None when ``endpoint`` accepts a connection; else why not."""
         parts = urlsplit(endpoint.url)
         port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)

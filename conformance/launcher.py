@@ -24,6 +24,7 @@ from typing import IO
 from urllib.parse import urlsplit
 
 from conformance.manifest import ProcessSection
+from simulators.problem import Problem
 
 __all__ = ["LaunchError", "SutProcess", "probe"]
 
@@ -32,7 +33,7 @@ class LaunchError(Exception):
     """The SUT could not be started or never became ready."""
 
 
-def probe(url: str, context: ssl.SSLContext | None = None, timeout: float = 2.0) -> str | None:
+def probe(url: str, context: ssl.SSLContext | None = None, timeout: float = 2.0) -> Problem:
     """Check a readiness URL once; None when ready, else why not (never raises: a probe that
     answers garbage is a failed probe)."""
     parts = urlsplit(url)

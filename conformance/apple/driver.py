@@ -19,6 +19,7 @@ from simulators.apple.notifier import Notifier
 from simulators.apple.operations import Deliver, DeliverEvent, FailDeliveries, Post
 from simulators.faults import FaultKind
 from simulators.http_sender import Exchange
+from simulators.problem import Problem
 
 EXAMPLES = fixtures_dir() / "apple" / "examples"
 # A receiver that answers late is judged by APL-LAT-01; the status checks wait this long.
@@ -146,7 +147,7 @@ class AppleDriver(VendorDriver):
         more than ``more_than`` times (in any order: a SUT may process concurrently)."""
         return self.count_keyed({nid: nid for nid in ids}, timeout, more_than=more_than)
 
-    def fence(self, awaiting: Iterable[str] = ()) -> str | None:
+    def fence(self, awaiting: Iterable[str] = ()) -> Problem:
         """Wait for the reports of the notificationIds ``awaiting``, then for a marker's
         (:meth:`VendorDriver.fence_with`)."""
 

@@ -18,6 +18,7 @@ from conformance.apple.running import API_RETRY_AFTER_S
 from conformance.driver import prose
 from conformance.verdicts import Check
 from simulators.apple.api import ApiRequest
+from simulators.problem import Problem
 
 pytestmark = pytest.mark.run_last(11)  # after every other vendor check: the SUT's timers have run
 requirement = pytest.mark.requirement
@@ -106,7 +107,7 @@ def test_status_polls_are_30s_apart(apple: AppleDriver, check: Check) -> None:
     assert verdict == "ok", verdict
 
 
-def _judge_polls(polls: list[ApiRequest], event: str | None, now_real_s: float) -> str | None:
+def _judge_polls(polls: list[ApiRequest], event: str | None, now_real_s: float) -> Problem:
     """ "ok" with evidence, a violation's description, or None while there is no evidence yet."""
     mine = [p for p in polls if p.event_id == event]
     for a, b in itertools.pairwise(mine):

@@ -16,6 +16,7 @@ from conformance.verdicts import Check, HarnessError
 from simulators.apple.delivery import Delivery
 from simulators.apple.models import association
 from simulators.faults import FaultKind
+from simulators.problem import Problem
 
 requirement = pytest.mark.requirement
 
@@ -207,7 +208,7 @@ def test_repeated_delivery_is_acknowledged(apple: AppleDriver, check: Check, how
         assert delivery.attempts[-1].succeeded, f"the retry was not answered 2xx: {outcomes}"
 
 
-def _unacknowledged(apple: AppleDriver, deliveries: list[Delivery]) -> str | None:
+def _unacknowledged(apple: AppleDriver, deliveries: list[Delivery]) -> Problem:
     """Why processing cannot be judged when the SUT acknowledged no copy of a notification (the
     vendor would keep retrying it): the refusal itself is judged by APL-AUTH-01 and
     APL-TYPE-*. One 2xx to any copy or attempt is enough to judge what the SUT processed."""

@@ -30,6 +30,7 @@ from simulators.mqtt.packetlog import pair_acks as pair_acks  # the checks' pair
 from simulators.mqtt.packets import CONNACK_ACCEPTED
 from simulators.mqtt.topics import topic_matches
 from simulators.operations import Applies
+from simulators.problem import Problem
 
 R = TypeVar("R")
 
@@ -406,7 +407,7 @@ class IvantiDriver(VendorDriver):
             {e.key: e.key for e in events if e.key}, timeout, more_than=more_than
         )
 
-    def fence(self, check: Check, awaiting: Iterable[Published] = ()) -> str | None:
+    def fence(self, check: Check, awaiting: Iterable[Published] = ()) -> Problem:
         """Wait for the reports of ``awaiting``, then for a marker event's
         (:meth:`VendorDriver.fence_with`)."""
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import pytest
 
-from conformance.driver import MarkerRefused, Problem, VendorDriver
+from conformance.driver import MarkerRefused, VendorDriver
 from conformance.pelion.running import HARNESS_SERIALIZATION, RunningPelion
 from conformance.pelion.section import PelionSection
 from conformance.vendors import vendor
@@ -30,6 +30,7 @@ from simulators.pelion.channels import ItemQueued
 from simulators.pelion.models import Kind
 from simulators.pelion.operations import Inject, InjectTogether, PelionTarget
 from simulators.pelion.simulator import DeliveryAttempt, PelionSimulator
+from simulators.problem import Problem
 
 __all__ = ["Channel", "PelionDriver", "payload_hex"]
 
@@ -321,7 +322,7 @@ class PelionDriver(VendorDriver):
         wanted = {key: q.item.uid for q in queued for key in identity(q)}
         return self.count_keyed(wanted, timeout, more_than=more_than)
 
-    def fence(self, channel: Channel, awaiting: Iterable[ItemQueued] = ()) -> str | None:
+    def fence(self, channel: Channel, awaiting: Iterable[ItemQueued] = ()) -> Problem:
         """Wait for the reports of ``awaiting``, then for a marker's, delivered on ``channel``
         (:meth:`VendorDriver.fence_with`)."""
 
@@ -335,7 +336,7 @@ class PelionDriver(VendorDriver):
 
         return self.fence_with({k: q.item.uid for q in awaiting for k in identity(q)}, marker)
 
-    def kept(self, attempts: list[DeliveryAttempt], seconds: float = SETTLE_S) -> str | None:
+    def kept(self, attempts: list[DeliveryAttempt], seconds: float = SETTLE_S) -> Problem:
         """None when the SUT kept the socket that took these frames for ``seconds`` (real)
         after them: the client neither closed it nor lost it (a socket the server closed, e.g.
         replaced by the SUT's own second socket, is not the client's doing). Else what

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from simulators.problem import Problem
+
 __all__ = ["topic_filter_problem", "topic_matches", "topic_name_problem"]
 
 
-def topic_name_problem(topic: str) -> str | None:
+def topic_name_problem(topic: str) -> Problem:
     """Why ``topic`` cannot be a Topic Name in a PUBLISH or a Will, or None if it can."""
     if not topic:
         return "empty topic name (MQTT-4.7.3-1: at least one character long)"
@@ -14,7 +16,7 @@ def topic_name_problem(topic: str) -> str | None:
     return None
 
 
-def topic_filter_problem(topic_filter: str) -> str | None:
+def topic_filter_problem(topic_filter: str) -> Problem:
     """Why ``topic_filter`` is not a valid Topic Filter, or None if it is.
 
     MQTT-4.7.1-2: '#' stands alone or follows '/', and is the last character;

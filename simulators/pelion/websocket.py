@@ -33,6 +33,7 @@ from aiohttp import WSMessage, WSMsgType, web
 
 from simulators.clock import Clock
 from simulators.pelion.delivery import PING_PAYLOAD_BYTES, REASON_PING_TIMEOUT, CloseCode
+from simulators.problem import Problem
 
 __all__ = ["Connection", "ConnectionInfo", "End", "PingRecord"]
 
@@ -230,7 +231,7 @@ class Connection:
 
     # --- the write side ------------------------------------------------------------------
 
-    async def send_message(self, data: bytes, items: int) -> str | None:
+    async def send_message(self, data: bytes, items: int) -> Problem:
         """One NotificationMessage as one text frame; None when the transport took it, else
         why not (the socket is then dropped)."""
         if self.closing:
@@ -247,7 +248,7 @@ class Connection:
         self._update(frames_sent=self.info.frames_sent + 1, items_sent=self.info.items_sent + items)
         return None
 
-    async def send_raw(self, text: str) -> str | None:
+    async def send_raw(self, text: str) -> Problem:
         """Exactly this text as one frame (negative checks); None when it was written."""
         return await self.send_message(text.encode("utf-8", "surrogatepass"), 0)
 
