@@ -470,7 +470,9 @@ class MqttServer:
 
     async def _watch(self, conn: _ClientProtocol) -> None:
         """Real-time rules: CONNECT within connect_timeout_s; then a packet within 1.5 × the
-        keep-alive (MQTT-3.1.2-24). Never the simulated clock."""
+        keep-alive (MQTT-3.1.2-24). Never the simulated clock. The watch ends as soon as the
+        connection is lost, whatever its keep-alive: a closed connection is not kept alive
+        for 1.5 × 65,535 s by the task that watches it."""
         connect_by = self.clock.real() + self.connect_timeout_s
         while not conn.lost and not conn.closing:
             keepalive = self.core.keepalive_s(conn.conn_id)
@@ -487,14 +489,14 @@ class MqttServer:
             if remaining <= 0:
                 self.execute(self.core.drop_connection(conn.conn_id, self.clock.now(), reason))
                 return
-            if keepalive is not None:
-                await self.clock.sleep_real(remaining)
-                continue
-            # Before CONNACK: wake at the CONNECT deadline or as soon as keep-alive applies.
+            # Wake at the deadline, when the connection is lost, or (before CONNACK) as soon as
+            # keep-alive applies.
             waiters = [
                 asyncio.ensure_future(self.clock.sleep_real(remaining)),
-                asyncio.ensure_future(conn.connected.wait()),
+                asyncio.ensure_future(conn.closed.wait()),
             ]
+            if keepalive is None:
+                waiters.append(asyncio.ensure_future(conn.connected.wait()))
             try:
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             finally:

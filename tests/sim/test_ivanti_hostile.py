@@ -5,8 +5,12 @@ that was away gets every message queued for it (SIM-IVT-PROTO)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -16,9 +20,10 @@ from hypothesis import strategies as st
 from simulators.ivanti.operations import Sessions
 from simulators.mqtt.codec import encode
 from simulators.mqtt.packets import Connect, Publish, Subscribe
+from simulators.mqtt.server import _ClientProtocol
 from simulators.pki import PKI
 from tests.sim.ivanti_env import IvantiEnv, ivanti_env
-from tests.sim.ivanti_peers import Paho
+from tests.sim.ivanti_peers import Paho, Target
 from tests.sim.ivanti_raw import RawClient
 
 CONNECT = encode(Connect("hostile", clean_session=True, keepalive_s=30))
@@ -155,3 +160,58 @@ def test_garbage_slow_and_vanishing_peers_are_cut_off(env: IvantiEnv) -> None:
         live.stop()
     assert env.sim.errors() == []
     assert len(server._live) == 0 or all(c.log is not None for c in server._live.values())
+
+
+def _paho_connect_close(target: Target, keepalive_s: int) -> None:
+    """One paho client: connect (keep-alive ``keepalive_s``), wait for CONNACK, disconnect."""
+    connected = threading.Event()
+    client = Paho(target).make_client()
+    client.on_connect = lambda c, userdata, flags, reason, props: connected.set()
+    client.connect(target.host, target.port, keepalive=keepalive_s)
+    client.loop_start()
+    try:
+        assert connected.wait(10), "no CONNACK within 10 s"
+        client.disconnect()
+    finally:
+        client.loop_stop()
+
+
+def test_a_closed_connection_leaves_no_live_state(env: IvantiEnv) -> None:
+    """SIM-IVT-PROTO (bounds): a client that connects with keep-alive 65,535 s and closes, over
+    and over, leaves nothing of its connection alive in the broker's adapter once it is closed
+    (no protocol object, no transport, no keep-alive watch waiting 1.5 × 65,535 s on it): a
+    SUT churning connections cannot grow the harness."""
+    server = env.sim.broker.server
+    cycles = 40
+    for n in range(cycles):
+        _paho_connect_close(env.target(f"churn-{n}", topic=""), keepalive_s=65_535)
+    env.wait_for(
+        lambda cs: len([c for c in cs if c.client_id and c.client_id.startswith("churn-")])
+        == cycles
+        and not [c for c in cs if c.open]
+    )
+
+    async def alive() -> tuple[int, int]:
+        """This server's protocol objects and keep-alive watches still alive."""
+        gc.collect()
+        protocols = sum(
+            isinstance(o, _ClientProtocol) and o.server is server for o in gc.get_objects()
+        )
+        watches = sum(
+            getattr(task.get_coro(), "__qualname__", "") == "MqttServer._watch"
+            for task in asyncio.all_tasks()
+        )
+        return protocols, watches
+
+    seen: list[tuple[int, int]] = []
+
+    def released() -> bool:  # the last TLS close may still be under way: bounded wait
+        seen.append(env.run(alive()))
+        return seen[-1] == (0, 0)
+
+    with contextlib.suppress(AssertionError):
+        env.poll(released, timeout=10)
+    protocols, watches = seen[-1]
+    assert (protocols, watches) == (0, 0), f"{protocols} connections, {watches} watches alive"
+    assert len(server._live) == 0
+
