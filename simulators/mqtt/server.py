@@ -21,7 +21,11 @@ What the adapter does and the core does not:
   action moves the deadline, and by :meth:`Clock.advance`.
 - **Bounds.** At most ``max_connections`` connections at once (more are closed before TLS), a
   TLS handshake timeout, the core's packet-size limit, and a cap on unsent bytes to a peer that
-  does not read (it is disconnected; a durable session keeps its messages).
+  does not read (it is disconnected; a durable session keeps its messages). The packet log keeps
+  the latest ``connections_kept`` connections, ``packets_kept`` packets each, and
+  ``log_entries_kept`` entries in all (the oldest closed connections are forgotten first); each
+  entry is bounded (:mod:`simulators.mqtt.packetlog`). Nothing of a connection but its log
+  outlives its close.
 
 **Diverting.** :meth:`MqttServer.divert` hands the next accepted TCP connections to other
 listeners in the same loop (before TLS), each of which upgrades it with its own context and
@@ -172,6 +176,7 @@ class MqttServer:
         max_unsent_bytes: int = 8 * 1024 * 1024,
         packets_kept: int = 2_000,
         connections_kept: int = 2_000,
+        log_entries_kept: int = 200_000,
         fault_log: FaultLog | None = None,
     ) -> None:
         self.core = core
@@ -196,6 +201,7 @@ class MqttServer:
         self._live: dict[int, _ClientProtocol] = {}  # every accepted TCP connection not yet lost
         self._logs: dict[int, ConnectionLog] = {}  # the latest connections_kept
         self._connections_kept = connections_kept
+        self.log_entries_kept = log_entries_kept
         self._server: asyncio.Server | None = None
         self.tasks = BackgroundTasks(self.fault_log)
         self.timers = DeadlineLoop(clock, core, self.execute)
@@ -436,8 +442,7 @@ class MqttServer:
         )
         with self.changed:
             self._logs[conn.conn_id] = log
-            while len(self._logs) > self._connections_kept:
-                self._logs.pop(next(iter(self._logs)))
+            self._trim_logs()
             self.changed.notify_all()
         conn.log = log
         conn.last_packet_real_s = real
@@ -445,6 +450,24 @@ class MqttServer:
         who = f"{identity.email} (tenant {identity.tenant})" if identity else "an unknown identity"
         self.evidence.event(conn.peer, "tls", f"{version} connection from {who}", conn=conn.conn_id)
         self.core.connection_made(conn.conn_id, identity, self.clock.now())
+
+    def _trim_logs(self) -> None:
+        """Forget the oldest logs past ``connections_kept``, then the oldest closed ones while
+        the logs together keep more than ``log_entries_kept`` entries (packets, subscriptions:
+        :attr:`ConnectionLog.kept`), so a client that churns connections or floods one cannot
+        grow the packet log without bound. Under ``changed``."""
+        logs = self._logs
+        while len(logs) > self._connections_kept:
+            logs.pop(next(iter(logs)))
+        total = sum(log.kept for log in logs.values())
+        if total <= self.log_entries_kept:
+            return
+        for conn_id, log in list(logs.items()):  # oldest first
+            if total <= self.log_entries_kept:
+                break
+            if log.closed_real_s is not None:
+                total -= log.kept
+                del logs[conn_id]
 
     def _lost(self, conn: _ClientProtocol) -> None:
         self._live.pop(conn.conn_id, None)
@@ -455,6 +478,7 @@ class MqttServer:
                 log.closed_real_s = self.clock.real()
             if log.close_reason is None:
                 log.close_reason = CLOSED_BY_CLIENT
+            self._trim_logs()
             self.changed.notify_all()
         if not conn.closing:
             self.recorder.record(

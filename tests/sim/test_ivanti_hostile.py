@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 
 from simulators.ivanti.operations import Sessions
 from simulators.mqtt.codec import encode
-from simulators.mqtt.packets import Connect, Publish, Subscribe
+from simulators.mqtt.evidence import SUMMARY_KEPT
+from simulators.mqtt.packetlog import SUBSCRIPTIONS_KEPT, TEXT_KEPT
+from simulators.mqtt.packets import Connack, Connect, Publish, Suback, Subscribe
 from simulators.mqtt.server import _ClientProtocol
 from simulators.pki import PKI
 from tests.sim.ivanti_env import IvantiEnv, ivanti_env
@@ -186,9 +188,10 @@ def test_a_closed_connection_leaves_no_live_state(env: IvantiEnv) -> None:
     for n in range(cycles):
         _paho_connect_close(env.target(f"churn-{n}", topic=""), keepalive_s=65_535)
     env.wait_for(
-        lambda cs: len([c for c in cs if c.client_id and c.client_id.startswith("churn-")])
-        == cycles
-        and not [c for c in cs if c.open]
+        lambda cs: (
+            len([c for c in cs if c.client_id and c.client_id.startswith("churn-")]) == cycles
+            and not [c for c in cs if c.open]
+        )
     )
 
     async def alive() -> tuple[int, int]:
@@ -215,3 +218,61 @@ def test_a_closed_connection_leaves_no_live_state(env: IvantiEnv) -> None:
     assert (protocols, watches) == (0, 0), f"{protocols} connections, {watches} watches alive"
     assert len(server._live) == 0
 
+
+def test_refused_subscribe_filters_are_kept_bounded(env: IvantiEnv) -> None:
+    """SIM-IVT-PROTO (bounds): a client that sends SUBSCRIBE after SUBSCRIBE of 65,000-character
+    topic filters (each refused, SUBACK 0x80) leaves a bounded record, open or closed: each
+    filter kept is cut to an excerpt that says how much was cut, the connection keeps its first
+    and latest subscriptions and counts the rest, and the evidence is bounded the same way."""
+    server = env.sim.broker.server
+    filters = 300
+    raw = RawClient(env.target("greedy")).open()
+    try:
+        assert raw.connect(keepalive_s=30, clean_session=True) == Connack(False, 0)
+        for n in range(filters):
+            raw.send(Subscribe(n + 1, ((f"{n}/" + "x" * 65_000, 1),)))
+            assert raw.read() == Suback(n + 1, (0x80,))
+    finally:
+        raw.close()
+    env.wait_closed("greedy")
+    (view,) = env.views("greedy")
+    assert view.subscriptions_total == filters
+    assert len(view.subscriptions) <= SUBSCRIPTIONS_KEPT
+    assert view.subscriptions[0][0].startswith("0/x") and view.subscriptions[-1][0].startswith(
+        f"{filters - 1}/x"
+    )
+    for topic_filter, requested, code in view.subscriptions:
+        assert (requested, code) == (1, 0x80)
+        assert len(topic_filter) <= TEXT_KEPT + 40
+        assert topic_filter.endswith(" characters cut]")
+    events = [e for cause in env.recorder.causes() for e in env.recorder.timeline(cause).events()]
+    assert max(len(e.summary) + len(repr(e.detail)) for e in events) < 4 * SUMMARY_KEPT
+    sent = filters * 65_000
+    kept = sum(len(f) for f, _, _ in view.subscriptions) + sum(
+        len(e.summary) + len(repr(e.detail)) for e in events
+    )
+    assert kept < sent / 40, f"{kept} characters kept for {sent} sent"
+    assert server.connections()  # still serving
+
+
+def test_the_packet_log_forgets_the_oldest_closed_connections_past_its_budget(
+    env: IvantiEnv,
+) -> None:
+    """SIM-IVT-PROTO (bounds): past ``log_entries_kept`` entries in all, the packet log forgets
+    the oldest closed connections first; a live one and the latest ones stay."""
+    server = env.sim.broker.server
+    server.log_entries_kept = 40
+    live = Paho(env.target("staying"))
+    live.start()
+    try:
+        env.wait_subscribed("staying")
+        for n in range(20):
+            _paho_connect_close(env.target(f"brief-{n}", topic=""), keepalive_s=30)
+        env.wait_closed("brief-19")
+        ids = [v.client_id for v in server.connections()]
+        assert "staying" in ids and "brief-19" in ids and "brief-0" not in ids
+        with server.changed:
+            kept = [log.kept for log in server._logs.values()]
+        assert sum(kept) <= 40 + max(kept), kept
+    finally:
+        live.stop()
