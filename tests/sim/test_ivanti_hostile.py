@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import socket
 import ssl
 import threading
 from collections.abc import Iterator
 
+import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -276,3 +278,30 @@ def test_the_packet_log_forgets_the_oldest_closed_connections_past_its_budget(
         assert sum(kept) <= 40 + max(kept), kept
     finally:
         live.stop()
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    ["Basic ñandú:contraseña", "Basic \u4e2d\u6587", "Basic c3V0QGV4YW1wbGU=\u00ff", "Basic //8="],
+)
+def test_unreadable_basic_credentials_on_the_cps_api_are_a_401_with_the_reason(
+    env: IvantiEnv, credentials: str
+) -> None:
+    """SIM-IVT-META: ``Authorization: Basic`` that is not base64 (non-ASCII text), or is base64
+    of bytes that are not UTF-8, is the caller's mistake: 401 saying so, never a simulator
+    fault (which would make the check running then an error)."""
+    context = ssl.create_default_context(cafile=str(env.pki.ca))
+
+    async def call() -> tuple[int, str]:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(
+                env.sim.cps.base_url + "/event/$metadata",
+                headers={"Authorization": credentials},
+                ssl=context,
+            ) as answer:
+                return answer.status, await answer.text()
+
+    status, text = env.run(call())
+    assert status == 401, text
+    assert "Basic" in json.loads(text)["errors"][0]["message"]
+    assert env.sim.errors() == []
