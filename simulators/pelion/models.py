@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
-from typing import Annotated, Any, Literal, NamedTuple, get_args
+from typing import Annotated, Any, Literal, NamedTuple, Self, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -120,12 +120,40 @@ class _Wire(BaseModel):
 
 
 class _Request(BaseModel):
-    """A body a client sends to the simulated API: unknown keys are ignored."""
+    """A body a client sends to the simulated API: unknown keys are ignored, and text must be
+    Unicode (JSON lets a lone surrogate such as ``"\\ud800"`` through; it could be neither
+    sent on as a URL or header nor written in a report), so it is a validation error."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
+    @model_validator(mode="after")
+    def _unicode_text(self) -> Self:
+        if not _is_unicode(self.model_dump()):
+            raise ValueError('text with a lone surrogate (e.g. "\\ud800") is not Unicode')
+        return self
+
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _is_unicode(value: Any) -> bool:
+    """Whether every string in ``value`` (keys too, in dicts, lists and tuples) is Unicode
+    text, i.e. encodable as UTF-8."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode()
+                except UnicodeEncodeError:
+                    return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return True
 
 
 def _check_base64(value: str | None) -> str | None:

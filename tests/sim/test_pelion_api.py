@@ -14,7 +14,7 @@ import aiohttp
 from simulators.pelion.devices import TLV, decode_tlv
 from simulators.pelion.simulator import PelionSimulator
 from simulators.pki import PKI
-from tests.sim.pelion_support import EP, KEY, call, client, running
+from tests.sim.pelion_support import AUTH, EP, KEY, call, client, running
 
 PULL = "/v2/notification/pull"
 
@@ -245,5 +245,31 @@ def test_bounded_against_a_hostile_client(pki: PKI) -> None:
                 ("PUT", 408),
             ]
             assert calls[1].body == "{not json"
+
+    asyncio.run(scenario())
+
+
+def test_hostile_device_request_bodies_are_a_400_with_the_reason(pki: PKI) -> None:
+    """``POST /v2/device-requests/{device}``: a body nested deeper than any parser recurses,
+    one with a lone surrogate, or one of another shape is the client's mistake: 400
+    ``MALFORMED_JSON_CONTENT`` (plain text, as the vendor answers), never a simulator fault."""
+
+    async def scenario() -> None:
+        async with running(pki) as sim, client(pki) as session:
+            sim.add_device(EP)
+            await sim.register(EP)
+            base = f"/v2/device-requests/{EP}?async-id=deep-1"
+            for body in [
+                b"[" * 100_000 + b"]" * 100_000,
+                b'{"method": "GET", "uri": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_001,
+                b'{"method": "GET", "uri": "/3/0/0\\ud800"}',
+                b'{"method": "GET", "uri": "/3/0/0", "payload-b64": "\\udfff"}',
+                b'{"method": ["GET"], "uri": 7}',
+            ]:
+                status, text, _ = await call(
+                    session, sim, "POST", base, data=body,
+                    headers={**AUTH, "Content-Type": "application/json"},
+                )  # fmt: skip
+                assert (status, text) == (400, "MALFORMED_JSON_CONTENT"), body[:40]
 
     asyncio.run(scenario())
