@@ -293,13 +293,15 @@ def test_unreadable_basic_credentials_on_the_cps_api_are_a_401_with_the_reason(
     context = ssl.create_default_context(cafile=str(env.pki.ca))
 
     async def call() -> tuple[int, str]:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
                 env.sim.cps.base_url + "/event/$metadata",
                 headers={"Authorization": credentials},
                 ssl=context,
-            ) as answer:
-                return answer.status, await answer.text()
+            ) as answer,
+        ):
+            return answer.status, await answer.text()
 
     status, text = env.run(call())
     assert status == 401, text
