@@ -273,3 +273,26 @@ def test_hostile_device_request_bodies_are_a_400_with_the_reason(pki: PKI) -> No
                 assert (status, text) == (400, "MALFORMED_JSON_CONTENT"), body[:40]
 
     asyncio.run(scenario())
+
+
+def test_a_callback_registration_that_is_not_unicode_is_a_400(pki: PKI) -> None:
+    """``PUT /v2/notification/callback`` with a lone surrogate in the URL or a header value
+    (JSON ``"\\ud800"``): 400 with the error body, never a simulator fault; nothing is
+    registered."""
+
+    async def scenario() -> None:
+        async with running(pki) as sim, client(pki) as session:
+            for body in [
+                b'{"url": "https://127.0.0.1:9/cb/\\ud800"}',
+                b'{"url": "https://127.0.0.1:9/cb", "headers": {"x-secret": "\\udcff"}}',
+            ]:
+                status, _, data = await call(
+                    session, sim, "PUT", "/v2/notification/callback", data=body,
+                    headers={**AUTH, "Content-Type": "application/json"},
+                )  # fmt: skip
+                assert status == 400, data
+                error_shape(data, 400)
+            status, _, _ = await call(session, sim, "GET", "/v2/notification/callback")
+            assert status == 404
+
+    asyncio.run(scenario())
