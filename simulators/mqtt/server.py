@@ -202,6 +202,7 @@ class MqttServer:
         self._logs: dict[int, ConnectionLog] = {}  # the latest connections_kept
         self._connections_kept = connections_kept
         self.log_entries_kept = log_entries_kept
+        self._closed_kept = 0  # entries of the kept logs of connections no longer live
         self._server: asyncio.Server | None = None
         self.tasks = BackgroundTasks(self.fault_log)
         self.timers = DeadlineLoop(clock, core, self.execute)
@@ -455,19 +456,27 @@ class MqttServer:
         """Forget the oldest logs past ``connections_kept``, then the oldest closed ones while
         the logs together keep more than ``log_entries_kept`` entries (packets, subscriptions:
         :attr:`ConnectionLog.kept`), so a client that churns connections or floods one cannot
-        grow the packet log without bound. Under ``changed``."""
+        grow the packet log without bound. A closed connection's log no longer changes: its
+        entries are counted once, when it closes (:attr:`_closed_kept`), so a trim costs the
+        open connections only. Under ``changed``."""
         logs = self._logs
         while len(logs) > self._connections_kept:
-            logs.pop(next(iter(logs)))
-        total = sum(log.kept for log in logs.values())
-        if total <= self.log_entries_kept:
+            self._forget(next(iter(logs)))
+        budget = self.log_entries_kept
+        total = self._closed_kept + sum(logs[c].kept for c in self._live if c in logs)
+        if total <= budget:
             return
-        for conn_id, log in list(logs.items()):  # oldest first
-            if total <= self.log_entries_kept:
+        for conn_id in list(logs):  # oldest first
+            if total <= budget:
                 break
-            if log.closed_real_s is not None:
-                total -= log.kept
-                del logs[conn_id]
+            if conn_id not in self._live:
+                total -= logs[conn_id].kept
+                self._forget(conn_id)
+
+    def _forget(self, conn_id: int) -> None:
+        log = self._logs.pop(conn_id)
+        if conn_id not in self._live:
+            self._closed_kept -= log.kept
 
     def _lost(self, conn: _ClientProtocol) -> None:
         self._live.pop(conn.conn_id, None)
@@ -478,6 +487,8 @@ class MqttServer:
                 log.closed_real_s = self.clock.real()
             if log.close_reason is None:
                 log.close_reason = CLOSED_BY_CLIENT
+            if conn.conn_id in self._logs:  # its log changes no more: counted once, now
+                self._closed_kept += log.kept
             self._trim_logs()
             self.changed.notify_all()
         if not conn.closing:

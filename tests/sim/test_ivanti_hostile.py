@@ -275,6 +275,8 @@ def test_the_packet_log_forgets_the_oldest_closed_connections_past_its_budget(
         assert "staying" in ids and "brief-19" in ids and "brief-0" not in ids
         with server.changed:
             kept = [log.kept for log in server._logs.values()]
+            closed = sum(log.kept for c, log in server._logs.items() if c not in server._live)
+            assert server._closed_kept == closed  # counted once, at close, and given back
         assert sum(kept) <= 40 + max(kept), kept
     finally:
         live.stop()
