@@ -30,6 +30,7 @@ from simulators.mqtt.packets import (
     Will,
 )
 from simulators.mqtt.policy import Identity
+from simulators.mqtt.text import TEXT_KEPT, excerpt
 
 __all__ = [
     "CLOSED_BY_CLIENT",
@@ -47,19 +48,7 @@ __all__ = [
 
 Direction = Literal["in", "out"]
 CLOSED_BY_CLIENT = "closed by the client"  # a view's close_reason when the broker did not decide
-# Characters of a client's string kept whole: every client id a broker accepts (256) and every
-# topic the vendor uses (under 100) fits, so checks compare whole values; longer ones are kept
-# as an excerpt.
-TEXT_KEPT = 256
 SUBSCRIPTIONS_KEPT = 200  # per connection: the first 100 and the latest 100
-
-
-def excerpt(text: str, limit: int = TEXT_KEPT) -> str:
-    """``text`` if it has at most ``limit`` characters, else its first ``limit`` followed by
-    a marker saying how many were cut."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}…[{len(text) - limit} more characters cut]"
 
 
 class PacketRecord(NamedTuple):

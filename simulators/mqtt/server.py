@@ -60,7 +60,7 @@ from simulators.faults import FaultKind, FaultPlan
 from simulators.mqtt.actions import Action, Close, Notice, Received, Send
 from simulators.mqtt.codec import encode
 from simulators.mqtt.core import BrokerCore
-from simulators.mqtt.evidence import MqttEvidence, wire_size
+from simulators.mqtt.evidence import SUMMARY_KEPT, MqttEvidence, wire_size
 from simulators.mqtt.packetlog import (
     CLOSED_BY_CLIENT,
     ConnectionLog,
@@ -71,6 +71,7 @@ from simulators.mqtt.packetlog import (
 )
 from simulators.mqtt.packets import Connack, Packet, Publish
 from simulators.mqtt.policy import Identity
+from simulators.mqtt.text import excerpt
 
 __all__ = [
     # The packet-log model, defined in simulators.mqtt.packetlog, also named here: what a
@@ -318,7 +319,7 @@ class MqttServer:
         log = conn.log
         if log is not None and log.close_reason is None:
             with self.changed:  # the broker serves it no more: closed from now on
-                log.close_reason = reason
+                log.close_reason = excerpt(reason, SUMMARY_KEPT)
                 log.closed_real_s = self.clock.real()
                 self.changed.notify_all()
         self.evidence.event(self._peer(conn), "close", f"closed: {reason}")

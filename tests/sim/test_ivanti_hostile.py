@@ -309,3 +309,21 @@ def test_unreadable_basic_credentials_on_the_cps_api_are_a_401_with_the_reason(
     assert status == 401, text
     assert "Basic" in json.loads(text)["errors"][0]["message"]
     assert env.sim.errors() == []
+
+
+def test_a_close_reason_quoting_the_client_is_kept_as_an_excerpt(env: IvantiEnv) -> None:
+    """SIM-IVT-PROTO (bounds): a refusal that quotes what the client sent (a 60,000-character
+    user name, CONNACK 4) quotes an excerpt saying how much was cut, and so does the close
+    reason the connection's log keeps, like every string the client chose."""
+    raw = RawClient(env.target("named")).open()
+    try:
+        assert raw.connect(username="u" * 60_000, keepalive_s=30) == Connack(False, 4)
+        assert raw.closed_by_broker()
+    finally:
+        raw.close()
+    env.wait_closed("named")
+    (view,) = env.views("named")
+    reason = view.close_reason
+    assert reason is not None and len(reason) < TEXT_KEPT + 200
+    assert "more characters cut]" in reason and "is not the certificate's" in reason
+    assert view.username is not None and len(view.username) < TEXT_KEPT + 40
