@@ -186,7 +186,7 @@ def test_a_closed_connection_leaves_no_live_state(env: IvantiEnv) -> None:
     (no protocol object, no transport, no keep-alive watch waiting 1.5 × 65,535 s on it): a
     SUT churning connections cannot grow the harness."""
     server = env.sim.broker.server
-    cycles = 40
+    cycles = 100
     for n in range(cycles):
         _paho_connect_close(env.target(f"churn-{n}", topic=""), keepalive_s=65_535)
     env.wait_for(
