@@ -2,9 +2,11 @@
 
 ``POST {base}/<vendor>`` with one JSON record or an array of records; answers 204. Each record
 is checked against the vendor plug-in's record model; a body with an invalid record is refused
-with 400 and counted (the checks then say the SUT reported in a shape they cannot read). Memory
-stays bounded whatever the SUT sends: a body over :data:`MAX_BODY_BYTES` gets 413, records past
-:data:`MAX_RECORDS` per vendor get 413, and both are counted for the report.
+with 400 and counted (the checks then say the SUT reported in a shape they cannot read); so is a
+record whose text is not Unicode (a lone surrogate, JSON ``"\ud800"``), before it is kept.
+Memory stays bounded whatever the SUT sends: a body over :data:`MAX_BODY_BYTES` gets 413, and so
+do records past :data:`MAX_RECORDS` or past :data:`MAX_VENDOR_BYTES` (their size in memory,
+:func:`footprint`) per vendor; each is counted for the report.
 
 Checks wait on it with a bounded timeout (:meth:`Observer.wait_for`, or
 :meth:`Observer.count_reports` for the reports of given items, in whatever order the SUT
@@ -29,10 +31,19 @@ from simulators.evidence import Recorder
 
 Item = TypeVar("Item", bound=Hashable)
 
-__all__ = ["MAX_BODY_BYTES", "MAX_RECORDS", "Observation", "Observer", "Route"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_RECORDS",
+    "MAX_VENDOR_BYTES",
+    "Observation",
+    "Observer",
+    "Route",
+    "footprint",
+]
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_RECORDS = 200_000  # per vendor
+MAX_VENDOR_BYTES = 64 * 1024 * 1024  # per vendor: the records kept, as held in memory
 PARSE_IN_THREAD_BYTES = 256 * 1024  # larger bodies are parsed off the event loop
 
 
@@ -75,6 +86,8 @@ class Observer:
     port: int = 0
     observations: dict[str, list[Observation]] = field(default_factory=dict)
     refused: dict[str, Refusals] = field(default_factory=dict)
+    max_vendor_bytes: int = MAX_VENDOR_BYTES
+    held: dict[str, int] = field(default_factory=dict)  # footprint() of each vendor's records
     changed: StateChanges = field(init=False)  # notified whenever records are kept
     _runner: web.AppRunner | None = None
     _large: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
@@ -126,12 +139,29 @@ class Observer:
                 413,
                 f"body over {MAX_BODY_BYTES} bytes: report in smaller posts",
             )
+        # The budget is taken before the body is parsed, so that no body can make the observer
+        # hold more than the budget even for a moment; it is given back if the body is refused.
+        cost = footprint(raw)
+        with self.changed:
+            held = self.held.get(vendor, 0)
+            over = held + cost > self.max_vendor_bytes
+            if not over:
+                self.held[vendor] = held + cost
+        if over:
+            return self._refuse(
+                vendor,
+                "too-much",
+                413,
+                f"records over {self.max_vendor_bytes} bytes (held in memory) reported in this "
+                f"run; this body would take {cost}",
+            )
         if len(raw) > PARSE_IN_THREAD_BYTES:
             async with self._large:  # one large body in memory at a time, off the event loop
                 parsed = await asyncio.to_thread(_parse, raw, route.model)
         else:
             parsed = _parse(raw, route.model)
         if isinstance(parsed, tuple):
+            self._give_back(vendor, cost)
             return self._refuse(vendor, *parsed)
         records = parsed
         now = self.clock.real()
@@ -142,11 +172,16 @@ class Observer:
                 kept.extend(Observation(vendor, r, now) for r in records)
                 self.changed.notify_all()
         if full:
+            self._give_back(vendor, cost)
             return self._refuse(
                 vendor, "too-many", 413, f"more than {MAX_RECORDS} records reported in this run"
             )
         self._record_evidence(vendor, route, records)
         return web.Response(status=204)
+
+    def _give_back(self, vendor: str, cost: int) -> None:
+        with self.changed:
+            self.held[vendor] -= cost
 
     def _record_evidence(self, vendor: str, route: Route, records: list[Any]) -> None:
         causes: dict[str | None, list[Any]] = {}
@@ -241,6 +276,16 @@ def _parse(raw: bytes, model: type[BaseModel]) -> list[Any] | tuple[str, int, st
     except ValueError:
         return "not-json", 400, "body is not JSON"
     records = body if isinstance(body, list) else [body]
+    try:
+        index = _not_unicode(records) if b"\\u" in raw or b"\xed" in raw else None
+    except RecursionError:
+        return "too-deep", 400, "JSON nested too deeply"
+    if index is not None:
+        return (
+            "invalid-text",
+            400,
+            f'record {index}: a string with a lone surrogate (e.g. "\\ud800"): not Unicode text',
+        )
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             return "not-object", 400, f"record {index} is not a JSON object"
@@ -253,6 +298,46 @@ def _parse(raw: bytes, model: type[BaseModel]) -> list[Any] | tuple[str, int, st
             )
             return "invalid-record", 400, f"record {index}: {detail}"
     return records
+
+
+def _not_unicode(records: list[Any]) -> int | None:
+    """The index of the first record with a lone surrogate in a key or a string (JSON lets
+    ``"\\ud800"`` through; no UTF-8 encoder does), else None."""
+    try:
+        json.dumps(records, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        pass
+    else:
+        return None
+    for index, record in enumerate(records):
+        try:
+            json.dumps(record, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            return index
+    return None
+
+
+# What json.loads makes of a body, per byte that opens it, at most (CPython 3.11+, 64-bit): an
+# object is a dict (184 bytes with its first keys), an array a list (88 as it grows, a slot), a
+# string 49 bytes and its characters (two quotes; a new key also grows its dict), a value a
+# slot of its container and, for a number, a float (24; the last of a container has no comma,
+# its container's charge covers it).
+_PER_BRACE, _PER_BRACKET, _PER_QUOTE, _PER_COMMA = 184, 96, 24, 32
+
+
+def footprint(raw: bytes) -> int:
+    """The memory, in bytes, the records of JSON body ``raw`` take once parsed, estimated from
+    the body alone (so it is known before parsing) and meant as an upper bound: its length,
+    plus the objects its braces, brackets, quotes and commas make. A body of small objects is
+    charged several times its length (about twice what they take), one long string about its
+    length."""
+    return (
+        len(raw)
+        + _PER_BRACE * raw.count(b"{")
+        + _PER_BRACKET * raw.count(b"[")
+        + _PER_QUOTE * raw.count(b'"')
+        + _PER_COMMA * raw.count(b",")
+    )
 
 
 def _short(record: Any) -> Any:

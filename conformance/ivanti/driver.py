@@ -102,18 +102,22 @@ class IvantiDriver(VendorDriver):
 
     def online(self, *, since: float | None = None) -> list[ConnectionView]:
         """The SUT's live connections, waiting (bounded) for it to come back if it has none;
-        when it does not, it is taken as down and the check fails with the cause."""
+        when it does not, it is taken as down and the check fails with the cause. Never empty:
+        a SUT that churns its connections may have none live again by the time they are read,
+        and then the ones last seen live stand for it."""
         self.harness.require_sut()
         self.first_contact()
-        if not self.live():
+        seen = self.live()
+        if not seen:
             bound = self.reconnect_bound()
             start = self.harness.clock.real() if since is None else since
             remaining = max(0.0, start + bound - self.harness.clock.real())
             came = self.sim.wait_for(lambda vs: self.live_of(vs) or self.exited(), remaining)
             if not (isinstance(came, list) and came):
                 raise AssertionError(self.harness.mark_down(self.offline_cause(bound)))
+            seen = came
         self.settle()
-        return self.live()
+        return self.live() or seen
 
     def wait_back(self, client_ids: set[str], since: float, *, every: bool = True) -> set[str]:
         """Wait until each (``every``) or one of ``client_ids`` has a live connection opened

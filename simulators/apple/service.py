@@ -199,7 +199,7 @@ class AppsAndBooks:
                 raise ApiError(9602, "notificationUrl and notificationAuthToken are strings.")
             if len(url) > LIMITS["maxNotificationLength"] or len(token) > 512:
                 raise ApiError(9711)
-            if not _https_url(url):
+            if not _https_url(url) or not _is_unicode(url):
                 raise ApiError(9712)
             if not token.isascii() or not token.isprintable():
                 raise ApiError(
@@ -211,8 +211,9 @@ class AppsAndBooks:
         if "mdmInfo" in request:
             info = request["mdmInfo"]
             if not isinstance(info, dict) or not all(
-                isinstance(info.get(k), str) for k in ("id", "name", "metadata")
-            ):
+                isinstance(info.get(k), str) and _is_unicode(info[k])
+                for k in ("id", "name", "metadata")
+            ):  # each notification carries it: text that encodes as UTF-8
                 raise ApiError(9723)
             if len(info["id"]) > LIMITS["maxMdmIdLength"]:
                 raise ApiError(9724)
@@ -495,8 +496,13 @@ def _valid_text(value: Any, limit: int = 256) -> bool:
     surrogate cannot be sent in a notification)."""
     if not isinstance(value, str) or not value or len(value) > limit:
         return False
+    return _is_unicode(value)
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (JSON lets a lone surrogate, ``"\\ud800"``, through)."""
     try:
-        value.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True

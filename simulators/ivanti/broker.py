@@ -384,7 +384,7 @@ class IvantiBroker:
             message = json.loads(body)
         except (ValueError, RecursionError):
             message = None
-        key = event_key(topic, message) if message is not None else None
+        key = (event_key(topic, message) or None) if message is not None else None
         if key is not None:
             self.recorder.remember_cause(key)
         self.server.evidence.remember_publisher(topic, body)

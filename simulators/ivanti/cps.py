@@ -11,14 +11,16 @@ From the CPS API guide (docs/vendors/ivanti.md §3–§5):
 
 "You must include the identity certificate in every API call": the caller is identified by its
 client certificate (the same as the broker's); HTTP Basic with a known login email (any password)
-is accepted as the guide's other option. Anything else is 401.
+is accepted as the guide's other option. Anything else is 401, with the reason when the caller
+sent something unreadable (Basic credentials that are not base64 of UTF-8 text): whatever a
+caller sends is answered 4xx, never a simulator fault. :func:`basic_email` and
+:func:`lookup_identifiers` read what a caller controls; each raises only :class:`Unreadable`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import ssl
 import threading
@@ -35,7 +37,7 @@ from simulators.ivanti.broker import IvantiBroker, Login
 from simulators.ivanti.events import metadata
 from simulators.mqtt.server import tls12_server_context
 
-__all__ = ["BASE_PATH", "CpsCall", "CpsServer"]
+__all__ = ["BASE_PATH", "CpsCall", "CpsServer", "Unreadable", "basic_email", "lookup_identifiers"]
 
 ACTOR = "ivanti-cps"
 BASE_PATH = "/msa/v1/cps"
@@ -43,6 +45,41 @@ MAX_BODY_BYTES = 256 * 1024
 MAX_IDENTIFIERS = 200  # "?limit=200" in the guide's examples
 LOOKUPS = {"device": "identifier", "device/mac": "macAddress", "device/uuid": "deviceGuid"}
 CALLS_KEPT = 1_000
+
+
+class Unreadable(ValueError):
+    """Something a caller sent that the API cannot read: answered 4xx with this reason."""
+
+
+def basic_email(header: str) -> str | None:
+    """The login email of ``Authorization: Basic <base64 of "email:password">`` (None: not
+    Basic credentials); :class:`Unreadable` when they are not base64 of UTF-8 text."""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except ValueError:  # binascii.Error, UnicodeDecodeError, non-ASCII text
+        raise Unreadable(
+            'Authorization: Basic credentials must be base64 of UTF-8 "email:password".'
+        ) from None
+    return decoded.partition(":")[0]
+
+
+def lookup_identifiers(raw: bytes) -> list[str]:
+    """The identifiers of a device lookup's body ``{"identifiers": ["...", …]}``;
+    :class:`Unreadable` for anything else (not JSON, nested too deeply, another shape, more
+    than :data:`MAX_IDENTIFIERS`)."""
+    try:
+        payload = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise Unreadable("The body is not valid JSON.") from None
+    identifiers = payload.get("identifiers") if isinstance(payload, dict) else None
+    if not isinstance(identifiers, list) or not all(isinstance(i, str) for i in identifiers):
+        raise Unreadable('Give {"identifiers": ["..."]}.')
+    if len(identifiers) > MAX_IDENTIFIERS:
+        raise Unreadable(f"At most {MAX_IDENTIFIERS} identifiers.")
+    return identifiers
 
 
 @dataclass(frozen=True)
@@ -107,12 +144,12 @@ class CpsServer:
     async def _serve(self, request: web.Request) -> web.Response:
         self.requests += 1
         path = request.path
-        login = self._caller(request)
+        login, problem = self._caller(request)
         who = login.email if login is not None else "an unidentified caller"
         self.recorder.record(
             who, "->", ACTOR, "cps-request", f"{request.method} {path[:200]}", method=request.method
         )
-        status, body = await self._dispatch(request, path, login)
+        status, body = await self._dispatch(request, path, login, problem)
         real, sim = self.clock.readings()
         with self._lock:
             self._calls.append(
@@ -131,7 +168,7 @@ class CpsServer:
         return web.json_response(body, status=status)
 
     async def _dispatch(
-        self, request: web.Request, path: str, login: Login | None
+        self, request: web.Request, path: str, login: Login | None, problem: str | None
     ) -> tuple[int, Any]:
         if not path.startswith(BASE_PATH + "/"):
             return 404, {"errors": [{"message": f"No such endpoint: {path[:200]}"}]}
@@ -139,7 +176,8 @@ class CpsServer:
             return 401, {
                 "errors": [
                     {
-                        "message": "Authentication required: present the identity certificate "
+                        "message": (problem + " " if problem else "")
+                        + "Authentication required: present the identity certificate "
                         "(or HTTP Basic with a login email holding the CPS role)."
                     }
                 ]
@@ -154,16 +192,9 @@ class CpsServer:
             if request.method != "POST":
                 return 405, {"errors": [{"message": 'Use POST with {"identifiers": [...]}.'}]}
             try:
-                payload = json.loads(await request.read())
-            except (ValueError, RecursionError):
-                return 400, {"errors": [{"message": "The body is not valid JSON."}]}
-            identifiers = payload.get("identifiers") if isinstance(payload, dict) else None
-            if not isinstance(identifiers, list) or not all(
-                isinstance(i, str) for i in identifiers
-            ):
-                return 400, {"errors": [{"message": 'Give {"identifiers": ["..."]}.'}]}
-            if len(identifiers) > MAX_IDENTIFIERS:
-                return 400, {"errors": [{"message": f"At most {MAX_IDENTIFIERS} identifiers."}]}
+                identifiers = lookup_identifiers(await request.read())
+            except Unreadable as exc:
+                return 400, {"errors": [{"message": str(exc)}]}
             fleet = self.broker.fleets[tenant.tenant_id]
             devices = fleet.find(LOOKUPS[endpoint], identifiers)
             return 200, [d.model_dump(exclude_none=True) for d in devices]
@@ -174,20 +205,17 @@ class CpsServer:
         with self._lock:
             return list(self._calls)
 
-    def _caller(self, request: web.Request) -> Login | None:
+    def _caller(self, request: web.Request) -> tuple[Login | None, str | None]:
+        """Who calls (the certificate's login, else Basic credentials'), or why nobody: the
+        reason when the credentials could not be read."""
         transport = request.transport
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
             login = self.broker.login_for(ssl_object.getpeercert())
             if login is not None:
-                return login
-        header = request.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "basic":
-            return None
+                return login, None
         try:
-            decoded = base64.b64decode(value, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        email = decoded.partition(":")[0]
-        return self.broker.login_by_email(email)
+            email = basic_email(request.headers.get("Authorization", ""))
+        except Unreadable as exc:
+            return None, str(exc)
+        return (self.broker.login_by_email(email) if email is not None else None), None

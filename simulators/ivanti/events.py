@@ -80,10 +80,20 @@ def event_type_name(event_type: str) -> str:
 
 def event_key(topic: str, message: Any) -> str:
     """What ties an observer record ``{"topic", "message"}`` to the published event: a hash of
-    the topic and the canonical JSON of the message (the SUT reports the object it parsed)."""
-    canonical = json.dumps(message, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    digest = hashlib.sha256(f"{topic}\n{canonical}".encode()).hexdigest()[:20]
-    return f"ivanti:{digest}"
+    the topic and the canonical JSON of the message (the SUT reports the object it parsed).
+
+    Any input has a key, the SUT's text being whatever it sent: a lone surrogate is hashed as
+    it is (``surrogatepass``), a value JSON cannot hold by its ``repr``. Only a message no
+    canonical form exists for (keys of several types, nested deeper than the interpreter
+    recurses, a cycle) has none: ``""``."""
+    try:
+        canonical = json.dumps(
+            message, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr
+        )
+    except (TypeError, ValueError, RecursionError):
+        return ""
+    text = f"{topic}\n{canonical}".encode("utf-8", "surrogatepass")
+    return f"ivanti:{hashlib.sha256(text).hexdigest()[:20]}"
 
 
 class Device(BaseModel):

@@ -4,6 +4,7 @@ and an asyncio TLS server that adapts the core to sockets.
 - :mod:`~simulators.mqtt.packets`, :mod:`~simulators.mqtt.codec`: the packets and a strict,
   incremental encoder and decoder;
 - :mod:`~simulators.mqtt.topics`: topic names, filters and matching;
+- :mod:`~simulators.mqtt.text`: excerpts of a client's strings, in whatever the broker keeps;
 - :mod:`~simulators.mqtt.core`: the broker core (sessions, delivery, retention, faults); it never
   reads a clock or touches a socket. Its parts: :mod:`~simulators.mqtt.policy`,
   :mod:`~simulators.mqtt.actions`, :mod:`~simulators.mqtt.sessions`,

@@ -19,6 +19,7 @@ from simulators.mqtt.packets import (
 )
 from simulators.mqtt.policy import BrokerPolicy, Identity
 from simulators.mqtt.sessions import Session, SessionTable
+from simulators.mqtt.text import excerpt
 from simulators.mqtt.topics import topic_filter_problem
 
 __all__ = ["Admission", "Admitted", "Refused"]
@@ -61,7 +62,7 @@ class Admission:
         if (connect.protocol_name, connect.protocol_level) not in SUPPORTED_PROTOCOLS:
             raise Refused(
                 CONNACK_UNACCEPTABLE_PROTOCOL_VERSION,
-                f"protocol {connect.protocol_name!r} level {connect.protocol_level} is not MQTT 3.1.1 or 3.1 (MQTT-3.1.2-2)",
+                f"protocol {excerpt(connect.protocol_name)!r} level {connect.protocol_level} is not MQTT 3.1.1 or 3.1 (MQTT-3.1.2-2)",
             )
         if identity is None:
             raise Refused(CONNACK_NOT_AUTHORIZED, "no client certificate identity")
@@ -71,7 +72,7 @@ class Admission:
         if connect.username is not None and connect.username != identity.email:
             raise Refused(
                 CONNACK_BAD_USER_NAME_OR_PASSWORD,
-                f"user name {connect.username!r} is not the certificate's {identity.email!r}",
+                f"user name {excerpt(connect.username)!r} is not the certificate's {identity.email!r}",
             )
         client_id = connect.client_id
         if not client_id:

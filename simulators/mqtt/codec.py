@@ -33,6 +33,7 @@ from simulators.mqtt.packets import (
     Unsubscribe,
     Will,
 )
+from simulators.mqtt.text import excerpt
 from simulators.mqtt.topics import topic_name_problem
 
 __all__ = [
@@ -454,7 +455,7 @@ def _parse(packet_type: int, flags: int, body: bytes) -> Packet:
 def _parse_connect(reader: _Reader) -> Connect:
     protocol_name = reader.string("protocol name")
     if protocol_name not in _KNOWN_PROTOCOL_NAMES:
-        _malformed(f"CONNECT protocol name {protocol_name!r} is not MQTT (MQTT-3.1.2-1)")
+        _malformed(f"CONNECT protocol name {excerpt(protocol_name)!r} is not MQTT (MQTT-3.1.2-1)")
     protocol_level = reader.byte("protocol level")
     flags = reader.byte("connect flags")
     keepalive_s = reader.uint16("keep alive")

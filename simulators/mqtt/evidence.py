@@ -20,7 +20,7 @@ from simulators.clock import Clock
 from simulators.evidence import CAUSE, RUN, Recorder
 from simulators.mqtt.actions import Notice
 from simulators.mqtt.codec import encode
-from simulators.mqtt.packetlog import ConnectionLog, Direction, PacketRecord
+from simulators.mqtt.packetlog import TEXT_KEPT, ConnectionLog, Direction, PacketRecord, excerpt
 from simulators.mqtt.packets import (
     Connack,
     Connect,
@@ -42,6 +42,8 @@ from simulators.mqtt.packets import (
 __all__ = ["PUBLISHER_CAUSES_KEPT", "MqttEvidence", "wire_size"]
 
 PUBLISHER_CAUSES_KEPT = 10_000
+LISTED = 10  # topic filters or return codes a summary names (the rest are counted)
+SUMMARY_KEPT = 4 * TEXT_KEPT  # characters of a notice's or an event's summary
 
 
 class MqttEvidence:
@@ -72,13 +74,14 @@ class MqttEvidence:
         cause: str | None = None
         if type(packet) is Publish:
             packet_id = packet.packet_id
+            topic = packet.topic if len(packet.topic) <= TEXT_KEPT else excerpt(packet.topic)
             record = PacketRecord(
                 real, sim, direction, kind, size, packet_id, packet.qos, packet.dup,
-                packet.retain, packet.topic, hash(packet.payload),
+                packet.retain, topic, hash(packet.payload),
             )  # fmt: skip
             summary = (
                 f"{kind} id={packet_id} q{packet.qos} dup={int(packet.dup)} "
-                f"retain={int(packet.retain)} {packet.topic} {size}B"
+                f"retain={int(packet.retain)} {topic} {size}B"
             )
             if direction == "out" and packet_id is not None:
                 cause = CAUSE.get()
@@ -107,10 +110,14 @@ class MqttEvidence:
     def notice(self, notice: Notice) -> None:
         """One event for a decision of the core that is not a packet."""
         detail: dict[str, Any] = {
-            k: v for k, v in notice.detail.items() if not isinstance(v, bytes) and k != "cause"
+            k: excerpt(v) if isinstance(v, str) else v
+            for k, v in notice.detail.items()
+            if not isinstance(v, bytes) and k != "cause"
         }
-        text = ", ".join(f"{k}={v}" for k, v in detail.items())
-        who = notice.client_id or (f"conn {notice.conn_id}" if notice.conn_id is not None else "")
+        text = excerpt(", ".join(f"{k}={v}" for k, v in detail.items()), SUMMARY_KEPT)
+        who = excerpt(notice.client_id or "") or (
+            f"conn {notice.conn_id}" if notice.conn_id is not None else ""
+        )
         peer = who or (notice.tenant or "broker")
         self.recorder.record(
             self.actor,
@@ -120,14 +127,22 @@ class MqttEvidence:
             f"{notice.kind.value}: {text}" if text else notice.kind.value,
             cause=self.cause(),
             tenant=notice.tenant,
-            client_id=notice.client_id,
+            client_id=notice.client_id if notice.client_id is None else excerpt(notice.client_id),
             **detail,
         )
 
     def event(self, peer: str, kind: str, summary: str, **detail: Any) -> None:
         """One event of the listener about ``peer`` that is neither a packet nor a notice (TLS,
         close, refusal, fault)."""
-        self.recorder.record(self.actor, "--", peer, kind, summary, cause=self.cause(), **detail)
+        self.recorder.record(
+            self.actor,
+            "--",
+            peer,
+            kind,
+            excerpt(summary, SUMMARY_KEPT),
+            cause=self.cause(),
+            **detail,
+        )
 
     def cause(self, cause: str | None = None) -> str | None:
         """``cause`` if given; else the running check's, or the watching check's
@@ -186,16 +201,28 @@ def _summary(kind: str, packet: Packet) -> str:
             return f"{kind} id={packet_id}"
         case Connect():
             return (
-                f"{kind} client_id={packet.client_id!r} clean={int(packet.clean_session)} "
+                f"{kind} client_id={excerpt(packet.client_id)!r} clean={int(packet.clean_session)} "
                 f"keepalive={packet.keepalive_s}s level={packet.protocol_level}"
-                + (f" username={packet.username!r}" if packet.username is not None else "")
+                + (f" username={excerpt(packet.username)!r}" if packet.username is not None else "")
             )
         case Connack(session_present, return_code):
             return f"{kind} rc={return_code} session_present={int(session_present)}"
         case Subscribe(packet_id, subscriptions):
-            return f"{kind} id={packet_id} " + ", ".join(f"{f} q{q}" for f, q in subscriptions)
+            return f"{kind} id={packet_id} " + _listed(
+                [f"{excerpt(f)} q{q}" for f, q in subscriptions[:LISTED]], len(subscriptions), ", "
+            )
         case Suback(packet_id, codes):
-            return f"{kind} id={packet_id} " + ",".join(f"0x{c:02x}" for c in codes)
+            return f"{kind} id={packet_id} " + _listed(
+                [f"0x{c:02x}" for c in codes[:LISTED]], len(codes), ","
+            )
         case Unsubscribe(packet_id, filters):
-            return f"{kind} id={packet_id} " + ", ".join(filters)
+            return f"{kind} id={packet_id} " + _listed(
+                [excerpt(f) for f in filters[:LISTED]], len(filters), ", "
+            )
     return kind
+
+
+def _listed(shown: list[str], total: int, separator: str) -> str:
+    """``shown`` joined, and how many more there were."""
+    more = f" (+{total - len(shown)} more)" if total > len(shown) else ""
+    return separator.join(shown) + more

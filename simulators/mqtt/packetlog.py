@@ -4,30 +4,51 @@ Each connection has one :class:`ConnectionLog` (changed only in the server's loo
 frozen :class:`ConnectionView`: who connected, what its CONNECT said, and every packet that
 crossed the wire as a :class:`PacketRecord`. :func:`pair_acks` pairs the PUBLISHes the broker
 sent with the PUBACKs that answered them; it is the one pairing the simulator and the checks use.
+
+What a log keeps is bounded whatever the client sends: a string the client chose (client id,
+user name, Will topic, a refused topic filter, a topic) is kept whole up to :data:`TEXT_KEPT`
+characters, longer ones as an :func:`excerpt` that says how much was cut (a granted filter is
+kept whole: the broker's policy bounds it); a connection keeps its first and latest
+:data:`SUBSCRIPTIONS_KEPT` subscriptions (``subscriptions_total`` counts them all) and its latest
+packets (``packets_total``); the Will's payload and the password are not kept. The server bounds
+the logs together (:attr:`ConnectionLog.kept`).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, NamedTuple
 
-from simulators.mqtt.packets import Connack, Connect, Packet, Suback, Subscribe
+from simulators.mqtt.packets import (
+    SUBACK_FAILURE,
+    Connack,
+    Connect,
+    Packet,
+    Suback,
+    Subscribe,
+    Will,
+)
 from simulators.mqtt.policy import Identity
+from simulators.mqtt.text import TEXT_KEPT, excerpt
 
 __all__ = [
     "CLOSED_BY_CLIENT",
+    "SUBSCRIPTIONS_KEPT",
+    "TEXT_KEPT",
     "ConnectionLog",
     "ConnectionView",
     "Copy",
     "Direction",
     "HandshakeFailure",
     "PacketRecord",
+    "excerpt",
     "pair_acks",
 ]
 
 Direction = Literal["in", "out"]
 CLOSED_BY_CLIENT = "closed by the client"  # a view's close_reason when the broker did not decide
+SUBSCRIPTIONS_KEPT = 200  # per connection: the first 100 and the latest 100
 
 
 class PacketRecord(NamedTuple):
@@ -78,9 +99,16 @@ class ConnectionView:
     username: str | None
     will_topic: str | None  # the CONNECT's Will topic, if it had a Will
     connack: int | None  # the return code the broker answered
-    subscriptions: tuple[tuple[str, int, int], ...]  # (filter, requested QoS, granted or 0x80)
+    # (filter, requested QoS, granted or 0x80): the first and latest kept (see
+    # subscriptions_total), each filter an excerpt()
+    subscriptions: tuple[tuple[str, int, int], ...]
     packets: tuple[PacketRecord, ...]  # the last ones kept (see packets_total)
     packets_total: int
+    subscriptions_total: int = -1  # every (filter, …) answered; -1: as many as kept
+
+    def __post_init__(self) -> None:
+        if self.subscriptions_total < 0:
+            object.__setattr__(self, "subscriptions_total", len(self.subscriptions))
 
     @property
     def open(self) -> bool:
@@ -180,7 +208,8 @@ def pair_acks(view: ConnectionView) -> list[Copy]:
 
 @dataclass(eq=False)
 class ConnectionLog:
-    """The mutable record behind a :class:`ConnectionView` (changed only in the server's loop)."""
+    """The mutable record behind a :class:`ConnectionView` (changed only in the server's loop);
+    bounded (see the module docstring)."""
 
     conn_id: int
     peer: str
@@ -190,26 +219,51 @@ class ConnectionLog:
     packets: deque[PacketRecord]
     closed_real_s: float | None = None
     close_reason: str | None = None
-    connect: Connect | None = None
+    connect: Connect | None = None  # its strings excerpt()s; no Will payload, no password
     connack: int | None = None
-    subscriptions: list[tuple[str, int, int]] = field(default_factory=list)
+    subscriptions: list[tuple[str, int, int]] = field(default_factory=list)  # the first ones
+    latest_subscriptions: deque[tuple[str, int, int]] = field(
+        default_factory=lambda: deque(maxlen=SUBSCRIPTIONS_KEPT // 2)
+    )
+    subscriptions_total: int = 0
     requested: dict[int, tuple[tuple[str, int], ...]] = field(default_factory=dict)
     packets_total: int = 0
+    _subscriptions_weight: int = 0
 
     def note(self, packet: Packet) -> None:
         """Keep what a view reports from ``packet``: the CONNECT, the CONNACK's return code,
         each SUBSCRIBE's filters with the SUBACK's answers (MQTT-3.9.3-1: in order)."""
         if type(packet) is Connect:
-            self.connect = packet
+            self.connect = _kept_connect(packet)
         elif type(packet) is Connack:
             self.connack = packet.return_code
-        elif type(packet) is Subscribe:
+        elif type(packet) is Subscribe:  # answered at once: the SUBACK follows in the batch
             self.requested[packet.packet_id] = packet.subscriptions
         elif type(packet) is Suback:
             for (topic_filter, requested), code in zip(
                 self.requested.pop(packet.packet_id, ()), packet.return_codes, strict=False
             ):
-                self.subscriptions.append((topic_filter, requested, code))
+                if code == SUBACK_FAILURE:
+                    topic_filter = excerpt(topic_filter)
+                self._subscribed((topic_filter, requested, code))
+
+    def _subscribed(self, entry: tuple[str, int, int]) -> None:
+        self.subscriptions_total += 1
+        self._subscriptions_weight += _weight(entry)
+        if len(self.subscriptions) < SUBSCRIPTIONS_KEPT - SUBSCRIPTIONS_KEPT // 2:
+            self.subscriptions.append(entry)
+            return
+        latest = self.latest_subscriptions
+        if len(latest) == latest.maxlen:
+            self._subscriptions_weight -= _weight(latest[0])
+        latest.append(entry)
+
+    @property
+    def kept(self) -> int:
+        """What this log keeps, in entries of about :data:`TEXT_KEPT` characters (a packet
+        record is one, a subscription one per :data:`TEXT_KEPT` characters of its filter):
+        what a server's budget for all its logs counts."""
+        return len(self.packets) + self._subscriptions_weight
 
     def who(self) -> str:
         """The client id from its CONNECT, else "conn <id>" (for the evidence)."""
@@ -235,7 +289,26 @@ class ConnectionLog:
             username=connect.username if connect else None,
             will_topic=connect.will.topic if connect and connect.will else None,
             connack=self.connack,
-            subscriptions=tuple(self.subscriptions),
+            subscriptions=(*self.subscriptions, *self.latest_subscriptions),
             packets=tuple(self.packets),
             packets_total=self.packets_total,
+            subscriptions_total=self.subscriptions_total,
         )
+
+
+def _weight(entry: tuple[str, int, int]) -> int:
+    return 1 + len(entry[0]) // TEXT_KEPT
+
+
+def _kept_connect(connect: Connect) -> Connect:
+    """What a log keeps of a CONNECT: its strings as :func:`excerpt`, without the Will's
+    payload (up to the packet size limit) and the password, which no view reports."""
+    will = connect.will
+    return replace(
+        connect,
+        client_id=excerpt(connect.client_id),
+        will=Will(excerpt(will.topic), b"", will.qos, will.retain) if will else None,
+        username=None if connect.username is None else excerpt(connect.username),
+        password=None,
+        protocol_name=excerpt(connect.protocol_name),
+    )

@@ -21,7 +21,11 @@ What the adapter does and the core does not:
   action moves the deadline, and by :meth:`Clock.advance`.
 - **Bounds.** At most ``max_connections`` connections at once (more are closed before TLS), a
   TLS handshake timeout, the core's packet-size limit, and a cap on unsent bytes to a peer that
-  does not read (it is disconnected; a durable session keeps its messages).
+  does not read (it is disconnected; a durable session keeps its messages). The packet log keeps
+  the latest ``connections_kept`` connections, ``packets_kept`` packets each, and
+  ``log_entries_kept`` entries in all (the oldest closed connections are forgotten first); each
+  entry is bounded (:mod:`simulators.mqtt.packetlog`). Nothing of a connection but its log
+  outlives its close.
 
 **Diverting.** :meth:`MqttServer.divert` hands the next accepted TCP connections to other
 listeners in the same loop (before TLS), each of which upgrades it with its own context and
@@ -60,7 +64,7 @@ from simulators.faults import FaultKind, FaultPlan
 from simulators.mqtt.actions import Action, Close, Notice, Received, Send
 from simulators.mqtt.codec import encode
 from simulators.mqtt.core import BrokerCore
-from simulators.mqtt.evidence import MqttEvidence, wire_size
+from simulators.mqtt.evidence import SUMMARY_KEPT, MqttEvidence, wire_size
 from simulators.mqtt.packetlog import (
     CLOSED_BY_CLIENT,
     ConnectionLog,
@@ -71,6 +75,7 @@ from simulators.mqtt.packetlog import (
 )
 from simulators.mqtt.packets import Connack, Packet, Publish
 from simulators.mqtt.policy import Identity
+from simulators.mqtt.text import excerpt
 
 __all__ = [
     # The packet-log model, defined in simulators.mqtt.packetlog, also named here: what a
@@ -176,6 +181,7 @@ class MqttServer:
         max_unsent_bytes: int = 8 * 1024 * 1024,
         packets_kept: int = 2_000,
         connections_kept: int = 2_000,
+        log_entries_kept: int = 200_000,
         fault_log: FaultLog | None = None,
     ) -> None:
         self.core = core
@@ -201,6 +207,8 @@ class MqttServer:
         self._live: dict[int, _ClientProtocol] = {}  # every accepted TCP connection not yet lost
         self._logs: dict[int, ConnectionLog] = {}  # the latest connections_kept
         self._connections_kept = connections_kept
+        self.log_entries_kept = log_entries_kept
+        self._closed_kept = 0  # entries of the kept logs of connections no longer live
         self._server: asyncio.Server | None = None
         self.tasks = BackgroundTasks(self.fault_log)
         self.timers = DeadlineLoop(clock, core, self.execute)
@@ -323,7 +331,7 @@ class MqttServer:
         log = conn.log
         if log is not None and log.close_reason is None:
             with self.changed:  # the broker serves it no more: closed from now on
-                log.close_reason = reason
+                log.close_reason = excerpt(reason, SUMMARY_KEPT)
                 log.closed_real_s = self.clock.real()
                 self.changed.notify_all()
         self.evidence.event(self._peer(conn), "close", f"closed: {reason}")
@@ -465,8 +473,7 @@ class MqttServer:
         )
         with self.changed:
             self._logs[conn.conn_id] = log
-            while len(self._logs) > self._connections_kept:
-                self._logs.pop(next(iter(self._logs)))
+            self._trim_logs()
             self.changed.notify_all()
         conn.log = log
         conn.last_packet_real_s = real
@@ -474,6 +481,32 @@ class MqttServer:
         who = f"{identity.email} (tenant {identity.tenant})" if identity else "an unknown identity"
         self.evidence.event(conn.peer, "tls", f"{version} connection from {who}", conn=conn.conn_id)
         self.core.connection_made(conn.conn_id, identity, self.clock.now())
+
+    def _trim_logs(self) -> None:
+        """Forget the oldest logs past ``connections_kept``, then the oldest closed ones while
+        the logs together keep more than ``log_entries_kept`` entries (packets, subscriptions:
+        :attr:`ConnectionLog.kept`), so a client that churns connections or floods one cannot
+        grow the packet log without bound. A closed connection's log no longer changes: its
+        entries are counted once, when it closes (:attr:`_closed_kept`), so a trim costs the
+        open connections only. Under ``changed``."""
+        logs = self._logs
+        while len(logs) > self._connections_kept:
+            self._forget(next(iter(logs)))
+        budget = self.log_entries_kept
+        total = self._closed_kept + sum(logs[c].kept for c in self._live if c in logs)
+        if total <= budget:
+            return
+        for conn_id in list(logs):  # oldest first
+            if total <= budget:
+                break
+            if conn_id not in self._live:
+                total -= logs[conn_id].kept
+                self._forget(conn_id)
+
+    def _forget(self, conn_id: int) -> None:
+        log = self._logs.pop(conn_id)
+        if conn_id not in self._live:
+            self._closed_kept -= log.kept
 
     def _lost(self, conn: _ClientProtocol) -> None:
         self._live.pop(conn.conn_id, None)
@@ -484,6 +517,9 @@ class MqttServer:
                 log.closed_real_s = self.clock.real()
             if log.close_reason is None:
                 log.close_reason = CLOSED_BY_CLIENT
+            if conn.conn_id in self._logs:  # its log changes no more: counted once, now
+                self._closed_kept += log.kept
+            self._trim_logs()
             self.changed.notify_all()
         if not conn.closing:
             self.recorder.record(
@@ -499,7 +535,9 @@ class MqttServer:
 
     async def _watch(self, conn: _ClientProtocol) -> None:
         """Real-time rules: CONNECT within connect_timeout_s; then a packet within 1.5 × the
-        keep-alive (MQTT-3.1.2-24). Never the simulated clock."""
+        keep-alive (MQTT-3.1.2-24). Never the simulated clock. The watch ends as soon as the
+        connection is lost, whatever its keep-alive: a closed connection is not kept alive
+        for 1.5 × 65,535 s by the task that watches it."""
         connect_by = self.clock.real() + self.connect_timeout_s
         while not conn.lost and not conn.closing:
             keepalive = self.core.keepalive_s(conn.conn_id)
@@ -516,14 +554,14 @@ class MqttServer:
             if remaining <= 0:
                 self.execute(self.core.drop_connection(conn.conn_id, self.clock.now(), reason))
                 return
-            if keepalive is not None:
-                await self.clock.sleep_real(remaining)
-                continue
-            # Before CONNACK: wake at the CONNECT deadline or as soon as keep-alive applies.
+            # Wake at the deadline, when the connection is lost, or (before CONNACK) as soon as
+            # keep-alive applies.
             waiters = [
                 asyncio.ensure_future(self.clock.sleep_real(remaining)),
-                asyncio.ensure_future(conn.connected.wait()),
+                asyncio.ensure_future(conn.closed.wait()),
             ]
+            if keepalive is None:
+                waiters.append(asyncio.ensure_future(conn.connected.wait()))
             try:
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             finally:

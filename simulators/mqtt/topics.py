@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from simulators.mqtt.text import excerpt
 from simulators.problem import Problem
 
 __all__ = ["topic_filter_problem", "topic_matches", "topic_name_problem"]
@@ -12,7 +13,7 @@ def topic_name_problem(topic: str) -> Problem:
     if not topic:
         return "empty topic name (MQTT-4.7.3-1: at least one character long)"
     if "+" in topic or "#" in topic:
-        return f"wildcard in topic name {topic!r} (MQTT-3.3.2-2, MQTT-4.7.1-1)"
+        return f"wildcard in topic name {excerpt(topic)!r} (MQTT-3.3.2-2, MQTT-4.7.1-1)"
     return None
 
 
@@ -27,9 +28,9 @@ def topic_filter_problem(topic_filter: str) -> Problem:
     levels = topic_filter.split("/")
     for index, level in enumerate(levels):
         if "#" in level and (level != "#" or index != len(levels) - 1):
-            return f"'#' must be a whole last level in {topic_filter!r} (MQTT-4.7.1-2)"
+            return f"'#' must be a whole last level in {excerpt(topic_filter)!r} (MQTT-4.7.1-2)"
         if "+" in level and level != "+":
-            return f"'+' must be a whole level in {topic_filter!r} (MQTT-4.7.1-3)"
+            return f"'+' must be a whole level in {excerpt(topic_filter)!r} (MQTT-4.7.1-3)"
     return None
 
 

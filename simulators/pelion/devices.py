@@ -464,12 +464,15 @@ class Devices:
 
     @staticmethod
     def _parse_request(body: bytes | str | Mapping[str, Any] | DeviceRequest) -> DeviceRequest:
+        """The request a client's body asks for; :class:`RequestRejected` (400
+        ``MALFORMED_JSON_CONTENT``) for anything else: not JSON, nested deeper than the parser
+        recurses, another shape, text that is not Unicode (a lone surrogate)."""
         if isinstance(body, DeviceRequest):
             return body
         try:
             data = json.loads(body) if isinstance(body, bytes | str) else body
             return DeviceRequest.model_validate(data)
-        except (ValueError, ValidationError) as exc:
+        except (ValueError, ValidationError, RecursionError) as exc:
             raise RequestRejected(400, MALFORMED_JSON_CONTENT, str(exc)[:200]) from None
 
     def pending_requests(self, ep: str) -> int:

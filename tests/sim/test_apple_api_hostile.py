@@ -288,3 +288,28 @@ def test_a_large_association_of_unknown_users_is_linear(pki: PKI) -> None:
     assert status == 200
     assert (st["eventStatus"], st["numRequested"], st["numCompleted"]) == ("FAILED", 25_000, 0)
     assert took < 10.0  # generous: the quadratic version took minutes
+
+
+def test_client_config_with_text_that_is_not_unicode_is_refused(pki: PKI) -> None:
+    """A notificationUrl or mdmInfo with a lone surrogate (JSON ``"\\ud800"``) cannot be sent
+    on (the URL to connect to, every notification's mdmInfo): 9712 / 9723 with the documented
+    error body, not a simulator fault, and nothing is stored."""
+
+    async def scenario() -> list[tuple[int, Any]]:
+        async with api(pki) as (server, session), receiver(pki) as rec:
+            answers = []
+            for body in [
+                b'{"notificationUrl": "' + rec.url.encode() + b'/\\ud800", '
+                b'"notificationAuthToken": "nt"}',
+                b'{"mdmInfo": {"id": "m", "name": "\\udfff", "metadata": ""}}',
+            ]:
+                status, data, _ = await call(
+                    session, "POST", f"{server.base_url}/client/config", data=body,
+                    headers={**AUTH, "Content-Type": "application/json"},
+                )  # fmt: skip
+                answers.append((status, data.get("errorNumber")))
+            assert server.service.client_config == {}
+            assert server.fault_log.errors() == []
+            return answers
+
+    assert asyncio.run(scenario()) == [(400, 9712), (400, 9723)]

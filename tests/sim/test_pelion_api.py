@@ -14,7 +14,7 @@ import aiohttp
 from simulators.pelion.devices import TLV, decode_tlv
 from simulators.pelion.simulator import PelionSimulator
 from simulators.pki import PKI
-from tests.sim.pelion_support import EP, KEY, call, client, running
+from tests.sim.pelion_support import AUTH, EP, KEY, call, client, running
 
 PULL = "/v2/notification/pull"
 
@@ -245,5 +245,54 @@ def test_bounded_against_a_hostile_client(pki: PKI) -> None:
                 ("PUT", 408),
             ]
             assert calls[1].body == "{not json"
+
+    asyncio.run(scenario())
+
+
+def test_hostile_device_request_bodies_are_a_400_with_the_reason(pki: PKI) -> None:
+    """``POST /v2/device-requests/{device}``: a body nested deeper than any parser recurses,
+    one with a lone surrogate, or one of another shape is the client's mistake: 400
+    ``MALFORMED_JSON_CONTENT`` (plain text, as the vendor answers), never a simulator fault."""
+
+    async def scenario() -> None:
+        async with running(pki) as sim, client(pki) as session:
+            sim.add_device(EP)
+            await sim.register(EP)
+            base = f"/v2/device-requests/{EP}?async-id=deep-1"
+            for body in [
+                b"[" * 100_000 + b"]" * 100_000,
+                b'{"method": "GET", "uri": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_001,
+                b'{"method": "GET", "uri": "/3/0/0\\ud800"}',
+                b'{"method": "GET", "uri": "/3/0/0", "payload-b64": "\\udfff"}',
+                b'{"method": ["GET"], "uri": 7}',
+            ]:
+                status, text, _ = await call(
+                    session, sim, "POST", base, data=body,
+                    headers={**AUTH, "Content-Type": "application/json"},
+                )  # fmt: skip
+                assert (status, text) == (400, "MALFORMED_JSON_CONTENT"), body[:40]
+
+    asyncio.run(scenario())
+
+
+def test_a_callback_registration_that_is_not_unicode_is_a_400(pki: PKI) -> None:
+    """``PUT /v2/notification/callback`` with a lone surrogate in the URL or a header value
+    (JSON ``"\\ud800"``): 400 with the error body, never a simulator fault; nothing is
+    registered."""
+
+    async def scenario() -> None:
+        async with running(pki) as sim, client(pki) as session:
+            for body in [
+                b'{"url": "https://127.0.0.1:9/cb/\\ud800"}',
+                b'{"url": "https://127.0.0.1:9/cb", "headers": {"x-secret": "\\udcff"}}',
+            ]:
+                status, _, data = await call(
+                    session, sim, "PUT", "/v2/notification/callback", data=body,
+                    headers={**AUTH, "Content-Type": "application/json"},
+                )  # fmt: skip
+                assert status == 400, data
+                error_shape(data, 400)
+            status, _, _ = await call(session, sim, "GET", "/v2/notification/callback")
+            assert status == 404
 
     asyncio.run(scenario())

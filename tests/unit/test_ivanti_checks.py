@@ -5,12 +5,15 @@ with)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from pydantic import ValidationError
 
+from conformance.ivanti.driver import IvantiDriver
 from conformance.ivanti.strategies import (
     LARGE_PAYLOAD_BYTES,
     event_payloads,
@@ -20,6 +23,7 @@ from conformance.ivanti.strategies import (
     malformed_payloads,
 )
 from conformance.ivanti.test_timers import idle_stretches
+from simulators.clock import Clock
 from simulators.ivanti.events import EVENT_TYPES, DeviceEvent
 from simulators.mqtt.packetlog import ConnectionView, PacketRecord, pair_acks
 
@@ -133,3 +137,32 @@ def test_malformed_payloads_include_large_ones() -> None:
 
     collect()
     assert max(sizes) >= LARGE_PAYLOAD_BYTES
+
+
+class _ChurningSut:
+    """The broker as a check sees it while the SUT churns its connections: its one connection
+    is live when first looked at and closed by every later look."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+
+    def connections(self) -> list[ConnectionView]:
+        self.looks += 1
+        live = view(out(0, "CONNACK"), keepalive=30)
+        return [live if self.looks == 1 else replace(live, closed_real_s=1.0)]
+
+    def wait_for(self, predicate: Any, timeout: float) -> Any:
+        return predicate(self.connections())
+
+
+def test_online_never_answers_an_empty_list_to_a_sut_that_churns() -> None:
+    """IVT-TLS-03, IVT-KA-01 and IVT-RECON-01 take min()/max() over what online() answers: when
+    the SUT's connection closed between the wait and the read, the one last seen live stands
+    for it (an empty list made those checks errors, a harness fault)."""
+    sim = _ChurningSut()
+    harness = SimpleNamespace(require_sut=lambda: None, clock=Clock())
+    driver = IvantiDriver(harness=harness, sim=sim, _contact=True)  # type: ignore[arg-type]
+    driver.settle = lambda: None  # type: ignore[method-assign]
+    live = driver.online()
+    assert [v.client_id for v in live] == ["c"]
+    assert max(v.keepalive_s or 0 for v in live) == 30

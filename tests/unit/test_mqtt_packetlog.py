@@ -4,9 +4,21 @@ unanswered PUBLISH with its packet id, so a copy and its DUP = 1 repeat each nee
 
 from __future__ import annotations
 
+from collections import deque
+
 import pytest
 
-from simulators.mqtt.packetlog import CLOSED_BY_CLIENT, ConnectionView, PacketRecord, pair_acks
+from simulators.mqtt.packetlog import (
+    CLOSED_BY_CLIENT,
+    SUBSCRIPTIONS_KEPT,
+    TEXT_KEPT,
+    ConnectionLog,
+    ConnectionView,
+    PacketRecord,
+    excerpt,
+    pair_acks,
+)
+from simulators.mqtt.packets import SUBACK_FAILURE, Connect, Suback, Subscribe, Will
 
 
 def view(*packets: PacketRecord, closed: str | None = None) -> ConnectionView:
@@ -80,3 +92,33 @@ def test_a_copy_the_broker_cut_off_is_marked() -> None:
     assert [c.cut_off for c in copies] == [True, True]
     copies = pair_acks(view(publish(1.0, 5), closed=CLOSED_BY_CLIENT))
     assert [c.cut_off for c in copies] == [False]
+
+
+def test_a_log_keeps_a_bounded_excerpt_of_what_the_client_chose() -> None:
+    """A CONNECT's strings are kept as excerpts that say how much was cut, its Will payload and
+    password not at all; refused filters are excerpts, granted ones whole; a connection keeps
+    its first and latest subscriptions and counts them all."""
+    log = ConnectionLog(1, "127.0.0.1:1", None, 0.0, 0.0, deque(maxlen=10))
+    log.note(
+        Connect(
+            "c" * 70_000,
+            will=Will("w" * 300, b"p" * 1_000_000, 1),
+            username="u" * 300,
+            password=b"secret",
+        )
+    )
+    assert log.connect is not None and log.connect.will is not None
+    assert log.connect.will.payload == b"" and log.connect.password is None
+    view = log.view()
+    assert view.client_id == "c" * TEXT_KEPT + f"…[{70_000 - TEXT_KEPT} more characters cut]"
+    assert view.username is not None and view.username.endswith("[44 more characters cut]")
+    granted = "t/" + "g" * 900
+    for n in range(1, 1_001):
+        log.note(Subscribe(n, ((granted, 1), ("r" * 5_000, 1))))
+        log.note(Suback(n, (1, SUBACK_FAILURE)))
+    view = log.view()
+    assert view.subscriptions_total == 2_000
+    assert len(view.subscriptions) == SUBSCRIPTIONS_KEPT
+    assert view.subscriptions[0] == (granted, 1, 1)
+    assert view.subscriptions[1] == (excerpt("r" * 5_000), 1, SUBACK_FAILURE)
+    assert log.kept == sum(1 + len(f) // TEXT_KEPT for f, _, _ in view.subscriptions)
