@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from conformance.ivanti.section import IvantiSection
@@ -129,10 +129,9 @@ async def start(run: VendorRun) -> RunningIvanti:
     style = section.topic_style if section is not None else settings.topic_style
     consumes = tuple(section.consumes) if section is not None else tuple(EVENT_TYPES)
     fault_log = FaultLog(ACTOR)
-    policy = BrokerPolicy(
-        duplicate_client_id=settings.duplicate_client_id,
-        redelivery_timeout_s=settings.redelivery_timeout_s,
-    )
+    policy = BrokerPolicy(redelivery_timeout_s=settings.redelivery_timeout_s)
+    if settings.duplicate_client_id is not None:  # else the core's default
+        policy = replace(policy, duplicate_client_id=settings.duplicate_client_id)
     # Event timestamps are the vendor's wall clock: now, moving with simulated time.
     epoch_ms = round((time.time() - run.clock.now()) * 1000)
     broker = IvantiBroker(

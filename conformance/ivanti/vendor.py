@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from conformance.options import port
 from conformance.vendors import AddOption, GetOption, RunningVendor, VendorRun
@@ -17,9 +17,10 @@ from conformance.vendors import AddOption, GetOption, RunningVendor, VendorRun
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from simulators.mqtt.policy import DuplicateClientId
+
 __all__ = ["VENDOR", "IvantiSettings", "IvantiVendor"]
 
-DuplicateClientId = Literal["takeover", "refuse"]
 TopicStyleOption = Literal["neurons", "epmm"]
 
 
@@ -28,7 +29,7 @@ class IvantiSettings:
     broker_port: int = 0
     cps_port: int = 0
     events_per_s: float = 1.0  # standalone only: the generated device events (0: none)
-    duplicate_client_id: DuplicateClientId = "takeover"
+    duplicate_client_id: DuplicateClientId | None = None  # None: the broker core's default
     redelivery_timeout_s: float | None = None  # simulated seconds; None: only on reconnect
     topic_style: TopicStyleOption = "neurons"  # standalone only: a run takes the manifest's
 
@@ -45,7 +46,7 @@ class IvantiVendor:
             help="pin the simulated CPS REST API's port (default: a free one)")  # fmt: skip
         add("--ivanti-events-per-s", type=float, default=1.0, metavar="N",
             help="conformance-sim serve: generated device events per second (default 1; 0: none)")  # fmt: skip
-        add("--ivanti-duplicate-client-id", default="takeover", metavar="takeover|refuse",
+        add("--ivanti-duplicate-client-id", metavar="takeover|refuse",
             help="a second connection with a live client id takes over (MQTT 3.1.1, default) "
             "or is refused with CONNACK 2")  # fmt: skip
         add("--ivanti-redelivery-timeout", type=float, default=0.0, metavar="S",
@@ -64,8 +65,10 @@ class IvantiVendor:
             raise ValueError(
                 f"--ivanti-events-per-s={rate}: give events per second from 0 (none) to 1000"
             )
+        from simulators.mqtt.policy import DuplicateClientId
+
         duplicate = option("--ivanti-duplicate-client-id")
-        if duplicate not in ("takeover", "refuse"):
+        if duplicate is not None and duplicate not in get_args(DuplicateClientId):
             raise ValueError(
                 f"--ivanti-duplicate-client-id={duplicate}: write takeover (MQTT 3.1.1) or refuse"
             )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, get_args
 
 from simulators.mqtt.codec import DEFAULT_MAX_PACKET_SIZE
 
@@ -44,6 +44,11 @@ def allow_none(identity: Identity, topic: str) -> bool:
     return False
 
 
+DuplicateClientId = Literal["takeover", "refuse"]
+"""A second connection with a live client ID takes the first over (MQTT-3.1.4-2), or is refused
+with CONNACK 2."""
+
+
 @dataclass(frozen=True)
 class BrokerPolicy:
     """The rules a simulated broker follows. The defaults are the vendor's (Ivanti Event
@@ -65,7 +70,7 @@ class BrokerPolicy:
     """
 
     max_connections_per_tenant: int = 15
-    duplicate_client_id: Literal["takeover", "refuse"] = "takeover"
+    duplicate_client_id: DuplicateClientId = "takeover"
     retention_s: float = 10_800.0
     purge_after_first_puback: bool = True
     max_qos: int = 1
@@ -81,7 +86,7 @@ class BrokerPolicy:
     may_publish: TopicCheck = allow_none
 
     def __post_init__(self) -> None:
-        if self.duplicate_client_id not in ("takeover", "refuse"):
+        if self.duplicate_client_id not in get_args(DuplicateClientId):
             raise ValueError(
                 f"duplicate_client_id is 'takeover' or 'refuse', not {self.duplicate_client_id!r}"
             )

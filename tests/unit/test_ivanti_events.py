@@ -91,7 +91,7 @@ def _settings(**given: Any) -> Any:
         "--ivanti-broker-port": 0,
         "--ivanti-cps-port": 0,
         "--ivanti-events-per-s": 1.0,
-        "--ivanti-duplicate-client-id": "takeover",
+        "--ivanti-duplicate-client-id": None,  # not given: the broker core's default
         "--ivanti-redelivery-timeout": 0.0,
         "--ivanti-topic-style": "neurons",
     }
