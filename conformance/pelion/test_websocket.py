@@ -86,13 +86,20 @@ def test_authenticates_every_connect(pelion: PelionDriver, check: Check) -> None
         for c in pelion.service.connections()
         if c.key is None or c.key == pelion.sim.api_key or not c.key_valid
     ]
-    if not connects:
+    forgotten = pelion.service.forgotten_connections()  # past the log's bound: tallied
+    if not connects and not forgotten.count:
         raise check.not_verified("the SUT never connected")
     bad = [c for c in connects if c.auth is None or c.key != pelion.sim.api_key]
     ways = sorted({c.auth or "none" for c in connects})
     check.observe(
-        f"{len(connects)} connect(s) authenticated by {', '.join(ways)}; {len(bad)} without a valid key"
+        f"{len(connects) + forgotten.count} connect(s) authenticated by {', '.join(ways)}; "
+        f"{len(bad) + forgotten.without_the_key} without a valid key"
     )
+    if forgotten.without_the_key:
+        raise AssertionError(
+            f"{forgotten.without_the_key} early connect(s) (no longer in the log) had no valid "
+            f"key, the first: connect {forgotten.first_without_the_key}"
+        )
     if bad:
         first = bad[0]
         raise AssertionError(
@@ -134,9 +141,14 @@ def test_answered_every_ping_of_the_run(pelion: PelionDriver, check: Check) -> N
     mine = [c for c in _accepted(pelion) if c.key == pelion.sim.api_key]
     pings = [(c, p) for c in mine for p in c.pings]
     missed = [(c, p) for c, p in pings if p.timed_out]
-    if not pings:
+    forgotten = pelion.service.forgotten_connections()  # past the log's bound: tallied
+    if not pings and not forgotten.pings:
         raise check.not_verified("the service sent the SUT no ping in this run")
-    check.observe(f"{len(pings) - len(missed)} of {len(pings)} pings answered in time")
+    total, late = len(pings) + forgotten.pings, len(missed) + forgotten.pings_timed_out
+    check.observe(f"{total - late} of {total} pings answered in time")
+    assert not forgotten.pings_timed_out, (
+        f"{forgotten.pings_timed_out} ping(s) on early sockets (no longer in the log) got no pong"
+    )
     if missed:
         conn, ping = missed[0]
         raise AssertionError(
@@ -171,10 +183,18 @@ def test_holds_one_socket(pelion: PelionDriver, check: Check) -> None:
     pelion.require("websocket", check)
     check.expect("never two WebSockets open at once for the API key")
     mine = [c for c in _accepted(pelion) if c.key == pelion.sim.api_key]
-    if not mine:
+    forgotten = pelion.service.forgotten_connections()  # past the log's bound: tallied
+    if not mine and not forgotten.count:
         raise check.not_verified("the SUT never held a socket")
     replaced = [c for c in mine if c.close_sent is not None and c.close_sent[1] == REASON_REPLACED]
-    check.observe(f"{len(mine)} socket(s) over the run; {len(replaced)} replaced by a second one")
+    check.observe(
+        f"{len(mine) + forgotten.count} socket(s) over the run; "
+        f"{len(replaced) + forgotten.replaced} replaced by a second one"
+    )
+    assert not forgotten.replaced, (
+        f"the SUT opened a second socket while an early one was open ({forgotten.replaced} "
+        f"replaced, the first: connection {forgotten.first_replaced})"
+    )
     assert not replaced, (
         f"the SUT opened a second socket while socket {replaced[0].number} was open (the server "
         "closed the first with 1001)"

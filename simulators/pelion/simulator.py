@@ -96,7 +96,7 @@ from simulators.pelion.records import (
 )
 from simulators.pelion.schedule import Schedule
 from simulators.pelion.sending import Sending
-from simulators.pelion.sockets import Sockets
+from simulators.pelion.sockets import ForgottenConnections, Sockets
 from simulators.pelion.websocket import Connection, ConnectionInfo, PingRecord
 
 if TYPE_CHECKING:
@@ -480,6 +480,10 @@ class PelionSimulator:
     def connections(self) -> list[ConnectionInfo]:
         """Every WebSocket connect attempt kept so far, live ones as of now (any thread)."""
         return self.sockets.connections()
+
+    def forgotten_connections(self) -> ForgottenConnections:
+        """The run-wide facts of the connects no longer kept (any thread)."""
+        return self.sockets.forgotten_connections()
 
     def calls(self) -> list[Any]:
         """The REST calls the SUT made (:class:`simulators.pelion.api.ApiCall`), any thread."""

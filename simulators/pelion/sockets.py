@@ -5,26 +5,57 @@ log of every connect."""
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass, replace
 
 from simulators.clock import Clock
 from simulators.pelion.config import PelionConfig
-from simulators.pelion.delivery import REASON_BAD_KEY, CloseCode
+from simulators.pelion.delivery import REASON_BAD_KEY, REASON_REPLACED, CloseCode
 from simulators.pelion.schedule import Schedule
 from simulators.pelion.websocket import Connection, ConnectionInfo, PingRecord
 
-__all__ = ["CONNECTIONS_KEPT", "Sockets"]
+__all__ = ["CONNECTIONS_KEPT", "ForgottenConnections", "Sockets"]
 
 CONNECTIONS_KEPT = 2_000
+
+
+@dataclass
+class ForgottenConnections:
+    """The run-wide facts of the connects no longer kept (the oldest, past
+    :data:`CONNECTIONS_KEPT`), tallied as each is forgotten: checks over the whole run add them
+    to what the kept ones show, so a storm of connects cannot hide an early violation."""
+
+    count: int = 0
+    replaced: int = 0  # closed because a second socket of the key replaced them
+    first_replaced: int | None = None  # its connection number
+    without_the_key: int = 0  # no key, or a key that is not the run's and not valid
+    first_without_the_key: int | None = None
+    pings: int = 0
+    pings_timed_out: int = 0
+
+    def add(self, info: ConnectionInfo, run_key: str) -> None:
+        self.count += 1
+        if info.close_sent is not None and info.close_sent[1] == REASON_REPLACED:
+            self.replaced += 1
+            self.first_replaced = self.first_replaced or info.number
+        judged = info.key is None or info.key == run_key or not info.key_valid
+        if judged and (info.auth is None or info.key != run_key):
+            self.without_the_key += 1
+            self.first_without_the_key = self.first_without_the_key or info.number
+        self.pings += len(info.pings)
+        self.pings_timed_out += sum(1 for p in info.pings if p.timed_out)
 
 
 class Sockets:
     """Every connect kept (one owner of the connection log) and the live sockets."""
 
-    def __init__(self, schedule: Schedule, config: PelionConfig) -> None:
+    def __init__(
+        self, schedule: Schedule, config: PelionConfig, *, kept: int = CONNECTIONS_KEPT
+    ) -> None:
         self.schedule = schedule
         self.clock: Clock = schedule.clock
         self.config = config
-        self._kept: deque[Connection | ConnectionInfo] = deque(maxlen=CONNECTIONS_KEPT)
+        self._kept: deque[Connection | ConnectionInfo] = deque(maxlen=kept)
+        self.forgotten = ForgottenConnections()
         self.connections_total = 0
         self._pings_enabled = True
 
@@ -61,8 +92,17 @@ class Sockets:
 
     def keep_connection(self, conn: Connection | ConnectionInfo) -> None:
         with self.schedule.changed:
+            if len(self._kept) == self._kept.maxlen:
+                oldest = self._kept[0]
+                info = oldest.snapshot() if isinstance(oldest, Connection) else oldest
+                self.forgotten.add(info, self.config.api_key)
             self._kept.append(conn)
             self.schedule.changed.notify_all()
+
+    def forgotten_connections(self) -> ForgottenConnections:
+        """A copy of the tally of the connects no longer kept (any thread)."""
+        with self.schedule.changed:
+            return replace(self.forgotten)
 
     def live(self, key: str | None = None) -> list[Connection]:
         """The sockets not ended yet (``key``'s only, when given)."""
