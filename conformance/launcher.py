@@ -24,6 +24,7 @@ from typing import IO
 from urllib.parse import urlsplit
 
 from conformance.manifest import ProcessSection
+from conformance.text import printable
 from simulators.problem import Problem
 
 __all__ = ["LaunchError", "SutProcess", "probe"]
@@ -153,7 +154,7 @@ class SutProcess:
             if code is not None:
                 raise LaunchError(
                     f"the SUT exited with status {code} before it was ready.\n"
-                    f"--- last lines of {self.log_path} ---\n{self.log_tail()}"
+                    f"--- last lines of {self.log_path} ---\n{printable(self.log_tail())}"
                 )
             if url is None:
                 return waited
@@ -164,7 +165,7 @@ class SutProcess:
         raise LaunchError(
             f"the SUT was not ready after {timeout:g} s: {url} -> {last}. Raise "
             f"[process] ready_timeout_s or fix the probe.\n--- last lines of {self.log_path} "
-            f"---\n{self.log_tail()}"
+            f"---\n{printable(self.log_tail())}"
         )
 
     def stop(self, grace_s: float = 5.0) -> int | None:

@@ -23,7 +23,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from conformance.options import port
+from conformance.text import brief
 from conformance.vendors import discover
+
+MESSAGE_LIMIT = 4_000  # characters of a startup or usage error shown in the terminal
 
 if TYPE_CHECKING:
     from conformance.harness import Harness, Settings
@@ -222,9 +225,9 @@ def pytest_configure(config: pytest.Config) -> None:
     state = RunState(report_dir, wanted)
     try:
         state.settings = _settings(config, wanted, report_dir)
-    except pytest.UsageError as exc:
+    except pytest.UsageError as exc:  # one clear message, however large what it quotes
         _write_startup_report(state, f"usage error: {exc}")
-        raise
+        raise pytest.UsageError(brief(str(exc), MESSAGE_LIMIT)) from None
     state.vendors = state.settings.vendors
     config.stash[STATE] = state
     from conformance.fuzzing import register_profiles
@@ -305,7 +308,7 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
         return
     state.startup_error = message
     h.stop()
-    pytest.exit(message, returncode=4)
+    pytest.exit(brief(message, MESSAGE_LIMIT), returncode=4)
 
 
 def _stop_on_termination(h: Harness) -> None:

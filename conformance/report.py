@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import re
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -25,6 +24,7 @@ import jinja2
 import markupsafe
 
 from conformance.catalogue import for_vendors
+from conformance.text import brief, printable
 from conformance.verdicts import OUTCOMES, CheckResult, requirement_verdict
 
 __all__ = ["RunInfo", "build_report", "write_reports"]
@@ -33,8 +33,7 @@ SCHEMA = "conformance-report/1"
 FILE_LIMIT_BYTES = 900_000  # each report file, whatever the SUT did
 TEXT_LIMIT = 300  # characters of an evidence summary or detail value
 _ALLOWANCE = {"error": 60, "fail": 60, "warn": 30, "not-verified": 20, "pass": 12}
-# Code points XML 1.0 does not allow (§2.2), C1 controls, and lone surrogates.
-_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+STARTUP_ERROR_LIMIT = 8_000  # characters of why a run could not start, kept once
 
 
 @dataclass(frozen=True)
@@ -70,8 +69,9 @@ def _build(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
     requirements = []
     for req in for_vendors(info.vendors):
         checks = [r for r in results if req.id in r.requirement_ids]
-        if info.startup_error is not None:
-            verdict, reason = "error", f"the run could not start: {info.startup_error}"
+        if info.startup_error is not None:  # its whole text once, below; its start here
+            first = info.startup_error.strip().splitlines()[0] if info.startup_error.strip() else ""
+            verdict, reason = "error", f"the run could not start: {brief(first, TEXT_LIMIT)}"
         else:
             verdict, reason = requirement_verdict(req, checks)
             if verdict == "pass":
@@ -108,7 +108,11 @@ def _build(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
         },
         "vendors": {v: info.titles.get(v, v) for v in info.vendors},
         "options": {"strict": info.strict, "slow": info.slow},
-        "startup_error": info.startup_error,
+        "startup_error": (
+            brief(info.startup_error, STARTUP_ERROR_LIMIT)
+            if info.startup_error is not None
+            else None
+        ),
         "summary": dict(summary),
         "requirements": requirements,
         "run_timeline": {"events": info.run_events, "cut": info.run_events_cut},
@@ -120,17 +124,12 @@ def _build(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
 def _safe(value: Any) -> Any:
     """Every string made printable and encodable: forbidden characters become ``\\xNN``."""
     if isinstance(value, str):
-        return _UNSAFE.sub(_escape, value)
+        return printable(value)
     if isinstance(value, dict):
         return {_safe(k): _safe(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_safe(v) for v in value]
     return value
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def _fitted(data: dict[str, Any], scale: float) -> dict[str, Any]:
@@ -212,7 +211,7 @@ def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict
     if (run_dir / "bodies").is_dir():  # reproducers' bodies: `curl … @bodies/…` from here
         shutil.copytree(run_dir / "bodies", latest / "bodies")
     if data.get("startup_error"):
-        first = str(data["startup_error"]).strip().splitlines()[0]
+        first = brief((str(data["startup_error"]).strip().splitlines() or [""])[0], TEXT_LIMIT)
         lines = [f"  the run could not start, so every requirement is error: {first}"]
     else:
         lines = []

@@ -92,6 +92,38 @@ def test_a_run_that_cannot_start_still_writes_a_report(tmp_path: Path) -> None:
     assert {r["id"] for r in data["requirements"]} >= {"GEN-LIVE-01", "APL-AUTH-01"}
 
 
+def test_a_huge_startup_error_is_one_short_message_and_a_small_report(tmp_path: Path) -> None:
+    """A manifest of 2 MB of unknown keys: the terminal and the reports get the first errors and
+    a count, not the whole text once per requirement."""
+    manifest = tmp_path / "sut.toml"
+    keys = "".join(f"unknown_{n:06d} = {n}\n" for n in range(100_000))
+    manifest.write_text(f'[apple]\nwebhook_url = "https://127.0.0.1:9/n"\nauth_token = "t"\n{keys}')
+    proc = run("conformance", f"--sut={manifest}", f"--report-dir={tmp_path}")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 4, out[-2000:]
+    assert len(out) < 50_000 and "unknown_000000" in out
+    report = tmp_path / "latest" / "report.json"
+    assert report.stat().st_size < 1_000_000
+    data = json.loads(report.read_text())
+    assert all(len(r["reason"]) < 1_000 for r in data["requirements"])
+
+
+def test_raw_sut_output_is_escaped_in_the_exit_message(tmp_path: Path) -> None:
+    """ESC and NUL from a SUT that exits before it is ready are shown as \\xNN, never sent to
+    the terminal as they are."""
+    (tmp_path / "noisy.py").write_text("print('\\x1b[2Jboom\\x00'); raise SystemExit(3)\n")
+    manifest = tmp_path / "sut.toml"
+    manifest.write_text(
+        '[process]\ncommand = ["${PYTHON}", "${MANIFEST_DIR}/noisy.py"]\n'
+        'ready = "tcp://127.0.0.1:9"\n'
+        '[apple]\nwebhook_url = "https://127.0.0.1:9/n"\nauth_token = "t"\n'
+    )
+    proc = run("conformance", f"--sut={manifest}", f"--report-dir={tmp_path}")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 4, out[-2000:]
+    assert "\\x1b[2Jboom\\x00" in out and "\x1b" not in out and "\x00" not in out
+
+
 def test_project_tests_and_conformance_in_one_run(tmp_path: Path) -> None:
     """Only items under conformance/ need @requirement."""
     proc = run("tests/unit/test_clock.py", "conformance", "--collect-only", "-q",
