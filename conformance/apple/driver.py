@@ -7,7 +7,7 @@ import json
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from conformance.apple.running import RunningApple
 from conformance.driver import MarkerRefused, VendorDriver, inline_text
@@ -16,12 +16,21 @@ from conformance.verdicts import Check
 from simulators.apple.delivery import Delivery
 from simulators.apple.models import Notification, association, new_notification_id
 from simulators.apple.notifier import Notifier
-from simulators.apple.operations import Deliver, DeliverEvent, FailDeliveries, Post
+from simulators.apple.operations import (
+    AppleTarget,
+    Attempts,
+    Deliver,
+    DeliverEvent,
+    FailDeliveries,
+    Post,
+)
 from simulators.faults import FaultKind
 from simulators.http_sender import Exchange
+from simulators.operations import Applies
 from simulators.problem import Problem
 
 EXAMPLES = fixtures_dir() / "apple" / "examples"
+R = TypeVar("R")
 # A receiver that answers late is judged by APL-LAT-01; the status checks wait this long.
 STATUS_WAIT_S = 20.0
 
@@ -99,6 +108,11 @@ class AppleDriver(VendorDriver):
         self._watch([a for d in deliveries for a in d.attempts])
         return deliveries
 
+    def perform(self, operation: Applies[AppleTarget, R], timeout: float = 120.0) -> R:
+        """Carry out one operation (:mod:`simulators.apple.operations`), in the simulators'
+        loop."""
+        return self.harness.run(self.sim.perform(operation), timeout=timeout)
+
     def _watch(self, attempts: list[Exchange]) -> None:
         """When the SUT did not answer (and not because of a fault we injected), find out at
         once whether it is still there."""
@@ -110,7 +124,7 @@ class AppleDriver(VendorDriver):
         """Whether any copy or attempt of this notification was answered 2xx."""
         return any(
             entry.label.endswith(f" {notification_id}") and entry.attempt.acknowledged
-            for entry in self.sim.attempts.entries()
+            for entry in self.perform(Attempts())
         )
 
     def fail_next(self, kind: FaultKind) -> None:

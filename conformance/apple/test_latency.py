@@ -13,6 +13,7 @@ import pytest
 
 from conformance.apple.driver import AppleDriver
 from conformance.verdicts import Check
+from simulators.apple.operations import Attempts
 
 pytestmark = pytest.mark.run_last(3)
 requirement = pytest.mark.requirement
@@ -28,7 +29,7 @@ def test_every_answer_within_timeout(apple: AppleDriver, check: Check) -> None:
         f"every notification answered within {limit:g} s (the project's assumption: Apple "
         "publishes no answer time; --apple-timeout)"
     )
-    entries = [e for e in apple.sim.attempts.entries() if e.attempt.fault is None]
+    entries = [e for e in apple.perform(Attempts()) if e.attempt.fault is None]
     answered = [e for e in entries if e.attempt.status is not None]
     late = [
         e

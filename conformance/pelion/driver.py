@@ -28,7 +28,7 @@ from simulators.http_sender import Exchange
 from simulators.operations import Applies
 from simulators.pelion.channels import ItemQueued
 from simulators.pelion.models import Kind
-from simulators.pelion.operations import Inject, InjectTogether, PelionTarget
+from simulators.pelion.operations import Connections, Inject, InjectTogether, PelionTarget
 from simulators.pelion.simulator import DeliveryAttempt, PelionSimulator
 from simulators.problem import Problem
 
@@ -204,7 +204,7 @@ class PelionDriver(VendorDriver):
             self.ensure_socket(check)
 
     def describe_connections(self) -> str:
-        conns = self.service.connections()
+        conns = self.perform(Connections())
         if not conns:
             return "it never connected"
         last = conns[-1]

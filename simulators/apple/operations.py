@@ -4,7 +4,8 @@
 Events: :class:`Deliver` (one notification, with the vendor's retries on the simulated clock),
 :class:`DeliverEvent` (split at 100 elements first), :class:`Post` (exactly these bytes, once).
 Faults: :class:`FailDeliveries` (the next attempts misbehave), :class:`FailApiCalls` (the next
-Apps and Books API calls are answered with an error). Simulated time:
+Apps and Books API calls are answered with an error). Queries: :class:`Attempts`. Simulated
+time:
 :class:`simulators.operations.AdvanceClock`.
 """
 
@@ -18,7 +19,7 @@ from pydantic import Field
 from simulators.apple.api import AppsAndBooksServer
 from simulators.apple.delivery import Delivery
 from simulators.apple.models import Notification
-from simulators.apple.notifier import AttemptLog, Notifier
+from simulators.apple.notifier import AttemptLog, LoggedAttempt, Notifier
 from simulators.clock import Clock
 from simulators.faults import FaultKind
 from simulators.http_sender import Exchange
@@ -27,6 +28,7 @@ from simulators.operations import AdvanceClock, Operation
 __all__ = [
     "AppleOperation",
     "AppleTarget",
+    "Attempts",
     "Deliver",
     "DeliverEvent",
     "FailApiCalls",
@@ -144,5 +146,17 @@ class FailApiCalls(Operation):
         )
 
 
-AppleOperation = Deliver | DeliverEvent | Post | FailDeliveries | FailApiCalls | AdvanceClock
+class Attempts(Operation):
+    """Query: every notification attempt of the run so far, from every notifier (what was
+    sent, and how it was answered)."""
+
+    op: Literal["attempts"] = "attempts"
+
+    async def apply(self, target: AppleTarget) -> list[LoggedAttempt]:
+        return target.attempts.entries()
+
+
+AppleOperation = (
+    Deliver | DeliverEvent | Post | FailDeliveries | FailApiCalls | Attempts | AdvanceClock
+)
 """Every Apple operation (``op`` tells them apart on the wire)."""

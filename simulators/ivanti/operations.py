@@ -5,7 +5,7 @@ Events: :class:`Publish` (a documented event type, with field overrides, or any 
 Faults: :class:`Disconnect`, :class:`HoldOffline` / :class:`Release`, :class:`Redeliver`,
 :class:`DuplicateNext`, :class:`DropBeforeAck`, :class:`LoseInFlight`, :class:`RefuseConnects`,
 :class:`BeginOutage` / :class:`EndOutage`, :class:`PresentImpostors` / :class:`StopImpostors`.
-Queries: :class:`Sessions`. Simulated time: :class:`simulators.operations.AdvanceClock`.
+Queries: :class:`Connections`, :class:`Sessions`. Simulated time: :class:`simulators.operations.AdvanceClock`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ from simulators.clock import Clock
 from simulators.faults import FaultKind
 from simulators.ivanti.broker import ImpostorKind, IvantiBroker, Published, Tenant
 from simulators.ivanti.events import EVENT_TYPES
+from simulators.mqtt.packetlog import ConnectionView
 from simulators.mqtt.packets import CONNACK_SERVER_UNAVAILABLE
 from simulators.mqtt.sessions import SessionView
 from simulators.operations import AdvanceClock, Operation
 
 __all__ = [
     "BeginOutage",
+    "Connections",
     "Disconnect",
     "DropBeforeAck",
     "DuplicateNext",
@@ -245,6 +247,17 @@ class StopImpostors(Operation):
         return target.broker.stop_impostors()
 
 
+class Connections(Operation):
+    """Query: the tenant's connections (every one kept), oldest first: client id, clean
+    session, keep-alive, subscriptions, every packet with its DUP flag, QoS and times."""
+
+    op: Literal["connections"] = "connections"
+    open_only: bool = False
+
+    async def apply(self, target: IvantiTarget) -> list[ConnectionView]:
+        return target.broker.connections(target.tenant, open_only=self.open_only)
+
+
 class Sessions(Operation):
     """The sessions the broker keeps for the tenant: subscriptions, in flight, queued."""
 
@@ -268,6 +281,7 @@ IvantiOperation = (
     | EndOutage
     | PresentImpostors
     | StopImpostors
+    | Connections
     | Sessions
     | AdvanceClock
 )

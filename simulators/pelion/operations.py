@@ -5,7 +5,8 @@ Events: :class:`Inject` and :class:`InjectTogether` (items of any kind on the ch
 updates, de-registrations, expirations, async responses). Faults on the callback:
 :class:`FailDeliveries`. Faults on the WebSocket: :class:`CloseSocket`, :class:`DropSocket`,
 :class:`DelayHandshakes`, :class:`RevokeKey`; and :class:`Ping`, :class:`DeleteChannel`,
-:class:`SerializeWith`. Simulated time: :class:`simulators.operations.AdvanceClock`.
+:class:`SerializeWith`. Queries: :class:`Attempts`, :class:`Connections`,
+:class:`ChannelStatus`. Simulated time: :class:`simulators.operations.AdvanceClock`.
 """
 
 from __future__ import annotations
@@ -20,11 +21,15 @@ from simulators.faults import FaultKind
 from simulators.operations import AdvanceClock, Operation
 from simulators.pelion.channels import ItemQueued
 from simulators.pelion.models import Event, Kind, SerializationConfig
+from simulators.pelion.records import ChannelSnapshot, DeliveryAttempt
 from simulators.pelion.simulator import PelionSimulator
 from simulators.pelion.websocket import ConnectionInfo, PingRecord
 
 __all__ = [
+    "Attempts",
+    "ChannelStatus",
     "CloseSocket",
+    "Connections",
     "DelayHandshakes",
     "DeleteChannel",
     "DropSocket",
@@ -202,6 +207,35 @@ class SerializeWith(_OnChannel):
         return target.service.serialize_with(self.config, self.key_of(target))
 
 
+class Attempts(_OnChannel):
+    """Query: every delivery attempt on the channel so far (callback PUTs, WebSocket frames,
+    poll answers): its items, uids, answer or error, time, and the back-off that followed."""
+
+    op: Literal["attempts"] = "attempts"
+
+    async def apply(self, target: PelionTarget) -> list[DeliveryAttempt]:
+        key = self.key_of(target)
+        return [a for a in target.service.attempts() if a.key == key]
+
+
+class Connections(Operation):
+    """Query: every WebSocket connect kept so far (handshake, pings, frames, close codes)."""
+
+    op: Literal["connections"] = "connections"
+
+    async def apply(self, target: PelionTarget) -> list[ConnectionInfo]:
+        return target.service.connections()
+
+
+class ChannelStatus(_OnChannel):
+    """Query: the channel now (its mechanism, status, what is queued), None without one."""
+
+    op: Literal["channel-status"] = "channel-status"
+
+    async def apply(self, target: PelionTarget) -> ChannelSnapshot | None:
+        return target.service.channel_state(self.key_of(target))
+
+
 PelionOperation = (
     Inject
     | InjectTogether
@@ -213,6 +247,9 @@ PelionOperation = (
     | RevokeKey
     | DeleteChannel
     | SerializeWith
+    | Attempts
+    | Connections
+    | ChannelStatus
     | AdvanceClock
 )
 """Every Pelion operation (``op`` tells them apart on the wire)."""
