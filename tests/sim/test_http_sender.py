@@ -74,8 +74,10 @@ def test_sends_exactly_these_bytes_and_reads_a_bounded_answer(pki: PKI) -> None:
 
 
 def test_no_answer_in_time_and_no_connection_are_errors_not_exceptions(pki: PKI) -> None:
+    answer = asyncio.Event()  # the receiver answers only once the sender has given up
+
     async def slow(request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(1.0)
+        await answer.wait()
         return web.Response(status=200)
 
     with socket.socket() as unused:
@@ -86,6 +88,7 @@ def test_no_answer_in_time_and_no_connection_are_errors_not_exceptions(pki: PKI)
         async with serving(pki, slow) as url:
             sender = _sender(pki)
             late = await sender.send("POST", url, b"{}", HEADERS, timeout_s=0.2)
+            answer.set()
             refused = await sender.send("POST", f"https://127.0.0.1:{closed_port}/", b"{}", {})
             await sender.close()
             return late, refused
