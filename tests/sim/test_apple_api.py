@@ -17,7 +17,7 @@ from simulators.clock import Clock
 from simulators.evidence import Recorder
 from simulators.faults import FaultKind
 from simulators.pki import PKI
-from tests.sim.conftest import ca, receiver
+from tests.sim.receiver_support import ca, receiver
 
 AUTH = {"Authorization": "Bearer stoken"}
 

@@ -13,7 +13,7 @@ import pytest
 
 from simulators.apple.delivery import DeliveryState
 from simulators.pki import PKI
-from tests.sim.conftest import receiver
+from tests.sim.receiver_support import receiver
 from tests.sim.test_apple_api import AUTH, api, call, configure, event_status
 
 APP = {"adamId": "408709785", "pricingParam": "STDQ"}

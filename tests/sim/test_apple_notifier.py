@@ -14,7 +14,7 @@ from simulators.evidence import Recorder
 from simulators.faults import FaultKind
 from simulators.http_sender import Exchange
 from simulators.pki import PKI
-from tests.sim.conftest import ca, receiver
+from tests.sim.receiver_support import ca, receiver
 
 
 def _notifier(pki: PKI, url: str, **kw: object) -> Notifier:
