@@ -2,7 +2,7 @@
 (docs/sut-contract.md §6).
 
 For daily development and interoperability tests: it writes or reuses the PKI folder, starts
-the observer and the named vendors' simulators on 127.0.0.1 (ports pinned with ``--port NAME=N``
+the observer and the named vendors' simulators on 127.0.0.1 or ``--listen`` (ports pinned with ``--port NAME=N``
 or each vendor's ``--<vendor>-…-port`` option, else chosen free), prints the environment a SUT
 needs as shell-sourceable ``export CONFORMANCE_…=…`` lines on standard output (and to
 ``--env-file``), logs what happens on standard error, and stops cleanly on Ctrl-C or SIGTERM.
@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from conformance.options import MAX_PORT
+from conformance.options import ADVERTISE_HELP, LISTEN_HELP, MAX_PORT
 from conformance.vendors import discover
+from simulators.network import Reach
 
 __all__ = ["main"]
 
@@ -58,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
         "--NAME-port (the --*-port options below)",
     )
     serve.add_argument("--observer-port", type=int, default=0, help="pin the observer's port")
+    serve.add_argument("--listen", metavar="ADDR", help=LISTEN_HELP)
+    serve.add_argument("--advertise", metavar="HOST", help=ADVERTISE_HELP)
     serve.add_argument(
         "--env-file",
         metavar="FILE",
@@ -90,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _apply_ports(args, parser)
     pki_dir = Path(args.pki_dir).resolve()
+    try:
+        reach = Reach.of(args.listen, args.advertise)
+    except ValueError as exc:
+        parser.error(str(exc))
     vendors = list(dict.fromkeys(args.vendors))
 
     def option(flag: str) -> Any:
@@ -102,14 +109,18 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
     try:
-        return asyncio.run(_serve(vendors, settings, pki_dir, args))
+        return asyncio.run(_serve(vendors, settings, pki_dir, reach, args))
     except OSError as exc:
         print(f"conformance-sim: could not start: {exc} (is a pinned port busy?)", file=sys.stderr)
         return 4
 
 
 async def _serve(
-    vendors: list[str], settings: dict[str, Any], pki_dir: Path, args: argparse.Namespace
+    vendors: list[str],
+    settings: dict[str, Any],
+    pki_dir: Path,
+    reach: Reach,
+    args: argparse.Namespace,
 ) -> int:
     from conformance.observer import Observer, Route
     from conformance.vendors import RunningVendor, VendorRun
@@ -123,14 +134,14 @@ async def _serve(
             print(f"[{event.real_s:9.3f}s sim {event.sim_s:9.1f}s] {arrow}: {event.summary}",
                   file=sys.stderr, flush=True)  # fmt: skip
 
-    pki = PKI.load_or_create(pki_dir)
+    pki = PKI.load_or_create(pki_dir, reach.certificate_names)
     clock = Clock()
     recorder = Recorder(clock, check_head=0, check_tail=0, run_head=0, run_tail=100, sink=log)
     routes = {
         name: Route(discover()[name].observer_record_model(), discover()[name].observer_keys)
         for name in vendors
     }
-    observer = Observer(clock, recorder, routes, port=args.observer_port)
+    observer = Observer(clock, recorder, routes, port=args.observer_port, reach=reach)
     await observer.start()
     running: list[RunningVendor] = []
     try:
@@ -141,7 +152,9 @@ async def _serve(
             "CONFORMANCE_SUT_KEY_FILE": str(pki.sut_server.key),
         }
         for name in vendors:
-            run = VendorRun(clock, recorder, pki, observer.base_url, pki_dir, settings[name], None)
+            run = VendorRun(
+                clock, recorder, pki, observer.base_url, pki_dir, settings[name], None, reach=reach
+            )
             started = await discover()[name].start(run)
             running.append(started)
             env.update(started.environment())

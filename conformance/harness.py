@@ -27,6 +27,7 @@ from conformance.verdicts import NotVerified
 from simulators.clock import Clock
 from simulators.evidence import RUN, Recorder
 from simulators.loop import LoopThread
+from simulators.network import LOCAL, Reach
 from simulators.pki import PKI
 from simulators.problem import Problem
 
@@ -49,6 +50,7 @@ class Settings:
     strict: bool = False
     slow: bool = False
     observer_port: int = 0
+    reach: Reach = LOCAL  # --listen, --advertise
     fuzz_profile: str = "conformance"
 
 
@@ -57,7 +59,7 @@ class Harness:
         self.settings = settings
         self.manifest = settings.manifest
         self.run_dir = run_dir
-        self.pki = PKI.load_or_create(settings.pki_dir)
+        self.pki = PKI.load_or_create(settings.pki_dir, settings.reach.certificate_names)
         self.clock = Clock()
         self.recorder = Recorder(self.clock)
         self.loop = LoopThread()
@@ -65,7 +67,9 @@ class Harness:
             name: Route(vendor(name).observer_record_model(), vendor(name).observer_keys)
             for name in settings.vendors
         }
-        self.observer = Observer(self.clock, self.recorder, routes, port=settings.observer_port)
+        self.observer = Observer(
+            self.clock, self.recorder, routes, port=settings.observer_port, reach=settings.reach
+        )
         self.running: dict[str, RunningVendor] = {}
         self.sut: SutProcess | None = None
         self.sut_exit: int | None = None
@@ -90,6 +94,7 @@ class Harness:
                 settings=self.settings.vendor_settings.get(name),
                 section=self.manifest.section(name),
                 slow=self.settings.slow,
+                reach=self.settings.reach,
             )
             self.running[name] = self.run(vendor(name).start(run))
         process = self.manifest.process

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from conformance.options import port
+from conformance.options import ADVERTISE_HELP, LISTEN_HELP, port
 from conformance.text import brief
 from conformance.vendors import discover
+from simulators.network import Reach
 
 MESSAGE_LIMIT = 4_000  # characters of a startup or usage error shown in the terminal
 
@@ -69,6 +70,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(default: <report-dir>/pki)",
     )
     add("--observer-port", type=int, default=0, help="pin the observer's port")
+    add("--listen", metavar="ADDR", help=LISTEN_HELP)
+    add("--advertise", metavar="HOST", help=ADVERTISE_HELP)
     add("--fuzz-profile", default="conformance", choices=FUZZ_PROFILES,
         help="how hard the malformed-input campaigns try: conformance (quick, the same "
         "examples every run) or conformance-long (many more, randomized)")  # fmt: skip
@@ -182,6 +185,7 @@ def _settings(config: pytest.Config, wanted: tuple[str, ...], report_dir: Path) 
     pki_dir = Path(config.getoption("--pki-dir") or report_dir / "pki").resolve()
     try:
         observer_port = port("--observer-port", config.getoption("--observer-port"))
+        reach = Reach.of(config.getoption("--listen"), config.getoption("--advertise"))
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     vendor_settings = {}
@@ -199,6 +203,7 @@ def _settings(config: pytest.Config, wanted: tuple[str, ...], report_dir: Path) 
         strict=bool(getattr(config.option, "strict", False)),
         slow=config.getoption("--slow"),
         observer_port=observer_port,
+        reach=reach,
         fuzz_profile=config.getoption("--fuzz-profile"),
     )
 

@@ -21,6 +21,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from simulators.network import LOCAL, Reach
+
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
@@ -65,6 +67,7 @@ class VendorRun:
     settings: Any  # the vendor's own settings object, from :meth:`Vendor.settings`
     section: BaseModel | None  # the SUT's manifest section; None when serving standalone
     slow: bool = False  # --slow: checks may wait for the SUT's long real-time timers
+    reach: Reach = LOCAL  # --listen, --advertise: where servers bind, the name SUTs use
 
 
 class RunningVendor(Protocol):

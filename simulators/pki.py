@@ -1,7 +1,7 @@
 """The simulators' PKI, made with trustme and written to a folder a user can reuse.
 
-One CA signs every simulator server certificate (for ``localhost`` and ``127.0.0.1``) and the
-client identity certificates. For negative checks there is an impostor CA with its own
+One CA signs every simulator server certificate (for ``localhost``, ``127.0.0.1`` and the
+``--advertise`` name, if any) and the client identity certificates. For negative checks there is an impostor CA with its own
 ``localhost`` certificate, an expired certificate and a wrong-host certificate, all for the same
 key usage as the good one. A folder written once is read back on later runs, so an SUT that runs
 outside the harness can trust ``ca.pem`` once and for all.
@@ -24,7 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 __all__ = ["PKI", "CertFiles"]
 
 SERVER_HOSTS = ("localhost", "127.0.0.1")
-PKI_VERSION = "2"  # a folder written by an older layout is written again
+PKI_VERSION = "3"  # 3: the impostor CA key is kept, to issue for --advertise names  # a folder written by an older layout is written again
 
 
 class _Issuer:
@@ -141,14 +141,21 @@ class PKI:
     wrong_host_server: CertFiles
 
     @classmethod
-    def load_or_create(cls, folder: Path) -> PKI:
+    def load_or_create(cls, folder: Path, names: tuple[str, ...] = ()) -> PKI:
         """Reuse the PKI in ``folder`` when complete and of this version; otherwise write a new
-        one there."""
+        one there.
+
+        ``names``: host names or addresses the simulator server certificates name besides
+        ``localhost`` and ``127.0.0.1`` (``--advertise``). When they differ from the folder's,
+        only those certificates are issued again: the CA a SUT trusts stays the same.
+        """
         folder = folder.resolve()
         pki = cls._paths(folder)
         version = folder / "pki-version"
         current = version.is_file() and version.read_text().strip() == PKI_VERSION
         if current and all(p.is_file() for p in pki._all_files()):
+            if pki.server_names() != names:
+                pki._issue_servers(names)
             return pki
         folder.mkdir(parents=True, exist_ok=True)
         ca = trustme.CA(organization_name="Conformance simulators CA")
@@ -156,20 +163,35 @@ class PKI:
         ca.cert_pem.write_to_path(str(pki.ca))
         ca.private_key_pem.write_to_path(str(folder / "ca.key"))
         impostor.cert_pem.write_to_path(str(pki.impostor_ca))
-        now = datetime.datetime.now(datetime.UTC)
-        good, bad = _Issuer.of(ca), _Issuer.of(impostor)
-        good.issue(pki.server, hosts=SERVER_HOSTS)
+        impostor.private_key_pem.write_to_path(str(folder / "impostor-ca.key"))
+        good = _Issuer.of(ca)
         good.issue(pki.sut_server, hosts=SERVER_HOSTS)
-        bad.issue(pki.impostor_server, hosts=SERVER_HOSTS)
+        good.issue(pki.wrong_host_server, hosts=("wrong-host.example",))
+        pki._issue_servers(names)
+        version.write_text(PKI_VERSION + "\n")
+        return pki
+
+    def server_names(self) -> tuple[str, ...]:
+        """The names the simulator server certificates carry besides ``SERVER_HOSTS``."""
+        recorded = self.folder / "server-names"
+        return tuple(recorded.read_text().split()) if recorded.is_file() else ()
+
+    def _issue_servers(self, names: tuple[str, ...]) -> None:
+        """(Re)issue every certificate a simulator serves (the good one, the impostor's and
+        the expired one) for ``SERVER_HOSTS`` and ``names``."""
+        hosts = tuple(dict.fromkeys((*SERVER_HOSTS, *names)))
+        good = _Issuer.load(self.ca.read_bytes(), self._ca_key())
+        bad = _Issuer.load(self.impostor_ca.read_bytes(), self._impostor_key())
+        now = datetime.datetime.now(datetime.UTC)
+        good.issue(self.server, hosts=hosts)
+        bad.issue(self.impostor_server, hosts=hosts)
         good.issue(
-            pki.expired_server,
-            hosts=SERVER_HOSTS,
+            self.expired_server,
+            hosts=hosts,
             not_before=now - datetime.timedelta(days=30),
             not_after=now - datetime.timedelta(days=1),
         )
-        good.issue(pki.wrong_host_server, hosts=("wrong-host.example",))
-        version.write_text(PKI_VERSION + "\n")
-        return pki
+        (self.folder / "server-names").write_text("".join(f"{n}\n" for n in names))
 
     @classmethod
     def _paths(cls, folder: Path) -> PKI:
@@ -195,7 +217,7 @@ class PKI:
             self.expired_server,
             self.wrong_host_server,
         ]
-        files = [self.ca, self.folder / "ca.key", self.impostor_ca]
+        files = [self.ca, self.folder / "ca.key", self.impostor_ca, self.folder / "impostor-ca.key"]
         return [*files, *(p for c in pairs for p in (c.cert, c.key))]
 
     def client_identity(self, name: str, email: str | None = None) -> CertFiles:
@@ -218,6 +240,9 @@ class PKI:
 
     def _ca_key(self) -> bytes:
         return (self.folder / "ca.key").read_bytes()
+
+    def _impostor_key(self) -> bytes:
+        return (self.folder / "impostor-ca.key").read_bytes()
 
     def server_context(self, files: CertFiles | None = None) -> ssl.SSLContext:
         """A TLS server context presenting ``files`` (default: the simulators' certificate)."""

@@ -92,7 +92,13 @@ async def start(run: VendorRun) -> RunningApple:
 
     service = AppsAndBooks(stoken=settings.stoken)
     api = AppsAndBooksServer(
-        service, run.clock, run.recorder, run.pki, notifier_for, port=settings.api_port
+        service,
+        run.clock,
+        run.recorder,
+        run.pki,
+        notifier_for,
+        port=settings.api_port,
+        reach=run.reach,
     )
     sim = RunningApple(service, api, attempts, settings, section)
     if section is not None and section.api_client:

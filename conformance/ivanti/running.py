@@ -142,6 +142,7 @@ async def start(run: VendorRun) -> RunningIvanti:
         policy=policy,
         epoch_ms=epoch_ms,
         fault_log=fault_log,
+        reach=run.reach,
     )
     tenant = broker.add_tenant(SUT_TENANT, style)
     login = broker.login(tenant, SUT_LOGIN)

@@ -143,7 +143,7 @@ async def start(run: VendorRun) -> RunningPelion:
         config = replace(config, channel=settings.channel)
     if settings.ws_auth_failure is not None:
         config = replace(config, ws_auth_failure=settings.ws_auth_failure)
-    service = PelionSimulator(run.clock, run.recorder, run.pki.server_context(), config)
+    service = PelionSimulator(run.clock, run.recorder, run.pki.server_context(), config, run.reach)
     running = RunningPelion(run, service, section, settings)
     await service.start()
     if run.section is None:

@@ -56,6 +56,7 @@ from simulators.mqtt.policy import BrokerPolicy, Identity
 from simulators.mqtt.server import MqttServer, tls12_server_context
 from simulators.mqtt.sessions import SessionView
 from simulators.mqtt.topics import topic_filter_problem, topic_matches
+from simulators.network import LOCAL, Reach
 from simulators.pki import PKI, CertFiles
 
 __all__ = [
@@ -145,10 +146,7 @@ class Impostor:
 
     kind: ImpostorKind
     server: MqttServer
-
-    @property
-    def host(self) -> str:
-        return "127.0.0.1"
+    host: str  # the advertised name a client is handed
 
     @property
     def port(self) -> int:
@@ -194,8 +192,10 @@ class IvantiBroker:
         epoch_ms: int = 1_700_000_000_000,
         fault_log: FaultLog | None = None,
         impostors: bool = True,
+        reach: Reach = LOCAL,
     ) -> None:
         self.clock = clock
+        self.reach = reach
         self.recorder = recorder
         self.pki = pki
         self.epoch_ms = epoch_ms  # wall time (ms) at simulated time 0: event timestamps
@@ -216,13 +216,14 @@ class IvantiBroker:
             context,
             identify=self._identify,
             actor=ACTOR,
+            listen=reach.listen,
             port=port,
             fault_log=self.fault_log,
         )
         self.impostors: dict[ImpostorKind, Impostor] = {}
         if impostors:
             for kind in IMPOSTOR_KINDS:
-                self.impostors[kind] = Impostor(kind, self._impostor_server(kind))
+                self.impostors[kind] = Impostor(kind, self._impostor_server(kind), reach.advertise)
         self.fleets: dict[str, Fleet] = {}
         self.generators: dict[str, EventGenerator] = {}
 
@@ -237,7 +238,7 @@ class IvantiBroker:
             "--",
             "broker",
             "start",
-            f"listening on 127.0.0.1:{self.port} (TLS 1.2, client certificates); duplicate "
+            f"listening on {self.reach.listen}:{self.port} (TLS 1.2, client certificates); duplicate "
             f"client ids: {self.policy.duplicate_client_id}; impostors: "
             + ", ".join(f"{k} :{i.port}" for k, i in self.impostors.items()),
         )
@@ -249,7 +250,8 @@ class IvantiBroker:
 
     @property
     def host(self) -> str:
-        return "127.0.0.1"
+        """The name a SUT is handed (``--advertise``)."""
+        return self.reach.advertise
 
     @property
     def port(self) -> int:
@@ -566,6 +568,7 @@ class IvantiBroker:
             context,
             identify=anyone,
             actor=f"{ACTOR}-impostor-{kind}",
+            listen=self.reach.listen,
             fault_log=self.fault_log,
             max_connections=100,
         )

@@ -76,6 +76,7 @@ from simulators.mqtt.packetlog import (
 from simulators.mqtt.packets import Connack, Packet, Publish
 from simulators.mqtt.policy import Identity
 from simulators.mqtt.text import excerpt
+from simulators.network import LOOPBACK
 
 __all__ = [
     # The packet-log model, defined in simulators.mqtt.packetlog, also named here: what a
@@ -174,6 +175,7 @@ class MqttServer:
         *,
         identify: Identify,
         actor: str = "broker",
+        listen: str = LOOPBACK,
         port: int = 0,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S,
@@ -190,6 +192,7 @@ class MqttServer:
         self.ssl_context = ssl_context
         self.identify = identify
         self.actor = actor
+        self.listen = listen
         self.port = port
         self.connect_timeout_s = connect_timeout_s
         self.handshake_timeout_s = handshake_timeout_s
@@ -228,7 +231,7 @@ class MqttServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _Accept(self), "127.0.0.1", self.port, reuse_address=True
+            lambda: _Accept(self), self.listen, self.port, reuse_address=True
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self.tasks.spawn(self.timers.run(), "deadline loop")
@@ -243,10 +246,6 @@ class MqttServer:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return "127.0.0.1", self.port
 
     # --- diverting (any thread) -----------------------------------------------------------------
 
