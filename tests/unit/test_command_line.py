@@ -50,6 +50,8 @@ USAGE_ERRORS = [
     (["conformance", "--sut-ca=ca.pem"], "--sut-ca only go with --sut=URL"),
     (["conformance", "--observer-port=70000"], "--observer-port=70000"),
     (["conformance", "--apple-api-port=-1"], "--apple-api-port=-1"),
+    (["conformance", "--listen=my-host"], "--listen='my-host': give an IP address"),
+    (["conformance", "--listen=0.0.0.0", "--advertise=::"], "--advertise=::: a SUT cannot"),
     pytest.param(
         ["conformance", "-n", "2"],
         "pytest-xdist (-n) cannot run a conformance suite",
