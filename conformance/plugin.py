@@ -25,7 +25,6 @@ import pytest
 from conformance.options import ADVERTISE_HELP, LISTEN_HELP, port
 from conformance.text import brief
 from conformance.vendors import discover
-from simulators.network import Reach
 
 MESSAGE_LIMIT = 4_000  # characters of a startup or usage error shown in the terminal
 
@@ -174,6 +173,7 @@ def _load_sut(config: pytest.Config, wanted: tuple[str, ...]) -> SutManifest:
 
 def _settings(config: pytest.Config, wanted: tuple[str, ...], report_dir: Path) -> Settings:
     from conformance.harness import Settings
+    from simulators.network import Reach
 
     manifest = _load_sut(config, wanted)
     vendors = tuple(v for v in wanted if v in manifest.vendors())

@@ -16,18 +16,17 @@ import importlib
 import importlib.util
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-
-from simulators.network import LOCAL, Reach
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from simulators.clock import Clock
     from simulators.evidence import Recorder
+    from simulators.network import Reach
     from simulators.pki import PKI
 
 __all__ = [
@@ -67,7 +66,14 @@ class VendorRun:
     settings: Any  # the vendor's own settings object, from :meth:`Vendor.settings`
     section: BaseModel | None  # the SUT's manifest section; None when serving standalone
     slow: bool = False  # --slow: checks may wait for the SUT's long real-time timers
-    reach: Reach = LOCAL  # --listen, --advertise: where servers bind, the name SUTs use
+    # --listen, --advertise: where servers bind, the name SUTs use (default: loopback only)
+    reach: Reach = field(default_factory=lambda: _loopback())
+
+
+def _loopback() -> Reach:
+    from simulators.network import LOCAL  # the plugin imports this module: no simulators yet
+
+    return LOCAL
 
 
 class RunningVendor(Protocol):
