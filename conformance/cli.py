@@ -59,9 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         "--NAME-port (the --*-port options below)",
     )
     serve.add_argument("--observer-port", type=int, default=0, help="pin the observer's port")
-    serve.add_argument(
-        "--control-port", type=int, default=0, help="pin the control plane's port"
-    )
+    serve.add_argument("--control-port", type=int, default=0, help="pin the control plane's port")
     serve.add_argument(
         "--env-file",
         metavar="FILE",
@@ -147,7 +145,9 @@ def _json_argument(text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise ValueError(f"the operation is not JSON ({exc}): write e.g. '{{\"op\": \"reset\"}}'") from None
+        raise ValueError(
+            f'the operation is not JSON ({exc}): write e.g. \'{{"op": "reset"}}\''
+        ) from None
 
 
 def _apply_ports(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -158,9 +158,7 @@ def _apply_ports(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
         attr = f"{name.replace('-', '_')}_port"
         if not hasattr(args, attr):
             names = sorted(
-                a.removesuffix("_port").replace("_", "-")
-                for a in vars(args)
-                if a.endswith("_port")
+                a.removesuffix("_port").replace("_", "-") for a in vars(args) if a.endswith("_port")
             )
             parser.error(f"--port {item}: no option --{name}-port (names: {', '.join(names)})")
         setattr(args, attr, int(value))

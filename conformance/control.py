@@ -138,7 +138,9 @@ class ControlPlane:
         Nothing a handler raises reaches the client as a traceback."""
         given = request.headers.get("Authorization", "")
         scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._token):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), self._token
+        ):
             return web.json_response(
                 {"error": "unauthorized: send Authorization: Bearer <CONFORMANCE_CONTROL_TOKEN>"},
                 status=401,
@@ -161,7 +163,9 @@ class ControlPlane:
         except TimeoutError:
             raise _Refused(408, f"the body did not arrive within {BODY_TIMEOUT_S:g} s") from None
         except web.HTTPRequestEntityTooLarge:
-            raise _Refused(413, f"the body is larger than {MAX_BODY_BYTES} bytes (the limit)") from None
+            raise _Refused(
+                413, f"the body is larger than {MAX_BODY_BYTES} bytes (the limit)"
+            ) from None
         if not raw:
             return {}
         try:
@@ -175,7 +179,9 @@ class ControlPlane:
         vendor = request.match_info["vendor"]
         sim = self.simulation
         if vendor not in sim.running:
-            return _problem(404, f"{vendor!r} is not served here (served: {', '.join(sim.running)})")
+            return _problem(
+                404, f"{vendor!r} is not served here (served: {', '.join(sim.running)})"
+            )
         try:
             data = await self._json_body(request)
             if not isinstance(data, dict):
@@ -214,7 +220,9 @@ class ControlPlane:
         data["sim_s"] = data.get("sim_s", self.simulation.clock.now())
         body = json.dumps(_jsonable(data), separators=(",", ":"))
         if len(body) > MAX_ANSWER_BYTES:
-            return _problem(507, f"the answer exceeds {MAX_ANSWER_BYTES} bytes: ask a narrower query")
+            return _problem(
+                507, f"the answer exceeds {MAX_ANSWER_BYTES} bytes: ask a narrower query"
+            )
         return web.Response(text=body, content_type="application/json")
 
     async def _log(self, request: web.Request) -> web.StreamResponse:
@@ -274,7 +282,7 @@ def openapi(simulation: Simulation) -> dict[str, Any]:
             "required": ["error"],
         },
     }
-    bearer = [{"bearer": []}]
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     problems = {
         "400": {"description": "bad input: the field and the fix", "content": _json("Problem")},
         "401": {"description": "no or wrong bearer token; nothing changed"},

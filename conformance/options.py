@@ -38,7 +38,9 @@ def read_text(path: str, flag: str, limit: int = 65_536) -> str:
         with open(path, encoding="utf-8") as file:
             text = file.read(limit + 1)
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{flag} {path}: cannot read it ({exc}); give a readable text file") from None
+        raise ValueError(
+            f"{flag} {path}: cannot read it ({exc}); give a readable text file"
+        ) from None
     if len(text) > limit:
         raise ValueError(f"{flag} {path}: larger than {limit} characters; give a PEM file")
     return text

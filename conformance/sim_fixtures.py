@@ -44,7 +44,9 @@ class Simulators:
             self._loop = LoopThread("conformance-sims")
             self._simulation = Simulation(self._factory.mktemp("conformance-sims"))
         if name not in self._simulation.running:
-            self.run(self._simulation.start([name], {name: _quiet_settings(name, self._simulation)}))
+            self.run(
+                self._simulation.start([name], {name: _quiet_settings(name, self._simulation)})
+            )
         return self._simulation
 
     def run(self, coro: Any, timeout: float = 120.0) -> Any:

@@ -122,7 +122,9 @@ class Simulation:
         """Start the observer (once) and each vendor not started yet."""
         if self.observer is None:
             routes = {
-                name: Route(discover()[name].observer_record_model(), discover()[name].observer_keys)
+                name: Route(
+                    discover()[name].observer_record_model(), discover()[name].observer_keys
+                )
                 for name in discover()
             }
             observer = Observer(self.clock, self.recorder, routes, port=self.observer_port)
@@ -172,7 +174,7 @@ class Simulation:
         """Carry out ``operation`` on ``vendor``'s simulators; its evidence says so."""
         running = self.running[vendor]
         self.recorder.record("control", "->", vendor, "operation", operation.describe())
-        return await running.perform(operation)  # type: ignore[attr-defined]
+        return await running.perform(operation)
 
     async def advance(self, seconds: float) -> float:
         """Advance the one simulated clock every vendor reads; the new simulated time."""

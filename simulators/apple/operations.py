@@ -280,10 +280,12 @@ class Notify(Operation):
             if len(deliveries) == len(parts):
                 all_attempted.set()
 
-        sending = target.api.tasks.spawn(
-            asyncio.gather(*(notifier.deliver(part, attempted=attempted) for part in parts)),
-            "notify",
-        )
+        async def deliver_all() -> list[Delivery]:
+            return list(
+                await asyncio.gather(*(notifier.deliver(p, attempted=attempted) for p in parts))
+            )
+
+        sending = target.api.tasks.spawn(deliver_all(), "notify")
         waiting = asyncio.ensure_future(all_attempted.wait())
         try:
             await asyncio.wait({sending, waiting}, return_when=asyncio.FIRST_COMPLETED)

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-USER_TESTS = r'''
+USER_TESTS = r"""
 import asyncio, json, ssl, threading
 
 import paho.mqtt.client as mqtt
@@ -107,7 +107,7 @@ def test_pelion_notification_reaches_a_websockets_client(pelion_sim):
     items = asyncio.run(client())
     assert {i["path"] for i in items} == {"/3200/0/5501"} and len(items) == 3
     assert sum(a.items for a in pelion_sim.wait_delivered(3)) >= 3
-'''
+"""
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
