@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import queue
 import shlex
 import signal
 import socket
@@ -38,18 +39,21 @@ def _bounded(look: Callable[[], Any], timeout: float = 30.0) -> Any:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, Path]]:
-    """``conformance-sim serve apple ivanti pelion`` without generated traffic."""
+    """``conformance-sim serve apple ivanti pelion`` without generated traffic; its log (every
+    event) goes to a file, which must never show the control token."""
     tmp = tmp_path_factory.mktemp("control")
     env_file = tmp / "sim.env"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conformance.cli", "serve", "apple", "ivanti", "pelion", "-q",
-         f"--pki-dir={tmp / 'pki'}", f"--env-file={env_file}",
-         "--ivanti-events-per-s=0", "--pelion-events-per-s=0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    log = tmp / "serve.log"
+    with log.open("w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "conformance.cli", "serve", "apple", "ivanti", "pelion",
+             f"--pki-dir={tmp / 'pki'}", f"--env-file={env_file}",
+             "--ivanti-events-per-s=0", "--pelion-events-per-s=0"],
+            stdout=subprocess.DEVNULL, stderr=log_file, text=True,
+        )  # fmt: skip
     try:
         _bounded(lambda: env_file.is_file() or proc.poll() is not None)
-        assert env_file.is_file(), proc.communicate()[1]
+        assert env_file.is_file(), log.read_text()
         env = {}
         for line in env_file.read_text().splitlines():
             key, _, value = line.removeprefix("export ").partition("=")
@@ -57,8 +61,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, Path
         yield env, env_file
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=20)
-    assert env["CONFORMANCE_CONTROL_TOKEN"] not in err  # the token is never logged
+        proc.wait(timeout=20)
+    text = log.read_text()
+    assert "control -> " in text  # the operations are logged…
+    assert env["CONFORMANCE_CONTROL_TOKEN"] not in text  # …never the token
+    assert (tmp / "pki" / "control-token").stat().st_mode & 0o077 == 0  # owner-only
 
 
 def ctl(env_file: Path, *args: str, check: bool = True) -> Any:
@@ -263,6 +270,45 @@ def test_hostile_requests_change_nothing_and_are_answered_clearly(
         answer_bytes = slow.recv(4096)
     assert b" 408 " in answer_bytes.split(b"\r\n", 1)[0]
     assert call(env, "GET", "/clock")[1]["sim_s"] - before < 600  # no hour was advanced
+
+
+def test_ctl_log_follow_prints_each_operation_as_it_happens(served: tuple[Env, Path]) -> None:
+    env, env_file = served
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "conformance.cli", "ctl", f"--env-file={env_file}", "log",
+         "--follow", "--since", str(_next_seq(env))],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    stdout = follow.stdout
+    assert stdout is not None
+
+    def read() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        ctl(env_file, "fault", "pelion", "timeout", "--times", "2")
+        while True:
+            event = json.loads(lines.get(timeout=30))  # queue.Empty: not followed in time
+            if event.get("kind") == "operation" and "timeout" in event["summary"]:
+                assert event["actor"] == "control" and event["sim_s"] >= 0
+                break
+    finally:
+        follow.terminate()
+        follow.wait(timeout=10)
+    ctl(env_file, "reset")
+
+
+def _next_seq(env: Env) -> int:
+    request = urllib.request.Request(
+        env["CONFORMANCE_CONTROL_URL"] + "/log",
+        headers={"Authorization": f"Bearer {env['CONFORMANCE_CONTROL_TOKEN']}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        lines = answer.read().decode().splitlines()
+    return int(json.loads(lines[-1])["seq"]) + 1 if lines else 0
 
 
 def test_the_control_plane_describes_itself_with_openapi(served: tuple[Env, Path]) -> None:
