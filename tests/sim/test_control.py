@@ -269,6 +269,16 @@ def test_hostile_requests_change_nothing_and_are_answered_clearly(
         assert call(env, "GET", "/clock")[0] == 200  # others are answered meanwhile
         answer_bytes = slow.recv(4096)
     assert b" 408 " in answer_bytes.split(b"\r\n", 1)[0]
+    # A follower of the log that never reads: the simulators and the other clients go on.
+    with socket.create_connection((host, int(port)), timeout=30) as absent:
+        absent.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        absent.sendall(
+            b"GET /log?follow=1 HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + env["CONFORMANCE_CONTROL_TOKEN"].encode() + b"\r\n\r\n"
+        )
+        for _ in range(50):
+            code, _ = call(env, "POST", "/vendors/pelion/operations", b'{"op": "reset"}')
+            assert code == 200
     assert call(env, "GET", "/clock")[1]["sim_s"] - before < 600  # no hour was advanced
 
 
