@@ -16,6 +16,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent
+# pytester: tests that build a user's project (tests/sim/test_sim_fixtures.py).
+pytest_plugins = ["pytester"]
 
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.register_profile(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["ADVERTISE_HELP", "LISTEN_HELP", "port", "stable_secret"]
+__all__ = ["ADVERTISE_HELP", "LISTEN_HELP", "port", "read_text", "stable_secret"]
 
 MAX_PORT = 65_535
 
@@ -42,3 +42,17 @@ def stable_secret(path: Path, make: Callable[[], str], valid: Callable[[str], bo
     value = make()
     path.write_text(value + "\n")
     return value
+
+
+def read_text(path: str, flag: str, limit: int = 65_536) -> str:
+    """The text of the file an option names; ValueError naming ``flag`` and the fix."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read(limit + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"{flag} {path}: cannot read it ({exc}); give a readable text file"
+        ) from None
+    if len(text) > limit:
+        raise ValueError(f"{flag} {path}: larger than {limit} characters; give a PEM file")
+    return text

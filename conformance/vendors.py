@@ -95,6 +95,9 @@ class RunningVendor(Protocol):
     async def stop(self) -> None:
         """Stop every server, client and task."""
 
+    async def perform(self, operation: Any) -> Any:
+        """Carry out one of the vendor's operations (:meth:`Vendor.operation_model`)."""
+
 
 class Vendor(Protocol):
     """One vendor plug-in: ``VENDOR`` in ``conformance/<name>/vendor.py``."""
@@ -129,6 +132,19 @@ class Vendor(Protocol):
 
     async def start(self, run: VendorRun) -> RunningVendor:
         """Start the vendor's simulators in the running event loop."""
+
+    def operation_model(self) -> Any:
+        """Every operation of the vendor's simulators: a union of pydantic models told apart
+        by ``op`` (``simulators/<name>/operations.py``), each with ``apply(target)``."""
+
+    def sim_handle(self) -> Any:
+        """The class of the ``<name>_sim`` fixture's handle: a ``SimHandle`` with the vendor's
+        verbs (``conformance/<name>/handle.py``)."""
+
+    def add_ctl_verbs(self, verbs: Any) -> None:
+        """Declare ``conformance-sim ctl <name> VERB …`` (``verbs`` is argparse's sub-parsers
+        action): each verb's parser sets the default ``operation``, a function of the parsed
+        arguments giving the operation's JSON (a dict with ``op``)."""
 
 
 def _package_dir() -> Path:

@@ -110,11 +110,15 @@ class HttpSender:
         self._context: ssl.SSLContext | None = None
 
     def ssl_context(self) -> ssl.SSLContext:
-        """The system's CAs plus ``cafiles`` (made once)."""
+        """The system's CAs plus ``cafiles`` (made once): each a file, or PEM text itself (a
+        CA handed over the control plane)."""
         if self._context is None:
             context = ssl.create_default_context()
             for cafile in self.cafiles:
-                context.load_verify_locations(cafile=cafile)
+                if cafile.lstrip().startswith("-----BEGIN"):
+                    context.load_verify_locations(cadata=cafile)
+                else:
+                    context.load_verify_locations(cafile=cafile)
             self._context = context
         return self._context
 

@@ -146,6 +146,6 @@ async def start(run: VendorRun) -> RunningPelion:
     service = PelionSimulator(run.clock, run.recorder, run.pki.server_context(), config, run.reach)
     running = RunningPelion(run, service, section, settings)
     await service.start()
-    if run.section is None:
+    if run.section is None and settings.events_per_s > 0:  # standalone: the devices' own traffic
         running.traffic = service.start_traffic(settings.events_per_s)
     return running
