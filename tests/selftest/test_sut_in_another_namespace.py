@@ -167,7 +167,8 @@ def test_mosquitto_sub_in_another_namespace_gets_events_from_serve(
 ) -> None:
     """``conformance-sim serve ivanti --listen --advertise``: a third-party subscriber inside
     the namespace, configured from the printed environment alone, verifies the broker's
-    certificate for the advertised name and receives the broker's own events."""
+    certificate for the advertised name and receives the broker's own events; ``ctl`` there
+    drives the control plane by the same name."""
     env_file = tmp_path / "sim.env"
     serve = subprocess.Popen(
         [sys.executable, "-m", "conformance.cli", "serve", "ivanti",
@@ -188,6 +189,13 @@ def test_mosquitto_sub_in_another_namespace_gets_events_from_serve(
             env[key] = shlex.split(value)[0]
         assert env["CONFORMANCE_IVANTI_BROKER_HOST"] == SIM_NAME
         assert env["CONFORMANCE_OBSERVER_URL"].startswith(f"http://{SIM_NAME}:")
+        assert env["CONFORMANCE_CONTROL_URL"].startswith(f"http://{SIM_NAME}:")
+        ctl = subprocess.run(
+            namespace.run(sys.executable, "-m", "conformance.cli", "ctl", "--env-file",
+                          str(env_file), "clock", "advance", "90s"),
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert ctl.returncode == 0, ctl.stderr  # the control plane, across the veth pair
         tls = ["--cacert", env["CONFORMANCE_CA_FILE"], "--cert",
                env["CONFORMANCE_IVANTI_CLIENT_CERT"], "--key", env["CONFORMANCE_IVANTI_CLIENT_KEY"]]  # fmt: skip
         metadata = subprocess.run(
