@@ -245,7 +245,7 @@ class IvantiDriver(VendorDriver):
         if views:
             return f"the SUT opened a TLS connection but sent no accepted CONNECT within {self.startup_wait:g} s"
         return (
-            f"nothing reached the broker (127.0.0.1:{self.sim.broker.port}) within "
+            f"nothing reached the broker ({self.sim.broker.host}:{self.sim.broker.port}) within "
             f"{self.startup_wait:g} s: is the SUT configured with CONFORMANCE_IVANTI_BROKER_*?"
         )
 
