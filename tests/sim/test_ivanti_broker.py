@@ -25,7 +25,7 @@ from simulators.ivanti.operations import (
     Sessions,
     StopImpostors,
 )
-from simulators.mqtt.packets import Connack, Pingreq, Pingresp
+from simulators.mqtt.packets import Connack, Pingreq, Pingresp, Publish, Will
 from simulators.pki import PKI
 from tests.sim.ivanti_env import IvantiEnv, ivanti_env
 from tests.sim.ivanti_peers import MosquittoSub, Paho, Target
@@ -625,3 +625,41 @@ def _get_metadata(env: IvantiEnv) -> tuple[int, object]:
     url = env.sim.cps.base_url + "/event/$metadata"
     with urllib.request.urlopen(url, context=context, timeout=10) as answer:
         return answer.status, json.loads(answer.read())
+
+
+# --- run-wide facts outlive the packet log (IVT-CONN-*, IVT-SESS-01, IVT-PUB-01) ---------------
+
+
+def test_run_wide_facts_count_connections_the_packet_log_forgot(env: IvantiEnv) -> None:
+    """SIM-IVT-CLIENTID: a client that publishes once to an event topic with a Will there, then
+    makes more short connections (new client IDs, clean session) than the packet log keeps, is
+    still seen to have published, set that Will, used clean sessions and abandoned a client ID:
+    the tallies count every connection (here the log keeps 3, as a run keeps 2,000)."""
+    server = env.sim.broker.server
+    server.connections_kept = 3
+    topic = env.sim.topic("device_check_in")
+    first = RawClient(env.target("publisher")).open()
+    try:
+        connack = first.connect(clean_session=False, will=Will(topic, b"{}", 0, False))
+        assert connack == Connack(False, 0)
+        first.send(Publish(topic, b'{"receipt":true}'))
+        first.send(Pingreq())
+        assert first.read() == Pingresp()  # the PUBLISH before it was read
+    finally:
+        first.close()
+    env.wait_closed("publisher")
+    for n in range(6):
+        churn = RawClient(env.target(f"churn-{n}")).open()
+        try:
+            assert churn.connect(clean_session=True) == Connack(False, 0)
+        finally:
+            churn.close()
+        env.wait_closed(f"churn-{n}")
+    assert not env.views("publisher")  # the log forgot it
+    facts = env.sim.broker.connection_facts(env.tenant)
+    assert (facts.connects, facts.accepted, facts.peak_live) == (7, 7, 1)
+    assert (facts.watched_publishes, facts.first_watched_topic) == (1, topic)
+    assert (facts.watched_wills, facts.first_watched_will) == (1, topic)
+    assert (facts.clean, facts.first_clean) == (6, "churn-0")
+    assert (facts.abandoned, facts.first_abandoned, facts.resumed) == (6, "publisher", 0)
+    assert facts.shared == 0 and facts.connects_beside(1) == (0, None)
