@@ -16,6 +16,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent
+# ``@pytest.mark.sim("SIM-…")`` and ``--fidelity-report=PATH``: simulator fidelity traceability
+pytest_plugins = ["tests.fidelity"]
 
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.register_profile(
