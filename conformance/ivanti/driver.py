@@ -28,6 +28,7 @@ from simulators.ivanti.operations import Disconnect, IvantiTarget, Publish, Sess
 from simulators.mqtt.packetlog import ConnectionView, Copy
 from simulators.mqtt.packetlog import pair_acks as pair_acks  # the checks' pairing, named here too
 from simulators.mqtt.packets import CONNACK_ACCEPTED
+from simulators.mqtt.runfacts import ConnectionFacts
 from simulators.mqtt.topics import topic_matches
 from simulators.operations import Applies
 from simulators.problem import Problem
@@ -85,6 +86,11 @@ class IvantiDriver(VendorDriver):
     def connections(self) -> list[ConnectionView]:
         """Every connection of the SUT's tenant in the run (kept ones), oldest first."""
         return self.sim.connections()
+
+    def connection_facts(self) -> ConnectionFacts:
+        """What the SUT's connections did over the whole run, every one counted (the packet
+        log keeps the latest ones only): what the run-wide checks judge."""
+        return self.sim.connection_facts()
 
     @staticmethod
     def live_of(views: list[ConnectionView]) -> list[ConnectionView]:

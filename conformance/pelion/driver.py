@@ -13,7 +13,8 @@ import base64
 import itertools
 import json
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -27,8 +28,14 @@ from conformance.verdicts import Check
 from simulators.http_sender import Exchange
 from simulators.operations import Applies
 from simulators.pelion.channels import ItemQueued
-from simulators.pelion.models import Kind
-from simulators.pelion.operations import Connections, Inject, InjectTogether, PelionTarget
+from simulators.pelion.models import Kind, SerializationConfig
+from simulators.pelion.operations import (
+    Connections,
+    Inject,
+    InjectTogether,
+    PelionTarget,
+    SerializeWith,
+)
 from simulators.pelion.simulator import DeliveryAttempt, PelionSimulator
 from simulators.problem import Problem
 
@@ -79,6 +86,8 @@ class PelionDriver(VendorDriver):
     # Items that probe the SUT's tolerance of a message shape (PEL-MSG-*): PEL-CB-03 judges
     # the answers to ordinary batches, not to these.
     probes: set[str] = field(default_factory=set)
+    # The SUT's own serialization of a channel while a check probes another (serializing)
+    _own_serialization: dict[Channel, SerializationConfig | None] = field(default_factory=dict)
     # PEL-WS-05: when the run's key was revoked (real s) and the sockets that revocation closed;
     # the key comes back by itself at the window's end (other vendors' checks run meanwhile).
     policy_window: tuple[float, frozenset[int]] | None = None
@@ -322,17 +331,44 @@ class PelionDriver(VendorDriver):
         wanted = {key: q.item.uid for q in queued for key in identity(q)}
         return self.count_keyed(wanted, timeout, more_than=more_than)
 
+    @contextmanager
+    def serializing(self, channel: Channel, config: dict[str, Any] | None) -> Iterator[None]:
+        """Serialize ``channel``'s batches with ``config`` inside the block (a probe of the
+        SUT's tolerance, PEL-MSG-02), then restore the SUT's own serialization. A fence marker
+        sent meanwhile goes in the SUT's own serialization (:meth:`fence`)."""
+        key = self.key(channel)
+        own = self.perform(SerializeWith(config=config, key=key))
+        self._own_serialization[channel] = own
+        try:
+            yield
+        finally:
+            del self._own_serialization[channel]
+            self.perform(SerializeWith(config=_config(own), key=key))
+
     def fence(self, channel: Channel, awaiting: Iterable[ItemQueued] = ()) -> Problem:
         """Wait for the reports of ``awaiting``, then for a marker's, delivered on ``channel``
-        (:meth:`VendorDriver.fence_with`)."""
+        (:meth:`VendorDriver.fence_with`). The marker never travels under the condition a
+        check probes: inside :meth:`serializing` it goes in the SUT's own serialization, so a
+        SUT that drops the probed one still reports it."""
+        key = self.key(channel)
 
         def marker() -> dict[str, str]:
-            queued = self.notifications(channel, [b"fence-" + secrets.token_hex(4).encode()])
-            if not any(a.succeeded for a in self.deliver(channel, queued)):
+            probing = channel in self._own_serialization
+            if probing:
+                probe = self.perform(
+                    SerializeWith(config=_config(self._own_serialization[channel]), key=key)
+                )
+            try:
+                queued = self.notifications(channel, [b"fence-" + secrets.token_hex(4).encode()])
+                delivered = any(a.succeeded for a in self.deliver(channel, queued))
+            finally:
+                if probing:
+                    self.perform(SerializeWith(config=_config(probe), key=key))
+            if not delivered:
                 raise MarkerRefused(
                     "the SUT did not take a marker notification, so reports cannot be awaited"
                 )
-            return {key: q.item.uid for q in queued for key in identity(q)}
+            return {k: q.item.uid for q in queued for k in identity(q)}
 
         return self.fence_with({k: q.item.uid for q in awaiting for k in identity(q)}, marker)
 
@@ -373,3 +409,8 @@ def json_bytes(value: Any) -> bytes:
 def channels_of(check_callback: Callable[..., Any]) -> Any:
     """Parametrize a check over both channels (an undeclared one is not-verified)."""
     return pytest.mark.parametrize("channel", ["callback", "websocket"])(check_callback)
+
+
+def _config(serialization: SerializationConfig | None) -> dict[str, Any] | None:
+    """A serialization as :class:`SerializeWith` takes it (None: the vendor default)."""
+    return serialization.model_dump(by_alias=True) if serialization is not None else None

@@ -53,6 +53,7 @@ from simulators.mqtt.core import BrokerCore
 from simulators.mqtt.packetlog import ConnectionView
 from simulators.mqtt.packets import CONNACK_NOT_AUTHORIZED, CONNACK_SERVER_UNAVAILABLE, Publish
 from simulators.mqtt.policy import BrokerPolicy, Identity
+from simulators.mqtt.runfacts import ConnectionFacts
 from simulators.mqtt.server import MqttServer, tls12_server_context
 from simulators.mqtt.sessions import SessionView
 from simulators.mqtt.topics import topic_filter_problem, topic_matches
@@ -219,6 +220,7 @@ class IvantiBroker:
             listen=reach.listen,
             port=port,
             fault_log=self.fault_log,
+            watched=self._is_event_topic,
         )
         self.impostors: dict[ImpostorKind, Impostor] = {}
         if impostors:
@@ -331,6 +333,11 @@ class IvantiBroker:
         if tenant.style == "neurons" and topic_filter.split("/", 1)[0] != tenant.tenant_id:
             return False  # a wildcard first level would reach past the tenant's prefix
         return any(topic_matches(topic_filter, t) for t in tenant.topics.values())
+
+    def _is_event_topic(self, tenant_id: str | None, topic: str) -> bool:
+        """Whether ``topic`` is one of ``tenant_id``'s event topics (IVT-PUB-01 watches them)."""
+        tenant = self._directory.tenants.get(tenant_id) if tenant_id is not None else None
+        return tenant is not None and topic in tenant.topics.values()
 
     def _may_publish(self, identity: Identity, topic: str) -> bool:
         login = self.login_by_email(identity.email)
@@ -529,6 +536,11 @@ class IvantiBroker:
     ) -> list[ConnectionView]:
         """Every connection (of ``tenant``) with its packet log; any thread."""
         return self.server.connections(tenant=_tid(tenant), open_only=open_only)
+
+    def connection_facts(self, tenant: Tenant) -> ConnectionFacts:
+        """What ``tenant``'s connections did over the whole run, every connection counted (the
+        packet log keeps the latest ones only); any thread."""
+        return self.server.connection_facts(tenant.tenant_id)
 
     def wait_for(self, predicate: Callable[[list[ConnectionView]], Any], timeout: float) -> Any:
         """Block (outside the loop) until ``predicate(connections())`` holds or time runs out."""

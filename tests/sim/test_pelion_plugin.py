@@ -8,6 +8,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conformance.pelion.running import RunningPelion
 from conformance.pelion.section import PelionSection
 from conformance.pelion.vendor import VENDOR, PelionSettings
@@ -32,6 +34,7 @@ async def start(
     return sim
 
 
+@pytest.mark.sim("SIM-PEL-VERIFY")
 def test_a_callback_sut_is_registered_after_it_is_ready(pki: PKI, tmp_path: Path) -> None:
     """SIM-PEL-VERIFY: the SUT gets exactly the two variables; its callback URL is probed with
     the run's CA; after_ready registers it (the verification PUT carries the headers)."""
@@ -62,6 +65,7 @@ def test_a_callback_sut_is_registered_after_it_is_ready(pki: PKI, tmp_path: Path
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-VERIFY")
 def test_a_refused_verification_is_kept_for_the_checks(pki: PKI, tmp_path: Path) -> None:
     """SIM-PEL-VERIFY: a SUT that refuses the verification PUT is not a harness fault: the run
     goes on and the reason is kept."""

@@ -80,6 +80,7 @@ def _check_callback(seen: dict[str, Any], err: str) -> None:
     assert "204 for DELETE /v2/notification/callback" in err
 
 
+@pytest.mark.sim("SIM-PEL-PULL", "SIM-PEL-VERIFY")
 @pytest.mark.external_tool(PYTHON_SDK)
 def test_python_sdk_pull_device_request_and_callback(tmp_path: Path) -> None:
     """SIM-PEL-PULL, SIM-PEL-VERIFY: ``mbed-cloud-sdk`` 2.2.0 (PyPI) long-polls a notification
@@ -100,6 +101,7 @@ def test_python_sdk_pull_device_request_and_callback(tmp_path: Path) -> None:
     assert err.count("200 for DELETE /v2/notification/pull") == 2, err
 
 
+@pytest.mark.sim("SIM-PEL-PULL", "SIM-PEL-VERIFY")
 @pytest.mark.external_tool("node", NODE_SDK)
 def test_javascript_sdk_pull_device_request_and_callback(tmp_path: Path) -> None:
     """SIM-PEL-PULL, SIM-PEL-VERIFY: ``mbed-cloud-sdk`` 2.6.10 (npm) checks ``GET
