@@ -93,8 +93,10 @@ def _free_port() -> int:
                 return port
 
 
-def run_suite(report_dir: Path, *args: str, target: str = "conformance") -> Outcome:
-    env = {**os.environ, "REFERENCE_SUT_PORT": str(_free_port())}
+def run_suite(
+    report_dir: Path, *args: str, target: str = "conformance", env: dict[str, str] | None = None
+) -> Outcome:
+    env = {**os.environ, **(env or {}), "REFERENCE_SUT_PORT": str(_free_port())}
     env.pop("PYTEST_ADDOPTS", None)
     cmd = [
         sys.executable, "-m", "pytest", target, "-q", "-p", "no:cacheprovider",
