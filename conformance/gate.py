@@ -36,6 +36,7 @@ __all__ = [
 READABLE_SCHEMAS = ("conformance-report/1", "conformance-report/2")
 FAILING = frozenset({"fail", "error", "waived"})  # a requirement the SUT does not meet
 _WAIVER_KEYS = frozenset({"id", "reason", "expires"})
+MAX_REASON = 1_000  # characters of a waiver's reason (every report shows it)
 MAX_GATE_FILE_BYTES = 20_000_000  # a report is under 1 MB; anything far larger is not one
 
 
@@ -128,6 +129,11 @@ def load_waivers(path: Path, known_ids: Collection[str]) -> tuple[Waiver, ...]:
         if not isinstance(reason, str) or not reason.strip():
             raise GateFileError(
                 f'{at}: give the reason it is waived, reason = "…" (it is shown in every report)'
+            )
+        if len(reason) > MAX_REASON:
+            raise GateFileError(
+                f"{at}: the reason has {len(reason)} characters; keep it under {MAX_REASON} "
+                "(link a ticket for the rest): it is shown in every report"
             )
         expires = _date(table.get("expires"))
         if expires is None:

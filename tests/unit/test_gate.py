@@ -63,6 +63,10 @@ def report(**verdicts: str) -> dict[str, Any]:
         ),
         ('[[waiver]]\nid = "APL-AUTH-01"\nreason = "r"\nexpires = "next year"\n', "is not a date"),
         (
+            '[[waiver]]\nid = "APL-AUTH-01"\nexpires = 2027-03-31\nreason = "' + "r" * 1001 + '"\n',
+            "keep it under",
+        ),
+        (
             '[[waiver]]\nid = "APL-AUTH-01"\nreason = "r"\nexpires = 2027-03-31T10:00:00\n',
             "not a date",
         ),
@@ -367,3 +371,23 @@ def test_keep_reports_prunes_old_run_folders_only(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [names[0], *names[3:], "latest", "pki", "notes"]
     )
+
+
+def test_the_html_opens_with_the_failures_and_never_draws_a_failing_answer_in_green(
+    tmp_path: Path,
+) -> None:
+    answer = {"seq": 1, "real_s": 0.1, "sim_s": 0.0, "actor": "sut", "direction": "->",
+              "peer": "notifier", "kind": "response", "summary": "200 OK", "detail": {}}  # fmt: skip
+    results = [
+        CheckResult("conformance/x.py::t_a", ["APL-AUTH-02"], "fail", "accepted no token",
+                    evidence=[answer]),
+        CheckResult("conformance/x.py::t_b", ["APL-AUTH-01"], "pass", "ok", evidence=[answer]),
+    ]  # fmt: skip
+    info = RunInfo(run_id="run-1", started_at=0.0, sut_name="s", sut_source="s", vendors=("apple",))
+    write_reports(build_report(info, results), tmp_path / "run-1", tmp_path)
+    html = (tmp_path / "latest" / "index.html").read_text()
+    strip = html.index("Failures first")
+    assert strip < html.index("Requirement matrix")
+    assert 'href="#APL-AUTH-02"' in html[strip : html.index("Requirement matrix")]
+    assert '<div class="check fail">' in html and '<div class="check pass">' in html
+    assert ".check.fail table.timeline tr.response td.what" in html  # not the colour of a pass
