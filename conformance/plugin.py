@@ -419,19 +419,28 @@ def pytest_runtest_makereport(
 
 
 def _show_waived(state: RunState, rep: pytest.TestReport, ids: list[str]) -> None:
-    """A failing check whose requirements are all waived shows as passed with the waiver, as a
-    SHOULD failure does (the requirement's verdict, ``waived``, is in the reports)."""
+    """A failing check whose requirements are all waived, or all failed in the baseline too,
+    shows as passed with the reason, as a SHOULD failure does: it does not fail the run (the
+    requirement's verdict, ``waived`` or ``fail``, is in the reports)."""
     if not (rep.when == "call" and rep.failed and state.results and ids):
         return
-    if state.results[-1].outcome != "fail":
+    if state.results[-1].outcome not in ("fail", "error"):
         return
     started = datetime.datetime.fromtimestamp(state.started_at, datetime.UTC).date()
     valid = {w.id: w for w in state.waivers if not w.expired(started)}
-    if all(rid in valid for rid in ids):
+    if state.results[-1].outcome == "fail" and all(rid in valid for rid in ids):
+        reasons = "; ".join(f"{rid}: {valid[rid].reason}" for rid in ids)
+        rep.sections.append(("conformance waived", reasons))
         rep.outcome = "passed"
+        return
+    from conformance.gate import failing
+
+    known = state.baseline.verdicts if state.baseline is not None else {}
+    if known and all(failing(known.get(rid, "pass")) for rid in ids):
         rep.sections.append(
-            ("conformance waived", "; ".join(f"{rid}: {valid[rid].reason}" for rid in ids))
+            ("conformance known failure", f"{' '.join(ids)} failed in the baseline too")
         )
+        rep.outcome = "passed"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

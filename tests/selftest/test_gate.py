@@ -76,6 +76,7 @@ def test_a_waived_broken_sut_exits_0_and_shows_waived(runs: dict[str, Outcome]) 
     outcome = runs["waived"]
     assert outcome.code == 0, outcome.stdout[-3000:]
     assert verdict(outcome, KNOWN_ID) == "waived"
+    assert " failed" not in outcome.stdout.strip().splitlines()[-1]  # pytest agrees with the gate
     assert f"WAIVED        {KNOWN_ID}" in outcome.stdout and "next quarter" in outcome.stdout
     assert f"waiver {PASSING_ID}: the requirement passes now; remove the waiver" in outcome.stdout
     latest = outcome.report_dir / "latest"
@@ -105,6 +106,7 @@ def test_a_baseline_from_a_broken_run_passes_it_again(runs: dict[str, Outcome]) 
     outcome = runs["again"]
     assert outcome.code == 0, outcome.stdout[-3000:]
     assert verdict(outcome, KNOWN_ID) == "fail"  # still failing, but known
+    assert " failed" not in outcome.stdout.strip().splitlines()[-1]
     base = outcome.report["gate"]["baseline"]
     assert base["known_failures"] == [KNOWN_ID] and base["regressions"] == []
     assert base["same_catalogue"] is True
