@@ -64,9 +64,7 @@ def diff_text(a_path: str, a: dict[str, Any], b_path: str, b: dict[str, Any], *,
     why = _reasons(b)
     changes = compare(before, after)
     regressions = changes["regressions"]
-    improvements = [
-        rid for rid in changes["changed"] if failing(before[rid]) and not failing(after[rid])
-    ]
+    improvements = changes["improvements"]  # failed there, passes now
     other = [
         rid for rid in changes["changed"] if rid not in regressions and rid not in improvements
     ]
