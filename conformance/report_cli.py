@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from conformance.gate import GateFileError, compare, failing, read_report
+from conformance.gate import GateFileError, compare, read_report
 from conformance.text import printable
 
 __all__ = ["diff_text", "main", "matrix_html"]
