@@ -190,7 +190,9 @@ def _parser() -> argparse.ArgumentParser:
     diff = commands.add_parser("diff", help="what changed from A to B; exit 1 when B regresses")
     diff.add_argument("a", metavar="A", help="the earlier report.json")
     diff.add_argument("b", metavar="B", help="the later report.json")
-    diff.add_argument("--md", action="store_true", help="Markdown (for a pull request comment)")
+    diff.add_argument(
+        "--md", dest="markdown", action="store_true", help="Markdown (for a pull request comment)"
+    )
     matrix = commands.add_parser("matrix", help="one HTML page comparing runs side by side")
     matrix.add_argument("reports", nargs="+", metavar="REPORT", help="report.json files")
     matrix.add_argument(
@@ -204,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "diff":
             a, b = read_report(Path(args.a), "A"), read_report(Path(args.b), "B")
-            print(diff_text(args.a, a, args.b, b, md=args.md))
+            print(diff_text(args.a, a, args.b, b, md=args.markdown))
             return 1 if compare(_verdicts(a), _verdicts(b))["regressions"] else 0
         reports = [(path, read_report(Path(path), "REPORT")) for path in args.reports]
         out = Path(args.output)

@@ -51,7 +51,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Outcome
     with ThreadPoolExecutor(max_workers=JOBS) as pool:
         waived = pool.submit(
             run_suite, tmp / "waived", manifest(KNOWN), waivers(tmp / "valid.toml", "2999-12-31"),
-            f"--summary-md={tmp / 'summary.md'}", target=target,
+            f"--summary-md={tmp / 'summary.markdown'}", target=target,
         )  # fmt: skip
         expired = pool.submit(
             run_suite, tmp / "expired", manifest(KNOWN), waivers(tmp / "old.toml", "2020-01-31"),
@@ -62,7 +62,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Outcome
         again = pool.submit(run_suite, tmp / "again", manifest(KNOWN), baseline, target=target)
         regressed = pool.submit(
             run_suite, tmp / "regressed", manifest(OTHER), baseline, target=target,
-            env={"GITHUB_STEP_SUMMARY": str(tmp / "step-summary.md")},
+            env={"GITHUB_STEP_SUMMARY": str(tmp / "step-summary.markdown")},
         )  # fmt: skip
         outcomes |= {"again": again.result(), "regressed": regressed.result()}
     yield outcomes
@@ -87,7 +87,7 @@ def test_a_waived_broken_sut_exits_0_and_shows_waived(runs: dict[str, Outcome]) 
     assert 'class="badge waived"' in (latest / "index.html").read_text()
     ctrf = json.loads((latest / "ctrf.json").read_text())
     assert ctrf["results"]["summary"]["failed"] == 0
-    summary = (outcome.report_dir.parent / "summary.md").read_text()
+    summary = (outcome.report_dir.parent / "summary.markdown").read_text()
     assert f"| {KNOWN_ID} | MUST | 🏳️ waived |" in summary and str(latest / "index.html") in summary
     run = outcome.report["run"]
     assert run["catalogue"]["digest"].startswith("sha256:") and run["sut_manifest"]["digest"]
@@ -118,7 +118,7 @@ def test_a_baseline_fails_a_new_regression_and_lists_improvements(runs: dict[str
     base = outcome.report["gate"]["baseline"]
     assert base["regressions"] == [OTHER_ID] and base["improvements"] == [KNOWN_ID]
     assert f"regressions: {OTHER_ID}" in outcome.stdout
-    step = (outcome.report_dir.parent / "step-summary.md").read_text()
+    step = (outcome.report_dir.parent / "step-summary.markdown").read_text()
     assert f"**Fails the run:** {OTHER_ID}" in step and "Reproduce" in step
 
 
