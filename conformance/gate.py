@@ -99,6 +99,8 @@ def load_waivers(path: Path, known_ids: Collection[str]) -> tuple[Waiver, ...]:
         raise GateFileError(f"{where}: not UTF-8 text (write it as a TOML file)") from None
     except tomllib.TOMLDecodeError as exc:
         raise GateFileError(f"{where}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise GateFileError(f"{where}: nested too deeply to be a waiver file") from None
     if extra := sorted(set(data) - {"waiver"}):
         raise GateFileError(
             f"{where}: unknown top-level key(s) {extra}; write each waiver as a [[waiver]] table "
@@ -156,6 +158,8 @@ def read_report(path: Path, what: str = "report") -> dict[str, Any]:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise GateFileError(f"{what}={path}: not a JSON report ({exc})") from None
+    except RecursionError:
+        raise GateFileError(f"{what}={path}: nested too deeply to be a report") from None
     schema = data.get("schema") if isinstance(data, dict) else None
     if schema not in READABLE_SCHEMAS:
         raise GateFileError(

@@ -79,6 +79,7 @@ def report(**verdicts: str) -> dict[str, Any]:
         ('[waiver]\nid = "APL-AUTH-01"\n', "[[waiver]] table"),
         ('[[waivers]]\nid = "APL-AUTH-01"\n', "unknown top-level key"),
         ('[[waiver]]\nid = "APL-AUTH-01\n', "not valid TOML"),
+        ("a = " + "[" * 100_000, "nested too deeply"),
         ('[[waiver]]\nid="APL-AUTH-01"\nreason="r"\nexpires=2027-01-01\n' * 2, "waived twice"),
     ],
 )
@@ -179,9 +180,11 @@ def test_a_corrupt_or_foreign_baseline_is_one_clear_error(tmp_path: Path) -> Non
         "list": json.dumps([1, 2]),
         "damaged": json.dumps({"schema": "conformance-report/2", "requirements": [{"id": 1}]}),
         "startup": json.dumps({**report(A_1="error"), "startup_error": "could not start"}),
+        "deep": "[" * 100_000,
     }
     messages = {"corrupt": "not a JSON report", "foreign": "not a conformance report",
-                "list": "not a conformance report", "damaged": "damaged", "startup": "could not start"}  # fmt: skip
+                "list": "not a conformance report", "damaged": "damaged", "startup": "could not start",
+                "deep": "nested too deeply"}  # fmt: skip
     for name, text in cases.items():
         (tmp_path / name).write_text(text)
         with pytest.raises(GateFileError, match=messages[name]):
