@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -36,6 +37,8 @@ VERDICTS = (*OUTCOMES, "waived")
 FILE_LIMIT_BYTES = 900_000  # each report file, whatever the SUT did
 TEXT_LIMIT = 300  # characters of an evidence summary or detail value
 _ALLOWANCE = {"error": 60, "fail": 60, "warn": 30, "not-verified": 20, "pass": 12}
+_CUT = re.compile(r"… \((\d+) characters\)$")  # what _short leaves of a long text
+TERMINAL_COMMAND_LIMIT = 4_000  # characters of a reproducer printed whole in the terminal
 STARTUP_ERROR_LIMIT = 8_000  # characters of why a run could not start, kept once
 
 
@@ -241,7 +244,7 @@ def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict
                 c for c in r["checks"] if c["outcome"] in ("fail", "error") and c["reproduce"]
             ]
             if failing and r["verdict"] in ("fail", "error"):
-                lines.append(f"                reproduce: {_line(failing[0]['reproduce'][0])}")
+                lines.append(f"                reproduce: {_pasteable(failing[0]['reproduce'][0])}")
         if unselected:  # e.g. -k APL-AUTH-01: one line, not one per requirement
             lines.append(
                 f"  NOT-VERIFIED  {len(unselected)} requirement(s) had no check in this run "
@@ -256,6 +259,16 @@ def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict
         "index": latest / "index.html",
         "json": latest / "report.json",
     }
+
+
+def _pasteable(command: str, limit: int = TERMINAL_COMMAND_LIMIT) -> str:
+    """A reproducer whole, so it can be pasted (large bodies are already in ``bodies/``); one
+    too long for a terminal is pointed to instead of cut."""
+    cut = _CUT.search(command)
+    if cut is None and len(command) <= limit:
+        return command
+    size = cut.group(1) if cut else str(len(command))
+    return f"(a command of {size} characters, too long to print: see the report's page)"
 
 
 def _line(text: str, limit: int = 240) -> str:
