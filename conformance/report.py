@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -24,15 +25,20 @@ import jinja2
 import markupsafe
 
 from conformance.catalogue import for_vendors
+from conformance.gate import Baseline, Waiver, apply_gate, gate_lines
 from conformance.text import brief, printable
-from conformance.verdicts import OUTCOMES, CheckResult, requirement_verdict
+from conformance.verdicts import NO_CHECK_RAN, OUTCOMES, CheckResult, requirement_verdict
 
 __all__ = ["RunInfo", "build_report", "write_reports"]
 
-SCHEMA = "conformance-report/1"
+# /2 adds the verdict ``waived``, ``"run"`` (provenance) and ``"gate"``; readers take both.
+SCHEMA = "conformance-report/2"
+VERDICTS = (*OUTCOMES, "waived")
 FILE_LIMIT_BYTES = 900_000  # each report file, whatever the SUT did
 TEXT_LIMIT = 300  # characters of an evidence summary or detail value
 _ALLOWANCE = {"error": 60, "fail": 60, "warn": 30, "not-verified": 20, "pass": 12}
+_CUT = re.compile(r"… \((\d+) characters\)$")  # what _short leaves of a long text
+TERMINAL_COMMAND_LIMIT = 4_000  # characters of a reproducer printed whole in the terminal
 STARTUP_ERROR_LIMIT = 8_000  # characters of why a run could not start, kept once
 
 
@@ -56,6 +62,9 @@ class RunInfo:
     run_events_cut: int = 0
     evidence_dropped: int = 0
     observer_refused: dict[str, dict[str, int]] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)  # the report's "run"
+    waivers: tuple[Waiver, ...] = ()
+    baseline: Baseline | None = None
 
 
 def build_report(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
@@ -91,10 +100,19 @@ def _build(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
                 "checks": [c.to_json() for c in checks],
             }
         )
-    summary = Counter({o: 0 for o in OUTCOMES})
+    gate = apply_gate(
+        requirements,
+        waivers=info.waivers,
+        baseline=info.baseline,
+        catalogue_digest=info.provenance.get("catalogue", {}).get("digest"),
+        today=datetime.datetime.fromtimestamp(info.started_at, datetime.UTC).date(),
+    )
+    summary = Counter({o: 0 for o in VERDICTS})
     summary.update(str(r["verdict"]) for r in requirements)
     return {
         "schema": SCHEMA,
+        "run": info.provenance,
+        "gate": gate,
         "run_id": info.run_id,
         "started_at": datetime.datetime.fromtimestamp(info.started_at, datetime.UTC).isoformat(),
         "duration_s": round(time.time() - info.started_at, 3),
@@ -215,8 +233,9 @@ def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict
         lines = [f"  the run could not start, so every requirement is error: {first}"]
     else:
         lines = []
+        unselected = [r["id"] for r in data["requirements"] if r["reason"] == NO_CHECK_RAN]
         for r in data["requirements"]:
-            if r["verdict"] == "pass":
+            if r["verdict"] == "pass" or r["reason"] == NO_CHECK_RAN:
                 continue
             lines.append(
                 f"  {r['verdict'].upper():13} {r['id']} ({r['level']}): {_line(r['reason'])}"
@@ -225,13 +244,31 @@ def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict
                 c for c in r["checks"] if c["outcome"] in ("fail", "error") and c["reproduce"]
             ]
             if failing and r["verdict"] in ("fail", "error"):
-                lines.append(f"                reproduce: {_line(failing[0]['reproduce'][0])}")
+                lines.append(f"                reproduce: {_pasteable(failing[0]['reproduce'][0])}")
+        if unselected:  # e.g. -k APL-AUTH-01: one line, not one per requirement
+            lines.append(
+                f"  NOT-VERIFIED  {len(unselected)} requirement(s) had no check in this run "
+                f"(not selected, e.g. by -k): {_line(', '.join(unselected), 160)}"
+            )
+    lines += gate_lines(data["gate"])
     return {
         "summary": data["summary"],
+        "gate": data["gate"],
+        "run_dir": run_dir,
         "lines": lines,
         "index": latest / "index.html",
         "json": latest / "report.json",
     }
+
+
+def _pasteable(command: str, limit: int = TERMINAL_COMMAND_LIMIT) -> str:
+    """A reproducer whole, so it can be pasted (large bodies are already in ``bodies/``); one
+    too long for a terminal is pointed to instead of cut."""
+    cut = _CUT.search(command)
+    if cut is None and len(command) <= limit:
+        return command
+    size = cut.group(1) if cut else str(len(command))
+    return f"(a command of {size} characters, too long to print: see the report's page)"
 
 
 def _line(text: str, limit: int = 240) -> str:
@@ -245,13 +282,17 @@ def _junit(data: dict[str, Any]) -> bytes:
     for req, c in checks:
         by_name.setdefault(c["name"], ([], c))[0].append(req)
     counts = Counter(c["outcome"] for _, c in by_name.values())
+    waived_checks = sum(
+        c["outcome"] == "fail" and all(r["verdict"] == "waived" for r in reqs)
+        for reqs, c in by_name.values()
+    )
     suite = ET.Element(
         "testsuite",
         name="conformance",
         tests=str(len(by_name)),
-        failures=str(counts["fail"]),
+        failures=str(counts["fail"] - waived_checks),
         errors=str(counts["error"]),
-        skipped=str(counts["not-verified"]),
+        skipped=str(counts["not-verified"] + waived_checks),
         time=str(data["duration_s"]),
         timestamp=data["started_at"],
     )
@@ -259,6 +300,7 @@ def _junit(data: dict[str, Any]) -> bytes:
     ET.SubElement(props, "property", name="run_id", value=data["run_id"])
     ET.SubElement(props, "property", name="sut", value=str(data["sut"]["source"]))
     for name, (reqs, c) in by_name.items():
+        waived = c["outcome"] == "fail" and all(r["verdict"] == "waived" for r in reqs)
         classname, _, test = name.rpartition("::")
         case = ET.SubElement(
             suite,
@@ -271,7 +313,9 @@ def _junit(data: dict[str, Any]) -> bytes:
         for req in reqs:
             ET.SubElement(cprops, "property", name="requirement", value=req["id"])
             ET.SubElement(cprops, "property", name=f"level:{req['id']}", value=req["level"])
-        ET.SubElement(cprops, "property", name="verdict", value=c["outcome"])
+        ET.SubElement(
+            cprops, "property", name="verdict", value="waived" if waived else c["outcome"]
+        )
         text = "\n".join(
             x
             for x in (
@@ -282,7 +326,12 @@ def _junit(data: dict[str, Any]) -> bytes:
             )
             if x
         )
-        if c["outcome"] == "fail":
+        if waived:  # the team knows: not a failure of this run, the reason shown
+            reasons = "; ".join(
+                f"{r['id']} until {r['waiver']['expires']}: {r['waiver']['reason']}" for r in reqs
+            )
+            ET.SubElement(case, "skipped", message=f"waived: {reasons}").text = text
+        elif c["outcome"] == "fail":
             ET.SubElement(case, "failure", message=c["message"]).text = text
         elif c["outcome"] == "error":
             ET.SubElement(case, "error", message=c["message"]).text = text

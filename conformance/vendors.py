@@ -105,6 +105,9 @@ class Vendor(Protocol):
     name: str  # the manifest section, the observer route, the option prefix
     title: str  # for reports: the vendor's product name
     receiver: bool  # its SUT can be a webhook receiver given as --sut=URL
+    # The options that change what its simulators do (a vendor variant): recorded in every
+    # report's "run" (docs/sut-contract.md §7). Ports, keys and paths are not among them.
+    behaviour_options: tuple[str, ...]
 
     def add_options(self, add: AddOption) -> None:
         """Declare the vendor's options, each named ``--<name>-…``."""

@@ -34,6 +34,7 @@ class AppleVendor:
     name = "apple"
     title = "Apple Apps and Books notifications"
     receiver = True
+    behaviour_options = ("--apple-retry-schedule", "--apple-timeout")
 
     def add_options(self, add: AddOption) -> None:
         add(

@@ -38,6 +38,7 @@ class IvantiVendor:
     name = "ivanti"
     title = "Ivanti Event Notification Service"
     receiver = False
+    behaviour_options = ("--ivanti-duplicate-client-id", "--ivanti-redelivery-timeout")
 
     def add_options(self, add: AddOption) -> None:
         add("--ivanti-broker-port", type=int, default=0, metavar="PORT",

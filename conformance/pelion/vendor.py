@@ -53,6 +53,13 @@ class PelionVendor:
     name = "pelion"
     title = "Pelion Device Management notification channel"
     receiver = True
+    behaviour_options = (
+        "--pelion-first-backoff",
+        "--pelion-pull-timeout",
+        "--pelion-ping-interval",
+        "--pelion-delete-close-code",
+        "--pelion-ws-auth-failure",
+    )
 
     def add_options(self, add: AddOption) -> None:
         add("--pelion-api-port", type=int, default=0, metavar="PORT",

@@ -244,3 +244,22 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize(
+    "option, text, message",
+    [
+        ("--waivers", '[[waiver]]\nid = "APL-AUTH-1"\nreason = "r"\nexpires = 2027-01-01\n', "did you mean APL-AUTH-01"),
+        ("--waivers", '[[waiver]]\nid = "APL-AUTH-01"\nexpires = 2027-01-01\n', "give the reason"),
+        ("--baseline", '{"results": {"tool": {"name": "x"}}}', "not a conformance report"),
+    ],
+)  # fmt: skip
+def test_a_bad_waiver_or_baseline_file_stops_the_run_before_it_starts(
+    tmp_path: Path, option: str, text: str, message: str
+) -> None:
+    bad = tmp_path / "bad-file"
+    bad.write_text(text)
+    proc = run("conformance", f"{option}={bad}", f"--report-dir={tmp_path}")
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert message in proc.stderr and str(bad) in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -79,7 +79,7 @@ def test_report_files(tmp_path: Path) -> None:
     data = build_report(run_info(), results)
     write_reports(data, tmp_path / "run-1", tmp_path)
     data = json.loads((tmp_path / "latest" / "report.json").read_text())
-    assert data["schema"] == "conformance-report/1" and data["run_id"] == "run-1"
+    assert data["schema"] == "conformance-report/2" and data["run_id"] == "run-1"
     by_id = {r["id"]: r for r in data["requirements"]}
     assert set(by_id) == {r.id for r in for_vendors(["apple"])}
     assert by_id["APL-AUTH-02"]["verdict"] == "fail"
