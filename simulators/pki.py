@@ -5,6 +5,12 @@ client identity certificates. For negative checks there is an impostor CA with i
 ``localhost`` certificate, an expired certificate and a wrong-host certificate, all for the same
 key usage as the good one. A folder written once is read back on later runs, so an SUT that runs
 outside the harness can trust ``ca.pem`` once and for all.
+
+A caller chain stands for the client certificate a service presents when it calls the SUT (the
+Pelion callback: "a certificate signed by a trusted certificate authority", whose chain needs a
+verification depth of 2): its own root (``caller-ca.pem``) signs an intermediate, which signs
+the leaf; ``caller.pem`` holds leaf and intermediate, as a TLS client sends them. An untrusted
+caller chain of the same shape under another root serves the negative checks.
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 __all__ = ["PKI", "CertFiles"]
 
 SERVER_HOSTS = ("localhost", "127.0.0.1")
-PKI_VERSION = "2"  # a folder written by an older layout is written again
+# The common name of the vendor's callback client certificate (the Pelion specs); the caller
+# chain's leaf carries it, issued by the run's caller root, never by the vendor's CA.
+CALLER_NAME = "notifications.mbedcloud.com"
+PKI_VERSION = "3"  # a folder written by an older layout is written again
 
 
 class _Issuer:
@@ -119,6 +128,17 @@ class _Issuer:
         files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
+def _caller_chain(root_file: Path, files: CertFiles, organization: str) -> None:
+    """A root (written to ``root_file``), an intermediate it signs and a client leaf for
+    :data:`CALLER_NAME` the intermediate signs; ``files`` gets leaf + intermediate and the
+    leaf's key."""
+    root = trustme.CA(organization_name=organization)
+    leaf = root.create_child_ca().issue_cert(CALLER_NAME, common_name=CALLER_NAME)
+    root.cert_pem.write_to_path(str(root_file))
+    files.cert.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(files.key))
+
+
 @dataclass(frozen=True)
 class CertFiles:
     """A certificate chain and its private key on disk."""
@@ -139,6 +159,10 @@ class PKI:
     impostor_server: CertFiles
     expired_server: CertFiles
     wrong_host_server: CertFiles
+    caller_ca: Path
+    caller: CertFiles  # leaf and intermediate, under caller_ca (depth 2)
+    untrusted_caller_ca: Path
+    untrusted_caller: CertFiles  # the same shape under another root
 
     @classmethod
     def load_or_create(cls, folder: Path) -> PKI:
@@ -168,6 +192,8 @@ class PKI:
             not_after=now - datetime.timedelta(days=1),
         )
         good.issue(pki.wrong_host_server, hosts=("wrong-host.example",))
+        _caller_chain(pki.caller_ca, pki.caller, "Conformance caller root CA")
+        _caller_chain(pki.untrusted_caller_ca, pki.untrusted_caller, "Untrusted caller root CA")
         version.write_text(PKI_VERSION + "\n")
         return pki
 
@@ -185,6 +211,10 @@ class PKI:
             impostor_server=pair("impostor-server"),
             expired_server=pair("expired-server"),
             wrong_host_server=pair("wrong-host-server"),
+            caller_ca=folder / "caller-ca.pem",
+            caller=pair("caller"),
+            untrusted_caller_ca=folder / "untrusted-caller-ca.pem",
+            untrusted_caller=pair("untrusted-caller"),
         )
 
     def _all_files(self) -> list[Path]:
@@ -194,8 +224,11 @@ class PKI:
             self.impostor_server,
             self.expired_server,
             self.wrong_host_server,
+            self.caller,
+            self.untrusted_caller,
         ]
-        files = [self.ca, self.folder / "ca.key", self.impostor_ca]
+        files = [self.ca, self.folder / "ca.key", self.impostor_ca, self.caller_ca]
+        files.append(self.untrusted_caller_ca)
         return [*files, *(p for c in pairs for p in (c.cert, c.key))]
 
     def client_identity(self, name: str, email: str | None = None) -> CertFiles:

@@ -5,7 +5,7 @@ Events: :class:`Inject` and :class:`InjectTogether` (items of any kind on the ch
 updates, de-registrations, expirations, async responses). Faults on the callback:
 :class:`FailDeliveries`. Faults on the WebSocket: :class:`CloseSocket`, :class:`DropSocket`,
 :class:`DelayHandshakes`, :class:`RevokeKey`; and :class:`Ping`, :class:`DeleteChannel`,
-:class:`SerializeWith`. Queries: :class:`Attempts`, :class:`Connections`,
+:class:`SerializeWith`. The caller's client certificate on callback PUTs: :class:`PresentCaller`. Queries: :class:`Attempts`, :class:`Connections`,
 :class:`ChannelStatus`. Simulated time: :class:`simulators.operations.AdvanceClock`.
 """
 
@@ -19,6 +19,7 @@ from pydantic import Field
 from simulators.clock import Clock
 from simulators.faults import FaultKind
 from simulators.operations import AdvanceClock, Operation
+from simulators.pelion.callback import CallerChain
 from simulators.pelion.channels import ItemQueued
 from simulators.pelion.models import Event, Kind, SerializationConfig
 from simulators.pelion.records import ChannelSnapshot, DeliveryAttempt
@@ -39,6 +40,7 @@ __all__ = [
     "PelionOperation",
     "PelionTarget",
     "Ping",
+    "PresentCaller",
     "RevokeKey",
     "SerializeWith",
 ]
@@ -124,6 +126,22 @@ class FailDeliveries(Operation):
             {"status": self.status} if self.kind in (FaultKind.STATUS, FaultKind.UNSENT) else {}
         )
         target.service.faults.add("callback", self.kind, times=self.times, **params)
+
+
+class PresentCaller(Operation):
+    """Present ``chain`` as the caller's client certificate on every callback PUT from now on
+    (verification and batches): the ``genuine`` chain (the run's caller root → intermediate →
+    leaf, as the vendor's GlobalSign chain), ``none``, or the ``untrusted`` chain (the same
+    shape under another root); answers the chain presented until now."""
+
+    op: Literal["present-caller"] = "present-caller"
+    chain: CallerChain
+
+    def describe(self) -> str:
+        return f"present the {self.chain} caller certificate on callback PUTs"
+
+    async def apply(self, target: PelionTarget) -> CallerChain:
+        return target.service.client.present(self.chain)
 
 
 class CloseSocket(_OnChannel):
@@ -240,6 +258,7 @@ PelionOperation = (
     Inject
     | InjectTogether
     | FailDeliveries
+    | PresentCaller
     | CloseSocket
     | DropSocket
     | Ping
