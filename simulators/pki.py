@@ -6,11 +6,9 @@ client identity certificates. For negative checks there is an impostor CA with i
 key usage as the good one. A folder written once is read back on later runs, so an SUT that runs
 outside the harness can trust ``ca.pem`` once and for all.
 
-A caller chain stands for the client certificate a service presents when it calls the SUT (the
-Pelion callback: "a certificate signed by a trusted certificate authority", whose chain needs a
-verification depth of 2): its own root (``caller-ca.pem``) signs an intermediate, which signs
-the leaf; ``caller.pem`` holds leaf and intermediate, as a TLS client sends them. An untrusted
-caller chain of the same shape under another root serves the negative checks.
+A caller chain (:meth:`PKI.caller_chain`) stands for the client certificate a service presents
+when it calls the SUT: a root of its own signs an intermediate, which signs the leaf, so a
+receiver that trusts the root verifies a chain of depth 2.
 """
 
 from __future__ import annotations
@@ -27,13 +25,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["PKI", "CertFiles"]
+__all__ = ["PKI", "CallerChain", "CertFiles"]
 
 SERVER_HOSTS = ("localhost", "127.0.0.1")
-# The common name of the vendor's callback client certificate (the Pelion specs); the caller
-# chain's leaf carries it, issued by the run's caller root, never by the vendor's CA.
-CALLER_NAME = "notifications.mbedcloud.com"
-PKI_VERSION = "3"  # a folder written by an older layout is written again
+PKI_VERSION = "2"  # a folder written by an older layout is written again
 
 
 class _Issuer:
@@ -128,23 +123,22 @@ class _Issuer:
         files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _caller_chain(root_file: Path, files: CertFiles, organization: str) -> None:
-    """A root (written to ``root_file``), an intermediate it signs and a client leaf for
-    :data:`CALLER_NAME` the intermediate signs; ``files`` gets leaf + intermediate and the
-    leaf's key."""
-    root = trustme.CA(organization_name=organization)
-    leaf = root.create_child_ca().issue_cert(CALLER_NAME, common_name=CALLER_NAME)
-    root.cert_pem.write_to_path(str(root_file))
-    files.cert.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
-    leaf.private_key_pem.write_to_path(str(files.key))
-
-
 @dataclass(frozen=True)
 class CertFiles:
     """A certificate chain and its private key on disk."""
 
     cert: Path
     key: Path
+
+
+@dataclass(frozen=True)
+class CallerChain:
+    """A caller's client certificate chain: ``root`` (PEM, for the receiver to trust) signs an
+    intermediate, which signs the leaf; ``chain.cert`` holds leaf and intermediate (as a TLS
+    client sends them), ``chain.key`` the leaf's key."""
+
+    root: Path
+    chain: CertFiles
 
 
 @dataclass(frozen=True)
@@ -159,10 +153,6 @@ class PKI:
     impostor_server: CertFiles
     expired_server: CertFiles
     wrong_host_server: CertFiles
-    caller_ca: Path
-    caller: CertFiles  # leaf and intermediate, under caller_ca (depth 2)
-    untrusted_caller_ca: Path
-    untrusted_caller: CertFiles  # the same shape under another root
 
     @classmethod
     def load_or_create(cls, folder: Path) -> PKI:
@@ -192,8 +182,6 @@ class PKI:
             not_after=now - datetime.timedelta(days=1),
         )
         good.issue(pki.wrong_host_server, hosts=("wrong-host.example",))
-        _caller_chain(pki.caller_ca, pki.caller, "Conformance caller root CA")
-        _caller_chain(pki.untrusted_caller_ca, pki.untrusted_caller, "Untrusted caller root CA")
         version.write_text(PKI_VERSION + "\n")
         return pki
 
@@ -211,10 +199,6 @@ class PKI:
             impostor_server=pair("impostor-server"),
             expired_server=pair("expired-server"),
             wrong_host_server=pair("wrong-host-server"),
-            caller_ca=folder / "caller-ca.pem",
-            caller=pair("caller"),
-            untrusted_caller_ca=folder / "untrusted-caller-ca.pem",
-            untrusted_caller=pair("untrusted-caller"),
         )
 
     def _all_files(self) -> list[Path]:
@@ -224,11 +208,8 @@ class PKI:
             self.impostor_server,
             self.expired_server,
             self.wrong_host_server,
-            self.caller,
-            self.untrusted_caller,
         ]
-        files = [self.ca, self.folder / "ca.key", self.impostor_ca, self.caller_ca]
-        files.append(self.untrusted_caller_ca)
+        files = [self.ca, self.folder / "ca.key", self.impostor_ca]
         return [*files, *(p for c in pairs for p in (c.cert, c.key))]
 
     def client_identity(self, name: str, email: str | None = None) -> CertFiles:
@@ -248,6 +229,26 @@ class PKI:
         issuer = _Issuer.load(self.ca.read_bytes(), self._ca_key())
         issuer.issue(files, emails=(email or f"{name}@conformance.test",), common_name=name)
         return files
+
+    def caller_chain(self, name: str, common_name: str) -> CallerChain:
+        """The caller chain ``callers/<name>/`` (``root.pem``, ``chain.pem``, ``chain.key``),
+        made once: a root of its own, an intermediate, and a client-authentication leaf for
+        ``common_name``. Another name is another root."""
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"caller chain name {name!r}: letters, digits, - and _ only")
+        folder = self.folder / "callers" / name
+        made = CallerChain(
+            folder / "root.pem", CertFiles(folder / "chain.pem", folder / "chain.key")
+        )
+        if all(p.is_file() for p in (made.root, made.chain.cert, made.chain.key)):
+            return made
+        folder.mkdir(parents=True, exist_ok=True)
+        root = trustme.CA(organization_name=f"Conformance caller root ({name})")
+        leaf = root.create_child_ca().issue_cert(common_name, common_name=common_name)
+        leaf.private_key_pem.write_to_path(str(made.chain.key))
+        made.chain.cert.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+        root.cert_pem.write_to_path(str(made.root))  # last: its presence says the rest is there
+        return made
 
     def _ca_key(self) -> bytes:
         return (self.folder / "ca.key").read_bytes()

@@ -36,8 +36,8 @@ and ``stall`` are the sender's transport faults.
 The caller's certificate: "Device Management Connect presents a certificate signed by a trusted
 certificate authority (GlobalSign)" on its requests to the callback URL, whose chain needs "the
 verification depth of the client certificates chain to 2 at least". The client presents the
-run's caller chain (root → intermediate → leaf, ``CN=notifications.mbedcloud.com``: PKI
-``caller.pem``) on every PUT, verification and batches alike; :meth:`CallbackClient.present`
+run's caller chain (root → intermediate → leaf, ``CN=notifications.mbedcloud.com``: the
+PKI's ``callers/pelion/``) on every PUT, verification and batches alike; :meth:`CallbackClient.present`
 switches it to ``none`` or to the ``untrusted`` chain (same shape, another root) for negative
 checks.
 """
@@ -54,9 +54,14 @@ from simulators.http_sender import ClientCertificate, Exchange, HttpSender
 from simulators.pki import CertFiles
 from simulators.problem import Problem
 
-__all__ = ["USER_AGENT", "CallbackClient", "CallerChain"]
+__all__ = ["CALLER_NAME", "USER_AGENT", "CallbackClient", "CallerChain"]
 
 CallerChain = Literal["genuine", "untrusted", "none"]
+# The common name of the service's callback client certificate (SPEC19/20/21); the simulator's
+# leaf carries it, issued under the run's own caller root, never the vendor's.
+CALLER_NAME = "notifications.mbedcloud.com"
+CALLER_CHAIN = "pelion"  # the PKI's caller chain (simulators.pki.PKI.caller_chain)
+UNTRUSTED_CALLER_CHAIN = "pelion-untrusted"  # the same shape under another root
 
 USER_AGENT = "conformance-simulator/pelion (Device Management notification channel)"
 TIMEOUT_FAULT_ERROR = "answer ignored: counted as a timeout (fault)"

@@ -47,7 +47,9 @@ def test_a_callback_sut_is_registered_after_it_is_ready(pki: PKI, tmp_path: Path
                 assert env == {
                     "CONFORMANCE_PELION_API_URL": f"https://127.0.0.1:{sim.service.port}",
                     "CONFORMANCE_PELION_API_KEY": KEY,
-                    "CONFORMANCE_PELION_CALLER_CA": str(pki.caller_ca),
+                    "CONFORMANCE_PELION_CALLER_CA": str(
+                        pki.folder / "callers" / "pelion" / "root.pem"
+                    ),
                 }
                 [endpoint] = sim.endpoints()
                 assert (endpoint.url, endpoint.cafile) == (rec.url, pki.ca)
