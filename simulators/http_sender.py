@@ -66,7 +66,7 @@ class Exchange:
     ours, not the receiver's). ``started_real_s`` and ``started_sim_s`` read the clock as the
     request began; ``elapsed_real_s`` runs from there to the answer (or the error).
     ``timed_out``: no answer within the timeout. ``sent_bytes``: the body's size.
-    ``client_cert`` names the TLS client certificate presented (None: none)."""
+    ``client_cert`` names the TLS client certificate presented (None: none, or no TLS)."""
 
     status: int | None = None
     answered: int | None = None
@@ -265,7 +265,7 @@ class HttpSender:
             timed_out,
             fault or raw,
             dropped,
-            self._presented,
+            self._presented if URL(url).scheme == "https" else None,  # no TLS, no certificate
         )
 
 

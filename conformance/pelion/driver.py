@@ -132,6 +132,18 @@ class PelionDriver(VendorDriver):
         state = self.service.channel_state(self.sim.callback_key)
         return state is not None and state.mechanism == "CALLBACK"
 
+    def without_tls(self) -> Problem:
+        """Why no client certificate can be presented to the SUT's callback: a plain-HTTP URL
+        (registered, else declared); None for HTTPS."""
+        state = self.service.channel_state(self.sim.callback_key)
+        url = state.url if state is not None and state.url else self.section.callback_url
+        if url is None or url.lower().startswith("https://"):
+            return None
+        return (
+            f"the callback URL {url} is plain HTTP: without TLS no client certificate is "
+            "presented (PEL-CB-02 judges the URL)"
+        )
+
     def unanswered_caller_puts(self) -> list[tuple[str, str]]:
         """The callback PUTs to the SUT (verifications and batches) that presented the genuine
         caller chain and got no HTTP answer: (URL, what happened)."""

@@ -175,6 +175,8 @@ def test_accepts_the_callers_certificate(pelion: PelionDriver, check: Check) -> 
         lambda: any(v.key == key for v in pelion.service.verifications()),
         STARTUP_WAIT_S if pelion.section.registers_itself else 0.0,
     )
+    if plain := pelion.without_tls():
+        raise check.not_verified(plain)
     if not (refusal := pelion.caller_refused()):
         pelion.ensure_callback(check)
         queued = pelion.notifications("callback", [b"caller-" + secrets.token_hex(3).encode()])
@@ -218,6 +220,8 @@ def test_rejects_a_caller_without_the_certificate(pelion: PelionDriver, check: C
             "profile not declared: the SUT's [pelion] claims no verifies_caller"
         )
     pelion.ensure_callback(check)
+    if plain := pelion.without_tls():
+        raise check.not_verified(plain)
     check.expect(
         "2xx with Device Management's chain; non-2xx or a refused connection with no client "
         "certificate, and with a chain from another CA"
