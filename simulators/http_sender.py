@@ -37,12 +37,12 @@ from yarl import URL
 
 from simulators.clock import Clock
 from simulators.pki import CertFiles
-from simulators.problem import Problem
 
 __all__ = [
     "ANSWER_READ_LIMIT",
     "ClientCertificate",
     "Exchange",
+    "Handshake",
     "HttpSender",
     "RawFault",
     "write_raw",
@@ -110,6 +110,17 @@ class ClientCertificate:
 
     name: str
     files: CertFiles
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """What a receiver did with a bare TLS connection (:meth:`HttpSender.handshake`):
+    ``kept`` it open, waiting for a request; ``ended`` it during or right after the handshake;
+    ``untrusted``: its server certificate failed our verification; ``unreachable``: no
+    connection or no handshake in time. ``detail`` says how, for a report."""
+
+    outcome: Literal["kept", "ended", "untrusted", "unreachable"]
+    detail: str
 
 
 class HttpSender:
@@ -185,14 +196,13 @@ class HttpSender:
         for session in sessions:
             await session.close()
 
-    async def handshake(self, url: str, wait_s: float) -> Problem:
+    async def handshake(self, url: str, wait_s: float) -> Handshake:
         """Open a TLS connection to ``url``'s host presenting the client certificate of now,
-        send nothing, and wait at most ``wait_s`` (real) for the receiver: None when it kept
-        the connection open (waiting for a request), else how it ended it (a TLS alert, a
-        failed handshake, a close). Bounded by the sender's timeout plus ``wait_s``."""
+        send nothing, and wait at most ``wait_s`` (real) for the receiver to end it (a TLS
+        alert, a failed handshake, a close). Bounded by the sender's timeout plus ``wait_s``."""
         target = URL(url)
         if target.scheme != "https" or target.host is None or target.port is None:
-            return f"{url} is not an https URL"
+            raise ValueError(f"{url} is not an https://host:port URL")
         return await asyncio.to_thread(
             _handshake, self.ssl_context(), target.host, target.port, self.timeout_s, wait_s
         )
@@ -271,31 +281,34 @@ class HttpSender:
 
 def _handshake(
     context: ssl.SSLContext, host: str, port: int, timeout_s: float, wait_s: float
-) -> Problem:
+) -> Handshake:
     """:meth:`HttpSender.handshake` on a blocking socket: the stdlib's asyncio TLS transport
     turns a receiver's alert into a bare end of stream, a blocking socket reads it."""
     try:
         raw = socket.create_connection((host, port), timeout=timeout_s)
     except OSError as exc:
-        return f"no connection: {exc}"
+        return Handshake("unreachable", f"no connection: {exc}")
     try:
         try:
             tls = context.wrap_socket(raw, server_hostname=host)
         except ssl.SSLCertVerificationError as exc:
-            return f"its server certificate was not trusted ({exc.verify_message})"
+            return Handshake("untrusted", f"its certificate was not trusted: {exc.verify_message}")
+        except TimeoutError:
+            return Handshake("unreachable", f"no TLS handshake within {timeout_s:g} s")
         except (ssl.SSLError, OSError) as exc:
-            return f"the TLS handshake failed: {_tls_error(exc)}"
+            return Handshake("ended", f"the TLS handshake failed: {_tls_error(exc)}")
         with tls:
             tls.settimeout(wait_s)
             try:
                 data = tls.recv(1)
             except TimeoutError:
-                return None
+                return Handshake("kept", f"kept open for {wait_s:g} s, waiting for a request")
             except (ssl.SSLError, OSError) as exc:
-                return f"the receiver ended the connection after the handshake: {_tls_error(exc)}"
+                why = _tls_error(exc)
+                return Handshake("ended", f"ended after the handshake, before any request: {why}")
             if not data:
-                return "the receiver closed the connection after the handshake, before any request"
-            return "the receiver sent data before any request"
+                return Handshake("ended", "closed after the handshake, before any request")
+            return Handshake("kept", "it sent data before any request")
     finally:
         raw.close()
 

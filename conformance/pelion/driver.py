@@ -24,7 +24,7 @@ from conformance.pelion.running import HARNESS_SERIALIZATION, RunningPelion
 from conformance.pelion.section import PelionSection
 from conformance.vendors import vendor
 from conformance.verdicts import Check
-from simulators.http_sender import Exchange
+from simulators.http_sender import Exchange, Handshake
 from simulators.operations import Applies
 from simulators.pelion.callback import CallerChain
 from simulators.pelion.channels import ItemQueued
@@ -168,7 +168,8 @@ class PelionDriver(VendorDriver):
         bare TLS connection presenting the same chain, sending nothing: a receiver that ends it
         (an alert, a close) before any request refuses the caller; one that keeps it open,
         waiting for a request, accepts the certificate (its unanswered PUT had another cause).
-        Judged once, when the first unanswered PUT is seen."""
+        Judged once, when the first unanswered PUT is seen; a receiver that could not be
+        reached (or whose server certificate we refused) is asked again next time."""
         if self.caller_refusal is not None:
             return self.caller_refusal or None
         unanswered = self.unanswered_caller_puts()
@@ -178,19 +179,21 @@ class PelionDriver(VendorDriver):
         self.harness.require_sut()
         client = self.service.client
 
-        async def handshake() -> Problem:
+        async def handshake() -> Handshake:
             previous = client.present("genuine")
             try:
                 return await client.handshake(url, HANDSHAKE_WAIT_S)
             finally:
                 client.present(previous)
 
-        ended = self.harness.run(handshake())
+        probe = self.harness.run(handshake())
+        if probe.outcome in ("unreachable", "untrusted"):
+            return None  # nothing learnt about the certificate
         self.caller_refusal = (
             f"the SUT refuses Device Management's client certificate (root, intermediate, leaf "
             f"under CONFORMANCE_PELION_CALLER_CA): a PUT presenting it got no answer ({what}), "
-            f"and a bare TLS connection presenting it: {ended}"
-            if ended
+            f"and a bare TLS connection presenting it was {probe.detail}"
+            if probe.outcome == "ended"
             else ""
         )
         return self.caller_refusal or None

@@ -50,9 +50,8 @@ from typing import Literal
 
 from simulators.clock import Clock
 from simulators.faults import Fault, FaultKind
-from simulators.http_sender import ClientCertificate, Exchange, HttpSender
+from simulators.http_sender import ClientCertificate, Exchange, Handshake, HttpSender
 from simulators.pki import CertFiles
-from simulators.problem import Problem
 
 __all__ = ["CALLER_NAME", "USER_AGENT", "CallbackClient", "CallerChain"]
 
@@ -100,9 +99,9 @@ class CallbackClient:
         self.sender.present(self.chains[chain])
         return previous
 
-    async def handshake(self, url: str, wait_s: float) -> Problem:
-        """None when the receiver at ``url`` keeps a TLS connection presenting the chain of
-        now open; else how it ended it (:meth:`HttpSender.handshake`)."""
+    async def handshake(self, url: str, wait_s: float) -> Handshake:
+        """What the receiver at ``url`` does with a bare TLS connection presenting the chain of
+        now (:meth:`HttpSender.handshake`)."""
         return await self.sender.handshake(url, wait_s)
 
     async def start(self) -> None:

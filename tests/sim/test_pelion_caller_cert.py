@@ -128,7 +128,8 @@ def test_every_callback_put_presents_the_chain(pki: PKI) -> None:
             assert verification.accepted and verification.exchange.client_cert == "genuine"
             attempts = sim.attempts()
             assert [(a.succeeded, a.client_cert) for a in attempts] == [(True, "genuine")] * 2
-            assert await sim.client.handshake(rec.url, 0.3) is None  # kept open: accepted
+            kept = await sim.client.handshake(rec.url, 0.3)  # open, waiting for a request
+            assert kept.outcome == "kept", kept
 
     asyncio.run(scenario())
 
@@ -148,12 +149,15 @@ def test_the_chain_switches_to_none_or_untrusted(pki: PKI) -> None:
         ):
             assert await PresentCaller(chain="none").apply(target(sim)) == "genuine"
             assert await register(session, sim, strict.url) == 400
-            assert await sim.client.handshake(strict.url, 5.0)  # ended: refused
+            ended = await sim.client.handshake(strict.url, 5.0)
+            assert ended.outcome == "ended", ended  # refused
             assert await register(session, sim, lenient.url) == 204
             assert lenient.callers == [("", "")]
             assert await PresentCaller(chain="untrusted").apply(target(sim)) == "none"
             assert await register(session, sim, strict.url) == 400
-            assert await sim.client.handshake(strict.url, 5.0)
+            assert (await sim.client.handshake(strict.url, 5.0)).outcome == "ended"
+            nobody = await sim.client.handshake("https://127.0.0.1:1/cb", 1.0)
+            assert nobody.outcome == "unreachable", nobody  # not a refusal of the certificate
             assert await PresentCaller(chain="genuine").apply(target(sim)) == "untrusted"
             assert await register(session, sim, strict.url) == 204
             presented = [v.exchange.client_cert for v in sim.verifications()]
