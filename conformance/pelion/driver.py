@@ -177,14 +177,13 @@ class PelionDriver(VendorDriver):
             return None
         url, what = unanswered[0]
         self.harness.require_sut()
-        client = self.service.client
 
         async def handshake() -> Handshake:
-            previous = client.present("genuine")
+            previous = await self.sim.perform(PresentCaller(chain="genuine"))
             try:
-                return await client.handshake(url, HANDSHAKE_WAIT_S)
+                return await self.service.client.handshake(url, HANDSHAKE_WAIT_S)
             finally:
-                client.present(previous)
+                await self.sim.perform(PresentCaller(chain=previous))
 
         probe = self.harness.run(handshake())
         if probe.outcome in ("unreachable", "untrusted"):
