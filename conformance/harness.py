@@ -235,7 +235,10 @@ class Harness:
     def _endpoint_context(self, endpoint: Endpoint) -> ssl.SSLContext | None:
         if urlsplit(endpoint.url).scheme != "https":
             return None
-        return ssl.create_default_context(cafile=str(endpoint.cafile or self.pki.ca))
+        context = ssl.create_default_context(cafile=str(endpoint.cafile or self.pki.ca))
+        if endpoint.client_cert is not None:
+            context.load_cert_chain(str(endpoint.client_cert.cert), str(endpoint.client_cert.key))
+        return context
 
     def unreachable(self, endpoint: Endpoint, timeout: float = 5.0) -> Problem:
         """None when ``endpoint`` accepts a connection; else why not."""

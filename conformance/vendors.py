@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from simulators.clock import Clock
     from simulators.evidence import Recorder
     from simulators.network import Reach
-    from simulators.pki import PKI
+    from simulators.pki import PKI, CertFiles
 
 __all__ = [
     "AddOption",
@@ -47,11 +47,13 @@ GetOption = Callable[[str], Any]  # an option's value by its flag, "--<vendor>-â
 @dataclass(frozen=True)
 class Endpoint:
     """A SUT endpoint the harness watches: it must accept connections before the checks start
-    and still at the end (GEN-LIVE-01). ``cafile`` verifies its certificate."""
+    and still at the end (GEN-LIVE-01). ``cafile`` verifies its certificate; ``client_cert``
+    is presented to it (a receiver may require the caller's certificate)."""
 
     what: str  # where it was declared, e.g. "[<vendor>] <key>"
     url: str
     cafile: Path | None = None
+    client_cert: CertFiles | None = None
 
 
 @dataclass(frozen=True)

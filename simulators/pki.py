@@ -5,6 +5,10 @@ One CA signs every simulator server certificate (for ``localhost``, ``127.0.0.1`
 ``localhost`` certificate, an expired certificate and a wrong-host certificate, all for the same
 key usage as the good one. A folder written once is read back on later runs, so an SUT that runs
 outside the harness can trust ``ca.pem`` once and for all.
+
+A caller chain (:meth:`PKI.caller_chain`) stands for the client certificate a service presents
+when it calls the SUT: a root of its own signs an intermediate, which signs the leaf, so a
+receiver that trusts the root verifies a chain of depth 2.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["PKI", "CertFiles"]
+__all__ = ["PKI", "CallerChain", "CertFiles"]
 
 SERVER_HOSTS = ("localhost", "127.0.0.1")
 PKI_VERSION = "3"  # 3: the impostor CA key is kept, to issue for --advertise names  # a folder written by an older layout is written again
@@ -125,6 +129,16 @@ class CertFiles:
 
     cert: Path
     key: Path
+
+
+@dataclass(frozen=True)
+class CallerChain:
+    """A caller's client certificate chain: ``root`` (PEM, for the receiver to trust) signs an
+    intermediate, which signs the leaf; ``chain.cert`` holds leaf and intermediate (as a TLS
+    client sends them), ``chain.key`` the leaf's key."""
+
+    root: Path
+    chain: CertFiles
 
 
 @dataclass(frozen=True)
@@ -237,6 +251,26 @@ class PKI:
         issuer = _Issuer.load(self.ca.read_bytes(), self._ca_key())
         issuer.issue(files, emails=(email or f"{name}@conformance.test",), common_name=name)
         return files
+
+    def caller_chain(self, name: str, common_name: str) -> CallerChain:
+        """The caller chain ``callers/<name>/`` (``root.pem``, ``chain.pem``, ``chain.key``),
+        made once: a root of its own, an intermediate, and a client-authentication leaf for
+        ``common_name``. Another name is another root."""
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"caller chain name {name!r}: letters, digits, - and _ only")
+        folder = self.folder / "callers" / name
+        made = CallerChain(
+            folder / "root.pem", CertFiles(folder / "chain.pem", folder / "chain.key")
+        )
+        if all(p.is_file() for p in (made.root, made.chain.cert, made.chain.key)):
+            return made
+        folder.mkdir(parents=True, exist_ok=True)
+        root = trustme.CA(organization_name=f"Conformance caller root ({name})")
+        leaf = root.create_child_ca().issue_cert(common_name, common_name=common_name)
+        leaf.private_key_pem.write_to_path(str(made.chain.key))
+        made.chain.cert.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+        root.cert_pem.write_to_path(str(made.root))  # last: its presence says the rest is there
+        return made
 
     def _ca_key(self) -> bytes:
         return (self.folder / "ca.key").read_bytes()

@@ -25,8 +25,9 @@ from conformance.pelion.running import HARNESS_SERIALIZATION, RunningPelion
 from conformance.pelion.section import PelionSection
 from conformance.vendors import vendor
 from conformance.verdicts import Check
-from simulators.http_sender import Exchange
+from simulators.http_sender import Exchange, Handshake
 from simulators.operations import Applies
+from simulators.pelion.callback import CallerChain
 from simulators.pelion.channels import ItemQueued
 from simulators.pelion.models import Kind, SerializationConfig
 from simulators.pelion.operations import (
@@ -34,6 +35,7 @@ from simulators.pelion.operations import (
     Inject,
     InjectTogether,
     PelionTarget,
+    PresentCaller,
     SerializeWith,
 )
 from simulators.pelion.simulator import DeliveryAttempt, PelionSimulator
@@ -50,6 +52,9 @@ STARTUP_WAIT_S = 20.0
 STARTUP_WAIT_ELSEWHERE_S = 60.0
 DELIVERY_WAIT_S = 45.0  # real seconds a delivery may take (a batch, its retries, reconnects)
 SETTLE_S = 0.5  # after a frame, how long the socket must stay open to count as accepted
+# How long a bare TLS connection presenting the caller's chain must stay open (real s) for the
+# receiver to count as accepting it: one refusing the certificate ends it within a round trip.
+HANDSHAKE_WAIT_S = 3.0
 _ep_numbers = itertools.count(1)
 
 
@@ -91,6 +96,9 @@ class PelionDriver(VendorDriver):
     # PEL-WS-05: when the run's key was revoked (real s) and the sockets that revocation closed;
     # the key comes back by itself at the window's end (other vendors' checks run meanwhile).
     policy_window: tuple[float, frozenset[int]] | None = None
+    # PEL-CB-07: why the SUT refuses Device Management's client certificate ("" once a
+    # handshake presenting it was kept open; None until one was needed).
+    caller_refusal: str | None = None
 
     def __repr__(self) -> str:
         return f"<PelionDriver {self.channels}>"
@@ -128,15 +136,84 @@ class PelionDriver(VendorDriver):
         state = self.service.channel_state(self.sim.callback_key)
         return state is not None and state.mechanism == "CALLBACK"
 
+    def without_tls(self) -> Problem:
+        """Why no client certificate can be presented to the SUT's callback: a plain-HTTP URL
+        (registered, else declared); None for HTTPS."""
+        state = self.service.channel_state(self.sim.callback_key)
+        url = state.url if state is not None and state.url else self.section.callback_url
+        if url is None or url.lower().startswith("https://"):
+            return None
+        return (
+            f"the callback URL {url} is plain HTTP: without TLS no client certificate is "
+            "presented (PEL-CB-02 judges the URL)"
+        )
+
+    def unanswered_caller_puts(self) -> list[tuple[str, str]]:
+        """The callback PUTs to the SUT (verifications and batches) that presented the genuine
+        caller chain and got no HTTP answer: (URL, what happened)."""
+        key = self.sim.callback_key
+        found = [
+            (v.url, v.exchange.error or v.exchange.outcome)
+            for v in self.service.verifications()
+            if v.key == key and v.exchange.client_cert == "genuine" and v.exchange.answered is None
+        ]
+        found += [
+            (a.url, a.error or "no answer")
+            for a in self.service.attempts()
+            if a.key == key and a.channel == "callback" and a.url and a.fault is None
+            and a.client_cert == "genuine" and a.answered is None
+        ]  # fmt: skip
+        return found
+
+    def caller_refused(self) -> Problem:
+        """Why the SUT refuses Device Management's client certificate (PEL-CB-07), else None.
+
+        Evidence first: a PUT that presented the genuine chain got no HTTP answer. Then one
+        bare TLS connection presenting the same chain, sending nothing: a receiver that ends it
+        (an alert, a close) before any request refuses the caller; one that keeps it open,
+        waiting for a request, accepts the certificate (its unanswered PUT had another cause).
+        Judged once, when the first unanswered PUT is seen; a receiver that could not be
+        reached (or whose server certificate we refused) is asked again next time."""
+        if self.caller_refusal is not None:
+            return self.caller_refusal or None
+        unanswered = self.unanswered_caller_puts()
+        if not unanswered:
+            return None
+        url, what = unanswered[0]
+        self.harness.require_sut()
+
+        async def handshake() -> Handshake:
+            previous = await self.sim.perform(PresentCaller(chain="genuine"))
+            try:
+                return await self.service.client.handshake(url, HANDSHAKE_WAIT_S)
+            finally:
+                await self.sim.perform(PresentCaller(chain=previous))
+
+        probe = self.harness.run(handshake())
+        if probe.outcome in ("unreachable", "untrusted"):
+            return None  # nothing learnt about the certificate
+        self.caller_refusal = (
+            f"the SUT refuses Device Management's client certificate (root, intermediate, leaf "
+            f"under CONFORMANCE_PELION_CALLER_CA): a PUT presenting it got no answer ({what}), "
+            f"and a bare TLS connection presenting it was {probe.detail}"
+            if probe.outcome == "ended"
+            else ""
+        )
+        return self.caller_refusal or None
+
     def ensure_callback(self, check: Check) -> None:
         """The SUT's callback is registered: by the SUT (``registers_itself``), by the harness
         after the SUT was ready, or, when either failed, here without verification so the
-        other requirements are still judged (PEL-CB-01 and PEL-CB-06 judge the registration)."""
+        other requirements are still judged (PEL-CB-01 and PEL-CB-06 judge the registration).
+        A SUT that refuses the caller's certificate can be sent nothing: not-verified, PEL-CB-07
+        judges it."""
         self.require("callback", check)
         if self.section.registers_itself and not self.callback_registered():
             self.service.wait_for(
                 self.callback_registered, max(0.0, STARTUP_WAIT_S - self.harness.clock.real())
             )
+        if refusal := self.caller_refused():
+            raise check.not_verified(f"{refusal} (judged by PEL-CB-07)")
         if self.callback_registered():
             return
         url = self.section.callback_url
@@ -297,6 +374,15 @@ class PelionDriver(VendorDriver):
             self.section.callback_headers if headers is None else headers
         )
         return self.harness.run(self.service.client.put(url, body, sent))
+
+    def put_presenting(self, chain: CallerChain, body: bytes) -> Exchange:
+        """:meth:`put` with the caller presenting ``chain`` (:class:`PresentCaller`), then the
+        chain of before again."""
+        previous = self.perform(PresentCaller(chain=chain))
+        try:
+            return self.put(body)
+        finally:
+            self.perform(PresentCaller(chain=previous))
 
     # The observer.
 

@@ -168,6 +168,8 @@ class PelionVendor:
         claimed = set(getattr(section, "channels", ()))
         if getattr(section, "registers_itself", False):
             claimed.add("registers_itself")
+        if getattr(section, "verifies_caller", False):
+            claimed.add("verifies_caller")
         return frozenset(claimed)
 
     def observer_record_model(self) -> type[BaseModel]:

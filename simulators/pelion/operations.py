@@ -7,8 +7,10 @@ value, once or as a burst). :class:`ArmFault` arms the shared fault vocabulary;
 :class:`Reset` disarms it. Faults on the callback:
 :class:`FailDeliveries`. Faults on the WebSocket: :class:`CloseSocket`, :class:`DropSocket`,
 :class:`DelayHandshakes`, :class:`RevokeKey`; and :class:`Ping`, :class:`DeleteChannel`,
-:class:`SerializeWith`. Queries: :class:`Attempts`, :class:`Connections`,
-:class:`ChannelStatus`, :class:`ChannelReport`. Simulated time: :class:`simulators.operations.AdvanceClock`.
+:class:`SerializeWith`. The caller's client certificate on callback PUTs:
+:class:`PresentCaller`. Queries: :class:`Attempts`, :class:`Connections`,
+:class:`ChannelStatus`, :class:`ChannelReport`. Simulated time:
+:class:`simulators.operations.AdvanceClock`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pydantic import Field, field_validator
 from simulators.clock import Clock
 from simulators.faults import FaultKind
 from simulators.operations import AdvanceClock, Operation
+from simulators.pelion.callback import CallerChain
 from simulators.pelion.channels import ItemQueued
 from simulators.pelion.models import Event, Kind, SerializationConfig
 from simulators.pelion.records import ChannelSnapshot, DeliveryAttempt
@@ -45,6 +48,7 @@ __all__ = [
     "PelionOperation",
     "PelionTarget",
     "Ping",
+    "PresentCaller",
     "Reset",
     "RevokeKey",
     "SerializeWith",
@@ -171,6 +175,22 @@ class FailDeliveries(Operation):
             {"status": self.status} if self.kind in (FaultKind.STATUS, FaultKind.UNSENT) else {}
         )
         target.service.faults.add("callback", self.kind, times=self.times, **params)
+
+
+class PresentCaller(Operation):
+    """Present ``chain`` as the caller's client certificate on every callback PUT from now on
+    (verification and batches): the ``genuine`` chain (the run's caller root → intermediate →
+    leaf, as the vendor's GlobalSign chain), ``none``, or the ``untrusted`` chain (the same
+    shape under another root); answers the chain presented until now."""
+
+    op: Literal["present-caller"] = "present-caller"
+    chain: CallerChain
+
+    def describe(self) -> str:
+        return f"present the {self.chain} caller certificate on callback PUTs"
+
+    async def apply(self, target: PelionTarget) -> CallerChain:
+        return target.service.client.present(self.chain)
 
 
 class CloseSocket(_OnChannel):
@@ -348,6 +368,7 @@ PelionOperation = (
     Inject
     | InjectTogether
     | FailDeliveries
+    | PresentCaller
     | CloseSocket
     | DropSocket
     | Ping

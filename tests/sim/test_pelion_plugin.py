@@ -36,7 +36,7 @@ async def start(
 
 @pytest.mark.sim("SIM-PEL-VERIFY")
 def test_a_callback_sut_is_registered_after_it_is_ready(pki: PKI, tmp_path: Path) -> None:
-    """SIM-PEL-VERIFY: the SUT gets exactly the two variables; its callback URL is probed with
+    """SIM-PEL-VERIFY: the SUT gets exactly the three variables; its callback URL is probed with
     the run's CA; after_ready registers it (the verification PUT carries the headers)."""
 
     async def scenario() -> None:
@@ -50,6 +50,9 @@ def test_a_callback_sut_is_registered_after_it_is_ready(pki: PKI, tmp_path: Path
                 assert env == {
                     "CONFORMANCE_PELION_API_URL": f"https://127.0.0.1:{sim.service.port}",
                     "CONFORMANCE_PELION_API_KEY": KEY,
+                    "CONFORMANCE_PELION_CALLER_CA": str(
+                        pki.folder / "callers" / "pelion" / "root.pem"
+                    ),
                 }
                 [endpoint] = sim.endpoints()
                 assert (endpoint.url, endpoint.cafile) == (rec.url, pki.ca)
