@@ -28,7 +28,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 __all__ = ["PKI", "CallerChain", "CertFiles"]
 
 SERVER_HOSTS = ("localhost", "127.0.0.1")
-PKI_VERSION = "3"  # 3: the impostor CA key is kept, to issue for --advertise names  # a folder written by an older layout is written again
+# A folder written by an older layout is written again (3: the impostor CA key is kept, to
+# issue certificates for --advertise names).
+PKI_VERSION = "3"
 
 
 class _Issuer:
