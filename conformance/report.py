@@ -167,15 +167,19 @@ def _ends(events: list[dict[str, Any]], keep: int) -> list[dict[str, Any]]:
 
 
 def _trim_event(event: dict[str, Any], limit: int = TEXT_LIMIT) -> dict[str, Any]:
+    """Every text of an event within ``limit`` characters: the SUT has a hand in its actor and
+    peer (an MQTT client ID of 64 KB), its summary and every detail."""
+
     def trimmed(value: Any) -> Any:
         if isinstance(value, (int, float, bool, type(None))):
             return value
         return _short(value if isinstance(value, str) else json.dumps(value), limit)
 
-    event = dict(event)
-    event["summary"] = _short(str(event.get("summary", "")), limit)
-    event["detail"] = {k: trimmed(v) for k, v in (event.get("detail") or {}).items()}
-    return event
+    detail = event.get("detail")
+    trimmed_event = {k: trimmed(v) for k, v in event.items() if k != "detail"}
+    trimmed_event["summary"] = _short(str(event.get("summary", "")), limit)
+    trimmed_event["detail"] = {_short(str(k), limit): trimmed(v) for k, v in (detail or {}).items()}
+    return trimmed_event
 
 
 def _short(text: str, limit: int = TEXT_LIMIT) -> str:
@@ -193,9 +197,49 @@ def _render(data: dict[str, Any]) -> dict[str, bytes]:
             "junit.xml": _junit(fitted),
             "index.html": _html(fitted).encode(),
         }
-        if max(map(len, files.values())) <= FILE_LIMIT_BYTES or scale < 0.01:
+        if max(map(len, files.values())) <= FILE_LIMIT_BYTES:
             return files
+        if scale < 0.01:
+            break
         scale /= 2
+    for keep_checks in (True, False):  # still too large: the skeleton always fits
+        bare = _bare(_fitted(data, scale), keep_checks)
+        files = {
+            "report.json": (json.dumps(bare, indent=1) + "\n").encode(),
+            "junit.xml": _junit(bare),
+            "index.html": _html(bare).encode(),
+        }
+        if max(map(len, files.values())) <= FILE_LIMIT_BYTES:
+            break
+    return files
+
+
+def _bare(data: dict[str, Any], keep_checks: bool) -> dict[str, Any]:
+    """The report when even the smallest evidence does not fit: no evidence, no timeline, every
+    text of a check short; without ``keep_checks`` no check either, only the requirements'
+    verdicts and reasons (a run of thousands of checks). What was cut is counted."""
+    data = {**data, "requirements": [dict(r) for r in data["requirements"]]}
+    cut = len(data["run_timeline"]["events"]) + data["run_timeline"]["cut"]
+    data["run_timeline"] = {"events": [], "cut": cut}
+    data["sut"] = {**data["sut"], "log_tail": _short(str(data["sut"]["log_tail"]), 2_000)}
+    if isinstance(data.get("startup_error"), str):
+        data["startup_error"] = _short(data["startup_error"], 2_000)
+    data["evidence_cut_to_fit"] = True
+    for req in data["requirements"]:
+        req["reason"] = _short(str(req["reason"]), TEXT_LIMIT)
+        if not keep_checks:
+            req["checks_cut"] = len(req["checks"])
+            req["checks"] = []
+            continue
+        checks = []
+        for c in req["checks"]:
+            c = {k: _short(v, 120) if isinstance(v, str) else v for k, v in c.items()}
+            c["evidence_cut"] = c.get("evidence_cut", 0) + len(c["evidence"])
+            c.update(evidence=[], notes=[], reproduce=c["reproduce"][:1])
+            c["reproduce"] = [_short(r, 500) for r in c["reproduce"]]
+            checks.append(c)
+        req["checks"] = checks
+    return data
 
 
 def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict[str, Any]:
