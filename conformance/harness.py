@@ -193,9 +193,10 @@ class Harness:
     def mark_down(self, cause: str) -> str:
         """Take the SUT as down for the rest of the run because of what a vendor's check saw on
         its own channel (e.g. a client that lost its connection and did not come back within a
-        bound; a receiver is confirmed by :meth:`confirm_unresponsive` instead): the checks that
-        need the SUT then end at once (:meth:`require_sut`). Returns the cause kept (the
-        first), for the check that saw it to fail with."""
+        bound; a receiver whose probes answer but which leaves notification after notification
+        unanswered; a dead receiver is confirmed by :meth:`confirm_unresponsive` instead): the
+        checks that need the SUT then end at once (:meth:`require_sut`). Returns the cause kept
+        (the first), for the check that saw it to fail with."""
         if self.sut_down is None:
             problem = self.sut_alive()
             self.sut_down = (
