@@ -102,12 +102,13 @@ class Harness:
             self.run(running.after_ready())
         self._check_reachable()
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 5.0) -> None:
+        """End the SUT (SIGTERM, SIGKILL after ``grace_s``), the simulators and the loop."""
         if self.loop.loop.is_closed():
             return
         try:
             if self.sut is not None:
-                self.sut_exit = self.sut.stop()
+                self.sut_exit = self.sut.stop(grace_s)
             for running in self.running.values():
                 self.run(running.stop())
             self.run(self.observer.stop())

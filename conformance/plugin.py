@@ -11,6 +11,7 @@ SUT), turns check outcomes into requirement verdicts, and writes ``report.json``
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import secrets
@@ -91,6 +92,8 @@ class RunState:
         self.errors_seen = 0
         self.report_paths: dict[str, Any] | None = None
         self.startup_error: str | None = None
+        self.planned: list[str] = []  # the checks selected, in order
+        self.interrupted: str | None = None  # how the run was stopped, if it was
 
 
 def _arg_paths(config: pytest.Config) -> list[Path]:
@@ -179,7 +182,19 @@ def _settings(config: pytest.Config, wanted: tuple[str, ...], report_dir: Path) 
             f"nothing to check: the SUT declares {manifest.vendors()} but this run selects "
             f"{list(wanted)}"
         )
-    pki_dir = Path(config.getoption("--pki-dir") or report_dir / "pki").resolve()
+    pki_option = config.getoption("--pki-dir") or report_dir / "pki"
+    try:
+        pki_dir = Path(pki_option).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise pytest.UsageError(
+            f"--pki-dir={pki_option}: not a usable folder ({exc}); give a folder this user can "
+            "write"
+        ) from None
+    if pki_dir.exists() and not pki_dir.is_dir():
+        raise pytest.UsageError(
+            f"--pki-dir={pki_option}: {pki_dir} is not a folder; give a folder (the "
+            "simulators' CA and certificates are written there once and reused)"
+        )
     try:
         observer_port = port("--observer-port", config.getoption("--observer-port"))
     except ValueError as exc:
@@ -220,7 +235,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "SUT and simulators on the same ports. Run without -n (the suite runs its checks "
             "in order)."
         )
-    report_dir = Path(config.getoption("--report-dir")).resolve()
+    report_dir = _writable_report_dir(config.getoption("--report-dir"))
     wanted = _wanted(config, by_path)
     state = RunState(report_dir, wanted)
     try:
@@ -237,6 +252,24 @@ def pytest_configure(config: pytest.Config) -> None:
     general = SUITE_DIR / "test_general.py"
     if not any(p in (general, SUITE_DIR) for p in _arg_paths(config)):
         config.args.append(str(general))
+
+
+def _writable_report_dir(option: str) -> Path:
+    """``--report-dir`` made and checked before anything starts: one clear message when no
+    report can be written there (docs/sut-contract.md §5)."""
+    try:
+        report_dir = Path(option).resolve()
+        report_dir.mkdir(parents=True, exist_ok=True)
+        probe = report_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        what = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise pytest.UsageError(
+            f"--report-dir={option}: no report can be written there ({what}); give a folder "
+            "this user can create and write"
+        ) from None
+    return report_dir
 
 
 def _state(config: pytest.Config) -> RunState | None:
@@ -275,6 +308,7 @@ def pytest_collection_modifyitems(
         config.hook.pytest_deselected(items=drop)
     checks.sort(key=_rank)
     items[:] = keep + checks
+    state.planned = [item.nodeid for item in checks]
 
 
 def _rank(item: pytest.Item) -> int:
@@ -290,8 +324,13 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
         pytest.skip("not a conformance run")
     from conformance.harness import Harness
     from conformance.launcher import LaunchError
+    from simulators.pki import PKIError
 
-    h = Harness(state.settings, state.run_dir)
+    try:
+        h = Harness(state.settings, state.run_dir)
+    except PKIError as exc:
+        state.startup_error = f"conformance: {exc}"
+        pytest.exit(brief(state.startup_error, MESSAGE_LIMIT), returncode=4)
     state.harness = h
     _stop_on_termination(h)
     try:
@@ -372,17 +411,53 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = _state(session.config)
     if state is None:
         return
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        ran = len({r.name for r in state.results})
+        state.interrupted = (
+            f"interrupted (Ctrl-C or SIGTERM) after {ran} of {len(state.planned)} checks"
+        )
     harness = state.harness
     if harness is not None:
-        harness.stop()
-    if state.startup_error is not None:
-        _write_startup_report(state, state.startup_error)
-        return
-    if harness is None:
-        return  # no check ran
-    from conformance.results import write_run_report
+        try:
+            harness.stop()
+        except KeyboardInterrupt:  # a second Ctrl-C while stopping: end everything now
+            state.interrupted = (
+                f"{state.interrupted or 'interrupted'}; interrupted again while stopping the "
+                "SUT and the simulators, which were then killed"
+            )
+            with _signals_held():
+                harness.stop(grace_s=0.5)
+    with _signals_held():  # the report and `latest` are written whole, whatever comes
+        if state.startup_error is not None:
+            _write_startup_report(state, state.startup_error)
+            return
+        if harness is None:
+            return  # no check ran
+        from conformance.results import write_run_report
 
-    state.report_paths = write_run_report(state)
+        state.report_paths = write_run_report(state)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done (on the main thread; elsewhere a
+    no-op): a report is never left half written."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _write_startup_report(state: RunState, message: str) -> None:

@@ -52,6 +52,8 @@ class RunInfo:
     simulated_s: float | None = None
     sut_log_tail: str = ""
     startup_error: str | None = None  # the run could not start: every requirement is `error`
+    interrupted: str | None = None  # the run was stopped (Ctrl-C, SIGTERM): how far it got
+    not_run: list[str] = field(default_factory=list)  # the checks an interruption kept from running
     run_events: list[dict[str, Any]] = field(default_factory=list)
     run_events_cut: int = 0
     evidence_dropped: int = 0
@@ -74,6 +76,8 @@ def _build(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
             verdict, reason = "error", f"the run could not start: {brief(first, TEXT_LIMIT)}"
         else:
             verdict, reason = requirement_verdict(req, checks)
+            if not checks and info.interrupted is not None:
+                reason = "the run was interrupted before any check of this requirement ran"
             if verdict == "pass":
                 observed = [c.observed for c in checks if c.outcome == "pass" and c.observed]
                 reason = observed[0] if len(observed) == 1 else reason
@@ -113,6 +117,11 @@ def _build(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
             if info.startup_error is not None
             else None
         ),
+        "interrupted": info.interrupted,
+        "not_run": {
+            "count": len(info.not_run),
+            "first": [brief(n, 200) for n in info.not_run[:20]],
+        },
         "summary": dict(summary),
         "requirements": requirements,
         "run_timeline": {"events": info.run_events, "cut": info.run_events_cut},
@@ -254,11 +263,12 @@ def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict
     shutil.rmtree(latest / "bodies", ignore_errors=True)
     if (run_dir / "bodies").is_dir():  # reproducers' bodies: `curl … @bodies/…` from here
         shutil.copytree(run_dir / "bodies", latest / "bodies")
+    interrupted = data.get("interrupted")
+    lines = [f"  INTERRUPTED: {_line(interrupted)}"] if interrupted else []
     if data.get("startup_error"):
         first = brief((str(data["startup_error"]).strip().splitlines() or [""])[0], TEXT_LIMIT)
         lines = [f"  the run could not start, so every requirement is error: {first}"]
     else:
-        lines = []
         for r in data["requirements"]:
             if r["verdict"] == "pass":
                 continue
@@ -289,12 +299,13 @@ def _junit(data: dict[str, Any]) -> bytes:
     for req, c in checks:
         by_name.setdefault(c["name"], ([], c))[0].append(req)
     counts = Counter(c["outcome"] for _, c in by_name.values())
+    interrupted = data.get("interrupted")
     suite = ET.Element(
         "testsuite",
         name="conformance",
-        tests=str(len(by_name)),
+        tests=str(len(by_name) + bool(interrupted)),
         failures=str(counts["fail"]),
-        errors=str(counts["error"]),
+        errors=str(counts["error"] + bool(interrupted)),
         skipped=str(counts["not-verified"]),
         time=str(data["duration_s"]),
         timestamp=data["started_at"],
@@ -334,6 +345,12 @@ def _junit(data: dict[str, Any]) -> bytes:
             ET.SubElement(case, "skipped", message=f"not-verified: {c['message']}")
         elif c["outcome"] == "warn":
             ET.SubElement(case, "system-out").text = f"warning (SHOULD): {text}"
+    if interrupted:  # what did not run is not a pass: the run itself is an error
+        not_run = data.get("not_run") or {"count": 0, "first": []}
+        case = ET.SubElement(suite, "testcase", classname="conformance", name="run", time="0")
+        ET.SubElement(case, "error", message=f"interrupted: {interrupted}").text = "\n".join(
+            [f"{not_run['count']} check(s) did not run", *not_run["first"]]
+        )
     ET.indent(suite)
     return bytes(ET.tostring(suite, encoding="utf-8", xml_declaration=True))
 
