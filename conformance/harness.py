@@ -103,12 +103,13 @@ class Harness:
         self._check_reachable()
 
     def stop(self, grace_s: float = 5.0) -> None:
-        """End the SUT (SIGTERM, SIGKILL after ``grace_s``), the simulators and the loop."""
+        """End the SUT (SIGTERM, SIGKILL after ``grace_s``), the simulators and the loop. Called
+        again after an interruption (a second Ctrl-C), it finishes what is left: the SUT first."""
+        if self.sut is not None and self.sut_exit is None:
+            self.sut_exit = self.sut.stop(grace_s)
         if self.loop.loop.is_closed():
             return
         try:
-            if self.sut is not None:
-                self.sut_exit = self.sut.stop(grace_s)
             for running in self.running.values():
                 self.run(running.stop())
             self.run(self.observer.stop())

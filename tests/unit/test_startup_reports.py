@@ -119,6 +119,7 @@ def test_an_unwritable_report_dir_is_one_clear_message(tmp_path: Path) -> None:
 STUBBORN_SUT = """
 import os, signal, socket, sys
 port, marks = int(sys.argv[1]), sys.argv[2]
+open(marks + ".pid", "w").write(str(os.getpid()))
 def term(signum, frame):  # slow to stop: the harness waits out its grace period
     open(marks, "a").write("SIGTERM\\n")
 signal.signal(signal.SIGTERM, term)
@@ -194,4 +195,8 @@ def test_an_interrupted_run_says_so(tmp_path: Path, twice: bool) -> None:
     assert data["not_run"]["count"] > 0
     suite = ET.parse(reports / "latest" / "junit.xml").getroot()
     assert int(suite.get("errors") or 0) >= 1
+    sut = Path(f"{marks}.pid").read_text()
+    assert not Path(f"/proc/{sut}").exists() or " Z " in Path(f"/proc/{sut}/stat").read_text(), (
+        "the SUT outlived the interrupted run"
+    )
     assert "interrupted" in (reports / "latest" / "index.html").read_text()
