@@ -107,12 +107,14 @@ class Harness:
             self.run(running.after_ready())
         self._check_reachable()
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 5.0) -> None:
+        """End the SUT (SIGTERM, SIGKILL after ``grace_s``), the simulators and the loop. Called
+        again after an interruption (a second Ctrl-C), it finishes what is left: the SUT first."""
+        if self.sut is not None and self.sut_exit is None:
+            self.sut_exit = self.sut.stop(grace_s)
         if self.loop.loop.is_closed():
             return
         try:
-            if self.sut is not None:
-                self.sut_exit = self.sut.stop()
             for running in self.running.values():
                 self.run(running.stop())
             self.run(self.observer.stop())
@@ -198,9 +200,10 @@ class Harness:
     def mark_down(self, cause: str) -> str:
         """Take the SUT as down for the rest of the run because of what a vendor's check saw on
         its own channel (e.g. a client that lost its connection and did not come back within a
-        bound; a receiver is confirmed by :meth:`confirm_unresponsive` instead): the checks that
-        need the SUT then end at once (:meth:`require_sut`). Returns the cause kept (the
-        first), for the check that saw it to fail with."""
+        bound; a receiver whose probes answer but which leaves notification after notification
+        unanswered; a dead receiver is confirmed by :meth:`confirm_unresponsive` instead): the
+        checks that need the SUT then end at once (:meth:`require_sut`). Returns the cause kept
+        (the first), for the check that saw it to fail with."""
         if self.sut_down is None:
             problem = self.sut_alive()
             self.sut_down = (

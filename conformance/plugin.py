@@ -11,6 +11,7 @@ SUT), turns check outcomes into requirement verdicts, and writes ``report.json``
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.util
 import os
@@ -109,6 +110,8 @@ class RunState:
         self.summary_targets: list[Path] = []  # --summary-md, $GITHUB_STEP_SUMMARY
         self.keep_reports = 0  # --keep-reports: run folders kept (0: all)
         self.other_failures = 0  # failing pytest reports the requirement verdicts do not cover
+        self.planned: list[str] = []  # the checks selected, in order
+        self.interrupted: str | None = None  # how the run was stopped, if it was
 
 
 def _arg_paths(config: pytest.Config) -> list[Path]:
@@ -198,7 +201,19 @@ def _settings(config: pytest.Config, wanted: tuple[str, ...], report_dir: Path) 
             f"nothing to check: the SUT declares {manifest.vendors()} but this run selects "
             f"{list(wanted)}"
         )
-    pki_dir = Path(config.getoption("--pki-dir") or report_dir / "pki").resolve()
+    pki_option = config.getoption("--pki-dir") or report_dir / "pki"
+    try:
+        pki_dir = Path(pki_option).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise pytest.UsageError(
+            f"--pki-dir={pki_option}: not a usable folder ({exc}); give a folder this user can "
+            "write"
+        ) from None
+    if pki_dir.exists() and not pki_dir.is_dir():
+        raise pytest.UsageError(
+            f"--pki-dir={pki_option}: {pki_dir} is not a folder; give a folder (the "
+            "simulators' CA and certificates are written there once and reused)"
+        )
     try:
         observer_port = port("--observer-port", config.getoption("--observer-port"))
         reach = Reach.of(config.getoption("--listen"), config.getoption("--advertise"))
@@ -241,7 +256,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "SUT and simulators on the same ports. Run without -n (the suite runs its checks "
             "in order)."
         )
-    report_dir = Path(config.getoption("--report-dir")).resolve()
+    report_dir = _writable_report_dir(config.getoption("--report-dir"))
     wanted = _wanted(config, by_path)
     state = RunState(report_dir, wanted)
     try:
@@ -288,6 +303,24 @@ def _load_gate(config: pytest.Config, state: RunState) -> None:
     state.options["--strict"] = bool(getattr(config.option, "strict", False))  # pytest's flag
 
 
+def _writable_report_dir(option: str) -> Path:
+    """``--report-dir`` made and checked before anything starts: one clear message when no
+    report can be written there (docs/sut-contract.md §5)."""
+    try:
+        report_dir = Path(option).resolve()
+        report_dir.mkdir(parents=True, exist_ok=True)
+        probe = report_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        what = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise pytest.UsageError(
+            f"--report-dir={option}: no report can be written there ({what}); give a folder "
+            "this user can create and write"
+        ) from None
+    return report_dir
+
+
 def _state(config: pytest.Config) -> RunState | None:
     return config.stash.get(STATE, None)
 
@@ -324,6 +357,7 @@ def pytest_collection_modifyitems(
         config.hook.pytest_deselected(items=drop)
     checks.sort(key=_rank)
     items[:] = keep + checks
+    state.planned = [item.nodeid for item in checks]
 
 
 def _rank(item: pytest.Item) -> int:
@@ -339,8 +373,13 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
         pytest.skip("not a conformance run")
     from conformance.harness import Harness
     from conformance.launcher import LaunchError
+    from simulators.pki import PKIError
 
-    h = Harness(state.settings, state.run_dir)
+    try:
+        h = Harness(state.settings, state.run_dir)
+    except PKIError as exc:
+        state.startup_error = f"conformance: {exc}"
+        pytest.exit(brief(state.startup_error, MESSAGE_LIMIT), returncode=4)
     state.harness = h
     _stop_on_termination(h)
     try:
@@ -452,22 +491,58 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = _state(session.config)
     if state is None:
         return
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        ran = len({r.name for r in state.results})
+        state.interrupted = (
+            f"interrupted (Ctrl-C or SIGTERM) after {ran} of {len(state.planned)} checks"
+        )
     harness = state.harness
     if harness is not None:
-        harness.stop()
-    if state.startup_error is not None:
-        _write_startup_report(state, state.startup_error)
-        return
-    if harness is None:
-        return  # no check ran
-    from conformance.results import write_run_report
+        try:
+            harness.stop()
+        except KeyboardInterrupt:  # a second Ctrl-C while stopping: end everything now
+            state.interrupted = (
+                f"{state.interrupted or 'interrupted'}; interrupted again while stopping the "
+                "SUT and the simulators, which were then killed"
+            )
+            with _signals_held():
+                harness.stop(grace_s=0.5)
+    with _signals_held():  # the report and `latest` are written whole, whatever comes
+        if state.startup_error is not None:
+            _write_startup_report(state, state.startup_error)
+            return
+        if harness is None:
+            return  # no check ran
+        from conformance.results import write_run_report
 
-    state.report_paths = write_run_report(state)
-    if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
-        # The gate decides (docs/sut-contract.md §7): waived and known failures pass it, an
-        # expired waiver or a regression fails it; a failing non-conformance test still fails.
-        passed = state.report_paths["gate"]["passed"] and not state.other_failures
-        session.exitstatus = pytest.ExitCode.OK if passed else pytest.ExitCode.TESTS_FAILED
+        state.report_paths = write_run_report(state)
+        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+            # The gate decides (docs/sut-contract.md §7): waived and known failures pass it, an
+            # expired waiver or a regression fails it; a failing non-conformance test fails.
+            passed = state.report_paths["gate"]["passed"] and not state.other_failures
+            session.exitstatus = pytest.ExitCode.OK if passed else pytest.ExitCode.TESTS_FAILED
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done (on the main thread; elsewhere a
+    no-op): a report is never left half written."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _write_startup_report(state: RunState, message: str) -> None:

@@ -143,10 +143,18 @@ def write_run_report(state: RunState) -> dict[str, Any]:
                 v: dict(harness.observer.refusals(v).counts) for v in settings.vendors
             },
             **_gate_info(state),
+            interrupted=state.interrupted,
+            not_run=_not_run(state),
         ),
         state.results,
     )
     return _written(state, data)
+
+
+def _not_run(state: RunState) -> list[str]:
+    """The checks selected for the run that produced no result (an interrupted run)."""
+    ran = {r.name for r in state.results}
+    return [name for name in state.planned if name not in ran]
 
 
 def write_startup_report(state: RunState, message: str) -> dict[str, Any]:

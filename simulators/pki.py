@@ -25,7 +25,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["PKI", "CallerChain", "CertFiles"]
+__all__ = ["PKI", "CallerChain", "CertFiles", "PKIError"]
+
+
+class PKIError(ValueError):
+    """The PKI folder cannot be used (not a folder, unreadable, a file that does not decode):
+    the message names the path and the fix."""
+
 
 SERVER_HOSTS = ("localhost", "127.0.0.1")
 # A folder written by an older layout is written again (3: the impostor CA key is kept, to
@@ -165,15 +171,23 @@ class PKI:
         ``localhost`` and ``127.0.0.1`` (``--advertise``). When they differ from the folder's,
         only those certificates are issued again: the CA a SUT trusts stays the same.
         """
-        folder = folder.resolve()
-        pki = cls._paths(folder)
-        version = folder / "pki-version"
-        current = version.is_file() and version.read_text().strip() == PKI_VERSION
-        if current and all(p.is_file() for p in pki._all_files()):
-            if pki.server_names() != names:
-                pki._issue_servers(names)
-            return pki
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder = folder.resolve()
+            pki = cls._paths(folder)
+            version = folder / "pki-version"
+            current = version.is_file() and version.read_text().strip() == PKI_VERSION
+            if current and all(p.is_file() for p in pki._all_files()):
+                pki._check_decodes()
+                if pki.server_names() != names:
+                    pki._issue_servers(names)
+                return pki
+            folder.mkdir(parents=True, exist_ok=True)
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+            what = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise PKIError(
+                f"the PKI folder {folder} cannot be used: {what} (give a folder this user can "
+                "write, e.g. --pki-dir=reports/pki)"
+            ) from None
         ca = trustme.CA(organization_name="Conformance simulators CA")
         impostor = trustme.CA(organization_name="Impostor CA")
         ca.cert_pem.write_to_path(str(pki.ca))
@@ -208,6 +222,23 @@ class PKI:
             not_after=now - datetime.timedelta(days=1),
         )
         (self.folder / "server-names").write_text("".join(f"{n}\n" for n in names))
+
+    def _check_decodes(self) -> None:
+        """Every certificate and key of a reused PKI decodes; else a :class:`PKIError` naming
+        the file (a TLS library's own error names none)."""
+        for path in self._all_files():
+            data = path.read_bytes()
+            try:
+                if path.suffix == ".key":
+                    serialization.load_pem_private_key(data, password=None)
+                else:
+                    x509.load_pem_x509_certificate(data)
+            except ValueError as exc:
+                kind = "private key" if path.suffix == ".key" else "certificate"
+                raise PKIError(
+                    f"{path} is not a PEM {kind} ({exc}); delete the folder {self.folder} and "
+                    "a new PKI is written there on the next run"
+                ) from None
 
     @classmethod
     def _paths(cls, folder: Path) -> PKI:

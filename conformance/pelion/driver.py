@@ -55,6 +55,11 @@ SETTLE_S = 0.5  # after a frame, how long the socket must stay open to count as 
 # How long a bare TLS connection presenting the caller's chain must stay open (real s) for the
 # receiver to count as accepting it: one refusing the certificate ends it within a round trip.
 HANDSHAKE_WAIT_S = 3.0
+# Callback PUTs in a row (our faults aside) that got no HTTP answer within the service's 20 s
+# timeout before the SUT is taken as down although its probes answer (project assumption: one
+# late answer is a slow batch, PEL-CB-03/04; two in a row, whatever their size, is a receiver
+# that has stopped processing, and waiting 20 s per batch for the rest of the run is not a bound).
+SILENT_LIMIT = 2
 _ep_numbers = itertools.count(1)
 
 
@@ -341,6 +346,7 @@ class PelionDriver(VendorDriver):
         delivered (a 2xx, or a frame the socket took), or with ``first_try`` until every item
         was in one finished attempt, or the wait ran out; return the attempts that carried
         them. Items still queued then are discarded, so they do not hold up the next check."""
+        self.harness.require_sut()
         uids = {q.item.uid for q in queued}
         key = self.key(channel)
 
@@ -349,16 +355,52 @@ class PelionDriver(VendorDriver):
             for attempt in self.service.attempts():
                 if attempt.key == key and (attempt.succeeded or first_try) and attempt.uids:
                     done.update(attempt.uids)
-            return uids <= done
+            return uids <= done or len(self.unanswered_streak()) >= SILENT_LIMIT
 
         done = self.harness.run(
             self.service.drive(delivered, timeout_real_s=DELIVERY_WAIT_S, max_sim_s=3600),
             timeout=DELIVERY_WAIT_S + 30,
             autojump=True,
         )
-        if not done or first_try:
+        if not done or first_try or self.harness.sut_down:
             self.service.discard_queue(key)
-        return self.attempts_of(uids)
+        attempts = self.attempts_of(uids)
+        if channel == "callback":
+            self.watch_callback()
+        return attempts
+
+    def unanswered_streak(self) -> list[DeliveryAttempt]:
+        """The callback's last batch attempts in a row that got no HTTP answer at all (a
+        timeout, a reset, a refused connection), our own faults aside."""
+        streak: list[DeliveryAttempt] = []
+        key = self.sim.callback_key
+        for attempt in reversed(self.service.attempts()):
+            if attempt.channel != "callback" or attempt.key != key or attempt.fault is not None:
+                continue
+            if attempt.answered is not None:
+                break
+            streak.append(attempt)
+        return streak[::-1]
+
+    def watch_callback(self) -> None:
+        """A callback batch without an answer: probe the SUT at once (a dead process or
+        endpoint is down, :meth:`Harness.confirm_unresponsive`). A receiver whose probes still
+        answer but which left :data:`SILENT_LIMIT` batches in a row unanswered is half-dead:
+        taken as down with that cause (``harness.mark_down``), and the check that saw it
+        fails with it."""
+        streak = self.unanswered_streak()
+        if not streak or self.harness.sut_down:
+            return
+        last = streak[-1]
+        symptom = f"no answer to a notification batch PUT: {last.error}"
+        if self.harness.confirm_unresponsive(symptom) is None and len(streak) >= SILENT_LIMIT:
+            raise AssertionError(
+                self.harness.mark_down(
+                    f"{len(streak)} notification batch PUTs in a row got no answer "
+                    f"(the last: {last.error} after {last.elapsed_real_s:.1f} s) while its "
+                    "probes still answered"
+                )
+            )
 
     def attempts_of(self, uids: Iterable[str]) -> list[DeliveryAttempt]:
         wanted = set(uids)

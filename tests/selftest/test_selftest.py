@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -73,6 +74,7 @@ class Outcome:
     report: dict[str, Any]
     stdout: str
     report_dir: Path
+    elapsed_s: float  # the run's real time, pytest's start included
 
     def verdicts(self, verdict: str) -> set[str]:
         return {r["id"] for r in self.report["requirements"] if r["verdict"] == verdict}
@@ -103,14 +105,17 @@ def run_suite(
         sys.executable, "-m", "pytest", target, "-q", "-p", "no:cacheprovider",
         f"--report-dir={report_dir}", f"--pki-dir={report_dir / 'pki'}", *args,
     ]  # fmt: skip
+    started = time.monotonic()
     proc = subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
     )
+    elapsed = time.monotonic() - started
     report_file = report_dir / "latest" / "report.json"
     assert report_file.is_file(), (
         f"no report written:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     )
-    return Outcome(proc.returncode, json.loads(report_file.read_text()), proc.stdout, report_dir)
+    report = json.loads(report_file.read_text())
+    return Outcome(proc.returncode, report, proc.stdout, report_dir, elapsed)
 
 
 class SuiteRuns:
@@ -251,6 +256,8 @@ def test_broken_sut_fails_exactly_its_ids(runs: SuiteRuns, case: Case) -> None:
     assert outcome.verdicts("warn") == set(case.flaw.warns), tail
     assert outcome.verdicts("not-verified") == set(by_design) | case.flaw.not_verified, tail
     assert (outcome.code != 0) == bool(case.flaw.fails), f"exit status {outcome.code}\n{tail}"
+    if case.flaw.within_s is not None:
+        assert outcome.elapsed_s < case.flaw.within_s, f"{outcome.elapsed_s:.0f} s\n{tail}"
     assert_reports_readable(outcome.report_dir / "latest")
 
 
