@@ -72,6 +72,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--fuzz-profile", default="conformance", choices=FUZZ_PROFILES,
         help="how hard the malformed-input campaigns try: conformance (quick, the same "
         "examples every run) or conformance-long (many more, randomized)")  # fmt: skip
+    add("--explore", type=float, default=0.0, metavar="SECONDS",
+        help="after the scripted checks, spend this long exploring generated scenarios of "
+        "events, faults and simulated time (docs/exploration.md)")  # fmt: skip
+    add("--explore-seed", type=int, default=None, metavar="N",
+        help="with --explore: make the exploration repeat itself (default: random, with "
+        "failing scenarios carried over in <report-dir>/hypothesis)")  # fmt: skip
+    add("--replay", metavar="FILE",
+        help="re-drive a scenario an exploration saved (<report>/scenarios/*.json) and "
+        "re-judge it, instead of the scripted checks")  # fmt: skip
     for plugin in discover().values():
         plugin.add_options(add)
 
@@ -91,6 +100,10 @@ class RunState:
         self.errors_seen = 0
         self.report_paths: dict[str, Any] | None = None
         self.startup_error: str | None = None
+        self.explore_s = 0.0  # --explore
+        self.explore_seed: int | None = None
+        self.replay: Path | None = None
+        self.exploration: list[dict[str, Any]] = []  # the report's "Exploration" section
 
 
 def _arg_paths(config: pytest.Config) -> list[Path]:
@@ -229,6 +242,11 @@ def pytest_configure(config: pytest.Config) -> None:
         _write_startup_report(state, f"usage error: {exc}")
         raise pytest.UsageError(brief(str(exc), MESSAGE_LIMIT)) from None
     state.vendors = state.settings.vendors
+    try:
+        _exploration_options(config, state)
+    except pytest.UsageError as exc:
+        _write_startup_report(state, f"usage error: {exc}")
+        raise
     config.stash[STATE] = state
     from conformance.fuzzing import register_profiles
 
@@ -237,6 +255,36 @@ def pytest_configure(config: pytest.Config) -> None:
     general = SUITE_DIR / "test_general.py"
     if not any(p in (general, SUITE_DIR) for p in _arg_paths(config)):
         config.args.append(str(general))
+
+
+MAX_EXPLORE_S = 24 * 3600.0
+
+
+def _exploration_options(config: pytest.Config, state: RunState) -> None:
+    """--explore, --explore-seed and --replay, checked before anything starts."""
+    explore = float(config.getoption("--explore") or 0.0)
+    seed = config.getoption("--explore-seed")
+    replay = config.getoption("--replay")
+    if not 0 <= explore <= MAX_EXPLORE_S:
+        raise pytest.UsageError(f"--explore: give seconds between 1 and {MAX_EXPLORE_S:.0f}")
+    if seed is not None and not explore:
+        raise pytest.UsageError("--explore-seed goes with --explore=SECONDS")
+    if replay and explore:
+        raise pytest.UsageError("--replay re-drives one saved scenario: drop --explore")
+    if replay:
+        from conformance.exploration import load_scenario
+
+        try:
+            saved = load_scenario(Path(replay))
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        if saved.vendor not in state.vendors:
+            raise pytest.UsageError(
+                f"--replay: the scenario is for {saved.vendor!r}, which this run does not "
+                f"check ({', '.join(state.vendors)}): run pytest conformance/{saved.vendor}"
+            )
+        state.replay = Path(replay).resolve()
+    state.explore_s, state.explore_seed = explore, seed
 
 
 def _state(config: pytest.Config) -> RunState | None:
@@ -270,7 +318,8 @@ def pytest_collection_modifyitems(
             requirement(rid)  # unknown IDs are an error here, not at report time
             item.extra_keyword_matches.add(rid)  # pytest -k APL-AUTH-01 selects its checks
         vendors = {requirement(rid).vendor for rid in ids}
-        (checks if vendors <= {"gen", *state.vendors} else drop).append(item)
+        wanted = vendors <= {"gen", *state.vendors} and state.replay is None
+        (checks if wanted else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
     checks.sort(key=_rank)
@@ -372,6 +421,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = _state(session.config)
     if state is None:
         return
+    if (state.explore_s or state.replay) and state.startup_error is None:
+        from conformance.exploring import run_exploration
+
+        if run_exploration(state):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        elif state.replay and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+            session.exitstatus = pytest.ExitCode.OK  # --replay runs no scripted check
     harness = state.harness
     if harness is not None:
         harness.stop()

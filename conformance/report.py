@@ -56,6 +56,7 @@ class RunInfo:
     run_events_cut: int = 0
     evidence_dropped: int = 0
     observer_refused: dict[str, dict[str, int]] = field(default_factory=dict)
+    exploration: list[dict[str, Any]] = field(default_factory=list)  # --explore, --replay
 
 
 def build_report(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
@@ -118,6 +119,7 @@ def _build(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
         "run_timeline": {"events": info.run_events, "cut": info.run_events_cut},
         "evidence_dropped": info.evidence_dropped,
         "observer_refused": info.observer_refused,
+        "exploration": info.exploration,
     }
 
 
@@ -210,6 +212,9 @@ def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict
     shutil.rmtree(latest / "bodies", ignore_errors=True)
     if (run_dir / "bodies").is_dir():  # reproducers' bodies: `curl … @bodies/…` from here
         shutil.copytree(run_dir / "bodies", latest / "bodies")
+    shutil.rmtree(latest / "scenarios", ignore_errors=True)
+    if (run_dir / "scenarios").is_dir():  # failing scenarios an exploration saved
+        shutil.copytree(run_dir / "scenarios", latest / "scenarios")
     if data.get("startup_error"):
         first = brief((str(data["startup_error"]).strip().splitlines() or [""])[0], TEXT_LIMIT)
         lines = [f"  the run could not start, so every requirement is error: {first}"]

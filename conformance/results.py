@@ -142,6 +142,7 @@ def write_run_report(state: RunState) -> dict[str, Any]:
             observer_refused={
                 v: dict(harness.observer.refusals(v).counts) for v in settings.vendors
             },
+            exploration=state.exploration,
         ),
         state.results,
     )

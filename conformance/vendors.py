@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from conformance.exploration import Explorer
+    from conformance.harness import Harness
     from simulators.clock import Clock
     from simulators.evidence import Recorder
     from simulators.pki import PKI
@@ -120,6 +122,10 @@ class Vendor(Protocol):
 
     async def start(self, run: VendorRun) -> RunningVendor:
         """Start the vendor's simulators in the running event loop."""
+
+    def explorer(self, harness: Harness) -> Explorer | None:
+        """Scenario exploration of the SUT over this run's simulators (``--explore``,
+        conformance/exploration.py), or None when the vendor offers none yet."""
 
 
 def _package_dir() -> Path:

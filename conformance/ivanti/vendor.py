@@ -17,6 +17,8 @@ from conformance.vendors import AddOption, GetOption, RunningVendor, VendorRun
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from conformance.exploration import Explorer
+    from conformance.harness import Harness
     from simulators.mqtt.policy import DuplicateClientId
 
 __all__ = ["VENDOR", "IvantiSettings", "IvantiVendor"]
@@ -122,6 +124,10 @@ class IvantiVendor:
         from conformance.ivanti.running import start
 
         return await start(run)
+
+    def explorer(self, harness: Harness) -> Explorer | None:
+        """No scenario exploration yet (docs/exploration.md)."""
+        return None
 
 
 VENDOR = IvantiVendor()

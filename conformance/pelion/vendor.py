@@ -25,6 +25,8 @@ from conformance.vendors import AddOption, GetOption, RunningVendor, VendorRun
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from conformance.exploration import Explorer
+    from conformance.harness import Harness
     from simulators.pelion.channels import ChannelOptions
     from simulators.pelion.delivery import WsAuthFailure
 
@@ -187,6 +189,10 @@ class PelionVendor:
         from conformance.pelion.running import start
 
         return await start(run)
+
+    def explorer(self, harness: Harness) -> Explorer | None:
+        """No scenario exploration yet (docs/exploration.md)."""
+        return None
 
 
 def _channel_options(
