@@ -48,6 +48,8 @@ T = TypeVar("T")
 # The share of the budget kept for replaying the shortest failing scenario (at most this long).
 REPLAY_SHARE = 0.2
 REPLAY_RESERVE_MAX_S = 20.0
+CANDIDATES = 3  # failing scenarios replayed per requirement and round, shortest first
+KEPT = 20  # failing scenarios kept per requirement
 STEPS_PER_SCENARIO = 6  # Hypothesis' stateful_step_count: short scenarios shrink fast
 EVIDENCE_LIMIT = 200  # events of a failing scenario's timeline kept in the report
 FILE_LIMIT_BYTES = 256 * 1024  # a scenario file to --replay, at most
@@ -168,6 +170,8 @@ class Exploration:
     driving_s: float = 0.0  # inside operations and judging: the SUT, simulators, observer
     failures: list[Failure] = field(default_factory=list)
     flaky: list[Failure] = field(default_factory=list)
+    first_found_s: float | None = None  # when the first violation was seen, from the start
+    errors: Counter[str] = field(default_factory=Counter)  # steps the harness could not take
     unavailable: str | None = None  # why this vendor was not explored
     stopped: str = ""  # why it ended
 
@@ -195,6 +199,8 @@ class Exploration:
             "boundaries": dict(sorted(self.boundaries.items())),
             "failures": [failure(f) for f in self.failures],
             "flaky": [failure(f) for f in self.flaky],
+            "first_found_s": (None if self.first_found_s is None else round(self.first_found_s, 3)),
+            "errors": dict(self.errors.most_common(5)),
             "unavailable": self.unavailable,
             "stopped": self.stopped,
         }
@@ -209,9 +215,12 @@ class _Player:
         self.explorer = explorer
         self.stats = stats
         self.lock = threading.Lock()
-        self.shortest: dict[str, Failure] = {}  # by requirement
+        # By requirement: the shortest failing scenarios seen, shortest first (a few, so that
+        # a flaky shortest one does not hide a steady longer one).
+        self.shortest: dict[str, list[Failure]] = {}
         self.steps: list[Operation] = []
         self.cause = ""
+        self.started = time.monotonic()
 
     def begin(self, budget: Budget) -> None:
         budget.check()
@@ -242,6 +251,8 @@ class _Player:
         return judgement
 
     def _keep(self, violation: Violation) -> None:
+        if self.stats.first_found_s is None:
+            self.stats.first_found_s = time.monotonic() - self.started
         timeline = self.harness.recorder.timeline(self.cause)
         events = timeline.events()
         cut = timeline.cut + max(0, len(events) - EVIDENCE_LIMIT)
@@ -253,14 +264,19 @@ class _Player:
             cut,
         )
         with self.lock:
-            best = self.shortest.get(violation.requirement)
-            if best is None or _size(failure) < _size(best):
-                self.shortest[violation.requirement] = failure
+            kept = self.shortest.setdefault(violation.requirement, [])
+            if all(f.wire() != failure.wire() for f in kept):
+                kept.append(failure)
+                kept.sort(key=_size)
+                del kept[KEPT:]
 
     def _timed(self, action: Callable[[], T]) -> T:
         started = time.monotonic()
         try:
             return action()
+        except Exception as exc:  # the harness's fault: counted, never a requirement failure
+            self.stats.errors[f"{type(exc).__name__}: {exc}"[:300]] += 1
+            raise
         finally:
             self.stats.driving_s += time.monotonic() - started
 
@@ -338,10 +354,16 @@ def explore(
         stats.stopped = stats.stopped or "the budget ran out during a step (abandoned)"
     stats.spent_s = time.monotonic() - started
     with player.lock:
-        found = [f for f in player.shortest.values() if f.replayed is not None]
-    for failure in found:
+        kept_lists = [list(kept) for kept in player.shortest.values()]
+    for kept in kept_lists:
+        confirmed = [f for f in kept if f.replayed]
+        flaky = [f for f in kept if f.replayed is False]
+        if confirmed:
+            stats.failures.append(confirmed[0])
+        elif flaky:
+            stats.flaky.append(flaky[0])
+    for failure in [*stats.failures, *stats.flaky]:
         _save(failure, scenarios_dir, report_dir)
-        (stats.failures if failure.replayed else stats.flaky).append(failure)
     from simulators.evidence import RUN
 
     harness.cause = RUN
@@ -356,14 +378,40 @@ def _explore_in_thread(
     database: Path | None,
     vendor: str,
 ) -> None:
+    """Rounds of Hypothesis until a failure is confirmed on replay or the budget is spent: a
+    round ends when Hypothesis has shrunk what it found (or found it flaky); its failing
+    scenarios are then replayed, shortest first."""
+    stats = player.stats
+    reserve = min(budget_s * REPLAY_SHARE, REPLAY_RESERVE_MAX_S)
+    search = Budget(budget.deadline - reserve)
+    rounds = 0
+    while search.remaining() > 0:
+        round_seed = None if seed is None else seed + rounds
+        rounds += 1
+        try:
+            stats.stopped = _round(player, search, round_seed, database, vendor)
+        except BudgetSpent:
+            stats.stopped = "the budget ran out"
+        try:
+            if _confirm_all(player, budget):
+                stats.stopped += "; confirmed on replay"
+                return
+        except BudgetSpent:
+            stats.stopped += "; no time was left to replay a failure"
+            return
+        if not player.shortest and stats.stopped.startswith("the exploration broke"):
+            return  # a harness fault: another round would break the same way
+
+
+def _round(
+    player: _Player, search: Budget, seed: int | None, database: Path | None, vendor: str
+) -> str:
+    """One run of the state machine; why it ended."""
     from hypothesis import HealthCheck, Phase, Verbosity, settings
     from hypothesis import seed as with_seed
     from hypothesis.database import DirectoryBasedExampleDatabase
     from hypothesis.stateful import run_state_machine_as_test
 
-    stats = player.stats
-    reserve = min(budget_s * REPLAY_SHARE, REPLAY_RESERVE_MAX_S)
-    search = Budget(budget.deadline - reserve)
     machine = _machine(player, search, vendor)
     if seed is not None:
         machine = with_seed(seed)(machine)
@@ -384,27 +432,35 @@ def _explore_in_thread(
     )
     try:
         run_state_machine_as_test(machine, settings=config)  # type: ignore[no-untyped-call]
-        stats.stopped = "no scenario broke a requirement"
     except BudgetSpent:
-        stats.stopped = "the budget ran out"
+        raise
     except Exception as exc:  # a failure (ours), Hypothesis' Flaky, or a harness fault
-        if not isinstance(exc, ScenarioFailed) and not player.shortest:
-            stats.stopped = f"the exploration broke: {type(exc).__name__}: {exc}"
-        else:
-            stats.stopped = "a scenario broke a requirement; shrunk"
-    # Replay the shortest failing scenario of each requirement: a failure that does not come
-    # back is flaky, never a requirement failure.
+        if isinstance(exc, ScenarioFailed) or player.shortest:
+            return "a scenario broke a requirement; shrunk"
+        return f"the exploration broke: {type(exc).__name__}: {exc}"[:500]
+    return "no scenario broke a requirement"
+
+
+def _confirm_all(player: _Player, budget: Budget) -> bool:
+    """Replay the failing scenarios not replayed yet, shortest first (at most
+    :data:`CANDIDATES` a requirement), until one fails its requirement again; those that do
+    not are flaky. True when some requirement has a confirmed failure."""
     with player.lock:
-        found = list(player.shortest.values())
-    for failure in found:
-        try:
+        found = {rid: list(kept) for rid, kept in player.shortest.items()}
+    confirmed = False
+    for candidates in found.values():
+        if any(f.replayed for f in candidates):
+            confirmed = True
+            continue
+        for failure in [f for f in candidates if f.replayed is None][:CANDIDATES]:
             judgement = player.play(failure.steps, budget)
-        except BudgetSpent:
-            stats.stopped += "; no time was left to replay the failure"
-            break
-        again = {v.requirement for v in judgement.violations}
-        with player.lock:
-            failure.replayed = failure.violation.requirement in again
+            again = failure.violation.requirement in {v.requirement for v in judgement.violations}
+            with player.lock:
+                failure.replayed = again
+            if again:
+                confirmed = True
+                break
+    return confirmed
 
 
 def _save(failure: Failure, scenarios_dir: Path, report_dir: Path) -> None:
@@ -470,7 +526,7 @@ def replay(
         judgement = Judgement(not_judged=f"the replay took longer than {budget_s:g} s")
     stats.spent_s = time.monotonic() - started
     with player.lock:
-        stats.failures = list(player.shortest.values())
+        stats.failures = [kept[0] for kept in player.shortest.values()]
     for failure in stats.failures:
         failure.replayed = True
     from simulators.evidence import RUN

@@ -23,7 +23,8 @@ pace of real time.
 
 **Sleep notes** let a driver tell when a task it started is quiet: inside
 ``with clock.noting(note):`` (and in every task started from it), ``note.deadline`` is the
-simulated deadline the task is asleep until, or None while it runs. Scenario exploration
+simulated deadline the task is asleep until, or None while it runs. One note per task: tasks
+that task starts would write to the same note, so a driver gives each its own. Scenario exploration
 (``conformance/exploration.py``) waits until each operation it started has finished or sleeps
 until a later simulated time before it takes the next step.
 """

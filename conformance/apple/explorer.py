@@ -7,8 +7,9 @@ before it is read, an attempt held on the simulated clock); advance the simulate
 the vendor's retry times (+60 s, +300 s). A delivery runs in the background with its retries on
 the simulated clock, so the steps after it interleave with its retries.
 
-Judged once quiet, with the scripted APL-OBS-01/02 code: every acknowledged notification was
-processed exactly once, and no notification more than once. One the vendor gave up on (every
+Judged once quiet, with the scripted APL-OBS-01 code: every acknowledged notification was
+processed exactly once, and no notification (a split event's part neither) more than once
+(APL-OBS-01); every acknowledged part of a split event was processed (APL-OBS-02). One the vendor gave up on (every
 attempt failed) may be missing: that is the vendor's loss, not the SUT's.
 """
 
@@ -23,7 +24,7 @@ from conformance.apple.driver import AppleDriver, example, processed_once
 from conformance.driver import DUPLICATE_SETTLE_S
 from conformance.exploration import Budget, Judgement, Violation
 from conformance.verdicts import NotVerified
-from simulators.apple.delivery import MAX_ATTEMPTS, Delivery
+from simulators.apple.delivery import MAX_ATTEMPTS, Delivery, split_notification
 from simulators.apple.models import Notification, association
 from simulators.apple.operations import Deliver, DeliverEvent, FailDeliveries
 from simulators.clock import SleepNote
@@ -162,8 +163,7 @@ class AppleExplorer:
                 return Judgement(not_judged="a delivery had not ended after its last retry")
             if pending.task.cancelled() or pending.task.exception() is not None:
                 return Judgement(not_judged=f"the simulator broke: {pending.task!r}")
-            result = pending.task.result()
-            deliveries += result if isinstance(result, list) else [result]
+            deliveries.append(pending.task.result())
         if not deliveries:
             return Judgement()
         return self._judge(deliveries, budget)
@@ -182,17 +182,21 @@ class AppleExplorer:
             return Judgement(not_judged=unverifiable)
         budget.check()
         counts = self.driver.count_reports(ids, DUPLICATE_SETTLE_S, more_than=1)
-        parts = {
-            d.notification_id for d in deliveries if d.notification_id not in self.names.values()
-        }
-        violations = []
-        for rid, chosen in (("APL-OBS-01", set(ids) - parts), ("APL-OBS-02", parts)):
-            problem = processed_once(
-                {nid: c for nid, c in counts.items() if nid in chosen},
-                [nid for nid in acknowledged if nid in chosen],
-            )
-            if problem:
-                violations.append(Violation(rid, problem))
+        parts = {d.notification_id for d in deliveries} - set(self.names.values())
+        plain = {nid: c for nid, c in counts.items() if nid not in parts}
+        split = {nid: c for nid, c in counts.items() if nid in parts}
+        # A repeated notificationId processed again is APL-OBS-01, a split event's part too; a
+        # part acknowledged and never processed leaves the event incomplete: APL-OBS-02.
+        once = processed_once(plain, [n for n in acknowledged if n not in parts])
+        once = once or processed_once(split, ())
+        complete = processed_once(
+            {nid: min(c, 1) for nid, c in split.items()}, [n for n in acknowledged if n in parts]
+        )
+        violations = [
+            Violation(rid, problem)
+            for rid, problem in (("APL-OBS-01", once), ("APL-OBS-02", complete))
+            if problem
+        ]
         return Judgement(tuple(violations))
 
     def _renamed(self, operation: Deliver | DeliverEvent) -> Deliver | DeliverEvent:
@@ -206,12 +210,21 @@ class AppleExplorer:
         return operation.model_copy(update={"notification": n})
 
     async def _start(self, operation: Deliver | DeliverEvent) -> None:
+        """Start the delivery in the background, one task (and sleep note) per notification:
+        an event is split here as :class:`DeliverEvent` splits it, each part delivered
+        concurrently with its own retries."""
         changed = self.changed = self.changed or asyncio.Event()
-        note = SleepNote(changed)
-        with self.driver.harness.clock.noting(note):
-            task = asyncio.create_task(self.driver.sim.perform(operation))
-        task.add_done_callback(lambda _: changed.set())
-        self.pending.append(_Pending(task, note))
+        parts = (
+            split_notification(operation.notification)
+            if isinstance(operation, DeliverEvent)
+            else [operation.notification]
+        )
+        for part in parts:
+            note = SleepNote(changed)
+            with self.driver.harness.clock.noting(note):
+                task = asyncio.create_task(self.driver.sim.perform(Deliver(notification=part)))
+            task.add_done_callback(lambda _: changed.set())
+            self.pending.append(_Pending(task, note))
 
     async def _quiet(self) -> None:
         """Until every delivery started has ended or sleeps until a later simulated time."""

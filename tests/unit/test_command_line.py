@@ -50,6 +50,10 @@ USAGE_ERRORS = [
     (["conformance", "--sut-ca=ca.pem"], "--sut-ca only go with --sut=URL"),
     (["conformance", "--observer-port=70000"], "--observer-port=70000"),
     (["conformance", "--apple-api-port=-1"], "--apple-api-port=-1"),
+    (["conformance", "--explore=-1"], "--explore: give seconds"),
+    (["conformance", "--explore-seed=3"], "--explore-seed goes with --explore"),
+    (["conformance", "--replay=nowhere.json"], "--replay: no file nowhere.json"),
+    (["conformance", "--replay=pyproject.toml"], "is not JSON"),
     pytest.param(
         ["conformance", "-n", "2"],
         "pytest-xdist (-n) cannot run a conformance suite",
