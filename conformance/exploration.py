@@ -60,6 +60,9 @@ class BudgetSpent(BaseException):
     """The budget ran out: the exploration stops at once. A BaseException, so that Hypothesis
     (which treats every Exception as a failing example) lets it through."""
 
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "the budget ran out"
+
 
 @dataclass
 class Budget:
@@ -224,6 +227,8 @@ class _Player:
 
     def begin(self, budget: Budget) -> None:
         budget.check()
+        if self.harness.sut_down is not None:  # nothing more can be observed
+            raise BudgetSpent(f"the SUT went down: {self.harness.sut_down}")
         self.steps = []
         self.stats.scenarios += 1
         self.cause = f"exploration::{self.stats.vendor}::scenario-{self.stats.scenarios}"
@@ -353,8 +358,13 @@ def explore(
     if worker.is_alive():  # a step outlived its bound: abandon it, the budget is the budget
         stats.stopped = stats.stopped or "the budget ran out during a step (abandoned)"
     stats.spent_s = time.monotonic() - started
-    with player.lock:
-        kept_lists = [list(kept) for kept in player.shortest.values()]
+    # Never wait long for the lock: an abandoned worker may be anywhere.
+    locked = player.lock.acquire(timeout=5.0)
+    try:
+        kept_lists = [list(kept) for kept in list(player.shortest.values())]
+    finally:
+        if locked:
+            player.lock.release()
     for kept in kept_lists:
         confirmed = [f for f in kept if f.replayed]
         flaky = [f for f in kept if f.replayed is False]
@@ -390,14 +400,16 @@ def _explore_in_thread(
         rounds += 1
         try:
             stats.stopped = _round(player, search, round_seed, database, vendor)
-        except BudgetSpent:
-            stats.stopped = "the budget ran out"
+        except BudgetSpent as spent:
+            stats.stopped = str(spent)
         try:
             if _confirm_all(player, budget):
                 stats.stopped += "; confirmed on replay"
                 return
         except BudgetSpent:
             stats.stopped += "; no time was left to replay a failure"
+            return
+        if player.harness.sut_down is not None:
             return
         if not player.shortest and stats.stopped.startswith("the exploration broke"):
             return  # a harness fault: another round would break the same way
@@ -453,14 +465,39 @@ def _confirm_all(player: _Player, budget: Budget) -> bool:
             confirmed = True
             continue
         for failure in [f for f in candidates if f.replayed is None][:CANDIDATES]:
-            judgement = player.play(failure.steps, budget)
-            again = failure.violation.requirement in {v.requirement for v in judgement.violations}
+            again = _fails_again(player, failure.steps, failure, budget)
             with player.lock:
                 failure.replayed = again
             if again:
                 confirmed = True
+                _minimize(player, failure, budget)
                 break
     return confirmed
+
+
+def _fails_again(player: _Player, steps: list[Operation], failure: Failure, budget: Budget) -> bool:
+    judgement = player.play(steps, budget)
+    return failure.violation.requirement in {v.requirement for v in judgement.violations}
+
+
+def _minimize(player: _Player, failure: Failure, budget: Budget) -> None:
+    """After Hypothesis: drop single steps, last first, while the scenario still fails its
+    requirement (a flaky scenario met while shrinking can stop Hypothesis short). The result
+    counts only when it fails a second time; then it is kept as confirmed. BudgetSpent ends
+    it with what was confirmed so far."""
+    rid = failure.violation.requirement
+    steps = list(failure.steps)
+    for index in reversed(range(len(steps))):
+        trial = steps[:index] + steps[index + 1 :]
+        if trial and _fails_again(player, trial, failure, budget):
+            steps = trial
+    if len(steps) == len(failure.steps) or not _fails_again(player, steps, failure, budget):
+        return
+    wire = [step.model_dump(mode="json") for step in steps]
+    with player.lock:
+        for kept in player.shortest.get(rid, []):
+            if kept.wire() == wire:
+                kept.replayed = True
 
 
 def _save(failure: Failure, scenarios_dir: Path, report_dir: Path) -> None:

@@ -10,7 +10,6 @@ import shlex
 from typing import TYPE_CHECKING
 
 from conformance.exploration import (
-    Exploration,
     Failure,
     explore,
     load_scenario,
@@ -64,7 +63,10 @@ def run_exploration(state: RunState) -> bool:
                 outcome=outcome,
                 message=message,
                 expected="the scenario, replayed, keeps the requirement",
-                observed="\n".join(f"{i}. {s}" for i, s in enumerate(_described(stats), 1)),
+                observed="\n".join(
+                    f"{i}. {explorer.parse(step).describe()}"
+                    for i, step in enumerate(saved.steps, 1)
+                ),
                 duration_s=round(stats.spent_s, 3),
                 evidence=stats.failures[0].evidence if stats.failures else [],
             )
@@ -91,10 +93,6 @@ def run_exploration(state: RunState) -> bool:
             failed = True
         state.exploration.append(stats.to_json())
     return failed
-
-
-def _described(stats: Exploration) -> list[str]:
-    return [s.split(". ", 1)[1] for f in stats.failures[:1] for s in f.numbered()]
 
 
 def _result(failure: Failure, state: RunState) -> CheckResult:
