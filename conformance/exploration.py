@@ -89,6 +89,19 @@ class Budget:
             raise BudgetSpent from None
 
 
+@dataclass
+class _SearchBudget(Budget):
+    """The search's share of the budget: all of it until a failure is seen, then all but the
+    time kept for replaying it."""
+
+    player: _Player | None = None
+    reserve_s: float = 0.0
+
+    def remaining(self) -> float:
+        held = self.reserve_s if self.player is not None and self.player.shortest else 0.0
+        return self.deadline - held - time.monotonic()
+
+
 @dataclass(frozen=True)
 class Violation:
     """A MUST requirement a scenario broke, on evidence."""
@@ -393,7 +406,7 @@ def _explore_in_thread(
     scenarios are then replayed, shortest first."""
     stats = player.stats
     reserve = min(budget_s * REPLAY_SHARE, REPLAY_RESERVE_MAX_S)
-    search = Budget(budget.deadline - reserve)
+    search = _SearchBudget(budget.deadline, player, reserve)
     rounds = 0
     while search.remaining() > 0:
         round_seed = None if seed is None else seed + rounds

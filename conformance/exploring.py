@@ -46,7 +46,18 @@ def run_exploration(state: RunState) -> bool:
         if explorer is None:
             state.exploration.append({"vendor": saved.vendor, "unavailable": "no explorer"})
             return False
-        stats, judgement = replay(harness, explorer, saved, REPLAY_BUDGET_S)
+        try:
+            stats, judgement = replay(harness, explorer, saved, REPLAY_BUDGET_S)
+        except ValueError as exc:  # a step the vendor's operations refuse: nothing was sent
+            state.results.append(
+                CheckResult(
+                    name=f"replay::{state.replay.name}",
+                    requirement_ids=[saved.requirement],
+                    outcome="error",
+                    message=f"{exc}; replay a file an exploration wrote",
+                )
+            )
+            return True
         broken = {v.requirement: v for v in judgement.violations}
         outcome = "fail" if saved.requirement in broken else "pass"
         message = (

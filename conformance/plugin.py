@@ -451,6 +451,19 @@ def _write_startup_report(state: RunState, message: str) -> None:
     state.report_paths = write_startup_report(state, message)
 
 
+def _exploration_line(explored: dict[str, Any]) -> str:
+    """One line per explored vendor: what ran, what failed."""
+    name = explored.get("vendor") or "exploration"
+    if explored.get("unavailable"):
+        return f"exploration {name}: not explored: {explored['unavailable']}"
+    failed = ", ".join(f["requirement"] for f in explored["failures"]) or "no failure"
+    flaky = f", {len(explored['flaky'])} flaky" if explored["flaky"] else ""
+    return (
+        f"exploration {name}: {explored['scenarios']} scenario(s), {explored['steps']} steps in "
+        f"{explored['spent_s']:.0f} s: {failed}{flaky}"
+    )
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = _state(config)
     paths = state.report_paths if state else None
@@ -463,6 +476,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     )
     for line in paths["lines"]:
         terminalreporter.write_line(line)
+    for explored in state.exploration if state else []:
+        terminalreporter.write_line(_exploration_line(explored))
     terminalreporter.write_line(f"report: {paths['index']}")
     if os.environ.get("CONFORMANCE_PRINT_JSON"):
         terminalreporter.write_line(f"json: {paths['json']}")
