@@ -185,20 +185,6 @@ class AppleDriver(VendorDriver):
         return [n for n in self.notifications() if n.get("notificationId") in wanted]
 
 
-def processed_once(counts: dict[str, int], acknowledged: Iterable[str]) -> Problem:
-    """APL-OBS-01 judged on observer report counts per notificationId: each ``acknowledged``
-    one was processed exactly once, any other at most once (the vendor may have given up on
-    it before the SUT got it). The scripted check and scenario exploration both judge with it."""
-    wanted = set(acknowledged)
-    never = {nid: c for nid, c in counts.items() if nid in wanted and c < 1}
-    if never:
-        return f"a delivered notification was never reported: {never}"
-    again = {nid: c for nid, c in counts.items() if c > 1}
-    if again:
-        return f"processed more than once: {again}"
-    return None
-
-
 def answer(attempt: Exchange) -> str:
     """An attempt's outcome as prose, for the report."""
     if attempt.status is not None:

@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
-from conformance.apple.driver import AppleDriver, example, processed_once
-from conformance.driver import DUPLICATE_SETTLE_S
+from conformance.apple.driver import AppleDriver, example
+from conformance.driver import DUPLICATE_SETTLE_S, processed_once
 from conformance.exploration import Budget, Judgement, Violation
 from conformance.verdicts import NotVerified
 from simulators.apple.delivery import MAX_ATTEMPTS, Delivery, split_notification

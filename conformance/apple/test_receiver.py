@@ -16,9 +16,8 @@ from conformance.apple.driver import (
     answer,
     example,
     fresh,
-    processed_once,
 )
-from conformance.driver import DUPLICATE_SETTLE_S, prose
+from conformance.driver import DUPLICATE_SETTLE_S, processed_once, prose
 from conformance.verdicts import Check, HarnessError
 from simulators.apple.delivery import Delivery
 from simulators.apple.models import association
