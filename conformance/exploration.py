@@ -77,14 +77,15 @@ class Budget:
         if self.remaining() <= 0:
             raise BudgetSpent
 
-    def run(self, harness: Harness, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` in the simulators' loop for at most the time left."""
+    def run(self, harness: Harness, coro: Coroutine[Any, Any, T], *, autojump: bool = False) -> T:
+        """Run ``coro`` in the simulators' loop for at most the time left (``autojump``: its
+        waits on the simulated clock take no time, :meth:`Harness.run`)."""
         remaining = self.remaining()
         if remaining <= 0:
             coro.close()
             raise BudgetSpent
         try:
-            return harness.run(coro, timeout=remaining)
+            return harness.run(coro, timeout=remaining, autojump=autojump)
         except TimeoutError:
             raise BudgetSpent from None
 
@@ -460,6 +461,8 @@ def _round(
     except BudgetSpent:
         raise
     except Exception as exc:  # a failure (ours), Hypothesis' Flaky, or a harness fault
+        if search.remaining() <= 0 and not player.shortest:
+            return "the budget ran out"  # a scenario the budget cut can look flaky to Hypothesis
         if isinstance(exc, ScenarioFailed) or player.shortest:
             return "a scenario broke a requirement; shrunk"
         return f"the exploration broke: {type(exc).__name__}: {exc}"[:500]

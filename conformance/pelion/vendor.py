@@ -191,8 +191,19 @@ class PelionVendor:
         return await start(run)
 
     def explorer(self, harness: Harness) -> Explorer | None:
-        """No scenario exploration yet (docs/exploration.md)."""
-        return None
+        """Queued items, callback faults and simulated time interleaved, on the callback
+        channel (conformance/pelion/explorer.py); None without one."""
+        from conformance.pelion.driver import PelionDriver
+        from conformance.pelion.explorer import PelionExplorer
+        from conformance.pelion.running import RunningPelion
+
+        running = harness.running.get(self.name)
+        section = getattr(running, "section", None)
+        if not isinstance(running, RunningPelion) or section is None:
+            return None
+        if "callback" not in section.channels or section.callback_url is None:
+            return None
+        return PelionExplorer(PelionDriver(harness, running))
 
 
 def _channel_options(
