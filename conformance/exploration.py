@@ -10,7 +10,8 @@ A vendor offers one through :meth:`conformance.vendors.Vendor.explorer`.
 Bounded: the whole exploration of a vendor (generation, shrinking and the replay that tells a
 real failure from a flaky one) runs in a worker thread that the caller waits for at most the
 budget; every step takes at most what is left of it (:class:`Budget`). A failure is only
-reported when its shortest scenario fails again, under the same requirement, on replay.
+reported when a failing scenario fails again, under the same requirement, on replay; a
+shorter one found afterwards by dropping single steps counts only when it fails twice.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-# The share of the budget kept for replaying the shortest failing scenario (at most this long).
+# The share of the budget held for replaying failing scenarios once one is seen (at most this).
 REPLAY_SHARE = 0.2
 REPLAY_RESERVE_MAX_S = 20.0
 CANDIDATES = 3  # failing scenarios replayed per requirement and round, shortest first
