@@ -211,8 +211,10 @@ class AppleExplorer:
 
     async def _start(self, operation: Deliver | DeliverEvent) -> None:
         """Start the delivery in the background, one task (and sleep note) per notification:
-        an event is split here as :class:`DeliverEvent` splits it, each part delivered
-        concurrently with its own retries."""
+        an event is split here as :class:`DeliverEvent` splits it, each part with its own
+        retries. A part's first attempt waits until the one before it has ended or sleeps
+        (the simulator's own :class:`DeliverEvent` sends them at once), so that a replay sends
+        the parts in the same order: a scenario must re-drive exactly."""
         changed = self.changed = self.changed or asyncio.Event()
         parts = (
             split_notification(operation.notification)
@@ -225,6 +227,7 @@ class AppleExplorer:
                 task = asyncio.create_task(self.driver.sim.perform(Deliver(notification=part)))
             task.add_done_callback(lambda _: changed.set())
             self.pending.append(_Pending(task, note))
+            await self._quiet()
 
     async def _quiet(self) -> None:
         """Until every delivery started has ended or sleeps until a later simulated time."""
