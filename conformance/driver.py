@@ -27,6 +27,7 @@ __all__ = [
     "OBSERVER_WAIT_S",
     "VendorDriver",
     "inline_text",
+    "processed_once",
     "prose",
     "running_vendor",
 ]
@@ -120,6 +121,20 @@ class VendorDriver:
 
 class MarkerRefused(Exception):
     """The SUT did not take the fence's marker: its reports cannot be awaited."""
+
+
+def processed_once(counts: Mapping[Item, int], acknowledged: Iterable[Item]) -> Problem:
+    """ "Processed once", judged on observer report counts per item: each ``acknowledged`` one
+    was reported exactly once, any other at most once (the vendor may have given up on it
+    before the SUT got it). The scripted checks and scenario exploration both judge with it."""
+    wanted = set(acknowledged)
+    never = {item: c for item, c in counts.items() if item in wanted and c < 1}
+    if never:
+        return f"an acknowledged item was never reported: {never}"
+    again = {item: c for item, c in counts.items() if c > 1}
+    if again:
+        return f"processed more than once: {again}"
+    return None
 
 
 def running_vendor(harness: Harness, name: str, kind: type[Running]) -> Running:

@@ -85,6 +85,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="append a Markdown summary there (also to $GITHUB_STEP_SUMMARY when set)")  # fmt: skip
     add("--keep-reports", type=int, default=0, metavar="N",
         help="keep only the last N run folders in the report folder (default 0: keep all)")  # fmt: skip
+    add("--explore", type=float, default=0.0, metavar="SECONDS",
+        help="after the scripted checks, spend this long exploring generated scenarios of "
+        "events, faults and simulated time (docs/exploration.md)")  # fmt: skip
+    add("--explore-seed", type=int, default=None, metavar="N",
+        help="with --explore: make the exploration repeat itself (default: random, with "
+        "failing scenarios carried over in <report-dir>/hypothesis)")  # fmt: skip
+    add("--replay", metavar="FILE",
+        help="re-drive a scenario an exploration saved (<report>/scenarios/*.json) and "
+        "re-judge it, instead of the scripted checks")  # fmt: skip
     for plugin in discover().values():
         plugin.add_options(add)
 
@@ -112,6 +121,10 @@ class RunState:
         self.other_failures = 0  # failing pytest reports the requirement verdicts do not cover
         self.planned: list[str] = []  # the checks selected, in order
         self.interrupted: str | None = None  # how the run was stopped, if it was
+        self.explore_s = 0.0  # --explore
+        self.explore_seed: int | None = None
+        self.replay: Path | None = None
+        self.exploration: list[dict[str, Any]] = []  # the report's "Exploration" section
 
 
 def _arg_paths(config: pytest.Config) -> list[Path]:
@@ -272,6 +285,11 @@ def pytest_configure(config: pytest.Config) -> None:
         _write_startup_report(state, f"usage error: {exc}")
         raise pytest.UsageError(brief(str(exc), MESSAGE_LIMIT)) from None
     state.vendors = state.settings.vendors
+    try:
+        _exploration_options(config, state)
+    except pytest.UsageError as exc:
+        _write_startup_report(state, f"usage error: {exc}")
+        raise
     config.stash[STATE] = state
     from conformance.fuzzing import register_profiles
 
@@ -321,6 +339,36 @@ def _writable_report_dir(option: str) -> Path:
     return report_dir
 
 
+MAX_EXPLORE_S = 24 * 3600.0
+
+
+def _exploration_options(config: pytest.Config, state: RunState) -> None:
+    """--explore, --explore-seed and --replay, checked before anything starts."""
+    explore = float(config.getoption("--explore") or 0.0)
+    seed = config.getoption("--explore-seed")
+    replay = config.getoption("--replay")
+    if not 0 <= explore <= MAX_EXPLORE_S:
+        raise pytest.UsageError(f"--explore: give seconds between 1 and {MAX_EXPLORE_S:.0f}")
+    if seed is not None and not explore:
+        raise pytest.UsageError("--explore-seed goes with --explore=SECONDS")
+    if replay and explore:
+        raise pytest.UsageError("--replay re-drives one saved scenario: drop --explore")
+    if replay:
+        from conformance.exploration import load_scenario
+
+        try:
+            saved = load_scenario(Path(replay))
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        if saved.vendor not in state.vendors:
+            raise pytest.UsageError(
+                f"--replay: the scenario is for {saved.vendor!r}, which this run does not "
+                f"check ({', '.join(state.vendors)}): run pytest conformance/{saved.vendor}"
+            )
+        state.replay = Path(replay).resolve()
+    state.explore_s, state.explore_seed = explore, seed
+
+
 def _state(config: pytest.Config) -> RunState | None:
     return config.stash.get(STATE, None)
 
@@ -352,7 +400,8 @@ def pytest_collection_modifyitems(
             requirement(rid)  # unknown IDs are an error here, not at report time
             item.extra_keyword_matches.add(rid)  # pytest -k APL-AUTH-01 selects its checks
         vendors = {requirement(rid).vendor for rid in ids}
-        (checks if vendors <= {"gen", *state.vendors} else drop).append(item)
+        wanted = vendors <= {"gen", *state.vendors} and state.replay is None
+        (checks if wanted else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
     checks.sort(key=_rank)
@@ -496,6 +545,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         state.interrupted = (
             f"interrupted (Ctrl-C or SIGTERM) after {ran} of {len(state.planned)} checks"
         )
+    if (state.explore_s or state.replay) and state.startup_error is None and not state.interrupted:
+        from conformance.exploring import run_exploration
+
+        if run_exploration(state):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        elif state.replay and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+            session.exitstatus = pytest.ExitCode.OK  # --replay runs no scripted check
     harness = state.harness
     if harness is not None:
         try:
@@ -555,6 +611,19 @@ def _write_startup_report(state: RunState, message: str) -> None:
     state.report_paths = write_startup_report(state, message)
 
 
+def _exploration_line(explored: dict[str, Any]) -> str:
+    """One line per explored vendor: what ran, what failed."""
+    name = explored.get("vendor") or "exploration"
+    if explored.get("unavailable"):
+        return f"exploration {name}: not explored: {explored['unavailable']}"
+    failed = ", ".join(f["requirement"] for f in explored["failures"]) or "no failure"
+    flaky = f", {len(explored['flaky'])} flaky" if explored["flaky"] else ""
+    return (
+        f"exploration {name}: {explored['scenarios']} scenario(s), {explored['steps']} steps in "
+        f"{explored['spent_s']:.0f} s: {failed}{flaky}"
+    )
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = _state(config)
     paths = state.report_paths if state else None
@@ -567,6 +636,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     )
     for line in paths["lines"]:
         terminalreporter.write_line(line)
+    for explored in state.exploration if state else []:
+        terminalreporter.write_line(_exploration_line(explored))
     terminalreporter.write_line(f"report: {paths['index']}")
     if os.environ.get("CONFORMANCE_PRINT_JSON"):
         terminalreporter.write_line(f"json: {paths['json']}")

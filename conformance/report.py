@@ -67,6 +67,7 @@ class RunInfo:
     provenance: dict[str, Any] = field(default_factory=dict)  # the report's "run"
     waivers: tuple[Waiver, ...] = ()
     baseline: Baseline | None = None
+    exploration: list[dict[str, Any]] = field(default_factory=list)  # --explore, --replay
 
 
 def build_report(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
@@ -145,6 +146,7 @@ def _build(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
         "run_timeline": {"events": info.run_events, "cut": info.run_events_cut},
         "evidence_dropped": info.evidence_dropped,
         "observer_refused": info.observer_refused,
+        "exploration": info.exploration,
     }
 
 
@@ -281,6 +283,9 @@ def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict
     shutil.rmtree(latest / "bodies", ignore_errors=True)
     if (run_dir / "bodies").is_dir():  # reproducers' bodies: `curl … @bodies/…` from here
         shutil.copytree(run_dir / "bodies", latest / "bodies")
+    shutil.rmtree(latest / "scenarios", ignore_errors=True)
+    if (run_dir / "scenarios").is_dir():  # failing scenarios an exploration saved
+        shutil.copytree(run_dir / "scenarios", latest / "scenarios")
     interrupted = data.get("interrupted")
     lines = [f"  INTERRUPTED: {_line(interrupted)}"] if interrupted else []
     if data.get("startup_error"):

@@ -145,6 +145,7 @@ def write_run_report(state: RunState) -> dict[str, Any]:
             **_gate_info(state),
             interrupted=state.interrupted,
             not_run=_not_run(state),
+            exploration=state.exploration,
         ),
         state.results,
     )

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from conformance.exploration import Explorer
+    from conformance.harness import Harness
     from simulators.clock import Clock
     from simulators.evidence import Recorder
     from simulators.network import Reach
@@ -150,6 +152,10 @@ class Vendor(Protocol):
         """Declare ``conformance-sim ctl <name> VERB …`` (``verbs`` is argparse's sub-parsers
         action): each verb's parser sets the default ``operation``, a function of the parsed
         arguments giving the operation's JSON (a dict with ``op``)."""
+
+    def explorer(self, harness: Harness) -> Explorer | None:
+        """Scenario exploration of the SUT over this run's simulators (``--explore``,
+        conformance/exploration.py), or None when the vendor offers none yet."""
 
 
 def _package_dir() -> Path:

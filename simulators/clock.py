@@ -20,6 +20,13 @@ inside ``with clock.autojump():`` (and in every task started from it), a sleeper
 to its deadline instead of waiting for it. The harness turns it on around the simulator
 operations a check waits for (a notification and its retries); background activity keeps the
 pace of real time.
+
+**Sleep notes** let a driver tell when a task it started is quiet: inside
+``with clock.noting(note):`` (and in every task started from it), ``note.deadline`` is the
+simulated deadline the task is asleep until, or None while it runs. One note per task: tasks
+that task starts would write to the same note, so a driver gives each its own. Scenario exploration
+(``conformance/exploration.py``) waits until each operation it started has finished or sleeps
+until a later simulated time before it takes the next step.
 """
 
 from __future__ import annotations
@@ -31,9 +38,28 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
-__all__ = ["Clock"]
+__all__ = ["Clock", "SleepNote"]
 
 _AUTOJUMP: contextvars.ContextVar[bool] = contextvars.ContextVar("autojump", default=False)
+
+
+class SleepNote:
+    """Where one task (and the tasks it starts) sleeps on simulated time: ``deadline`` while
+    asleep, None while running (see "Sleep notes" above)."""
+
+    __slots__ = ("changed", "deadline")
+
+    def __init__(self, changed: asyncio.Event | None = None) -> None:
+        self.deadline: float | None = None
+        self.changed = changed  # set whenever ``deadline`` changes (may be shared)
+
+    def note(self, deadline: float | None) -> None:
+        self.deadline = deadline
+        if self.changed is not None:
+            self.changed.set()
+
+
+_NOTE: contextvars.ContextVar[SleepNote | None] = contextvars.ContextVar("sleep_note", default=None)
 
 
 class Clock:
@@ -94,6 +120,21 @@ class Clock:
             _AUTOJUMP.reset(token)
 
     @staticmethod
+    @contextmanager
+    def noting(note: SleepNote) -> Iterator[None]:
+        """Within this context (and tasks started from it), sleeps are written to ``note``."""
+        token = _NOTE.set(note)
+        try:
+            yield
+        finally:
+            _NOTE.reset(token)
+
+    def asleep(self, note: SleepNote) -> bool:
+        """Whether the noted task sleeps until a simulated time still to come."""
+        deadline = note.deadline
+        return deadline is not None and deadline > self.now()
+
+    @staticmethod
     def autojumping() -> bool:
         """Whether sleepers in the current context jump the clock."""
         return _AUTOJUMP.get()
@@ -106,6 +147,7 @@ class Clock:
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
         key = (loop, event)
+        note = _NOTE.get()
         with self._lock:
             self._wakers.add(key)
         try:
@@ -117,9 +159,13 @@ class Clock:
                 if _AUTOJUMP.get():
                     self.advance(remaining)
                     continue
+                if note is not None:
+                    note.note(deadline)
                 with suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), timeout=remaining)
         finally:
+            if note is not None:
+                note.note(None)
             with self._lock:
                 self._wakers.discard(key)
 

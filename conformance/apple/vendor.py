@@ -17,6 +17,8 @@ from conformance.vendors import AddOption, GetOption, RunningVendor, VendorRun
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from conformance.exploration import Explorer
+    from conformance.harness import Harness
     from simulators.apple.delivery import RetrySchedule
 
 __all__ = ["VENDOR", "AppleSettings", "AppleVendor"]
@@ -136,6 +138,17 @@ class AppleVendor:
         notify.set_defaults(operation=lambda a: {
             "op": "notify", "notification_type": a.type, "elements": a.elements,
         })  # fmt: skip
+
+    def explorer(self, harness: Harness) -> Explorer | None:
+        """Deliveries, faults and simulated time interleaved (conformance/apple/explorer.py)."""
+        from conformance.apple.driver import AppleDriver
+        from conformance.apple.explorer import AppleExplorer
+        from conformance.apple.running import RunningApple
+
+        running = harness.running.get(self.name)
+        if not isinstance(running, RunningApple) or running.notifier is None:
+            return None
+        return AppleExplorer(AppleDriver(harness, running))
 
 
 VENDOR = AppleVendor()

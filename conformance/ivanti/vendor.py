@@ -17,6 +17,8 @@ from conformance.vendors import AddOption, GetOption, RunningVendor, VendorRun
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from conformance.exploration import Explorer
+    from conformance.harness import Harness
     from simulators.mqtt.policy import DuplicateClientId
 
 __all__ = ["VENDOR", "IvantiSettings", "IvantiVendor"]
@@ -144,6 +146,10 @@ class IvantiVendor:
             "op": "publish", "event_type": a.event_type, "qos": a.qos,
             **({"payload": a.payload} if a.payload is not None else {}),
         })  # fmt: skip
+
+    def explorer(self, harness: Harness) -> Explorer | None:
+        """No scenario exploration yet (docs/exploration.md)."""
+        return None
 
 
 VENDOR = IvantiVendor()

@@ -25,6 +25,8 @@ from conformance.vendors import AddOption, GetOption, RunningVendor, VendorRun
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from conformance.exploration import Explorer
+    from conformance.harness import Harness
     from simulators.pelion.channels import ChannelOptions
     from simulators.pelion.delivery import WsAuthFailure
 
@@ -221,6 +223,21 @@ class PelionVendor:
         })  # fmt: skip
         status = verbs.add_parser("channel", help="the notification channel now, and removals")
         status.set_defaults(operation=lambda a: {"op": "channel"})
+
+    def explorer(self, harness: Harness) -> Explorer | None:
+        """Queued items, callback faults and simulated time interleaved, on the callback
+        channel (conformance/pelion/explorer.py); None without one."""
+        from conformance.pelion.driver import PelionDriver
+        from conformance.pelion.explorer import PelionExplorer
+        from conformance.pelion.running import RunningPelion
+
+        running = harness.running.get(self.name)
+        section = getattr(running, "section", None)
+        if not isinstance(running, RunningPelion) or section is None:
+            return None
+        if "callback" not in section.channels or section.callback_url is None:
+            return None
+        return PelionExplorer(PelionDriver(harness, running))
 
 
 def _channel_options(

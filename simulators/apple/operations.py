@@ -132,7 +132,13 @@ class FailDeliveries(Operation):
     seconds: float = Field(default=0.0, ge=0, le=600)
 
     def describe(self) -> str:
-        return f"{self.kind} the next {self.times} notification attempt(s)"
+        what = {
+            FaultKind.DUPLICATE: "send twice",
+            FaultKind.DROP_BEFORE_ACK: "drop the answer (after the request was sent) of",
+            FaultKind.STALL: "stall halfway",
+            FaultKind.DELAY: f"hold for {self.seconds:g} s (simulated)",
+        }[self.kind]
+        return f"{what} the next {self.times} notification attempt(s)"
 
     async def apply(self, target: AppleTarget) -> None:
         params = {"seconds": self.seconds} if self.kind is FaultKind.DELAY else {}

@@ -168,7 +168,14 @@ class FailDeliveries(Operation):
     status: int | None = Field(default=500, ge=100, le=599)
 
     def describe(self) -> str:
-        return f"{self.kind} the next {self.times} callback attempt(s)"
+        what = {
+            FaultKind.STATUS: f"count as answered {self.status}",
+            FaultKind.TIMEOUT: "count as unanswered",
+            FaultKind.UNSENT: "never send",
+            FaultKind.DROP_BEFORE_ACK: "drop the answer (after the request was sent) of",
+            FaultKind.STALL: "stall halfway",
+        }[self.kind]
+        return f"{what} the next {self.times} callback attempt(s)"
 
     async def apply(self, target: PelionTarget) -> None:
         params = (

@@ -185,7 +185,13 @@ def _printer(config: pytest.Config) -> Callable[[str], None] | None:
 
 
 def _case_args(case: Case, *extra: str) -> tuple[str, ...]:
-    return (f"--sut={case.manifest}", *case.flaw.options, *extra)
+    return (f"--sut={case.manifest}", *case.flaw.options, *case.flaw.explore_options, *extra)
+
+
+# The reference SUT's run also explores: no generated scenario may fail it (a short budget with
+# a fixed seed keeps CI time down; docs/exploration.md measures the long one).
+REFERENCE_EXPLORE = ("--explore=15", "--explore-seed=1")
+EXPLORED = [c for c in CASES if c.flaw.explore_fails]
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +205,7 @@ def runs(
     for case in sorted(wanted, key=lambda c: "--slow" not in c.flaw.options):
         runs.submit(case.key, *_case_args(case), target=f"conformance/{case.vendor}")
     if "test_reference_sut_passes_everything" in names:
-        runs.submit("reference")
+        runs.submit("reference", *REFERENCE_EXPLORE)
     if STRICT is not None and "test_strict_turns_should_failures_into_failures" in names:
         runs.submit(
             "strict", *_case_args(STRICT, "--strict"), target=f"conformance/{STRICT.vendor}"
@@ -225,6 +231,8 @@ def test_reference_sut_passes_everything(runs: SuiteRuns) -> None:
         tail
     )
     assert {r["id"] for r in outcome.report["requirements"]} == {r.id for r in for_vendors(vendors)}
+    explored = [x for x in outcome.report["exploration"] if not x.get("unavailable")]
+    assert explored and all(x["judged"] > 0 and not x["flaky"] for x in explored), explored
     run_id = outcome.report["run_id"]
     for name in ("report.json", "junit.xml", "index.html"):
         assert (outcome.report_dir / "latest" / name).is_file()
@@ -251,14 +259,40 @@ def test_broken_sut_fails_exactly_its_ids(runs: SuiteRuns, case: Case) -> None:
         {case.vendor: discover()[case.vendor].profiles(section)},
         slow="--slow" in case.flaw.options,
     )
-    assert outcome.verdicts("fail") == set(case.flaw.fails), tail
+    assert outcome.verdicts("fail") == set(case.flaw.fails | case.flaw.explore_fails), tail
+    if case.flaw.explore_fails:  # found by the exploration alone: every scripted check passed
+        for r in outcome.report["requirements"]:
+            if r["id"] in case.flaw.explore_fails:
+                scripted = [c for c in r["checks"] if not c["name"].startswith("exploration::")]
+                assert scripted and all(c["outcome"] == "pass" for c in scripted), r["checks"]
     assert outcome.verdicts("error") == set(), tail
     assert outcome.verdicts("warn") == set(case.flaw.warns), tail
     assert outcome.verdicts("not-verified") == set(by_design) | case.flaw.not_verified, tail
-    assert (outcome.code != 0) == bool(case.flaw.fails), f"exit status {outcome.code}\n{tail}"
+    failing = case.flaw.fails | case.flaw.explore_fails
+    assert (outcome.code != 0) == bool(failing), f"exit status {outcome.code}\n{tail}"
     if case.flaw.within_s is not None:
         assert outcome.elapsed_s < case.flaw.within_s, f"{outcome.elapsed_s:.0f} s\n{tail}"
     assert_reports_readable(outcome.report_dir / "latest")
+
+
+@pytest.mark.parametrize("case", EXPLORED, ids=[c.key for c in EXPLORED])
+def test_explored_failure_is_short_and_replays(runs: SuiteRuns, case: Case) -> None:
+    """The exploration shrank what it found to at most four steps, saved it, and the saved
+    scenario re-driven alone (``--replay``) fails the same requirement again."""
+    outcome = runs.result(case.key)
+    failures = [f for x in outcome.report["exploration"] for f in x.get("failures", [])]
+    assert {f["requirement"] for f in failures} == set(case.flaw.explore_fails), failures
+    for failure in failures:
+        assert len(failure["steps"]) <= 4, failure["steps"]
+        saved = outcome.report_dir / "latest" / failure["file"]
+        replayed = run_suite(
+            outcome.report_dir / "replay",
+            f"--sut={case.manifest}",
+            f"--replay={saved}",
+            target=f"conformance/{case.vendor}",
+        )
+        assert replayed.verdicts("fail") == {failure["requirement"]}, replayed.stdout[-3000:]
+        assert replayed.code != 0
 
 
 def assert_reports_readable(folder: Path) -> None:

@@ -53,6 +53,10 @@ USAGE_ERRORS = [
     (["conformance", "--apple-api-port=-1"], "--apple-api-port=-1"),
     (["conformance", "--listen=my-host"], "--listen='my-host': give an IP address"),
     (["conformance", "--listen=0.0.0.0", "--advertise=::"], "--advertise=::: a SUT cannot"),
+    (["conformance", "--explore=-1"], "--explore: give seconds"),
+    (["conformance", "--explore-seed=3"], "--explore-seed goes with --explore"),
+    (["conformance", "--replay=nowhere.json"], "--replay: no file nowhere.json"),
+    (["conformance", "--replay=pyproject.toml"], "is not JSON"),
     pytest.param(
         ["conformance", "-n", "2"],
         "pytest-xdist (-n) cannot run a conformance suite",

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from conformance.launcher import LaunchError, SutProcess, probe
-from conformance.supervisor import descendants
 from conformance.manifest import ProcessSection
+from conformance.supervisor import descendants
 
 
 def _sut(tmp_path: Path, code: str, ready: str | None = None) -> SutProcess:
