@@ -116,6 +116,12 @@ def _ctl_parser(commands: Any, vendors: dict[str, Any]) -> None:
          **{k: v for k, v in (("status", a.status), ("seconds", a.seconds),
                               ("client_id", a.client_id)) if v is not None}},
     ))  # fmt: skip
+    run = verbs.add_parser(
+        "run", help="play a scenario an exploration saved (<report>/scenarios/*.json)"
+    )
+    run.add_argument("file", metavar="FILE", help="the scenario file")
+    run.add_argument("--pause", action="store_true", help="wait for Enter between steps")
+    run.set_defaults(request=lambda a: _scenario_requests(a.file))
     do = verbs.add_parser("do", help="any operation: `do VENDOR '{\"op\": …}'`")
     do.add_argument("vendor", metavar="VENDOR", choices=list(vendors))
     do.add_argument("operation", metavar="JSON", help="the operation as a JSON object")
@@ -244,55 +250,105 @@ async def _serve(
 
 
 def _ctl(args: argparse.Namespace) -> int:
-    """Send one request to the control plane; print its answer (JSON) or one clear message."""
+    """Send the request(s) to the control plane; print each answer (JSON) or one clear
+    message."""
     import os
-    import urllib.error
-    import urllib.request
-
-    def refuse(message: str, code: int = 1) -> int:
-        print(f"conformance-sim ctl: {message}", file=sys.stderr)
-        return code
 
     try:
-        method, path, body = args.request(args)
+        requests = args.request(args)
     except ValueError as exc:
-        return refuse(str(exc), 2)
+        return _refuse(str(exc), 2)
     env = dict(os.environ)
     if args.env_file:
         try:
             env.update(_read_env_file(Path(args.env_file)))
         except OSError as exc:
-            return refuse(f"--env-file {args.env_file}: {exc}", 2)
+            return _refuse(f"--env-file {args.env_file}: {exc}", 2)
     url, token = env.get("CONFORMANCE_CONTROL_URL"), env.get("CONFORMANCE_CONTROL_TOKEN")
     if not url or not token:
-        return refuse("CONFORMANCE_CONTROL_URL and CONFORMANCE_CONTROL_TOKEN are not set: "
-                      "source the lines `conformance-sim serve` prints, or give --env-file", 2)  # fmt: skip
-    request = urllib.request.Request(
+        return _refuse("CONFORMANCE_CONTROL_URL and CONFORMANCE_CONTROL_TOKEN are not set: "
+                       "source the lines `conformance-sim serve` prints, or give --env-file", 2)  # fmt: skip
+    if not isinstance(requests, list):
+        return _call(url, token, requests, args.timeout)
+    for number, (text, request) in enumerate(requests, 1):  # ctl run: a scenario, in order
+        print(f"# step {number} of {len(requests)}: {text}", file=sys.stderr, flush=True)
+        if getattr(args, "pause", False) and number > 1:
+            input("(Enter: next step) ")
+        if status := _call(url, token, request, args.timeout):
+            return status
+    return 0
+
+
+def _call(url: str, token: str, request: tuple[str, str, Any], timeout: float) -> int:
+    """One request to the control plane; its answer printed as JSON (JSON lines as they come
+    for ``log --follow``); a refusal as one message (1), an unreachable plane as 3."""
+    import urllib.error
+    import urllib.request
+
+    method, path, body = request
+    call = urllib.request.Request(
         url.rstrip("/") + path,
         data=None if body is None else json.dumps(body).encode(),
         method=method,
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=args.timeout) as answer:
+        with urllib.request.urlopen(call, timeout=timeout) as answer:
             if answer.headers.get_content_type() == "application/x-ndjson":
                 for line in answer:
                     sys.stdout.write(line.decode())
                     sys.stdout.flush()
                 return 0
-            print(json.dumps(json.loads(answer.read()), indent=2))
+            print(json.dumps(json.loads(answer.read()), indent=2), flush=True)
             return 0
     except urllib.error.HTTPError as refused:
         try:
             message = json.loads(refused.read())["error"]
         except (ValueError, KeyError, TypeError):
             message = refused.reason
-        return refuse(f"refused ({refused.code}): {message}")
+        return _refuse(f"refused ({refused.code}): {message}")
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        return refuse(f"cannot reach the control plane at {url}: {reason}", 3)
+        return _refuse(f"cannot reach the control plane at {url}: {reason}", 3)
     except KeyboardInterrupt:
         return 130
+
+
+def _refuse(message: str, code: int = 1) -> int:
+    print(f"conformance-sim ctl: {message}", file=sys.stderr)
+    return code
+
+
+def _scenario_requests(file: str) -> list[tuple[str, tuple[str, str, Any]]]:
+    """``ctl run FILE``: the steps of a scenario an exploration saved, as control requests
+    (each with the step in plain words); ValueError naming what is wrong with the file."""
+    from typing import Annotated
+
+    from pydantic import Field, TypeAdapter, ValidationError
+
+    from conformance.exploration import load_scenario
+
+    try:
+        saved = load_scenario(Path(file).expanduser())
+    except ValueError as exc:  # its messages name the option of a conformance run
+        raise ValueError(str(exc).removeprefix("--replay: ")) from None
+    if saved.vendor not in discover():
+        raise ValueError(f"{file}: a scenario for {saved.vendor!r}, which this tool lacks")
+    model = discover()[saved.vendor].operation_model()
+    operations: TypeAdapter[Any] = TypeAdapter(Annotated[model, Field(discriminator="op")])
+    requests: list[tuple[str, tuple[str, str, Any]]] = []
+    for number, step in enumerate(saved.steps, 1):
+        try:
+            text = operations.validate_python(step).describe()
+        except ValidationError as exc:
+            raise ValueError(
+                f"{file}: step {number} is not a {saved.vendor} operation: {exc}"
+            ) from None
+        if step.get("op") == "advance-clock":
+            requests.append((text, ("POST", "/clock/advance", {"seconds": step.get("seconds")})))
+        else:
+            requests.append((text, ("POST", f"/vendors/{saved.vendor}/operations", step)))
+    return requests
 
 
 def _read_env_file(path: Path) -> dict[str, str]:

@@ -25,6 +25,7 @@ from simulators.loop import LoopThread
 from simulators.pki import PKI
 
 Env = dict[str, str]
+ROOT = Path(__file__).resolve().parents[2]
 MOSQUITTO = pytest.mark.external_tool("mosquitto_sub")
 
 
@@ -200,6 +201,41 @@ def test_apple_notify_150_elements_reaches_a_receiver_as_100_and_50_and_retries_
 
     _bounded(lambda: attempts() >= 3)
     assert attempts() == 3
+
+
+def test_ctl_run_plays_a_saved_scenario_step_by_step(
+    served: tuple[Env, Path], receiver: Receiver, tmp_path: Path
+) -> None:
+    """``ctl run FILE``: the steps of a scenario an exploration saved (docs/exploration.md)
+    reach the standalone simulator in order, each named in plain words; the receiver gets the
+    same notification again, as the vendor would resend it; a file that is not a scenario is
+    one message."""
+    env, env_file = served
+    ctl(env_file, "apple", "receiver", receiver.url + "/apple", "--token", "sut-token",
+        "--ca", env["CONFORMANCE_CA_FILE"])  # fmt: skip
+    example = json.loads(
+        (ROOT / "fixtures" / "apple" / "examples" / "asset-count.json").read_text()
+    )
+    first = {**example, "notificationId": "run-1"}
+    steps = [{"op": "deliver", "notification": first},
+             {"op": "advance-clock", "seconds": 90},
+             {"op": "deliver", "notification": first}]  # fmt: skip
+    scenario = tmp_path / "APL-OBS-01-abc.json"
+    scenario.write_text(json.dumps({"schema": "conformance-scenario/1", "vendor": "apple",
+                                    "requirement": "APL-OBS-01", "steps": steps}))  # fmt: skip
+    before = len(receiver.bodies)
+    done = subprocess.run(
+        [sys.executable, "-m", "conformance.cli", "ctl", f"--env-file={env_file}", "run",
+         str(scenario)], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "step 1 of 3: deliver ASSET_COUNT run-1" in done.stderr
+    assert "step 2 of 3: advance the simulated clock by 90 s" in done.stderr
+    ids = [b["notificationId"] for b in receiver.bodies[before:]]
+    assert ids == ["run-1", "run-1"]
+    scenario.write_text('{"schema": "other"}')
+    refused = ctl(env_file, "run", str(scenario), check=False)
+    assert refused.returncode == 2 and "is not a scenario file" in refused.stderr
 
 
 # --- Pelion: a callback that keeps failing ---------------------------------------------------
