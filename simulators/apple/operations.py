@@ -4,13 +4,16 @@
 Events: :class:`Deliver` (one notification, with the vendor's retries on the simulated clock),
 :class:`DeliverEvent` (split at 100 elements first), :class:`Post` (exactly these bytes, once).
 Faults: :class:`FailDeliveries` (the next attempts misbehave), :class:`FailApiCalls` (the next
-Apps and Books API calls are answered with an error). Queries: :class:`Attempts`. Simulated
-time:
+Apps and Books API calls are answered with an error). Subscriptions (SIM-APL-SUBS):
+:class:`SeatSubscription` (a seat assigned before the run), :class:`ManageSubscriptions` (a call
+made as another MDM or the content manager would), :class:`EndBillingPeriod` (deferred
+disassociations are released and notified). Queries: :class:`Attempts`. Simulated time:
 :class:`simulators.operations.AdvanceClock`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,10 +34,19 @@ __all__ = [
     "Attempts",
     "Deliver",
     "DeliverEvent",
+    "EndBillingPeriod",
     "FailApiCalls",
     "FailDeliveries",
+    "ManageSubscriptions",
     "Post",
+    "Released",
+    "SeatSubscription",
 ]
+
+# EndBillingPeriod: how often (real seconds) the wait for deliveries moves the simulated clock
+# on by RETRY_STEP_S, so that the vendor's retries (+60 s, +300 s) fall due.
+RETRY_STEP_REAL_S = 1.0
+RETRY_STEP_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,100 @@ class FailApiCalls(Operation):
         )
 
 
+class SeatSubscription(Operation):
+    """A seat of subscription ``adam_id`` assigned to ``client_user_id`` before the run (the
+    user registered if unknown): state only, no call and no notification."""
+
+    op: Literal["seat-subscription"] = "seat-subscription"
+    adam_id: int = 12345
+    client_user_id: str = Field(min_length=1, max_length=256)
+    renewing: bool = True
+
+    def describe(self) -> str:
+        return f"seat {self.client_user_id} on subscription {self.adam_id}"
+
+    async def apply(self, target: AppleTarget) -> None:
+        service = target.api.service
+        if not service.registered(self.client_user_id):
+            service.users[self.client_user_id] = {
+                "clientUserId": self.client_user_id,
+                "status": "Registered",
+            }
+        service.subscriptions.seat(self.adam_id, self.client_user_id, self.renewing)
+
+
+class ManageSubscriptions(Operation):
+    """``POST subscriptions/associate`` or ``/disassociate`` made inside the simulated service
+    (as another MDM or the content manager would): its notifications go to the configured
+    receiver when its event completes, a ``deferred`` one's at the end of the billing period.
+    Returns the ``eventId``."""
+
+    op: Literal["manage-subscriptions"] = "manage-subscriptions"
+    action: Literal["associate", "disassociate"]
+    adam_ids: list[int] = Field(default_factory=lambda: [12345], min_length=1, max_length=25)
+    client_user_ids: list[str] = Field(min_length=1, max_length=1000)
+    renewing: bool = True
+    deferred: bool = False
+
+    def describe(self) -> str:
+        deferred = " (deferred)" if self.deferred else ""
+        return f"{self.action} subscriptions {self.adam_ids}{deferred}"
+
+    async def apply(self, target: AppleTarget) -> str:
+        body: dict[str, object] = {"adamIds": self.adam_ids, "clientUserIds": self.client_user_ids}
+        body.update({"renewing": self.renewing} if self.action == "associate" else {})
+        body.update({"deferred": self.deferred} if self.action == "disassociate" else {})
+        answer = target.api.service.mutate(f"subscriptions/{self.action}", body, target.clock.now())
+        target.api.timers.wake()
+        return str(answer["eventId"])
+
+
+@dataclass(frozen=True)
+class Released:
+    """A deferred disassociation released at the end of a billing period, and the deliveries
+    of its SUBSCRIPTION_MANAGEMENT notification."""
+
+    event_id: str
+    notification_id: str
+    requested_sim_s: float
+    released_sim_s: float
+    deliveries: list[Delivery]
+
+
+class EndBillingPeriod(Operation):
+    """Jump the simulated clock to the end of the current billing period: deferred
+    disassociations are released and their notifications sent to the configured receiver.
+    Returns each one's deliveries once they have ended (retries included: the clock is moved on
+    while they wait), waiting at most ``timeout_s`` real seconds."""
+
+    op: Literal["end-billing-period"] = "end-billing-period"
+    timeout_s: float = Field(default=60.0, gt=0, le=600)
+
+    def describe(self) -> str:
+        return "end the billing period (deferred disassociations are released)"
+
+    async def apply(self, target: AppleTarget) -> list[Released]:
+        api, clock = target.api, target.clock
+        end = api.service.subscriptions.period_end(clock.now())
+        releases = api.service.subscriptions.releases_due(end)
+        if releases and api.notifier is None:
+            raise ValueError("no notification URL is configured: nowhere to send the release")
+        clock.advance(max(0.0, end - clock.now()))
+        api.timers.wake()
+        waiting = asyncio.ensure_future(
+            asyncio.gather(*(api.delivery_of(r.notification_id, self.timeout_s) for r in releases))
+        )
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=RETRY_STEP_REAL_S)
+            if done:
+                break
+            clock.advance(RETRY_STEP_S)  # a retry may be waiting on the simulated clock
+        return [
+            Released(r.event_id, r.notification_id, r.requested_at, end, deliveries)
+            for r, deliveries in zip(releases, waiting.result(), strict=True)
+        ]
+
+
 class Attempts(Operation):
     """Query: every notification attempt of the run so far, from every notifier (what was
     sent, and how it was answered)."""
@@ -157,6 +263,15 @@ class Attempts(Operation):
 
 
 AppleOperation = (
-    Deliver | DeliverEvent | Post | FailDeliveries | FailApiCalls | Attempts | AdvanceClock
+    Deliver
+    | DeliverEvent
+    | Post
+    | FailDeliveries
+    | FailApiCalls
+    | SeatSubscription
+    | ManageSubscriptions
+    | EndBillingPeriod
+    | Attempts
+    | AdvanceClock
 )
 """Every Apple operation (``op`` tells them apart on the wire)."""
