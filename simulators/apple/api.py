@@ -284,6 +284,13 @@ class AppsAndBooksServer:
         if notifications:
             self._delivering.set()
 
+    def hand_out(self) -> list[Notification]:
+        """What is due now, handed out and sent at once (as the timers would; in the loop)."""
+        notifications = self.service.handle_timeout(self.clock.now())
+        self._deliver_events(notifications)
+        self.timers.wake()
+        return notifications
+
     async def delivery_of(self, notification_id: str, timeout_s: float) -> list[Delivery]:
         """The deliveries of the notification the API sent under this id, once they have
         ended (it may not have been handed out yet); TimeoutError after ``timeout_s`` real

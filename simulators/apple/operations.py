@@ -208,21 +208,22 @@ class ManageSubscriptions(Operation):
 
 @dataclass(frozen=True)
 class Released:
-    """A deferred disassociation released at the end of a billing period, and the deliveries
-    of its SUBSCRIPTION_MANAGEMENT notification."""
+    """A deferred disassociation released at the end of a billing period: its
+    SUBSCRIPTION_MANAGEMENT notification and, when the API sent it (a notification URL is
+    configured and subscribes to the type), its deliveries."""
 
     event_id: str
-    notification_id: str
     requested_sim_s: float
     released_sim_s: float
+    notification: Notification
     deliveries: list[Delivery]
 
 
 class EndBillingPeriod(Operation):
     """Jump the simulated clock to the end of the current billing period: deferred
     disassociations are released and their notifications sent to the configured receiver.
-    Returns each one's deliveries once they have ended (retries included: the clock is moved on
-    while they wait), waiting at most ``timeout_s`` real seconds."""
+    Returns each one, with its deliveries once they have ended (retries included: the clock is
+    moved on while they wait), waiting at most ``timeout_s`` real seconds."""
 
     op: Literal["end-billing-period"] = "end-billing-period"
     timeout_s: float = Field(default=60.0, gt=0, le=600)
@@ -232,23 +233,35 @@ class EndBillingPeriod(Operation):
 
     async def apply(self, target: AppleTarget) -> list[Released]:
         api, clock = target.api, target.clock
-        end = api.service.subscriptions.period_end(clock.now())
-        releases = api.service.subscriptions.releases_due(end)
-        if releases and api.notifier is None:
-            raise ValueError("no notification URL is configured: nowhere to send the release")
+        ledger = api.service.subscriptions
+        end = ledger.period_end(clock.now())
+        releases = ledger.releases_due(end)
         clock.advance(max(0.0, end - clock.now()))
-        api.timers.wake()
+        sent = {n.notificationId for n in api.hand_out()}
         waiting = asyncio.ensure_future(
-            asyncio.gather(*(api.delivery_of(r.notification_id, self.timeout_s) for r in releases))
+            asyncio.gather(
+                *(
+                    api.delivery_of(r.notification_id, self.timeout_s)
+                    for r in releases
+                    if r.notification_id in sent
+                )
+            )
         )
         while True:
             done, _ = await asyncio.wait({waiting}, timeout=RETRY_STEP_REAL_S)
             if done:
                 break
             clock.advance(RETRY_STEP_S)  # a retry may be waiting on the simulated clock
+        deliveries = iter(waiting.result())
         return [
-            Released(r.event_id, r.notification_id, r.requested_at, end, deliveries)
-            for r, deliveries in zip(releases, waiting.result(), strict=True)
+            Released(
+                r.event_id,
+                r.requested_at,
+                end,
+                ledger.released[r.notification_id],
+                next(deliveries) if r.notification_id in sent else [],
+            )
+            for r in releases
         ]
 
 

@@ -58,6 +58,7 @@ class Event:
     held: bool = False  # kept PENDING and silent until released (fault)
     notified: bool = False  # its notifications have been handed out by handle_timeout()
     deferred: bool = False  # a deferred subscription disassociation (notified at period end)
+    seats: tuple[tuple[int, str], ...] = ()  # subscription calls: the (adamId, user) pairs named
 
     def complete(self, now: float) -> bool:
         return not self.held and now >= self.complete_at
@@ -299,6 +300,7 @@ class AppsAndBooks:
             num_failed=outcome.failed,
             held=held,
             deferred=outcome.deferred,
+            seats=outcome.seats,
         )
         return self.envelope({"eventId": event_id})
 

@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 BILLING_PERIOD_S = 30 * 24 * 3600.0  # project assumption: a monthly subscription
+RELEASED_KEPT = 1000
 Seat = tuple[int, str]  # (adamId, clientUserId)
 
 
@@ -99,6 +100,7 @@ class CallOutcome:
     failures: list[dict[str, Any]]
     failed: int
     deferred: bool = False
+    seats: tuple[Seat, ...] = ()  # the (adamId, clientUserId) pairs a subscription call named
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,9 @@ class SubscriptionLedger:
     subscriptions: dict[int, Subscription] = field(default_factory=dict)
     seats: dict[Seat, bool] = field(default_factory=dict)  # -> renewing
     deferred: list[DeferredRelease] = field(default_factory=list)
+    # The SUBSCRIPTION_MANAGEMENT notifications of released deferrals, by notificationId (the
+    # latest RELEASED_KEPT), whether or not the receiver subscribed to them.
+    released: dict[str, Notification] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.billing_period_s > 0:
@@ -147,7 +152,13 @@ class SubscriptionLedger:
         out: list[Notification] = []
         for release in [d for d in self.deferred if d.due_at <= now]:
             self.deferred.remove(release)
-            out += self._release(list(release.seats), release.event_id, release.notification_id)
+            notifications = self._release(
+                list(release.seats), release.event_id, release.notification_id
+            )
+            self.released[release.notification_id] = notifications[0]
+            while len(self.released) > RELEASED_KEPT:
+                del self.released[next(iter(self.released))]
+            out += notifications
         return out
 
     def releases_due(self, until: float) -> list[DeferredRelease]:
@@ -226,8 +237,9 @@ class SubscriptionLedger:
                     {**error_body(number), "errorInfo": {"clientUserIds": users_failed}}
                 )
         notifications += self._counts({a for a, _ in granted})
-        requested = len(adam_ids) * len(users)
-        return CallOutcome(notifications, requested, failures, sum(map(len, failed.values())))
+        named = tuple((a, u) for a in adam_ids for u in users)
+        failed_count = sum(map(len, failed.values()))
+        return CallOutcome(notifications, len(named), failures, failed_count, seats=named)
 
     def disassociate(self, request: dict[str, Any], event_id: str, now: float) -> CallOutcome:
         """Release seats now, or with ``deferred`` at the end of the current billing period
@@ -236,12 +248,13 @@ class SubscriptionLedger:
         deferred = request.get("deferred", False)
         if not isinstance(deferred, bool):
             raise ApiError(9602, "deferred is a Boolean.")
-        seats = [(a, u) for a in adam_ids for u in users if (a, u) in self.seats]
-        requested = len(adam_ids) * len(users)
+        named = tuple((a, u) for a in adam_ids for u in users)
+        seats = [seat for seat in named if seat in self.seats]
         if deferred:
             self.deferred.append(DeferredRelease(event_id, tuple(seats), now, self.period_end(now)))
-            return CallOutcome([], requested, [], 0, deferred=True)
-        return CallOutcome(self._release(seats, event_id, new_notification_id()), requested, [], 0)
+            return CallOutcome([], len(named), [], 0, deferred=True, seats=named)
+        notifications = self._release(seats, event_id, new_notification_id())
+        return CallOutcome(notifications, len(named), [], 0, seats=named)
 
     def seat(self, adam_id: int, client_user_id: str, renewing: bool = True) -> None:
         """Assign a seat without a call or a notification (one assigned before the run)."""

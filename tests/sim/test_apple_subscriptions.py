@@ -96,7 +96,9 @@ def test_deferred_disassociation_is_notified_at_the_end_of_the_billing_period(pk
             assert released.released_sim_s == server.service.billing_period_s
             assert released.deliveries[0].attempts[-1].succeeded
             late = next(
-                r.body for r in rec.requests if r.body["notificationId"] == released.notification_id
+                r.body
+                for r in rec.requests
+                if r.body["notificationId"] == released.notification.notificationId
             )
             assert late["notification"]["eventId"] == answer["eventId"]
             assert late["notification"]["type"] == "DISASSOCIATE"
