@@ -13,10 +13,8 @@ import pytest
 from conformance.apple.driver import EXAMPLES, AppleDriver, answer, example, fresh
 from conformance.driver import DUPLICATE_SETTLE_S, prose
 from conformance.verdicts import Check, HarnessError
-from simulators.apple.delivery import Delivery
 from simulators.apple.models import association
 from simulators.faults import FaultKind
-from simulators.problem import Problem
 
 requirement = pytest.mark.requirement
 
@@ -249,21 +247,6 @@ def test_repeated_delivery_is_acknowledged(apple: AppleDriver, check: Check, how
         assert delivery.attempts[-1].succeeded, f"the retry was not answered 2xx: {outcomes}"
 
 
-def _unacknowledged(apple: AppleDriver, deliveries: list[Delivery]) -> Problem:
-    """Why processing cannot be judged when the SUT acknowledged no copy of a notification (the
-    vendor would keep retrying it): the refusal itself is judged by APL-AUTH-01 and
-    APL-TYPE-*. One 2xx to any copy or attempt is enough to judge what the SUT processed."""
-    refused = [d for d in deliveries if not apple.acknowledged(d.notification_id)]
-    if not refused:
-        return None
-    last = refused[0].attempts[-1] if refused[0].attempts else None
-    answer = (last.status or last.error) if last is not None else "no attempt"
-    return (
-        f"the SUT acknowledged no copy of {len(refused)} of {len(deliveries)} notification(s) "
-        f"(last answer: {answer}), so whether it processed them cannot be observed"
-    )
-
-
 def _assignments(notification: dict[str, Any]) -> list[Any]:
     inner = notification.get("notification")
     items = inner.get("assignments") if isinstance(inner, dict) else None
@@ -282,7 +265,7 @@ def test_repeated_notification_processed_once(apple: AppleDriver, check: Check) 
     deliveries.append(apple.deliver(retried))
     check.expect("one observer report per notificationId after a duplicate and a retry")
     ids = [twice.notificationId, retried.notificationId]
-    if unverifiable := _unacknowledged(apple, deliveries) or apple.fence(awaiting=ids):
+    if unverifiable := apple.unacknowledged(deliveries) or apple.fence(awaiting=ids):
         raise check.not_verified(unverifiable)
     counts = apple.count_reports(ids, DUPLICATE_SETTLE_S, more_than=1)
     check.observe(
@@ -305,7 +288,7 @@ def test_split_event_processed_completely(apple: AppleDriver, check: Check) -> N
     if len(deliveries) != 2:
         raise HarnessError(f"the simulator split 150 elements into {len(deliveries)} parts")
     parts = [d.notification_id for d in deliveries]
-    if unverifiable := _unacknowledged(apple, deliveries) or apple.fence(awaiting=parts):
+    if unverifiable := apple.unacknowledged(deliveries) or apple.fence(awaiting=parts):
         raise check.not_verified(unverifiable)
     reports = {
         r["notificationId"]: r for r in apple.reports_of(d.notification_id for d in deliveries)
