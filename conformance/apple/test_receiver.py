@@ -212,6 +212,35 @@ def test_type_forward_compatible(apple: AppleDriver, check: Check, variant: str)
     _answers_2xx(apple, check, _with_unknown_fields(example(name)))
 
 
+# APL-TYPE-07: an asynchronous error of each kind of request that has a ``result``: a user who
+# already exists (9716) and too few subscription seats (9709, as the simulator reports it).
+FAILURES = {
+    "user-management-create": (9716, "A registered user with that clientUserId already exists."),
+    "subscription-management-associate": (9709, "There aren't enough seats available."),
+}
+
+
+@requirement("APL-TYPE-07")
+@pytest.mark.parametrize("name", sorted(FAILURES))
+def test_failure_result_of_other_types(apple: AppleDriver, check: Check, name: str) -> None:
+    """One thing varied: the documented example must pass as SUCCESS first, then the same
+    notification with ``result`` FAILURE and its ``error``."""
+    plain = apple.post(_body_of(name))
+    if not _ok(plain.status):
+        raise check.not_verified(
+            f"the SUT refuses {name} even as SUCCESS ({answer(plain)}): judged by the "
+            "APL-TYPE check of that type"
+        )
+    number, message = FAILURES[name]
+    wire = example(name)
+    wire["notification"] = {
+        **wire["notification"],
+        "result": "FAILURE",
+        "error": {"errorNumber": number, "errorMessage": message},
+    }
+    _answers_2xx(apple, check, wire)
+
+
 def _with_unknown_fields(value: Any) -> Any:
     """``value`` with a field no document names added to every object, at every depth."""
     if isinstance(value, dict):
