@@ -69,6 +69,10 @@ def test_seats_are_listed_associated_and_disassociated_with_their_notifications(
                 json={"adamIds": list(range(26)), "clientUserIds": ["u1"]},
             )  # fmt: skip
             assert (status, refused["errorNumber"]) == (400, 9816)
+            status, refused, _ = await call(
+                session, "GET", f"{base}/subscriptions", headers=AUTH, params={"adamId": "x" * 99}
+            )
+            assert (status, refused["errorNumber"]) == (400, 9602)
 
     asyncio.run(scenario())
 
