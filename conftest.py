@@ -16,6 +16,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent
+# pytester: tests that build a user's project (tests/sim/test_sim_fixtures.py).
+# ``@pytest.mark.sim("SIM-…")`` and ``--fidelity-report=PATH``: simulator fidelity traceability.
+pytest_plugins = ["pytester", "tests.fidelity"]
 
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.register_profile(

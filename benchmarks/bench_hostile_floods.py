@@ -11,7 +11,12 @@ process is the SUT and does its worst, one flood after the other:
 2. **refused SUBSCRIBEs**: ``--filters`` SUBSCRIBEs of one 65,000-character topic filter each
    (refused: SUBACK 0x80), 150 per connection, the connections closed after;
 3. **observer posts**: ``--posts`` valid records of about 7.9 MB each, spread over the three
-   vendors' observer routes (``/apple``, ``/ivanti``, ``/pelion``).
+   vendors' observer routes (``/apple``, ``/ivanti``, ``/pelion``);
+4. **durable sessions**: ``--sessions`` durable sessions (clean session 0) of the SUT's tenant,
+   each subscribed at QoS 1 to all its topics, then offline, while the broker's own event
+   source publishes ``--events-per-s`` events to the tenant for ``--seconds``: every event is
+   queued once per session (this flood runs against its own ``conformance-sim serve ivanti``,
+   the one with the event source on).
 
 After each flood it reads the harness's peak resident memory during the flood (VmHWM, reset
 before each flood through ``/proc/<pid>/clear_refs`` where the kernel allows it) and what it
@@ -42,6 +47,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from conformance.ivanti.running import SUT_TENANT  # noqa: E402
+from simulators.ivanti.broker import tenant_id_for  # noqa: E402
 from simulators.mqtt.codec import Decoder, encode  # noqa: E402
 from simulators.mqtt.packets import Connect, Disconnect, Subscribe  # noqa: E402
 
@@ -62,12 +69,17 @@ class Memory:
 class Harness:
     """``conformance-sim serve`` in a subprocess, its environment and its memory."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        vendors: tuple[str, ...] = ("apple", "ivanti", "pelion"),
+        events_per_s: float = 0.0,
+    ) -> None:
         env_file = folder / "sim.env"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "conformance.cli", "serve", "apple", "ivanti", "pelion",
+            [sys.executable, "-m", "conformance.cli", "serve", *vendors,
              "--pki-dir", str(folder / "pki"), "--env-file", str(env_file), "-q",
-             "--ivanti-events-per-s", "0"],
+             "--ivanti-events-per-s", f"{events_per_s:g}"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         ready = threading.Event()
@@ -120,12 +132,14 @@ def _mqtt_context(env: dict[str, str]) -> ssl.SSLContext:
     return context
 
 
-def _mqtt_session(env: dict[str, str], context: ssl.SSLContext, client_id: str) -> ssl.SSLSocket:
+def _mqtt_session(
+    env: dict[str, str], context: ssl.SSLContext, client_id: str, *, clean: bool = True
+) -> ssl.SSLSocket:
     """A TLS connection to the broker with an accepted CONNECT (keep-alive 65,535 s)."""
     address = (env["CONFORMANCE_IVANTI_BROKER_HOST"], int(env["CONFORMANCE_IVANTI_BROKER_PORT"]))
     raw = socket.create_connection(address, timeout=30)
     sock = context.wrap_socket(raw, server_hostname=address[0])
-    sock.sendall(encode(Connect(client_id, clean_session=True, keepalive_s=65_535)))
+    sock.sendall(encode(Connect(client_id, clean_session=clean, keepalive_s=65_535)))
     decoder = Decoder("client")
     while not decoder.feed(sock.recv(4096)):
         pass
@@ -212,11 +226,45 @@ def observer_posts(env: dict[str, str], posts: int, seconds: float) -> str:
     return f"{sent} observer posts of {RECORD_BYTES / 1e6:.1f} MB valid records ({statuses})"
 
 
+def durable_sessions(env: dict[str, str], sessions: int, seconds: float) -> str:
+    """``sessions`` durable subscribers of the tenant's every topic, offline, then ``seconds``
+    of the event source's publishing (the harness runs with it on)."""
+    context = _mqtt_context(env)
+    tenant = tenant_id_for(SUT_TENANT)
+    filters = (("#", 1), (f"{tenant}/#", 1))  # one of them is the tenant's (its topic style)
+    made = 0
+    lock = threading.Lock()
+
+    def worker(lane: int) -> None:
+        nonlocal made
+        for n in range(lane, sessions, 4):
+            with _mqtt_session(env, context, f"durable-{n}", clean=False) as sock:
+                sock.sendall(encode(Subscribe(1, filters)))
+                decoder = Decoder("client")
+                while not decoder.feed(sock.recv(4096)):
+                    pass
+                sock.sendall(encode(Disconnect()))  # offline; the session stays
+            with lock:
+                made += 1
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(worker, range(4)))
+    made_in = time.monotonic() - started
+    threading.Event().wait(seconds)  # the event source publishes meanwhile, every copy queued
+    return (
+        f"{made} durable sessions made in {made_in:.0f} s, then {seconds:.0f} s of the event "
+        "source's publishing to them (each event queued once per session)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cycles", type=int, default=4_000)
     parser.add_argument("--filters", type=int, default=4_500)
     parser.add_argument("--posts", type=int, default=60)
+    parser.add_argument("--sessions", type=int, default=1_000)
+    parser.add_argument("--events-per-s", type=float, default=1_000.0)
     parser.add_argument("--seconds", type=float, default=90.0, help="per flood, at most")
     args = parser.parse_args()
     floods: list[tuple[str, Callable[[dict[str, str], int, float], str], int]] = [
@@ -247,6 +295,26 @@ def main() -> None:
             alive = harness.process.poll() is None
         finally:
             harness.stop()
+        # The durable-sessions flood, against a broker whose event source publishes.
+        (Path(tmp) / "durable").mkdir()
+        broker = Harness(Path(tmp) / "durable", ("ivanti",), args.events_per_s)
+        try:
+            start = broker.memory()
+            resettable = broker.reset_peak()
+            started = time.perf_counter()
+            what = durable_sessions(broker.env, args.sessions, args.seconds)
+            took = time.perf_counter() - started
+            memory = broker.memory()
+            peak = max(peak, memory.peak_mb)
+            print(
+                f"durable sessions ({args.events_per_s:g} events/s; broker at start "
+                f"{start.now_mb:.0f} MB): {what} in {took:.1f} s; peak {memory.peak_mb:.0f} MB"
+                + ("" if resettable else " (since start)")
+                + f", still held {memory.now_mb:.0f} MB"
+            )
+            alive = alive and broker.process.poll() is None
+        finally:
+            broker.stop()
     print(f"harness peak resident memory: {peak:.0f} MB (target {TARGET_MB:.0f} MB)"
           + ("" if alive else "; the harness died"))  # fmt: skip
     print(f"ratio={peak / TARGET_MB:.2f} target=<=1")

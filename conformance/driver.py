@@ -86,8 +86,11 @@ class VendorDriver:
         ``send_marker`` (it returns the marker's keys, or raises :class:`MarkerRefused`) and
         wait for its report, so that everything the SUT processed before it has been reported.
         ``None`` when fenced; else why the observer cannot be relied on in this run (the check
-        is then not-verified). A SUT whose reports the observer refused fails here: it
-        reports, in a shape nobody can read."""
+        is then not-verified: the SUT took no marker, or never reported anything). The marker
+        is sent in a neutral form, never under the condition the check probes (the vendor
+        driver's ``fence`` sees to it). A SUT whose reports the observer refused fails here: it
+        reports, in a shape nobody can read; so does one that reported during the run but not
+        this marker: a missing report is then evidence, not a reason to judge less."""
         wait = self.observer_wait
         self.count_keyed(awaiting, wait)
         try:
@@ -103,10 +106,16 @@ class VendorDriver:
                 f"the observer refused {refused.total()} report(s) from the SUT ({reason}: "
                 f"{first}); a record is {self.record_shape}"
             )
-        self.observer_silent = not self.records()
+        earlier = len(self.records())
+        self.observer_silent = not earlier
         if self.observer_silent:
             return "the SUT reported nothing to the observer"
-        return f"the SUT did not report a marker within {wait:g} s"
+        missing = [str(k) for k, n in self.count_keyed(awaiting, 0).items() if not n]
+        raise AssertionError(
+            f"the SUT reported {earlier} record(s) to the observer in this run, but not the "
+            f"marker it took after the judged items within {wait:g} s"
+            + (f", nor {len(missing)} of the judged items (e.g. {missing[0]})" if missing else "")
+        )
 
 
 class MarkerRefused(Exception):

@@ -27,6 +27,7 @@ from conformance.verdicts import NotVerified
 from simulators.clock import Clock
 from simulators.evidence import RUN, Recorder
 from simulators.loop import LoopThread
+from simulators.network import LOCAL, Reach
 from simulators.pki import PKI
 from simulators.problem import Problem
 
@@ -49,6 +50,7 @@ class Settings:
     strict: bool = False
     slow: bool = False
     observer_port: int = 0
+    reach: Reach = LOCAL  # --listen, --advertise
     fuzz_profile: str = "conformance"
 
 
@@ -57,7 +59,7 @@ class Harness:
         self.settings = settings
         self.manifest = settings.manifest
         self.run_dir = run_dir
-        self.pki = PKI.load_or_create(settings.pki_dir)
+        self.pki = PKI.load_or_create(settings.pki_dir, settings.reach.certificate_names)
         self.clock = Clock()
         self.recorder = Recorder(self.clock)
         self.loop = LoopThread()
@@ -65,7 +67,9 @@ class Harness:
             name: Route(vendor(name).observer_record_model(), vendor(name).observer_keys)
             for name in settings.vendors
         }
-        self.observer = Observer(self.clock, self.recorder, routes, port=settings.observer_port)
+        self.observer = Observer(
+            self.clock, self.recorder, routes, port=settings.observer_port, reach=settings.reach
+        )
         self.running: dict[str, RunningVendor] = {}
         self.sut: SutProcess | None = None
         self.sut_exit: int | None = None
@@ -90,6 +94,7 @@ class Harness:
                 settings=self.settings.vendor_settings.get(name),
                 section=self.manifest.section(name),
                 slow=self.settings.slow,
+                reach=self.settings.reach,
             )
             self.running[name] = self.run(vendor(name).start(run))
         process = self.manifest.process
@@ -102,12 +107,14 @@ class Harness:
             self.run(running.after_ready())
         self._check_reachable()
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 5.0) -> None:
+        """End the SUT (SIGTERM, SIGKILL after ``grace_s``), the simulators and the loop. Called
+        again after an interruption (a second Ctrl-C), it finishes what is left: the SUT first."""
+        if self.sut is not None and self.sut_exit is None:
+            self.sut_exit = self.sut.stop(grace_s)
         if self.loop.loop.is_closed():
             return
         try:
-            if self.sut is not None:
-                self.sut_exit = self.sut.stop()
             for running in self.running.values():
                 self.run(running.stop())
             self.run(self.observer.stop())
@@ -193,9 +200,10 @@ class Harness:
     def mark_down(self, cause: str) -> str:
         """Take the SUT as down for the rest of the run because of what a vendor's check saw on
         its own channel (e.g. a client that lost its connection and did not come back within a
-        bound; a receiver is confirmed by :meth:`confirm_unresponsive` instead): the checks that
-        need the SUT then end at once (:meth:`require_sut`). Returns the cause kept (the
-        first), for the check that saw it to fail with."""
+        bound; a receiver whose probes answer but which leaves notification after notification
+        unanswered; a dead receiver is confirmed by :meth:`confirm_unresponsive` instead): the
+        checks that need the SUT then end at once (:meth:`require_sut`). Returns the cause kept
+        (the first), for the check that saw it to fail with."""
         if self.sut_down is None:
             problem = self.sut_alive()
             self.sut_down = (
@@ -230,7 +238,10 @@ class Harness:
     def _endpoint_context(self, endpoint: Endpoint) -> ssl.SSLContext | None:
         if urlsplit(endpoint.url).scheme != "https":
             return None
-        return ssl.create_default_context(cafile=str(endpoint.cafile or self.pki.ca))
+        context = ssl.create_default_context(cafile=str(endpoint.cafile or self.pki.ca))
+        if endpoint.client_cert is not None:
+            context.load_cert_chain(str(endpoint.client_cert.cert), str(endpoint.client_cert.key))
+        return context
 
     def unreachable(self, endpoint: Endpoint, timeout: float = 5.0) -> Problem:
         """None when ``endpoint`` accepts a connection; else why not."""

@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import http.client
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -24,6 +25,7 @@ from typing import IO
 from urllib.parse import urlsplit
 
 from conformance.manifest import ProcessSection
+from conformance.supervisor import descendants
 from conformance.text import printable
 from simulators.problem import Problem
 
@@ -105,29 +107,53 @@ class _OutputCapture:
         self._thread.join(timeout)
 
 
+STOP_GRACE_S = 5.0  # after SIGTERM, before SIGKILL
+SUPERVISOR = str(Path(__file__).with_name("supervisor.py"))
+
+
+def _not_runnable(program: str, cwd: Path, env: dict[str, str]) -> str | None:
+    """Why ``program`` cannot be started from ``cwd`` (None when it can): said before the
+    supervisor starts, as the error of the launch."""
+    if os.sep in program:
+        path = cwd / program
+        return (
+            None
+            if os.access(path, os.X_OK) and path.is_file()
+            else f"{path}: not an executable file"
+        )
+    if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        return f"{program!r} is not on the PATH"
+    return None
+
+
 class SutProcess:
     """One launched SUT process, and every process it starts.
 
-    The SUT runs in its own session. The harness makes itself a child subreaper (Linux), so a
+    The SUT runs in its own session under a supervisor (:mod:`conformance.supervisor`, Linux):
+    a child subreaper that ends every process the SUT started when the harness dies, even by
+    SIGKILL, and when the SUT's own process exits. The harness is a subreaper too, so a
     descendant that daemonizes or calls ``setsid()`` stays in its tree; :meth:`stop` ends them
-    all, and the SUT itself gets SIGKILL if the harness process dies first."""
+    all. ``proc`` is the supervisor: its exit status is the SUT's."""
 
     def __init__(self, section: ProcessSection, env: dict[str, str], log_path: Path) -> None:
         self.section = section
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         become_subreaper()
+        environment = {**os.environ, **env, **section.env}
+        if (problem := _not_runnable(section.command[0], section.cwd, environment)) is not None:
+            raise LaunchError(f"[process] command {section.command!r} could not start: {problem}")
         try:
             self.proc = subprocess.Popen(
-                section.command,
+                [sys.executable, "-I", "-S", SUPERVISOR, str(os.getpid()), str(STOP_GRACE_S),
+                 *section.command],
                 cwd=section.cwd,
-                env={**os.environ, **env, **section.env},
+                env=environment,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+            )  # fmt: skip
         except OSError as exc:
             raise LaunchError(
                 f"[process] command {section.command!r} could not start: {exc}"
@@ -168,7 +194,7 @@ class SutProcess:
             f"---\n{printable(self.log_tail())}"
         )
 
-    def stop(self, grace_s: float = 5.0) -> int | None:
+    def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
         """End the SUT and every descendant: SIGTERM, then SIGKILL after ``grace_s``."""
         tree = [self.proc.pid, *descendants(os.getpid())]
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -190,7 +216,6 @@ class SutProcess:
         return self.proc.returncode
 
 
-_PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _LIBC: ctypes.CDLL | None = None
 
@@ -204,30 +229,6 @@ def become_subreaper() -> None:
     with contextlib.suppress(OSError, AttributeError):
         _LIBC = _LIBC or ctypes.CDLL(None, use_errno=True)
         _LIBC.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-def _die_with_parent() -> None:
-    """In the SUT's process, between fork and exec: SIGKILL it when the harness dies (Linux).
-    Only a call through the already loaded libc: nothing here may take a lock."""
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def descendants(root: int) -> list[int]:
-    """Every process below ``root`` (from /proc; empty where there is none)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            parents.setdefault(ppid, []).append(int(entry.name))
-    found: list[int] = []
-    todo = list(parents.get(root, []))
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(parents.get(pid, []))
-    return found
 
 
 def _alive(pids: list[int], proc: subprocess.Popen[bytes]) -> bool:

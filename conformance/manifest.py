@@ -14,6 +14,7 @@ import re
 import sys
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -29,6 +30,7 @@ from pydantic import (
     field_validator,
 )
 
+from conformance.text import brief
 from conformance.vendors import discover
 
 __all__ = [
@@ -153,55 +155,91 @@ def _expand(value: Any, where: str, variables: Mapping[str, str]) -> Any:
     return _expand_text(value, where, variables)
 
 
+MAX_NESTING = 32  # ${A:-${B:-…}} defaults nested deeper than this are refused
+_MARK = re.compile(r"\$\{|\}")
+
+
+@dataclass
+class _Default:
+    """An open ``${NAME:-`` whose default is being read: its text so far, and whether it is
+    thrown away (the variable is set, or an enclosing default is thrown away)."""
+
+    parts: list[str]
+    skip: bool
+
+
 def _expand_text(text: str, where: str, variables: Mapping[str, str]) -> str:
-    """Replace ``${NAME}`` and ``${NAME:-default}`` (defaults may nest) in ``text``."""
-    out: list[str] = []
+    """Replace ``${NAME}`` and ``${NAME:-default}`` (defaults may nest, at most
+    :data:`MAX_NESTING` deep) in ``text``, in one pass: linear in its length, no recursion."""
+    quoted = brief(repr(text), 120)
+    stack = [_Default([], skip=False)]
     i = 0
-    while (start := text.find("${", i)) >= 0:
-        out.append(text[i:start])
-        name = _NAME.match(text, start + 2)
+    while (mark := _MARK.search(text, i)) is not None:
+        top = stack[-1]
+        if not top.skip:
+            top.parts.append(text[i : mark.start()])
+        i = mark.end()
+        if mark.group() == "}":
+            if len(stack) > 1:  # the end of the innermost default
+                done = stack.pop()
+                if not done.skip:
+                    stack[-1].parts.append("".join(done.parts))
+            elif not top.skip:
+                top.parts.append("}")
+            continue
+        name = _NAME.match(text, i)
         if name is None:
             raise ManifestError(
-                f"{where}: {text!r}: '${{' must start ${{NAME}} or ${{NAME:-default}}"
+                f"{where}: {quoted}: '${{' must start ${{NAME}} or ${{NAME:-default}}"
             )
-        j = name.end()
-        default: str | None = None
-        if text.startswith(":-", j):
-            depth, k = 1, j + 2
-            while k < len(text) and depth:
-                if text.startswith("${", k):
-                    depth, k = depth + 1, k + 2
-                    continue
-                depth -= text[k] == "}"
-                k += 1
-            if depth:
-                raise ManifestError(f"{where}: {text!r}: a '${{' is not closed by '}}'")
-            default, j = text[j + 2 : k - 1], k - 1
-        if not text.startswith("}", j):
-            raise ManifestError(f"{where}: {text!r}: a '${{' is not closed by '}}'")
-        key = name.group()
-        if key in variables:
-            out.append(variables[key])
-        elif default is not None:
-            out.append(_expand_text(default, where, variables))
-        else:
+        key, i = name.group(), name.end()
+        if text.startswith(":-", i):
+            if len(stack) > MAX_NESTING:
+                raise ManifestError(
+                    f"{where}: {quoted}: defaults nest more than {MAX_NESTING} deep"
+                )
+            if not top.skip and key in variables:
+                top.parts.append(variables[key])
+            stack.append(_Default([], skip=top.skip or key in variables))
+            i += 2
+            continue
+        if not text.startswith("}", i):
+            raise ManifestError(f"{where}: {quoted}: a '${{' is not closed by '}}'")
+        i += 1
+        if top.skip:
+            continue
+        if key not in variables:
             raise ManifestError(
                 f"{where} uses ${{{key}}}, which is not set: export {key}, "
                 f"or write ${{{key}:-default}}"
             )
-        i = j + 1
-    out.append(text[i:])
-    return "".join(out)
+        top.parts.append(variables[key])
+    if len(stack) > 1:
+        raise ManifestError(f"{where}: {quoted}: a '${{' is not closed by '}}'")
+    if not stack[0].skip:
+        stack[0].parts.append(text[i:])
+    return "".join(stack[0].parts)
 
 
 def load_manifest(path: Path) -> SutManifest:
     """Read and check a manifest; raise :class:`ManifestError` naming the file and key."""
-    if not path.is_file():
-        raise ManifestError(f"--sut={path}: no such file (give a manifest path or an https:// URL)")
     try:
-        raw = tomllib.loads(path.read_text("utf-8"))
+        if not path.is_file():
+            raise ManifestError(
+                f"--sut={path}: no such file (give a manifest path or an https:// URL)"
+            )
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise ManifestError(
+            f"--sut={path}: cannot read the manifest: {exc.strerror or exc} (check the path "
+            "and its permissions)"
+        ) from None
+    try:
+        raw = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ManifestError(f"{path}: its tables or arrays nest too deeply") from None
     return parse_manifest(raw, path)
 
 
@@ -209,7 +247,10 @@ def parse_manifest(raw: dict[str, Any], path: Path) -> SutManifest:
     """Check a manifest already read as TOML (``path`` names it in errors and anchors paths)."""
     folder = path.resolve().parent
     variables = {**os.environ, "PYTHON": sys.executable, "MANIFEST_DIR": str(folder)}
-    raw = {k: _expand(v, f"{path}: {k}", variables) for k, v in raw.items()}
+    try:
+        raw = {k: _expand(v, f"{path}: {k}", variables) for k, v in raw.items()}
+    except RecursionError:
+        raise ManifestError(f"{path}: its tables or arrays nest too deeply") from None
     if "source" in raw:
         raise ManifestError(f"{path}: unknown key 'source' (it is not a manifest key)")
     try:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 from simulators.adapter import StateChanges
 from simulators.clock import Clock
 from simulators.evidence import Recorder
+from simulators.network import Reach
 
 Item = TypeVar("Item", bound=Hashable)
 
@@ -84,6 +85,7 @@ class Observer:
     recorder: Recorder
     routes: dict[str, Route]
     port: int = 0
+    reach: Reach = field(default_factory=Reach)
     observations: dict[str, list[Observation]] = field(default_factory=dict)
     refused: dict[str, Refusals] = field(default_factory=dict)
     max_vendor_bytes: int = MAX_VENDOR_BYTES
@@ -97,14 +99,14 @@ class Observer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.reach.url("http", self.port)
 
     async def start(self) -> None:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post("/{vendor}", self._receive)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=15.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        site = web.TCPSite(self._runner, self.reach.listen, self.port)
         await site.start()
         server = site._server
         assert isinstance(server, asyncio.base_events.Server)

@@ -11,6 +11,8 @@ SUT), turns check outcomes into requirement verdicts, and writes ``report.json``
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import importlib.util
 import os
 import secrets
@@ -22,13 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from conformance.options import port
+from conformance.options import ADVERTISE_HELP, LISTEN_HELP, port
 from conformance.text import brief
 from conformance.vendors import discover
 
 MESSAGE_LIMIT = 4_000  # characters of a startup or usage error shown in the terminal
 
 if TYPE_CHECKING:
+    from conformance.gate import Baseline, Waiver
     from conformance.harness import Harness, Settings
     from conformance.manifest import SutManifest
     from conformance.verdicts import Check, CheckResult
@@ -69,9 +72,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(default: <report-dir>/pki)",
     )
     add("--observer-port", type=int, default=0, help="pin the observer's port")
+    add("--listen", metavar="ADDR", help=LISTEN_HELP)
+    add("--advertise", metavar="HOST", help=ADVERTISE_HELP)
     add("--fuzz-profile", default="conformance", choices=FUZZ_PROFILES,
         help="how hard the malformed-input campaigns try: conformance (quick, the same "
         "examples every run) or conformance-long (many more, randomized)")  # fmt: skip
+    add("--waivers", metavar="FILE.toml",
+        help="[[waiver]] tables (id, reason, expires): a waived failure does not fail the run")  # fmt: skip
+    add("--baseline", metavar="report.json",
+        help="an earlier run's report: only regressions against it fail the run")  # fmt: skip
+    add("--summary-md", metavar="PATH",
+        help="append a Markdown summary there (also to $GITHUB_STEP_SUMMARY when set)")  # fmt: skip
+    add("--keep-reports", type=int, default=0, metavar="N",
+        help="keep only the last N run folders in the report folder (default 0: keep all)")  # fmt: skip
     for plugin in discover().values():
         plugin.add_options(add)
 
@@ -91,6 +104,14 @@ class RunState:
         self.errors_seen = 0
         self.report_paths: dict[str, Any] | None = None
         self.startup_error: str | None = None
+        self.waivers: tuple[Waiver, ...] = ()
+        self.baseline: Baseline | None = None
+        self.options: dict[str, Any] = {}  # the run's options, for the report's provenance
+        self.summary_targets: list[Path] = []  # --summary-md, $GITHUB_STEP_SUMMARY
+        self.keep_reports = 0  # --keep-reports: run folders kept (0: all)
+        self.other_failures = 0  # failing pytest reports the requirement verdicts do not cover
+        self.planned: list[str] = []  # the checks selected, in order
+        self.interrupted: str | None = None  # how the run was stopped, if it was
 
 
 def _arg_paths(config: pytest.Config) -> list[Path]:
@@ -171,6 +192,7 @@ def _load_sut(config: pytest.Config, wanted: tuple[str, ...]) -> SutManifest:
 
 def _settings(config: pytest.Config, wanted: tuple[str, ...], report_dir: Path) -> Settings:
     from conformance.harness import Settings
+    from simulators.network import Reach
 
     manifest = _load_sut(config, wanted)
     vendors = tuple(v for v in wanted if v in manifest.vendors())
@@ -179,9 +201,22 @@ def _settings(config: pytest.Config, wanted: tuple[str, ...], report_dir: Path) 
             f"nothing to check: the SUT declares {manifest.vendors()} but this run selects "
             f"{list(wanted)}"
         )
-    pki_dir = Path(config.getoption("--pki-dir") or report_dir / "pki").resolve()
+    pki_option = config.getoption("--pki-dir") or report_dir / "pki"
+    try:
+        pki_dir = Path(pki_option).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise pytest.UsageError(
+            f"--pki-dir={pki_option}: not a usable folder ({exc}); give a folder this user can "
+            "write"
+        ) from None
+    if pki_dir.exists() and not pki_dir.is_dir():
+        raise pytest.UsageError(
+            f"--pki-dir={pki_option}: {pki_dir} is not a folder; give a folder (the "
+            "simulators' CA and certificates are written there once and reused)"
+        )
     try:
         observer_port = port("--observer-port", config.getoption("--observer-port"))
+        reach = Reach.of(config.getoption("--listen"), config.getoption("--advertise"))
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     vendor_settings = {}
@@ -199,6 +234,7 @@ def _settings(config: pytest.Config, wanted: tuple[str, ...], report_dir: Path) 
         strict=bool(getattr(config.option, "strict", False)),
         slow=config.getoption("--slow"),
         observer_port=observer_port,
+        reach=reach,
         fuzz_profile=config.getoption("--fuzz-profile"),
     )
 
@@ -220,10 +256,17 @@ def pytest_configure(config: pytest.Config) -> None:
             "SUT and simulators on the same ports. Run without -n (the suite runs its checks "
             "in order)."
         )
-    report_dir = Path(config.getoption("--report-dir")).resolve()
+    report_dir = _writable_report_dir(config.getoption("--report-dir"))
     wanted = _wanted(config, by_path)
     state = RunState(report_dir, wanted)
     try:
+        keep = config.getoption("--keep-reports")
+        if keep < 0:
+            raise pytest.UsageError(
+                f"--keep-reports={keep}: give how many run folders to keep (0: all)"
+            )
+        state.keep_reports = keep
+        _load_gate(config, state)
         state.settings = _settings(config, wanted, report_dir)
     except pytest.UsageError as exc:  # one clear message, however large what it quotes
         _write_startup_report(state, f"usage error: {exc}")
@@ -237,6 +280,45 @@ def pytest_configure(config: pytest.Config) -> None:
     general = SUITE_DIR / "test_general.py"
     if not any(p in (general, SUITE_DIR) for p in _arg_paths(config)):
         config.args.append(str(general))
+
+
+def _load_gate(config: pytest.Config, state: RunState) -> None:
+    """Waivers and the baseline, read before anything starts: a bad file is a usage error."""
+    from conformance.catalogue import catalogue
+    from conformance.gate import GateFileError, load_baseline, load_waivers
+    from conformance.provenance import run_options
+
+    try:
+        if waivers := config.getoption("--waivers"):
+            state.waivers = load_waivers(Path(waivers), catalogue())
+        if baseline := config.getoption("--baseline"):
+            state.baseline = load_baseline(Path(baseline))
+    except GateFileError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    from conformance.summaries import summary_targets
+
+    state.summary_targets = summary_targets(config.getoption("--summary-md"))
+    flags = [f for p in discover().values() if p.name in state.vendors for f in p.behaviour_options]
+    state.options = run_options(config.getoption, flags)
+    state.options["--strict"] = bool(getattr(config.option, "strict", False))  # pytest's flag
+
+
+def _writable_report_dir(option: str) -> Path:
+    """``--report-dir`` made and checked before anything starts: one clear message when no
+    report can be written there (docs/sut-contract.md §5)."""
+    try:
+        report_dir = Path(option).resolve()
+        report_dir.mkdir(parents=True, exist_ok=True)
+        probe = report_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        what = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise pytest.UsageError(
+            f"--report-dir={option}: no report can be written there ({what}); give a folder "
+            "this user can create and write"
+        ) from None
+    return report_dir
 
 
 def _state(config: pytest.Config) -> RunState | None:
@@ -275,6 +357,7 @@ def pytest_collection_modifyitems(
         config.hook.pytest_deselected(items=drop)
     checks.sort(key=_rank)
     items[:] = keep + checks
+    state.planned = [item.nodeid for item in checks]
 
 
 def _rank(item: pytest.Item) -> int:
@@ -290,8 +373,13 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
         pytest.skip("not a conformance run")
     from conformance.harness import Harness
     from conformance.launcher import LaunchError
+    from simulators.pki import PKIError
 
-    h = Harness(state.settings, state.run_dir)
+    try:
+        h = Harness(state.settings, state.run_dir)
+    except PKIError as exc:
+        state.startup_error = f"conformance: {exc}"
+        pytest.exit(brief(state.startup_error, MESSAGE_LIMIT), returncode=4)
     state.harness = h
     _stop_on_termination(h)
     try:
@@ -358,31 +446,103 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     rep = yield
     state = _state(item.config)
-    if state is None or not _is_suite_path(Path(str(item.path))):
+    if state is None:
+        return rep
+    if not _is_suite_path(Path(str(item.path))):
+        state.other_failures += rep.failed  # the user's own tests fail the run, whatever the gate
         return rep
     ids = _requirement_ids(item)
     if rep.when == "call" or (rep.when == "setup" and not rep.passed):
         from conformance.results import record_result
 
         record_result(state, item, call, rep, ids)
+        _show_waived(state, rep, ids)
+    elif rep.failed:  # a teardown fault: no requirement verdict shows it, the exit status does
+        state.other_failures += 1
     return rep
+
+
+def _show_waived(state: RunState, rep: pytest.TestReport, ids: list[str]) -> None:
+    """A failing check whose requirements are all waived, or all failed in the baseline too,
+    shows as passed with the reason, as a SHOULD failure does: it does not fail the run (the
+    requirement's verdict, ``waived`` or ``fail``, is in the reports)."""
+    if not (rep.when == "call" and rep.failed and state.results and ids):
+        return
+    if state.results[-1].outcome not in ("fail", "error"):
+        return
+    started = datetime.datetime.fromtimestamp(state.started_at, datetime.UTC).date()
+    valid = {w.id: w for w in state.waivers if not w.expired(started)}
+    if state.results[-1].outcome == "fail" and all(rid in valid for rid in ids):
+        reasons = "; ".join(f"{rid}: {valid[rid].reason}" for rid in ids)
+        rep.sections.append(("conformance waived", reasons))
+        rep.outcome = "passed"
+        return
+    from conformance.gate import failing
+
+    known = state.baseline.verdicts if state.baseline is not None else {}
+    if known and all(failing(known.get(rid, "pass")) for rid in ids):
+        rep.sections.append(
+            ("conformance known failure", f"{' '.join(ids)} failed in the baseline too")
+        )
+        rep.outcome = "passed"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = _state(session.config)
     if state is None:
         return
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        ran = len({r.name for r in state.results})
+        state.interrupted = (
+            f"interrupted (Ctrl-C or SIGTERM) after {ran} of {len(state.planned)} checks"
+        )
     harness = state.harness
     if harness is not None:
-        harness.stop()
-    if state.startup_error is not None:
-        _write_startup_report(state, state.startup_error)
-        return
-    if harness is None:
-        return  # no check ran
-    from conformance.results import write_run_report
+        try:
+            harness.stop()
+        except KeyboardInterrupt:  # a second Ctrl-C while stopping: end everything now
+            state.interrupted = (
+                f"{state.interrupted or 'interrupted'}; interrupted again while stopping the "
+                "SUT and the simulators, which were then killed"
+            )
+            with _signals_held():
+                harness.stop(grace_s=0.5)
+    with _signals_held():  # the report and `latest` are written whole, whatever comes
+        if state.startup_error is not None:
+            _write_startup_report(state, state.startup_error)
+            return
+        if harness is None:
+            return  # no check ran
+        from conformance.results import write_run_report
 
-    state.report_paths = write_run_report(state)
+        state.report_paths = write_run_report(state)
+        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+            # The gate decides (docs/sut-contract.md §7): waived and known failures pass it, an
+            # expired waiver or a regression fails it; a failing non-conformance test fails.
+            passed = state.report_paths["gate"]["passed"] and not state.other_failures
+            session.exitstatus = pytest.ExitCode.OK if passed else pytest.ExitCode.TESTS_FAILED
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done (on the main thread; elsewhere a
+    no-op): a report is never left half written."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _write_startup_report(state: RunState, message: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -24,15 +25,20 @@ import jinja2
 import markupsafe
 
 from conformance.catalogue import for_vendors
+from conformance.gate import Baseline, Waiver, apply_gate, gate_lines
 from conformance.text import brief, printable
-from conformance.verdicts import OUTCOMES, CheckResult, requirement_verdict
+from conformance.verdicts import NO_CHECK_RAN, OUTCOMES, CheckResult, requirement_verdict
 
 __all__ = ["RunInfo", "build_report", "write_reports"]
 
-SCHEMA = "conformance-report/1"
+# /2 adds the verdict ``waived``, ``"run"`` (provenance) and ``"gate"``; readers take both.
+SCHEMA = "conformance-report/2"
+VERDICTS = (*OUTCOMES, "waived")
 FILE_LIMIT_BYTES = 900_000  # each report file, whatever the SUT did
 TEXT_LIMIT = 300  # characters of an evidence summary or detail value
 _ALLOWANCE = {"error": 60, "fail": 60, "warn": 30, "not-verified": 20, "pass": 12}
+_CUT = re.compile(r"… \((\d+) characters\)$")  # what _short leaves of a long text
+TERMINAL_COMMAND_LIMIT = 4_000  # characters of a reproducer printed whole in the terminal
 STARTUP_ERROR_LIMIT = 8_000  # characters of why a run could not start, kept once
 
 
@@ -52,10 +58,15 @@ class RunInfo:
     simulated_s: float | None = None
     sut_log_tail: str = ""
     startup_error: str | None = None  # the run could not start: every requirement is `error`
+    interrupted: str | None = None  # the run was stopped (Ctrl-C, SIGTERM): how far it got
+    not_run: list[str] = field(default_factory=list)  # the checks an interruption kept from running
     run_events: list[dict[str, Any]] = field(default_factory=list)
     run_events_cut: int = 0
     evidence_dropped: int = 0
     observer_refused: dict[str, dict[str, int]] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)  # the report's "run"
+    waivers: tuple[Waiver, ...] = ()
+    baseline: Baseline | None = None
 
 
 def build_report(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
@@ -74,6 +85,8 @@ def _build(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
             verdict, reason = "error", f"the run could not start: {brief(first, TEXT_LIMIT)}"
         else:
             verdict, reason = requirement_verdict(req, checks)
+            if not checks and info.interrupted is not None:
+                reason = "the run was interrupted before any check of this requirement ran"
             if verdict == "pass":
                 observed = [c.observed for c in checks if c.outcome == "pass" and c.observed]
                 reason = observed[0] if len(observed) == 1 else reason
@@ -91,10 +104,19 @@ def _build(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
                 "checks": [c.to_json() for c in checks],
             }
         )
-    summary = Counter({o: 0 for o in OUTCOMES})
+    gate = apply_gate(
+        requirements,
+        waivers=info.waivers,
+        baseline=info.baseline,
+        catalogue_digest=info.provenance.get("catalogue", {}).get("digest"),
+        today=datetime.datetime.fromtimestamp(info.started_at, datetime.UTC).date(),
+    )
+    summary = Counter({o: 0 for o in VERDICTS})
     summary.update(str(r["verdict"]) for r in requirements)
     return {
         "schema": SCHEMA,
+        "run": info.provenance,
+        "gate": gate,
         "run_id": info.run_id,
         "started_at": datetime.datetime.fromtimestamp(info.started_at, datetime.UTC).isoformat(),
         "duration_s": round(time.time() - info.started_at, 3),
@@ -113,6 +135,11 @@ def _build(info: RunInfo, results: list[CheckResult]) -> dict[str, Any]:
             if info.startup_error is not None
             else None
         ),
+        "interrupted": info.interrupted,
+        "not_run": {
+            "count": len(info.not_run),
+            "first": [brief(n, 200) for n in info.not_run[:20]],
+        },
         "summary": dict(summary),
         "requirements": requirements,
         "run_timeline": {"events": info.run_events, "cut": info.run_events_cut},
@@ -167,15 +194,19 @@ def _ends(events: list[dict[str, Any]], keep: int) -> list[dict[str, Any]]:
 
 
 def _trim_event(event: dict[str, Any], limit: int = TEXT_LIMIT) -> dict[str, Any]:
+    """Every text of an event within ``limit`` characters: the SUT has a hand in its actor and
+    peer (an MQTT client ID of 64 KB), its summary and every detail."""
+
     def trimmed(value: Any) -> Any:
         if isinstance(value, (int, float, bool, type(None))):
             return value
         return _short(value if isinstance(value, str) else json.dumps(value), limit)
 
-    event = dict(event)
-    event["summary"] = _short(str(event.get("summary", "")), limit)
-    event["detail"] = {k: trimmed(v) for k, v in (event.get("detail") or {}).items()}
-    return event
+    detail = event.get("detail")
+    trimmed_event = {k: trimmed(v) for k, v in event.items() if k != "detail"}
+    trimmed_event["summary"] = _short(str(event.get("summary", "")), limit)
+    trimmed_event["detail"] = {_short(str(k), limit): trimmed(v) for k, v in (detail or {}).items()}
+    return trimmed_event
 
 
 def _short(text: str, limit: int = TEXT_LIMIT) -> str:
@@ -193,9 +224,49 @@ def _render(data: dict[str, Any]) -> dict[str, bytes]:
             "junit.xml": _junit(fitted),
             "index.html": _html(fitted).encode(),
         }
-        if max(map(len, files.values())) <= FILE_LIMIT_BYTES or scale < 0.01:
+        if max(map(len, files.values())) <= FILE_LIMIT_BYTES:
             return files
+        if scale < 0.01:
+            break
         scale /= 2
+    for keep_checks in (True, False):  # still too large: the skeleton always fits
+        bare = _bare(_fitted(data, scale), keep_checks)
+        files = {
+            "report.json": (json.dumps(bare, indent=1) + "\n").encode(),
+            "junit.xml": _junit(bare),
+            "index.html": _html(bare).encode(),
+        }
+        if max(map(len, files.values())) <= FILE_LIMIT_BYTES:
+            break
+    return files
+
+
+def _bare(data: dict[str, Any], keep_checks: bool) -> dict[str, Any]:
+    """The report when even the smallest evidence does not fit: no evidence, no timeline, every
+    text of a check short; without ``keep_checks`` no check either, only the requirements'
+    verdicts and reasons (a run of thousands of checks). What was cut is counted."""
+    data = {**data, "requirements": [dict(r) for r in data["requirements"]]}
+    cut = len(data["run_timeline"]["events"]) + data["run_timeline"]["cut"]
+    data["run_timeline"] = {"events": [], "cut": cut}
+    data["sut"] = {**data["sut"], "log_tail": _short(str(data["sut"]["log_tail"]), 2_000)}
+    if isinstance(data.get("startup_error"), str):
+        data["startup_error"] = _short(data["startup_error"], 2_000)
+    data["evidence_cut_to_fit"] = True
+    for req in data["requirements"]:
+        req["reason"] = _short(str(req["reason"]), TEXT_LIMIT)
+        if not keep_checks:
+            req["checks_cut"] = len(req["checks"])
+            req["checks"] = []
+            continue
+        checks = []
+        for c in req["checks"]:
+            c = {k: _short(v, 120) if isinstance(v, str) else v for k, v in c.items()}
+            c["evidence_cut"] = c.get("evidence_cut", 0) + len(c["evidence"])
+            c.update(evidence=[], notes=[], reproduce=c["reproduce"][:1])
+            c["reproduce"] = [_short(r, 500) for r in c["reproduce"]]
+            checks.append(c)
+        req["checks"] = checks
+    return data
 
 
 def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict[str, Any]:
@@ -210,13 +281,15 @@ def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict
     shutil.rmtree(latest / "bodies", ignore_errors=True)
     if (run_dir / "bodies").is_dir():  # reproducers' bodies: `curl … @bodies/…` from here
         shutil.copytree(run_dir / "bodies", latest / "bodies")
+    interrupted = data.get("interrupted")
+    lines = [f"  INTERRUPTED: {_line(interrupted)}"] if interrupted else []
     if data.get("startup_error"):
         first = brief((str(data["startup_error"]).strip().splitlines() or [""])[0], TEXT_LIMIT)
         lines = [f"  the run could not start, so every requirement is error: {first}"]
     else:
-        lines = []
+        unselected = [r["id"] for r in data["requirements"] if r["reason"] == NO_CHECK_RAN]
         for r in data["requirements"]:
-            if r["verdict"] == "pass":
+            if r["verdict"] == "pass" or r["reason"] == NO_CHECK_RAN:
                 continue
             lines.append(
                 f"  {r['verdict'].upper():13} {r['id']} ({r['level']}): {_line(r['reason'])}"
@@ -225,13 +298,31 @@ def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict
                 c for c in r["checks"] if c["outcome"] in ("fail", "error") and c["reproduce"]
             ]
             if failing and r["verdict"] in ("fail", "error"):
-                lines.append(f"                reproduce: {_line(failing[0]['reproduce'][0])}")
+                lines.append(f"                reproduce: {_pasteable(failing[0]['reproduce'][0])}")
+        if unselected:  # e.g. -k APL-AUTH-01: one line, not one per requirement
+            lines.append(
+                f"  NOT-VERIFIED  {len(unselected)} requirement(s) had no check in this run "
+                f"(not selected, e.g. by -k): {_line(', '.join(unselected), 160)}"
+            )
+    lines += gate_lines(data["gate"])
     return {
         "summary": data["summary"],
+        "gate": data["gate"],
+        "run_dir": run_dir,
         "lines": lines,
         "index": latest / "index.html",
         "json": latest / "report.json",
     }
+
+
+def _pasteable(command: str, limit: int = TERMINAL_COMMAND_LIMIT) -> str:
+    """A reproducer whole, so it can be pasted (large bodies are already in ``bodies/``); one
+    too long for a terminal is pointed to instead of cut."""
+    cut = _CUT.search(command)
+    if cut is None and len(command) <= limit:
+        return command
+    size = cut.group(1) if cut else str(len(command))
+    return f"(a command of {size} characters, too long to print: see the report's page)"
 
 
 def _line(text: str, limit: int = 240) -> str:
@@ -245,13 +336,18 @@ def _junit(data: dict[str, Any]) -> bytes:
     for req, c in checks:
         by_name.setdefault(c["name"], ([], c))[0].append(req)
     counts = Counter(c["outcome"] for _, c in by_name.values())
+    waived_checks = sum(
+        c["outcome"] == "fail" and all(r["verdict"] == "waived" for r in reqs)
+        for reqs, c in by_name.values()
+    )
+    interrupted = data.get("interrupted")
     suite = ET.Element(
         "testsuite",
         name="conformance",
-        tests=str(len(by_name)),
-        failures=str(counts["fail"]),
-        errors=str(counts["error"]),
-        skipped=str(counts["not-verified"]),
+        tests=str(len(by_name) + bool(interrupted)),
+        failures=str(counts["fail"] - waived_checks),
+        errors=str(counts["error"] + bool(interrupted)),
+        skipped=str(counts["not-verified"] + waived_checks),
         time=str(data["duration_s"]),
         timestamp=data["started_at"],
     )
@@ -259,6 +355,7 @@ def _junit(data: dict[str, Any]) -> bytes:
     ET.SubElement(props, "property", name="run_id", value=data["run_id"])
     ET.SubElement(props, "property", name="sut", value=str(data["sut"]["source"]))
     for name, (reqs, c) in by_name.items():
+        waived = c["outcome"] == "fail" and all(r["verdict"] == "waived" for r in reqs)
         classname, _, test = name.rpartition("::")
         case = ET.SubElement(
             suite,
@@ -271,7 +368,9 @@ def _junit(data: dict[str, Any]) -> bytes:
         for req in reqs:
             ET.SubElement(cprops, "property", name="requirement", value=req["id"])
             ET.SubElement(cprops, "property", name=f"level:{req['id']}", value=req["level"])
-        ET.SubElement(cprops, "property", name="verdict", value=c["outcome"])
+        ET.SubElement(
+            cprops, "property", name="verdict", value="waived" if waived else c["outcome"]
+        )
         text = "\n".join(
             x
             for x in (
@@ -282,7 +381,12 @@ def _junit(data: dict[str, Any]) -> bytes:
             )
             if x
         )
-        if c["outcome"] == "fail":
+        if waived:  # the team knows: not a failure of this run, the reason shown
+            reasons = "; ".join(
+                f"{r['id']} until {r['waiver']['expires']}: {r['waiver']['reason']}" for r in reqs
+            )
+            ET.SubElement(case, "skipped", message=f"waived: {reasons}").text = text
+        elif c["outcome"] == "fail":
             ET.SubElement(case, "failure", message=c["message"]).text = text
         elif c["outcome"] == "error":
             ET.SubElement(case, "error", message=c["message"]).text = text
@@ -290,6 +394,12 @@ def _junit(data: dict[str, Any]) -> bytes:
             ET.SubElement(case, "skipped", message=f"not-verified: {c['message']}")
         elif c["outcome"] == "warn":
             ET.SubElement(case, "system-out").text = f"warning (SHOULD): {text}"
+    if interrupted:  # what did not run is not a pass: the run itself is an error
+        not_run = data.get("not_run") or {"count": 0, "first": []}
+        case = ET.SubElement(suite, "testcase", classname="conformance", name="run", time="0")
+        ET.SubElement(case, "error", message=f"interrupted: {interrupted}").text = "\n".join(
+            [f"{not_run['count']} check(s) did not run", *not_run["first"]]
+        )
     ET.indent(suite)
     return bytes(ET.tostring(suite, encoding="utf-8", xml_declaration=True))
 

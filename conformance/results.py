@@ -142,10 +142,19 @@ def write_run_report(state: RunState) -> dict[str, Any]:
             observer_refused={
                 v: dict(harness.observer.refusals(v).counts) for v in settings.vendors
             },
+            **_gate_info(state),
+            interrupted=state.interrupted,
+            not_run=_not_run(state),
         ),
         state.results,
     )
-    return report.write_reports(data, state.run_dir, state.report_dir)
+    return _written(state, data)
+
+
+def _not_run(state: RunState) -> list[str]:
+    """The checks selected for the run that produced no result (an interrupted run)."""
+    ran = {r.name for r in state.results}
+    return [name for name in state.planned if name not in ran]
 
 
 def write_startup_report(state: RunState, message: str) -> dict[str, Any]:
@@ -167,7 +176,48 @@ def write_startup_report(state: RunState, message: str) -> dict[str, Any]:
                 if state.harness is not None and state.harness.sut is not None
                 else ""
             ),
+            **_gate_info(state),
         ),
         [],
     )
-    return report.write_reports(data, state.run_dir, state.report_dir)
+    return _written(state, data)
+
+
+def _gate_info(state: RunState) -> dict[str, Any]:
+    """The report's provenance (``"run"``), waivers and baseline (docs/sut-contract.md §7)."""
+    import time
+
+    from conformance.provenance import manifest_digest, provenance
+
+    settings = state.settings
+    source = settings.manifest.source if settings else ""
+    canonical = settings.manifest.model_dump_json(exclude={"source"}) if settings else ""
+    profiles = {}
+    if settings is not None:
+        for name in settings.vendors:
+            section = settings.manifest.section(name)
+            if section is not None:
+                profiles[name] = sorted(discover()[name].profiles(section))
+    return {
+        "provenance": provenance(
+            options=state.options,
+            profiles=profiles,
+            sut_source=source,
+            sut_digest=manifest_digest(source, canonical),
+            started_at=state.started_at,
+            ended_at=time.time(),
+        ),
+        "waivers": state.waivers,
+        "baseline": state.baseline,
+    }
+
+
+def _written(state: RunState, data: dict[str, Any]) -> dict[str, Any]:
+    """Write the report files, then the CI summaries, then prune old run folders."""
+    from conformance import summaries
+
+    paths = report.write_reports(data, state.run_dir, state.report_dir)
+    summaries.write_summaries(data, paths, state.summary_targets)
+    if state.keep_reports:
+        summaries.prune_runs(state.report_dir, state.keep_reports, current=state.run_dir)
+    return paths

@@ -16,7 +16,7 @@ import importlib
 import importlib.util
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
     from simulators.clock import Clock
     from simulators.evidence import Recorder
-    from simulators.pki import PKI
+    from simulators.network import Reach
+    from simulators.pki import PKI, CertFiles
 
 __all__ = [
     "AddOption",
@@ -46,11 +47,13 @@ GetOption = Callable[[str], Any]  # an option's value by its flag, "--<vendor>-�
 @dataclass(frozen=True)
 class Endpoint:
     """A SUT endpoint the harness watches: it must accept connections before the checks start
-    and still at the end (GEN-LIVE-01). ``cafile`` verifies its certificate."""
+    and still at the end (GEN-LIVE-01). ``cafile`` verifies its certificate; ``client_cert``
+    is presented to it (a receiver may require the caller's certificate)."""
 
     what: str  # where it was declared, e.g. "[<vendor>] <key>"
     url: str
     cafile: Path | None = None
+    client_cert: CertFiles | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,14 @@ class VendorRun:
     settings: Any  # the vendor's own settings object, from :meth:`Vendor.settings`
     section: BaseModel | None  # the SUT's manifest section; None when serving standalone
     slow: bool = False  # --slow: checks may wait for the SUT's long real-time timers
+    # --listen, --advertise: where servers bind, the name SUTs use (default: loopback only)
+    reach: Reach = field(default_factory=lambda: _loopback())
+
+
+def _loopback() -> Reach:
+    from simulators.network import LOCAL  # the plugin imports this module: no simulators yet
+
+    return LOCAL
 
 
 class RunningVendor(Protocol):
@@ -86,6 +97,9 @@ class RunningVendor(Protocol):
     async def stop(self) -> None:
         """Stop every server, client and task."""
 
+    async def perform(self, operation: Any) -> Any:
+        """Carry out one of the vendor's operations (:meth:`Vendor.operation_model`)."""
+
 
 class Vendor(Protocol):
     """One vendor plug-in: ``VENDOR`` in ``conformance/<name>/vendor.py``."""
@@ -93,6 +107,9 @@ class Vendor(Protocol):
     name: str  # the manifest section, the observer route, the option prefix
     title: str  # for reports: the vendor's product name
     receiver: bool  # its SUT can be a webhook receiver given as --sut=URL
+    # The options that change what its simulators do (a vendor variant): recorded in every
+    # report's "run" (docs/sut-contract.md §7). Ports, keys and paths are not among them.
+    behaviour_options: tuple[str, ...]
 
     def add_options(self, add: AddOption) -> None:
         """Declare the vendor's options, each named ``--<name>-…``."""
@@ -120,6 +137,19 @@ class Vendor(Protocol):
 
     async def start(self, run: VendorRun) -> RunningVendor:
         """Start the vendor's simulators in the running event loop."""
+
+    def operation_model(self) -> Any:
+        """Every operation of the vendor's simulators: a union of pydantic models told apart
+        by ``op`` (``simulators/<name>/operations.py``), each with ``apply(target)``."""
+
+    def sim_handle(self) -> Any:
+        """The class of the ``<name>_sim`` fixture's handle: a ``SimHandle`` with the vendor's
+        verbs (``conformance/<name>/handle.py``)."""
+
+    def add_ctl_verbs(self, verbs: Any) -> None:
+        """Declare ``conformance-sim ctl <name> VERB …`` (``verbs`` is argparse's sub-parsers
+        action): each verb's parser sets the default ``operation``, a function of the parsed
+        arguments giving the operation's JSON (a dict with ``op``)."""
 
 
 def _package_dir() -> Path:

@@ -12,6 +12,7 @@ from typing import Any
 from conformance.catalogue import Requirement
 
 __all__ = [
+    "NO_CHECK_RAN",
     "Check",
     "CheckResult",
     "HarnessError",
@@ -21,6 +22,7 @@ __all__ = [
 ]
 
 OUTCOMES = ("pass", "fail", "warn", "not-verified", "error")
+NO_CHECK_RAN = "no check for this requirement ran in this run"
 # How bad an outcome is when a requirement has several checks: the worst one wins.
 _SEVERITY = {"error": 4, "fail": 3, "warn": 2, "not-verified": 1, "pass": 0}
 
@@ -129,7 +131,7 @@ def blame_harness(outcome: str, message: str, new_errors: list[str]) -> tuple[st
 def requirement_verdict(req: Requirement, results: list[CheckResult]) -> tuple[str, str]:
     """The requirement's verdict and a one-line reason, from its checks' outcomes."""
     if not results:
-        return "not-verified", "no check for this requirement ran in this run"
+        return "not-verified", NO_CHECK_RAN
     worst = max(results, key=lambda r: _SEVERITY[r.outcome])
     if worst.outcome == "not-verified" and any(r.outcome == "pass" for r in results):
         # Some checks observed and passed; the others could not observe. Still a pass, with a note.

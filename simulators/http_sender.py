@@ -16,11 +16,17 @@ vendor fault counts as) stay in its core and adapter, and so does its evidence.
   until the timeout (real time: it is the receiver that waits).
 - :meth:`HttpSender.send` never raises for what the receiver does: a timeout or a connection
   error is the exchange's ``error``.
+- A sender may present a TLS client certificate (:class:`ClientCertificate`, switched with
+  :meth:`HttpSender.present`); each exchange names the one it presented. A receiver that
+  refuses a certificate ends the connection during or right after the handshake, often with
+  no alert the HTTP client can read: :meth:`HttpSender.handshake` opens a bare TLS connection
+  presenting it and reports whether the receiver kept it open, waiting for a request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,8 +36,17 @@ import aiohttp
 from yarl import URL
 
 from simulators.clock import Clock
+from simulators.pki import CertFiles
 
-__all__ = ["ANSWER_READ_LIMIT", "Exchange", "HttpSender", "RawFault", "write_raw"]
+__all__ = [
+    "ANSWER_READ_LIMIT",
+    "ClientCertificate",
+    "Exchange",
+    "Handshake",
+    "HttpSender",
+    "RawFault",
+    "write_raw",
+]
 
 ANSWER_READ_LIMIT = 64 * 1024  # bytes of a receiver's answer body read, at most
 ERROR_CHARS = 300  # of an error's text, kept in the exchange
@@ -50,7 +65,8 @@ class Exchange:
     cut the connection. ``fault`` names the fault the simulator applied (a failure is then
     ours, not the receiver's). ``started_real_s`` and ``started_sim_s`` read the clock as the
     request began; ``elapsed_real_s`` runs from there to the answer (or the error).
-    ``timed_out``: no answer within the timeout. ``sent_bytes``: the body's size."""
+    ``timed_out``: no answer within the timeout. ``sent_bytes``: the body's size.
+    ``client_cert`` names the TLS client certificate presented (None: none, or no TLS)."""
 
     status: int | None = None
     answered: int | None = None
@@ -63,6 +79,7 @@ class Exchange:
     timed_out: bool = False
     fault: str | None = None
     dropped_status: int | None = None
+    client_cert: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -86,8 +103,29 @@ class Exchange:
         return "answered" if self.answered is not None else "error"
 
 
+@dataclass(frozen=True, slots=True)
+class ClientCertificate:
+    """A TLS client certificate a sender presents: ``name`` (for the evidence), the chain
+    (``files.cert``: the leaf first, then its intermediates) and the leaf's key."""
+
+    name: str
+    files: CertFiles
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """What a receiver did with a bare TLS connection (:meth:`HttpSender.handshake`):
+    ``kept`` it open, waiting for a request; ``ended`` it during or right after the handshake;
+    ``untrusted``: its server certificate failed our verification; ``unreachable``: no
+    connection or no handshake in time. ``detail`` says how, for a report."""
+
+    outcome: Literal["kept", "ended", "untrusted", "unreachable"]
+    detail: str
+
+
 class HttpSender:
-    """Sends requests to any URL over one aiohttp session; reports each as an :class:`Exchange`.
+    """Sends requests to any URL over one aiohttp session per client certificate (none by
+    default); reports each as an :class:`Exchange`.
 
     ``skip_auto_headers`` names headers aiohttp would add by itself (``User-Agent``…) that a
     vendor sets, or leaves out, on its own."""
@@ -106,35 +144,72 @@ class HttpSender:
         self.cafiles = cafiles
         self.limit = limit
         self.skip_auto_headers = skip_auto_headers
-        self._session: aiohttp.ClientSession | None = None
-        self._context: ssl.SSLContext | None = None
+        self.client_cert: ClientCertificate | None = None
+        self._sessions: dict[str | None, aiohttp.ClientSession] = {}
+        self._contexts: dict[str | None, ssl.SSLContext] = {}
+
+    @property
+    def _session(self) -> aiohttp.ClientSession | None:
+        """The session of the client certificate presented now."""
+        return self._sessions.get(self._presented)
+
+    @property
+    def _presented(self) -> str | None:
+        return self.client_cert.name if self.client_cert is not None else None
+
+    def present(self, client_cert: ClientCertificate | None) -> ClientCertificate | None:
+        """Present ``client_cert`` (None: none) on the requests sent from now on, over
+        connections of their own; returns the one presented until now."""
+        previous, self.client_cert = self.client_cert, client_cert
+        return previous
 
     def ssl_context(self) -> ssl.SSLContext:
-        """The system's CAs plus ``cafiles`` (made once)."""
-        if self._context is None:
+        """The system's CAs plus ``cafiles`` (each a file, or PEM text itself: a CA handed over
+        the control plane), presenting the client certificate of now (one context per
+        certificate, made once)."""
+        name = self._presented
+        if name not in self._contexts:
             context = ssl.create_default_context()
             for cafile in self.cafiles:
-                context.load_verify_locations(cafile=cafile)
-            self._context = context
-        return self._context
+                if cafile.lstrip().startswith("-----BEGIN"):
+                    context.load_verify_locations(cadata=cafile)
+                else:
+                    context.load_verify_locations(cafile=cafile)
+            if self.client_cert is not None:
+                files = self.client_cert.files
+                context.load_cert_chain(str(files.cert), str(files.key))
+            self._contexts[name] = context
+        return self._contexts[name]
 
     async def start(self) -> None:
         await self._start()
 
     async def _start(self) -> aiohttp.ClientSession:
-        if self._session is None:
+        name = self._presented
+        if name not in self._sessions:
             connector = aiohttp.TCPConnector(ssl=self.ssl_context(), limit=self.limit)
-            self._session = aiohttp.ClientSession(
+            self._sessions[name] = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
                 skip_auto_headers=self.skip_auto_headers,
             )
-        return self._session
+        return self._sessions[name]
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+    async def handshake(self, url: str, wait_s: float) -> Handshake:
+        """Open a TLS connection to ``url``'s host presenting the client certificate of now,
+        send nothing, and wait at most ``wait_s`` (real) for the receiver to end it (a TLS
+        alert, a failed handshake, a close). Bounded by the sender's timeout plus ``wait_s``."""
+        target = URL(url)
+        if target.scheme != "https" or target.host is None or target.port is None:
+            raise ValueError(f"{url} is not an https://host:port URL")
+        return await asyncio.to_thread(
+            _handshake, self.ssl_context(), target.host, target.port, self.timeout_s, wait_s
+        )
 
     async def send(
         self,
@@ -204,7 +279,51 @@ class HttpSender:
             timed_out,
             fault or raw,
             dropped,
+            self._presented if URL(url).scheme == "https" else None,  # no TLS, no certificate
         )
+
+
+def _handshake(
+    context: ssl.SSLContext, host: str, port: int, timeout_s: float, wait_s: float
+) -> Handshake:
+    """:meth:`HttpSender.handshake` on a blocking socket: the stdlib's asyncio TLS transport
+    turns a receiver's alert into a bare end of stream, a blocking socket reads it."""
+    try:
+        raw = socket.create_connection((host, port), timeout=timeout_s)
+    except OSError as exc:
+        return Handshake("unreachable", f"no connection: {exc}")
+    try:
+        try:
+            tls = context.wrap_socket(raw, server_hostname=host)
+        except ssl.SSLCertVerificationError as exc:
+            return Handshake("untrusted", f"its certificate was not trusted: {exc.verify_message}")
+        except TimeoutError:
+            return Handshake("unreachable", f"no TLS handshake within {timeout_s:g} s")
+        except (ssl.SSLError, OSError) as exc:
+            return Handshake("ended", f"the TLS handshake failed: {_tls_error(exc)}")
+        with tls:
+            tls.settimeout(wait_s)
+            try:
+                data = tls.recv(1)
+            except TimeoutError:
+                return Handshake("kept", f"kept open for {wait_s:g} s, waiting for a request")
+            except (ssl.SSLError, OSError) as exc:
+                why = _tls_error(exc)
+                return Handshake("ended", f"ended after the handshake, before any request: {why}")
+            if not data:
+                return Handshake("ended", "closed after the handshake, before any request")
+            return Handshake("kept", "it sent data before any request")
+    finally:
+        raw.close()
+
+
+def _tls_error(exc: OSError) -> str:
+    reason = getattr(exc, "reason", None)
+    return (
+        f"TLS alert {reason}"
+        if reason and "ALERT" in str(reason)
+        else f"{type(exc).__name__}: {exc}"
+    )
 
 
 async def write_raw(

@@ -1,10 +1,14 @@
 """The simulators' PKI, made with trustme and written to a folder a user can reuse.
 
-One CA signs every simulator server certificate (for ``localhost`` and ``127.0.0.1``) and the
-client identity certificates. For negative checks there is an impostor CA with its own
+One CA signs every simulator server certificate (for ``localhost``, ``127.0.0.1`` and the
+``--advertise`` name, if any) and the client identity certificates. For negative checks there is an impostor CA with its own
 ``localhost`` certificate, an expired certificate and a wrong-host certificate, all for the same
 key usage as the good one. A folder written once is read back on later runs, so an SUT that runs
 outside the harness can trust ``ca.pem`` once and for all.
+
+A caller chain (:meth:`PKI.caller_chain`) stands for the client certificate a service presents
+when it calls the SUT: a root of its own signs an intermediate, which signs the leaf, so a
+receiver that trusts the root verifies a chain of depth 2.
 """
 
 from __future__ import annotations
@@ -21,10 +25,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["PKI", "CertFiles"]
+__all__ = ["PKI", "CallerChain", "CertFiles", "PKIError"]
+
+
+class PKIError(ValueError):
+    """The PKI folder cannot be used (not a folder, unreadable, a file that does not decode):
+    the message names the path and the fix."""
+
 
 SERVER_HOSTS = ("localhost", "127.0.0.1")
-PKI_VERSION = "2"  # a folder written by an older layout is written again
+# A folder written by an older layout is written again (3: the impostor CA key is kept, to
+# issue certificates for --advertise names).
+PKI_VERSION = "3"
 
 
 class _Issuer:
@@ -128,6 +140,16 @@ class CertFiles:
 
 
 @dataclass(frozen=True)
+class CallerChain:
+    """A caller's client certificate chain: ``root`` (PEM, for the receiver to trust) signs an
+    intermediate, which signs the leaf; ``chain.cert`` holds leaf and intermediate (as a TLS
+    client sends them), ``chain.key`` the leaf's key."""
+
+    root: Path
+    chain: CertFiles
+
+
+@dataclass(frozen=True)
 class PKI:
     """Paths of every PEM file in the PKI folder."""
 
@@ -141,35 +163,82 @@ class PKI:
     wrong_host_server: CertFiles
 
     @classmethod
-    def load_or_create(cls, folder: Path) -> PKI:
+    def load_or_create(cls, folder: Path, names: tuple[str, ...] = ()) -> PKI:
         """Reuse the PKI in ``folder`` when complete and of this version; otherwise write a new
-        one there."""
-        folder = folder.resolve()
-        pki = cls._paths(folder)
-        version = folder / "pki-version"
-        current = version.is_file() and version.read_text().strip() == PKI_VERSION
-        if current and all(p.is_file() for p in pki._all_files()):
-            return pki
-        folder.mkdir(parents=True, exist_ok=True)
+        one there.
+
+        ``names``: host names or addresses the simulator server certificates name besides
+        ``localhost`` and ``127.0.0.1`` (``--advertise``). When they differ from the folder's,
+        only those certificates are issued again: the CA a SUT trusts stays the same.
+        """
+        try:
+            folder = folder.resolve()
+            pki = cls._paths(folder)
+            version = folder / "pki-version"
+            current = version.is_file() and version.read_text().strip() == PKI_VERSION
+            if current and all(p.is_file() for p in pki._all_files()):
+                pki._check_decodes()
+                if pki.server_names() != names:
+                    pki._issue_servers(names)
+                return pki
+            folder.mkdir(parents=True, exist_ok=True)
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+            what = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise PKIError(
+                f"the PKI folder {folder} cannot be used: {what} (give a folder this user can "
+                "write, e.g. --pki-dir=reports/pki)"
+            ) from None
         ca = trustme.CA(organization_name="Conformance simulators CA")
         impostor = trustme.CA(organization_name="Impostor CA")
         ca.cert_pem.write_to_path(str(pki.ca))
         ca.private_key_pem.write_to_path(str(folder / "ca.key"))
         impostor.cert_pem.write_to_path(str(pki.impostor_ca))
-        now = datetime.datetime.now(datetime.UTC)
-        good, bad = _Issuer.of(ca), _Issuer.of(impostor)
-        good.issue(pki.server, hosts=SERVER_HOSTS)
+        impostor.private_key_pem.write_to_path(str(folder / "impostor-ca.key"))
+        good = _Issuer.of(ca)
         good.issue(pki.sut_server, hosts=SERVER_HOSTS)
-        bad.issue(pki.impostor_server, hosts=SERVER_HOSTS)
+        good.issue(pki.wrong_host_server, hosts=("wrong-host.example",))
+        pki._issue_servers(names)
+        version.write_text(PKI_VERSION + "\n")
+        return pki
+
+    def server_names(self) -> tuple[str, ...]:
+        """The names the simulator server certificates carry besides ``SERVER_HOSTS``."""
+        recorded = self.folder / "server-names"
+        return tuple(recorded.read_text().split()) if recorded.is_file() else ()
+
+    def _issue_servers(self, names: tuple[str, ...]) -> None:
+        """(Re)issue every certificate a simulator serves (the good one, the impostor's and
+        the expired one) for ``SERVER_HOSTS`` and ``names``."""
+        hosts = tuple(dict.fromkeys((*SERVER_HOSTS, *names)))
+        good = _Issuer.load(self.ca.read_bytes(), self._ca_key())
+        bad = _Issuer.load(self.impostor_ca.read_bytes(), self._impostor_key())
+        now = datetime.datetime.now(datetime.UTC)
+        good.issue(self.server, hosts=hosts)
+        bad.issue(self.impostor_server, hosts=hosts)
         good.issue(
-            pki.expired_server,
-            hosts=SERVER_HOSTS,
+            self.expired_server,
+            hosts=hosts,
             not_before=now - datetime.timedelta(days=30),
             not_after=now - datetime.timedelta(days=1),
         )
-        good.issue(pki.wrong_host_server, hosts=("wrong-host.example",))
-        version.write_text(PKI_VERSION + "\n")
-        return pki
+        (self.folder / "server-names").write_text("".join(f"{n}\n" for n in names))
+
+    def _check_decodes(self) -> None:
+        """Every certificate and key of a reused PKI decodes; else a :class:`PKIError` naming
+        the file (a TLS library's own error names none)."""
+        for path in self._all_files():
+            data = path.read_bytes()
+            try:
+                if path.suffix == ".key":
+                    serialization.load_pem_private_key(data, password=None)
+                else:
+                    x509.load_pem_x509_certificate(data)
+            except ValueError as exc:
+                kind = "private key" if path.suffix == ".key" else "certificate"
+                raise PKIError(
+                    f"{path} is not a PEM {kind} ({exc}); delete the folder {self.folder} and "
+                    "a new PKI is written there on the next run"
+                ) from None
 
     @classmethod
     def _paths(cls, folder: Path) -> PKI:
@@ -195,7 +264,7 @@ class PKI:
             self.expired_server,
             self.wrong_host_server,
         ]
-        files = [self.ca, self.folder / "ca.key", self.impostor_ca]
+        files = [self.ca, self.folder / "ca.key", self.impostor_ca, self.folder / "impostor-ca.key"]
         return [*files, *(p for c in pairs for p in (c.cert, c.key))]
 
     def client_identity(self, name: str, email: str | None = None) -> CertFiles:
@@ -216,8 +285,31 @@ class PKI:
         issuer.issue(files, emails=(email or f"{name}@conformance.test",), common_name=name)
         return files
 
+    def caller_chain(self, name: str, common_name: str) -> CallerChain:
+        """The caller chain ``callers/<name>/`` (``root.pem``, ``chain.pem``, ``chain.key``),
+        made once: a root of its own, an intermediate, and a client-authentication leaf for
+        ``common_name``. Another name is another root."""
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"caller chain name {name!r}: letters, digits, - and _ only")
+        folder = self.folder / "callers" / name
+        made = CallerChain(
+            folder / "root.pem", CertFiles(folder / "chain.pem", folder / "chain.key")
+        )
+        if all(p.is_file() for p in (made.root, made.chain.cert, made.chain.key)):
+            return made
+        folder.mkdir(parents=True, exist_ok=True)
+        root = trustme.CA(organization_name=f"Conformance caller root ({name})")
+        leaf = root.create_child_ca().issue_cert(common_name, common_name=common_name)
+        leaf.private_key_pem.write_to_path(str(made.chain.key))
+        made.chain.cert.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+        root.cert_pem.write_to_path(str(made.root))  # last: its presence says the rest is there
+        return made
+
     def _ca_key(self) -> bytes:
         return (self.folder / "ca.key").read_bytes()
+
+    def _impostor_key(self) -> bytes:
+        return (self.folder / "impostor-ca.key").read_bytes()
 
     def server_context(self, files: CertFiles | None = None) -> ssl.SSLContext:
         """A TLS server context presenting ``files`` (default: the simulators' certificate)."""

@@ -36,6 +36,8 @@ class RunningApple:
     settings: AppleSettings
     section: AppleSection | None
     notifier: Notifier | None = None  # aimed at the SUT's declared receiver (None standalone)
+    # Standalone: makes the notifier a receiver registered over the control plane gets.
+    notifier_for: Callable[[Receiver], Notifier] | None = None
 
     @property
     def receiver(self) -> Receiver:
@@ -45,7 +47,21 @@ class RunningApple:
     @property
     def target(self) -> AppleTarget:
         """What operations act on: the notifier aimed at the SUT and the API."""
-        return AppleTarget(self.notifier, self.api, self.attempts, self.api.clock)
+        aim = self._aim if self.section is None and self.notifier_for is not None else None
+        return AppleTarget(self.notifier, self.api, self.attempts, self.api.clock, aim)
+
+    async def _aim(self, receiver: Receiver | None) -> Receiver | None:
+        """Aim the notifier at ``receiver`` (None: at none); the one it replaces closes once
+        its deliveries under way have ended."""
+        old = self.notifier
+        self.notifier = None
+        if receiver is not None:
+            assert self.notifier_for is not None
+            self.notifier = self.notifier_for(receiver)
+            await self.notifier.start()
+        if old is not None:
+            self.api.tasks.spawn(old.close_when_idle(), "replaced receiver")
+        return None if old is None else old.receiver
 
     async def perform(self, operation: Applies[AppleTarget, R]) -> R:
         """Carry out one operation (:mod:`simulators.apple.operations`)."""
@@ -83,7 +99,7 @@ async def start(run: VendorRun) -> RunningApple:
 
     def notifier_for(target: Receiver) -> Notifier:
         return Notifier(
-            Receiver(target.url, target.token, cafiles),
+            Receiver(target.url, target.token, (*cafiles, *target.cafiles)),
             run.clock,
             run.recorder,
             schedule=schedule,
@@ -93,9 +109,15 @@ async def start(run: VendorRun) -> RunningApple:
 
     service = AppsAndBooks(stoken=settings.stoken, billing_period_s=settings.billing_period_s)
     api = AppsAndBooksServer(
-        service, run.clock, run.recorder, run.pki, notifier_for, port=settings.api_port
+        service,
+        run.clock,
+        run.recorder,
+        run.pki,
+        notifier_for,
+        port=settings.api_port,
+        reach=run.reach,
     )
-    sim = RunningApple(service, api, attempts, settings, section)
+    sim = RunningApple(service, api, attempts, settings, section, notifier_for=notifier_for)
     if section is not None and section.api_client:
         service.hold_events = 1
         await sim.perform(FailApiCalls(status=503, error=9729, retry_after_s=API_RETRY_AFTER_S))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conformance.options import port, stable_secret
+from conformance.options import port, read_text, stable_secret
 from conformance.vendors import AddOption, GetOption, RunningVendor, VendorRun
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ class AppleVendor:
     name = "apple"
     title = "Apple Apps and Books notifications"
     receiver = True
+    behaviour_options = ("--apple-retry-schedule", "--apple-timeout")
 
     def add_options(self, add: AddOption) -> None:
         add(
@@ -122,6 +123,39 @@ class AppleVendor:
         from conformance.apple.running import start
 
         return await start(run)
+
+    def sim_handle(self) -> Any:
+        from conformance.apple.handle import AppleSim
+
+        return AppleSim
+
+    def operation_model(self) -> Any:
+        from simulators.apple.operations import AppleOperation
+
+        return AppleOperation
+
+    def add_ctl_verbs(self, verbs: Any) -> None:
+        receiver = verbs.add_parser("receiver", help="aim notifications at a receiver-only SUT")
+        receiver.add_argument("url", metavar="URL", help="the receiver's https:// URL")
+        receiver.add_argument("--token", required=True, help="its notificationAuthToken")
+        receiver.add_argument("--ca", metavar="FILE", help="the CA of its certificate (PEM)")
+        receiver.set_defaults(operation=lambda a: {
+            "op": "register-receiver", "url": a.url, "token": a.token,
+            **({"ca_pem": read_text(a.ca, "--ca")} if a.ca else {}),
+        })  # fmt: skip
+        notify = verbs.add_parser("notify", help="send a notification of any type")
+        notify.add_argument("type", metavar="TYPE", help="a notificationType, e.g. ASSET_COUNT")
+        notify.add_argument("--elements", type=int, default=1, metavar="N",
+                            help="items in its element list (split into parts of 100)")  # fmt: skip
+        notify.set_defaults(operation=lambda a: {
+            "op": "notify", "notification_type": a.type, "elements": a.elements,
+        })  # fmt: skip
+        period = verbs.add_parser(
+            "end-billing-period",
+            help="jump to the end of the subscription billing period (deferred "
+            "disassociations are released and notified)",
+        )
+        period.set_defaults(operation=lambda a: {"op": "end-billing-period"})
 
 
 VENDOR = AppleVendor()

@@ -28,6 +28,7 @@ from simulators.ivanti.operations import Disconnect, IvantiTarget, Publish, Sess
 from simulators.mqtt.packetlog import ConnectionView, Copy
 from simulators.mqtt.packetlog import pair_acks as pair_acks  # the checks' pairing, named here too
 from simulators.mqtt.packets import CONNACK_ACCEPTED
+from simulators.mqtt.runfacts import ConnectionFacts
 from simulators.mqtt.topics import topic_matches
 from simulators.operations import Applies
 from simulators.problem import Problem
@@ -85,6 +86,11 @@ class IvantiDriver(VendorDriver):
     def connections(self) -> list[ConnectionView]:
         """Every connection of the SUT's tenant in the run (kept ones), oldest first."""
         return self.sim.connections()
+
+    def connection_facts(self) -> ConnectionFacts:
+        """What the SUT's connections did over the whole run, every one counted (the packet
+        log keeps the latest ones only): what the run-wide checks judge."""
+        return self.sim.connection_facts()
 
     @staticmethod
     def live_of(views: list[ConnectionView]) -> list[ConnectionView]:
@@ -245,7 +251,7 @@ class IvantiDriver(VendorDriver):
         if views:
             return f"the SUT opened a TLS connection but sent no accepted CONNECT within {self.startup_wait:g} s"
         return (
-            f"nothing reached the broker (127.0.0.1:{self.sim.broker.port}) within "
+            f"nothing reached the broker ({self.sim.broker.host}:{self.sim.broker.port}) within "
             f"{self.startup_wait:g} s: is the SUT configured with CONFORMANCE_IVANTI_BROKER_*?"
         )
 

@@ -34,6 +34,7 @@ from simulators.ivanti.cps import CpsServer
 from simulators.ivanti.events import EVENT_TYPES
 from simulators.ivanti.operations import IvantiTarget
 from simulators.mqtt.policy import BrokerPolicy
+from simulators.mqtt.runfacts import ConnectionFacts
 from simulators.mqtt.server import ConnectionView
 from simulators.operations import Applies
 
@@ -114,6 +115,10 @@ class RunningIvanti:
         """The SUT tenant's connections (every one kept), oldest first."""
         return self.broker.connections(self.tenant, open_only=open_only)
 
+    def connection_facts(self) -> ConnectionFacts:
+        """What the SUT tenant's connections did over the whole run, every one counted."""
+        return self.broker.connection_facts(self.tenant)
+
     def wait_for(self, predicate: Callable[[list[ConnectionView]], Any], timeout: float) -> Any:
         """Block until ``predicate`` holds for the SUT tenant's connections, at most
         ``timeout`` real seconds; return its last value."""
@@ -142,6 +147,7 @@ async def start(run: VendorRun) -> RunningIvanti:
         policy=policy,
         epoch_ms=epoch_ms,
         fault_log=fault_log,
+        reach=run.reach,
     )
     tenant = broker.add_tenant(SUT_TENANT, style)
     login = broker.login(tenant, SUT_LOGIN)

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from conformance.driver import prose
-from conformance.ivanti.driver import ACK_LIMIT_S, IvantiDriver, accepted_at
+from conformance.ivanti.driver import ACK_LIMIT_S, IvantiDriver
 from conformance.vendors import vendor
 from conformance.verdicts import Check
-from simulators.mqtt.server import ConnectionView
+from simulators.mqtt.runfacts import ConnectionFacts
 
 pytestmark = pytest.mark.run_last(10)  # run-wide: every connection the broker saw
 requirement = pytest.mark.requirement
@@ -18,71 +18,43 @@ requirement = pytest.mark.requirement
 MAX_CONNECTIONS = 15  # "Ivanti recommends a maximum of fifteen connections per tenant."
 
 
-def _accepted(ivanti: IvantiDriver) -> list[ConnectionView]:
-    """The SUT's accepted connections; with none, the run could not observe it (or it is
-    down, and the check fails with that cause)."""
-    views = [v for v in ivanti.connections() if v.accepted]
-    if not views:
+def _facts(ivanti: IvantiDriver, check: Check) -> ConnectionFacts:
+    """The run-wide facts of the SUT's connections (every connection counted, not only those
+    the packet log still keeps); with no accepted connection, the run could not observe it (or
+    it is down, and the check fails with that cause)."""
+    check.include_history("ivanti-broker")
+    facts = ivanti.connection_facts()
+    if not facts.accepted:
         ivanti.harness.require_sut()
-    return views
-
-
-def _intervals(
-    views: list[ConnectionView], now: float
-) -> list[tuple[float, float, ConnectionView]]:
-    return [
-        (start, v.closed_real_s if v.closed_real_s is not None else now, v)
-        for v in views
-        if (start := accepted_at(v)) is not None
-    ]
-
-
-def _live_at(
-    intervals: list[tuple[float, float, ConnectionView]], when: float
-) -> list[ConnectionView]:
-    return [v for start, end, v in intervals if start <= when < end]
+        raise check.not_verified("the SUT made no accepted connection in this run")
+    return facts
 
 
 @requirement("IVT-CONN-01")
 def test_at_most_15_connections(ivanti: IvantiDriver, check: Check) -> None:
     """The broker refuses a 16th connection, so the evidence is the SUT's CONNECTs: none may
     come while 15 of its connections (other than one it replaces) are live."""
-    check.include_history("ivanti-broker")
     check.expect(f"never more than {MAX_CONNECTIONS} concurrent connections of the tenant")
-    views = _accepted(ivanti)
-    if not views:
-        raise check.not_verified("the SUT made no accepted connection in this run")
-    now = ivanti.harness.clock.real()
-    intervals = _intervals(views, now)
-    peak = max(len(_live_at(intervals, start)) for start, _, _ in intervals)
-    over = []
-    for view in ivanti.connections():
-        for connect in view.received("CONNECT"):
-            others = [
-                v for v in _live_at(intervals, connect.real_s) if v.client_id != view.client_id
-            ]
-            if len(others) >= MAX_CONNECTIONS:
-                over.append(view)
+    facts = _facts(ivanti, check)
+    over, example = facts.connects_beside(MAX_CONNECTIONS)
     check.observe(
-        f"{len(views)} connection(s) over the run, at most {peak} at once"
-        + (f"; {len(over)} attempt(s) at a 16th" if over else "")
+        f"{facts.accepted} connection(s) over the run, at most {facts.peak_live} at once"
+        + (f"; {over} attempt(s) at a 16th" if over else "")
     )
     assert not over, (
-        f"the SUT tried to open connection number {MAX_CONNECTIONS + 1} ({len(over)} time(s), "
-        f"e.g. {over[0].client_id}) while {MAX_CONNECTIONS} were live"
+        f"the SUT tried to open connection number {MAX_CONNECTIONS + 1} ({over} time(s), "
+        f"e.g. {example}) while {MAX_CONNECTIONS} were live"
     )
 
 
 @requirement("IVT-CONN-02")
 def test_a_single_connection(ivanti: IvantiDriver, check: Check) -> None:
     check.expect("one connection per tenant at a time (vendor best practice)")
-    views = _accepted(ivanti)
-    if not views:
-        raise check.not_verified("the SUT made no accepted connection in this run")
-    intervals = _intervals(views, ivanti.harness.clock.real())
-    peak = max(len(_live_at(intervals, start)) for start, _, _ in intervals)
-    ids = sorted({v.client_id or "?" for v in views})
-    check.observe(f"at most {peak} connection(s) at once; client IDs: {prose(ids[:5])}")
+    facts = _facts(ivanti, check)
+    peak = facts.peak_live
+    check.observe(
+        f"at most {peak} connection(s) at once; client IDs: {prose(facts.client_ids[:5])}"
+    )
     assert peak <= 1, f"the SUT held {peak} connections at once (best practice: one per tenant)"
 
 
@@ -90,32 +62,14 @@ def test_a_single_connection(ivanti: IvantiDriver, check: Check) -> None:
 def test_unique_client_ids(ivanti: IvantiDriver, check: Check) -> None:
     """Two live connections never share a client ID: a CONNECT with the ID of a connection still
     open is a take-over (MQTT-3.1.4-2) or a refusal, either way a shared ID."""
-    check.include_history("ivanti-broker")
     check.expect("no CONNECT using the client ID of another live connection (no take-overs)")
-    views = _accepted(ivanti)
-    if not views:
-        raise check.not_verified("the SUT made no accepted connection in this run")
-    all_views = ivanti.connections()
-    shared = []
-    for newer in all_views:
-        for connect in newer.received("CONNECT"):
-            for older in views:
-                start = accepted_at(older)
-                if (
-                    older is not newer
-                    and older.client_id == newer.client_id
-                    and start is not None
-                    and start < connect.real_s
-                    and (older.closed_real_s is None or older.closed_real_s >= connect.real_s)
-                ):
-                    shared.append((older, newer))
-    ids = sorted({v.client_id or "?" for v in views})
+    facts = _facts(ivanti, check)
     check.observe(
-        f"{len(views)} connection(s), {len(ids)} client ID(s)"
-        + (f"; {len(shared)} CONNECT(s) with the ID of a live connection" if shared else "")
+        f"{facts.accepted} connection(s), {facts.distinct_client_ids} client ID(s)"
+        + (f"; {facts.shared} CONNECT(s) with the ID of a live connection" if facts.shared else "")
     )
-    assert not shared, (
-        f"{len(shared)} time(s) a connection used the client ID {shared[0][1].client_id!r} of a "
+    assert not facts.shared, (
+        f"{facts.shared} time(s) a connection used the client ID {facts.first_shared!r} of a "
         "live connection (take-over or refusal)"
     )
 
@@ -124,39 +78,25 @@ def test_unique_client_ids(ivanti: IvantiDriver, check: Check) -> None:
 def test_persistent_session_with_a_stable_client_id(ivanti: IvantiDriver, check: Check) -> None:
     """Every accepted CONNECT has clean session 0; after each connection ends, the SUT comes back
     with the same client ID (a new one would start an empty session)."""
-    check.include_history("ivanti-broker")
     check.expect(
         "clean session = 0 in every CONNECT, and each client ID used again after a reconnect"
     )
-    views = _accepted(ivanti)
-    if not views:
-        raise check.not_verified("the SUT made no accepted connection in this run")
-    clean = [v for v in views if v.clean_session]
-    attempts = [  # every CONNECT of the SUT, accepted or refused: (real time, client id)
-        (p.real_s, v.client_id) for v in ivanti.connections() for p in v.received("CONNECT")
-    ]
-    resumed: list[ConnectionView] = []
-    lost: list[ConnectionView] = []
-    for view in views:
-        if view.closed_real_s is None:
-            continue
-        later = {cid for when, cid in attempts if when > (view.closed_real_s or 0)}
-        if not later:
-            continue
-        (resumed if view.client_id in later else lost).append(view)
+    facts = _facts(ivanti, check)
     check.observe(
-        f"{len(views)} accepted connection(s): {len(clean)} with clean session = 1; after "
-        f"{len(resumed) + len(lost)} reconnect(s), {len(lost)} with a client ID not used again"
+        f"{facts.accepted} accepted connection(s): {facts.clean} with clean session = 1; after "
+        f"{facts.resumed + facts.abandoned} reconnect(s), {facts.abandoned} with a client ID "
+        "not used again"
     )
-    assert not clean, (
-        f"{len(clean)} connection(s) with clean session = 1 (e.g. {clean[0].client_id}): nothing "
+    assert not facts.clean, (
+        f"{facts.clean} connection(s) with clean session = 1 (e.g. {facts.first_clean}): nothing "
         "is kept for the SUT while it is offline"
     )
-    assert not lost, (
-        f"after its connection as {lost[0].client_id!r} ended, the SUT connected with other "
-        f"client IDs only (e.g. {prose(sorted({v.client_id or '?' for v in views[-2:]}))})"
+    assert not facts.abandoned, (
+        f"after its connection as {facts.first_abandoned!r} ended, the SUT connected with other "
+        f"client IDs only (it used {facts.distinct_client_ids}, e.g. "
+        f"{prose(list(facts.client_ids[:3]))})"
     )
-    if not resumed:
+    if not facts.resumed:
         ivanti.harness.require_sut()
         raise check.not_verified("the SUT never reconnected in this run")
 
@@ -191,23 +131,19 @@ def test_topics_from_the_metadata_call(ivanti: IvantiDriver, check: Check) -> No
 
 @requirement("IVT-PUB-01")
 def test_does_not_publish(ivanti: IvantiDriver, check: Check) -> None:
-    check.include_history("ivanti-broker")
-    topics = set(ivanti.sim.tenant.topics.values())
     check.expect("no PUBLISH (nor a Will) from the SUT to an event topic")
-    views = _accepted(ivanti)
-    if not views:
-        raise check.not_verified("the SUT made no accepted connection in this run")
-    published = [(v, p.topic) for v in ivanti.connections() for p in v.received("PUBLISH")]
-    on_events = [(v, t) for v, t in published if t in topics]
-    wills = [v for v in ivanti.connections() if v.will_topic in topics]
+    facts = _facts(ivanti, check)
     check.observe(
-        f"{len(published)} PUBLISH(es) from the SUT, {len(on_events)} to event topics; "
-        f"{len(wills)} Will(s) on event topics"
+        f"{facts.publishes} PUBLISH(es) from the SUT, {facts.watched_publishes} to event topics; "
+        f"{facts.watched_wills} Will(s) on event topics (over {facts.connects} CONNECT(s))"
     )
-    assert not on_events, (
-        f"the SUT published {len(on_events)} time(s) to event topics, e.g. {on_events[0][1]}"
+    assert not facts.watched_publishes, (
+        f"the SUT published {facts.watched_publishes} time(s) to event topics, e.g. "
+        f"{facts.first_watched_topic}"
     )
-    assert not wills, f"the SUT set a Will on the event topic {wills[0].will_topic}"
+    assert not facts.watched_wills, (
+        f"the SUT set a Will on the event topic {facts.first_watched_will}"
+    )
 
 
 @requirement("IVT-ACK-01")

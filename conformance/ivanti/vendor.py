@@ -38,6 +38,7 @@ class IvantiVendor:
     name = "ivanti"
     title = "Ivanti Event Notification Service"
     receiver = False
+    behaviour_options = ("--ivanti-duplicate-client-id", "--ivanti-redelivery-timeout")
 
     def add_options(self, add: AddOption) -> None:
         add("--ivanti-broker-port", type=int, default=0, metavar="PORT",
@@ -122,6 +123,27 @@ class IvantiVendor:
         from conformance.ivanti.running import start
 
         return await start(run)
+
+    def sim_handle(self) -> Any:
+        from conformance.ivanti.handle import IvantiSim
+
+        return IvantiSim
+
+    def operation_model(self) -> Any:
+        from simulators.ivanti.operations import IvantiOperation
+
+        return IvantiOperation
+
+    def add_ctl_verbs(self, verbs: Any) -> None:
+        publish = verbs.add_parser("publish", help="publish an event to the SUT's tenant")
+        publish.add_argument("event_type", metavar="EVENT_TYPE", help="e.g. device_check_in")
+        publish.add_argument("--payload", metavar="TEXT",
+                             help="exactly these bytes instead of a realistic event")  # fmt: skip
+        publish.add_argument("--qos", type=int, default=1, choices=(0, 1))
+        publish.set_defaults(operation=lambda a: {
+            "op": "publish", "event_type": a.event_type, "qos": a.qos,
+            **({"payload": a.payload} if a.payload is not None else {}),
+        })  # fmt: skip
 
 
 VENDOR = IvantiVendor()

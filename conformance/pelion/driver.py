@@ -13,7 +13,8 @@ import base64
 import itertools
 import json
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -24,11 +25,19 @@ from conformance.pelion.running import HARNESS_SERIALIZATION, RunningPelion
 from conformance.pelion.section import PelionSection
 from conformance.vendors import vendor
 from conformance.verdicts import Check
-from simulators.http_sender import Exchange
+from simulators.http_sender import Exchange, Handshake
 from simulators.operations import Applies
+from simulators.pelion.callback import CallerChain
 from simulators.pelion.channels import ItemQueued
-from simulators.pelion.models import Kind
-from simulators.pelion.operations import Connections, Inject, InjectTogether, PelionTarget
+from simulators.pelion.models import Kind, SerializationConfig
+from simulators.pelion.operations import (
+    Connections,
+    Inject,
+    InjectTogether,
+    PelionTarget,
+    PresentCaller,
+    SerializeWith,
+)
 from simulators.pelion.simulator import DeliveryAttempt, PelionSimulator
 from simulators.problem import Problem
 
@@ -43,6 +52,14 @@ STARTUP_WAIT_S = 20.0
 STARTUP_WAIT_ELSEWHERE_S = 60.0
 DELIVERY_WAIT_S = 45.0  # real seconds a delivery may take (a batch, its retries, reconnects)
 SETTLE_S = 0.5  # after a frame, how long the socket must stay open to count as accepted
+# How long a bare TLS connection presenting the caller's chain must stay open (real s) for the
+# receiver to count as accepting it: one refusing the certificate ends it within a round trip.
+HANDSHAKE_WAIT_S = 3.0
+# Callback PUTs in a row (our faults aside) that got no HTTP answer within the service's 20 s
+# timeout before the SUT is taken as down although its probes answer (project assumption: one
+# late answer is a slow batch, PEL-CB-03/04; two in a row, whatever their size, is a receiver
+# that has stopped processing, and waiting 20 s per batch for the rest of the run is not a bound).
+SILENT_LIMIT = 2
 _ep_numbers = itertools.count(1)
 
 
@@ -79,9 +96,14 @@ class PelionDriver(VendorDriver):
     # Items that probe the SUT's tolerance of a message shape (PEL-MSG-*): PEL-CB-03 judges
     # the answers to ordinary batches, not to these.
     probes: set[str] = field(default_factory=set)
+    # The SUT's own serialization of a channel while a check probes another (serializing)
+    _own_serialization: dict[Channel, SerializationConfig | None] = field(default_factory=dict)
     # PEL-WS-05: when the run's key was revoked (real s) and the sockets that revocation closed;
     # the key comes back by itself at the window's end (other vendors' checks run meanwhile).
     policy_window: tuple[float, frozenset[int]] | None = None
+    # PEL-CB-07: why the SUT refuses Device Management's client certificate ("" once a
+    # handshake presenting it was kept open; None until one was needed).
+    caller_refusal: str | None = None
 
     def __repr__(self) -> str:
         return f"<PelionDriver {self.channels}>"
@@ -119,15 +141,84 @@ class PelionDriver(VendorDriver):
         state = self.service.channel_state(self.sim.callback_key)
         return state is not None and state.mechanism == "CALLBACK"
 
+    def without_tls(self) -> Problem:
+        """Why no client certificate can be presented to the SUT's callback: a plain-HTTP URL
+        (registered, else declared); None for HTTPS."""
+        state = self.service.channel_state(self.sim.callback_key)
+        url = state.url if state is not None and state.url else self.section.callback_url
+        if url is None or url.lower().startswith("https://"):
+            return None
+        return (
+            f"the callback URL {url} is plain HTTP: without TLS no client certificate is "
+            "presented (PEL-CB-02 judges the URL)"
+        )
+
+    def unanswered_caller_puts(self) -> list[tuple[str, str]]:
+        """The callback PUTs to the SUT (verifications and batches) that presented the genuine
+        caller chain and got no HTTP answer: (URL, what happened)."""
+        key = self.sim.callback_key
+        found = [
+            (v.url, v.exchange.error or v.exchange.outcome)
+            for v in self.service.verifications()
+            if v.key == key and v.exchange.client_cert == "genuine" and v.exchange.answered is None
+        ]
+        found += [
+            (a.url, a.error or "no answer")
+            for a in self.service.attempts()
+            if a.key == key and a.channel == "callback" and a.url and a.fault is None
+            and a.client_cert == "genuine" and a.answered is None
+        ]  # fmt: skip
+        return found
+
+    def caller_refused(self) -> Problem:
+        """Why the SUT refuses Device Management's client certificate (PEL-CB-07), else None.
+
+        Evidence first: a PUT that presented the genuine chain got no HTTP answer. Then one
+        bare TLS connection presenting the same chain, sending nothing: a receiver that ends it
+        (an alert, a close) before any request refuses the caller; one that keeps it open,
+        waiting for a request, accepts the certificate (its unanswered PUT had another cause).
+        Judged once, when the first unanswered PUT is seen; a receiver that could not be
+        reached (or whose server certificate we refused) is asked again next time."""
+        if self.caller_refusal is not None:
+            return self.caller_refusal or None
+        unanswered = self.unanswered_caller_puts()
+        if not unanswered:
+            return None
+        url, what = unanswered[0]
+        self.harness.require_sut()
+
+        async def handshake() -> Handshake:
+            previous = await self.sim.perform(PresentCaller(chain="genuine"))
+            try:
+                return await self.service.client.handshake(url, HANDSHAKE_WAIT_S)
+            finally:
+                await self.sim.perform(PresentCaller(chain=previous))
+
+        probe = self.harness.run(handshake())
+        if probe.outcome in ("unreachable", "untrusted"):
+            return None  # nothing learnt about the certificate
+        self.caller_refusal = (
+            f"the SUT refuses Device Management's client certificate (root, intermediate, leaf "
+            f"under CONFORMANCE_PELION_CALLER_CA): a PUT presenting it got no answer ({what}), "
+            f"and a bare TLS connection presenting it was {probe.detail}"
+            if probe.outcome == "ended"
+            else ""
+        )
+        return self.caller_refusal or None
+
     def ensure_callback(self, check: Check) -> None:
         """The SUT's callback is registered: by the SUT (``registers_itself``), by the harness
         after the SUT was ready, or, when either failed, here without verification so the
-        other requirements are still judged (PEL-CB-01 and PEL-CB-06 judge the registration)."""
+        other requirements are still judged (PEL-CB-01 and PEL-CB-06 judge the registration).
+        A SUT that refuses the caller's certificate can be sent nothing: not-verified, PEL-CB-07
+        judges it."""
         self.require("callback", check)
         if self.section.registers_itself and not self.callback_registered():
             self.service.wait_for(
                 self.callback_registered, max(0.0, STARTUP_WAIT_S - self.harness.clock.real())
             )
+        if refusal := self.caller_refused():
+            raise check.not_verified(f"{refusal} (judged by PEL-CB-07)")
         if self.callback_registered():
             return
         url = self.section.callback_url
@@ -255,6 +346,7 @@ class PelionDriver(VendorDriver):
         delivered (a 2xx, or a frame the socket took), or with ``first_try`` until every item
         was in one finished attempt, or the wait ran out; return the attempts that carried
         them. Items still queued then are discarded, so they do not hold up the next check."""
+        self.harness.require_sut()
         uids = {q.item.uid for q in queued}
         key = self.key(channel)
 
@@ -263,16 +355,52 @@ class PelionDriver(VendorDriver):
             for attempt in self.service.attempts():
                 if attempt.key == key and (attempt.succeeded or first_try) and attempt.uids:
                     done.update(attempt.uids)
-            return uids <= done
+            return uids <= done or len(self.unanswered_streak()) >= SILENT_LIMIT
 
         done = self.harness.run(
             self.service.drive(delivered, timeout_real_s=DELIVERY_WAIT_S, max_sim_s=3600),
             timeout=DELIVERY_WAIT_S + 30,
             autojump=True,
         )
-        if not done or first_try:
+        if not done or first_try or self.harness.sut_down:
             self.service.discard_queue(key)
-        return self.attempts_of(uids)
+        attempts = self.attempts_of(uids)
+        if channel == "callback":
+            self.watch_callback()
+        return attempts
+
+    def unanswered_streak(self) -> list[DeliveryAttempt]:
+        """The callback's last batch attempts in a row that got no HTTP answer at all (a
+        timeout, a reset, a refused connection), our own faults aside."""
+        streak: list[DeliveryAttempt] = []
+        key = self.sim.callback_key
+        for attempt in reversed(self.service.attempts()):
+            if attempt.channel != "callback" or attempt.key != key or attempt.fault is not None:
+                continue
+            if attempt.answered is not None:
+                break
+            streak.append(attempt)
+        return streak[::-1]
+
+    def watch_callback(self) -> None:
+        """A callback batch without an answer: probe the SUT at once (a dead process or
+        endpoint is down, :meth:`Harness.confirm_unresponsive`). A receiver whose probes still
+        answer but which left :data:`SILENT_LIMIT` batches in a row unanswered is half-dead:
+        taken as down with that cause (``harness.mark_down``), and the check that saw it
+        fails with it."""
+        streak = self.unanswered_streak()
+        if not streak or self.harness.sut_down:
+            return
+        last = streak[-1]
+        symptom = f"no answer to a notification batch PUT: {last.error}"
+        if self.harness.confirm_unresponsive(symptom) is None and len(streak) >= SILENT_LIMIT:
+            raise AssertionError(
+                self.harness.mark_down(
+                    f"{len(streak)} notification batch PUTs in a row got no answer "
+                    f"(the last: {last.error} after {last.elapsed_real_s:.1f} s) while its "
+                    "probes still answered"
+                )
+            )
 
     def attempts_of(self, uids: Iterable[str]) -> list[DeliveryAttempt]:
         wanted = set(uids)
@@ -288,6 +416,15 @@ class PelionDriver(VendorDriver):
             self.section.callback_headers if headers is None else headers
         )
         return self.harness.run(self.service.client.put(url, body, sent))
+
+    def put_presenting(self, chain: CallerChain, body: bytes) -> Exchange:
+        """:meth:`put` with the caller presenting ``chain`` (:class:`PresentCaller`), then the
+        chain of before again."""
+        previous = self.perform(PresentCaller(chain=chain))
+        try:
+            return self.put(body)
+        finally:
+            self.perform(PresentCaller(chain=previous))
 
     # The observer.
 
@@ -322,17 +459,44 @@ class PelionDriver(VendorDriver):
         wanted = {key: q.item.uid for q in queued for key in identity(q)}
         return self.count_keyed(wanted, timeout, more_than=more_than)
 
+    @contextmanager
+    def serializing(self, channel: Channel, config: dict[str, Any] | None) -> Iterator[None]:
+        """Serialize ``channel``'s batches with ``config`` inside the block (a probe of the
+        SUT's tolerance, PEL-MSG-02), then restore the SUT's own serialization. A fence marker
+        sent meanwhile goes in the SUT's own serialization (:meth:`fence`)."""
+        key = self.key(channel)
+        own = self.perform(SerializeWith(config=config, key=key))
+        self._own_serialization[channel] = own
+        try:
+            yield
+        finally:
+            del self._own_serialization[channel]
+            self.perform(SerializeWith(config=_config(own), key=key))
+
     def fence(self, channel: Channel, awaiting: Iterable[ItemQueued] = ()) -> Problem:
         """Wait for the reports of ``awaiting``, then for a marker's, delivered on ``channel``
-        (:meth:`VendorDriver.fence_with`)."""
+        (:meth:`VendorDriver.fence_with`). The marker never travels under the condition a
+        check probes: inside :meth:`serializing` it goes in the SUT's own serialization, so a
+        SUT that drops the probed one still reports it."""
+        key = self.key(channel)
 
         def marker() -> dict[str, str]:
-            queued = self.notifications(channel, [b"fence-" + secrets.token_hex(4).encode()])
-            if not any(a.succeeded for a in self.deliver(channel, queued)):
+            probing = channel in self._own_serialization
+            if probing:
+                probe = self.perform(
+                    SerializeWith(config=_config(self._own_serialization[channel]), key=key)
+                )
+            try:
+                queued = self.notifications(channel, [b"fence-" + secrets.token_hex(4).encode()])
+                delivered = any(a.succeeded for a in self.deliver(channel, queued))
+            finally:
+                if probing:
+                    self.perform(SerializeWith(config=_config(probe), key=key))
+            if not delivered:
                 raise MarkerRefused(
                     "the SUT did not take a marker notification, so reports cannot be awaited"
                 )
-            return {key: q.item.uid for q in queued for key in identity(q)}
+            return {k: q.item.uid for q in queued for k in identity(q)}
 
         return self.fence_with({k: q.item.uid for q in awaiting for k in identity(q)}, marker)
 
@@ -373,3 +537,8 @@ def json_bytes(value: Any) -> bytes:
 def channels_of(check_callback: Callable[..., Any]) -> Any:
     """Parametrize a check over both channels (an undeclared one is not-verified)."""
     return pytest.mark.parametrize("channel", ["callback", "websocket"])(check_callback)
+
+
+def _config(serialization: SerializationConfig | None) -> dict[str, Any] | None:
+    """A serialization as :class:`SerializeWith` takes it (None: the vendor default)."""
+    return serialization.model_dump(by_alias=True) if serialization is not None else None

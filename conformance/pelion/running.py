@@ -26,6 +26,7 @@ from conformance.pelion.section import PelionSection
 from conformance.pelion.vendor import PelionSettings
 from conformance.vendors import Endpoint, VendorRun
 from simulators.operations import Applies
+from simulators.pelion.callback import CALLER_CHAIN, CALLER_NAME, UNTRUSTED_CALLER_CHAIN
 from simulators.pelion.channels import ChannelConflict
 from simulators.pelion.operations import PelionTarget
 from simulators.pelion.simulator import PelionConfig, PelionSimulator, VerificationFailed
@@ -58,6 +59,7 @@ class RunningPelion:
         self.section = section
         self.settings = settings
         self.run_ca = run.pki.ca
+        self.caller_ca = run.pki.caller_chain(CALLER_CHAIN, CALLER_NAME).root
         self.traffic: DemoTraffic | None = None
         self.registration_error: str | None = None  # why after_ready could not register
         both = section is not None and len(section.channels) == 2
@@ -84,6 +86,8 @@ class RunningPelion:
         env = {
             "CONFORMANCE_PELION_API_URL": self.service.base_url,
             "CONFORMANCE_PELION_API_KEY": self.service.api_key,
+            # The root of the client certificate chain callback PUTs present (depth 2).
+            "CONFORMANCE_PELION_CALLER_CA": str(self.caller_ca),
         }
         if self.callback_key != self.service.api_key:
             env["CONFORMANCE_PELION_CALLBACK_API_KEY"] = self.callback_key
@@ -94,7 +98,8 @@ class RunningPelion:
         if section is None or "callback" not in section.channels or section.callback_url is None:
             return []
         cafile = section.tls_ca or self.run_ca
-        return [Endpoint("[pelion] callback_url", section.callback_url, cafile)]
+        caller = self.service.config.caller  # presented, as the service does
+        return [Endpoint("[pelion] callback_url", section.callback_url, cafile, caller)]
 
     async def after_ready(self) -> None:
         """Register the SUT's callback (the verification PUT happens here) unless it registers
@@ -137,15 +142,17 @@ async def start(run: VendorRun) -> RunningPelion:
         pull_timeout_s=settings.pull_timeout_s,
         ping_interval_s=settings.ping_interval_s,
         cafiles=cafiles,
+        caller=run.pki.caller_chain(CALLER_CHAIN, CALLER_NAME).chain,
+        untrusted_caller=run.pki.caller_chain(UNTRUSTED_CALLER_CHAIN, CALLER_NAME).chain,
         epoch_s=time.time() - run.clock.now(),  # serialization v2 timestamps in Unix time
     )
     if settings.channel is not None:  # else the vendor doc's rules, the core's defaults
         config = replace(config, channel=settings.channel)
     if settings.ws_auth_failure is not None:
         config = replace(config, ws_auth_failure=settings.ws_auth_failure)
-    service = PelionSimulator(run.clock, run.recorder, run.pki.server_context(), config)
+    service = PelionSimulator(run.clock, run.recorder, run.pki.server_context(), config, run.reach)
     running = RunningPelion(run, service, section, settings)
     await service.start()
-    if run.section is None:
+    if run.section is None and settings.events_per_s > 0:  # standalone: the devices' own traffic
         running.traffic = service.start_traffic(settings.events_per_s)
     return running

@@ -22,7 +22,9 @@ class PelionSection(Section):
 
     ``channel = "callback"``: the SUT serves ``callback_url``; the harness registers it with
     ``callback_headers`` once the SUT is ready, unless ``registers_itself = true`` (the SUT
-    calls ``PUT /v2/notification/callback`` itself). ``channel = "websocket"``: the SUT creates
+    calls ``PUT /v2/notification/callback`` itself). ``verifies_caller = true``: the SUT
+    checks the client certificate the service presents (chained to
+    ``CONFORMANCE_PELION_CALLER_CA``) and refuses callers without it (PEL-CB-08). ``channel = "websocket"``: the SUT creates
     its channel and connects itself. ``tls_ca`` verifies the callback URL's certificate
     (default: the harness CA).
 
@@ -36,6 +38,7 @@ class PelionSection(Section):
     callback_url: WebUrl | None = None
     callback_headers: dict[str, str] = {}
     registers_itself: StrictBool = False
+    verifies_caller: StrictBool = False
     tls_ca: ManifestFile | None = None
 
     @property
@@ -77,6 +80,7 @@ class PelionSection(Section):
                     ("callback_url", self.callback_url is not None),
                     ("callback_headers", bool(self.callback_headers)),
                     ("registers_itself", self.registers_itself),
+                    ("verifies_caller", self.verifies_caller),
                 )
                 if given
             ]

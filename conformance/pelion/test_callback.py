@@ -1,6 +1,6 @@
 """The SUT as a Pelion callback receiver: registration and verification, answers to every batch
-and to a 10,000-item one, the registered secret header, a batch resent after a failed delivery
-(PEL-CB-01..06, PEL-OBS-01)."""
+and to a 10,000-item one, the registered secret header, the caller's client certificate, a
+batch resent after a failed delivery (PEL-CB-01..08, PEL-OBS-01)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from conformance.pelion.driver import (
 )
 from conformance.verdicts import Check
 from simulators.faults import FaultKind
+from simulators.http_sender import Exchange
 from simulators.pelion.api import ApiCall
 from simulators.pelion.delivery import REQUEST_TIMEOUT_S
 from simulators.pelion.operations import FailDeliveries
@@ -50,6 +51,8 @@ def test_registers_its_own_callback(pelion: PelionDriver, check: Check) -> None:
     )
     assert calls, f"the SUT made no PUT /v2/notification/callback within {STARTUP_WAIT_S:g} s"
     accepted = [c for c in calls if c.status == 204]
+    if not accepted and (refusal := pelion.caller_refused()):
+        raise check.not_verified(f"{refusal}: the registration failed on its verification PUT")
     assert accepted, (
         f"the callback registration was refused: {calls[-1].status} (auth {calls[-1].auth}) "
         f"{calls[-1].answer[:120]}"
@@ -80,6 +83,9 @@ def test_answers_the_verification(pelion: PelionDriver, check: Check) -> None:
     ]
     check.observe("verification answered " + ", ".join(str(a) for a in answers[:5]))
     bad = [v for v in verifications if v.exchange.answered not in (200, 204)]
+    unanswered = all(v.exchange.answered is None for v in bad)
+    if bad and unanswered and (refusal := pelion.caller_refused()):
+        raise check.not_verified(f"{refusal} (judged by PEL-CB-07)")
     assert not bad, (
         f"the verification PUT got {bad[0].exchange.answered if bad[0].exchange.answered is not None else bad[0].exchange.error}"
         " (200 or 204 required)"
@@ -145,6 +151,108 @@ def test_rejects_a_batch_without_the_secret_header(pelion: PelionDriver, check: 
     )
 
 
+def one_notification() -> bytes:
+    """A NotificationMessage of one notification from a fresh device."""
+    item = {"ep": new_ep(), "path": "/3200/0/5501", "ct": "text/plain", "payload": "NDI="}
+    return json_bytes({"notifications": [{**item, "max-age": 0}]})
+
+
+@requirement("PEL-CB-07")
+def test_accepts_the_callers_certificate(pelion: PelionDriver, check: Check) -> None:
+    """Device Management presents its client certificate (root → intermediate → leaf: a chain
+    of depth 2) on every callback PUT; the SUT's TLS accepts it, so each such PUT gets an HTTP
+    answer (its status is PEL-CB-01's and PEL-CB-03's to judge). Observed on the verification
+    PUTs so far and on one notification PUT; a PUT without an answer is looked at once more
+    (:meth:`PelionDriver.caller_refused`): a bare TLS connection presenting the chain, which a
+    receiver refusing the certificate ends before any request."""
+    pelion.require("callback", check)
+    check.expect(
+        "every PUT presenting Device Management's chain (depth 2) answered at HTTP level; a "
+        "TLS connection presenting it kept open"
+    )
+    key = pelion.sim.callback_key
+    pelion.service.wait_for(
+        lambda: any(v.key == key for v in pelion.service.verifications()),
+        STARTUP_WAIT_S if pelion.section.registers_itself else 0.0,
+    )
+    if plain := pelion.without_tls():
+        raise check.not_verified(plain)
+    if not (refusal := pelion.caller_refused()):
+        pelion.ensure_callback(check)
+        queued = pelion.notifications("callback", [b"caller-" + secrets.token_hex(3).encode()])
+        pelion.deliver("callback", queued, first_try=True)
+        refusal = pelion.caller_refused()
+    verifications = [
+        v.exchange for v in pelion.service.verifications()
+        if v.key == key and v.exchange.client_cert == "genuine"
+    ]  # fmt: skip
+    batches = [
+        a for a in pelion.service.attempts()
+        if a.key == key and a.channel == "callback" and a.fault is None and a.url
+        and a.client_cert == "genuine"
+    ]  # fmt: skip
+    answered = sum(e.answered is not None for e in verifications)
+    answered += sum(a.answered is not None for a in batches)
+    check.observe(
+        f"{len(verifications)} verification and {len(batches)} batch PUT(s) presented the "
+        f"chain; {answered} answered"
+        + ("; a bare TLS connection presenting it was ended before any request" if refusal else "")
+    )
+    assert not refusal, refusal
+    if not verifications and not batches:
+        raise check.not_verified("no PUT presenting the caller's chain reached the SUT")
+    if not answered:
+        raise check.not_verified(
+            "no PUT presenting the chain was answered, yet the SUT kept a TLS connection "
+            "presenting it open: the certificate was not what failed"
+        )
+
+
+@requirement("PEL-CB-08")
+def test_rejects_a_caller_without_the_certificate(pelion: PelionDriver, check: Check) -> None:
+    """One thing varies: the same one-notification PUT (registered headers), presenting
+    Device Management's chain (the control: accepted), no client certificate, and a chain of
+    the same shape under another root. A rejection is a non-2xx answer or a connection the SUT
+    refused; a 2xx is an acceptance."""
+    pelion.require("callback", check)
+    if not pelion.section.verifies_caller:
+        raise check.not_verified(
+            "profile not declared: the SUT's [pelion] claims no verifies_caller"
+        )
+    pelion.ensure_callback(check)
+    if plain := pelion.without_tls():
+        raise check.not_verified(plain)
+    check.expect(
+        "2xx with Device Management's chain; non-2xx or a refused connection with no client "
+        "certificate, and with a chain from another CA"
+    )
+
+    def outcome(exchange: Exchange) -> str:
+        if exchange.answered is not None:
+            return str(exchange.answered)
+        return f"{exchange.outcome} ({(exchange.error or '')[:100]})"
+
+    control = pelion.put_presenting("genuine", one_notification())
+    if not control.succeeded:
+        raise check.not_verified(
+            f"the PUT presenting Device Management's own chain got {outcome(control)}: "
+            "nothing to compare with"
+        )
+    tried = {
+        "no client certificate": pelion.put_presenting("none", one_notification()),
+        "a chain from another CA": pelion.put_presenting("untrusted", one_notification()),
+    }
+    check.observe(
+        f"own chain {outcome(control)}; "
+        + "; ".join(f"{what} {outcome(e)}" for what, e in tried.items())
+    )
+    accepted = [what for what, exchange in tried.items() if exchange.succeeded]
+    assert not accepted, (
+        f"accepted ({', '.join(outcome(tried[w]) for w in accepted)}) a notification PUT from a "
+        f"caller presenting {' and from one presenting '.join(accepted)}"
+    )
+
+
 @requirement("PEL-OBS-01")
 def test_a_resent_batch_is_processed_once(pelion: PelionDriver, check: Check) -> None:
     """The batch reaches the SUT but its answer is lost, so it is sent again with the same
@@ -196,7 +304,8 @@ def test_answers_every_batch_within_the_timeout(pelion: PelionDriver, check: Che
         and a.items and not (pelion.probes & set(a.uids or ()))
     ]  # fmt: skip
     if not attempts:
-        raise check.not_verified("no batch was sent to the SUT in this run")
+        refusal = pelion.caller_refused()
+        raise check.not_verified(refusal or "no batch was sent to the SUT in this run")
     bad = [a for a in attempts if a.answered is None or not 200 <= a.answered < 300]
     slowest = max(a.elapsed_real_s for a in attempts)
     check.observe(

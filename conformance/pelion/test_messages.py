@@ -29,7 +29,7 @@ from conformance.pelion.driver import (
 from conformance.pelion.strategies import malformed_bodies
 from conformance.verdicts import Check, HarnessError
 from simulators.pelion.channels import ItemQueued
-from simulators.pelion.operations import Inject, SerializeWith
+from simulators.pelion.operations import Inject
 
 requirement = pytest.mark.requirement
 CHANNELS = ["callback", "websocket"]
@@ -135,8 +135,7 @@ def test_accepts_serialization_v2_and_unknown_keys(
             "deregistrations_as_object": form == "deregistrations-as-objects",
         },
     }
-    before = pelion.perform(SerializeWith(config=config, key=key))
-    try:
+    with pelion.serializing(channel, config):
         what = f"a message with {form.replace('-', ' ')}"
         if form == "unknown-keys":  # one kind per message: several kinds are PEL-MSG-01's
             body = {**_note(), "future-field": {"nested": [1, 2]}, "Another_Key": None}
@@ -156,9 +155,6 @@ def test_accepts_serialization_v2_and_unknown_keys(
                 )
             )
             _accepts(pelion, check, channel, queued, what)
-    finally:
-        restored = before.model_dump(by_alias=True) if before is not None else None
-        pelion.perform(SerializeWith(config=restored, key=key))
 
 
 @requirement("PEL-OBS-02")

@@ -53,6 +53,13 @@ class PelionVendor:
     name = "pelion"
     title = "Pelion Device Management notification channel"
     receiver = True
+    behaviour_options = (
+        "--pelion-first-backoff",
+        "--pelion-pull-timeout",
+        "--pelion-ping-interval",
+        "--pelion-delete-close-code",
+        "--pelion-ws-auth-failure",
+    )
 
     def add_options(self, add: AddOption) -> None:
         add("--pelion-api-port", type=int, default=0, metavar="PORT",
@@ -75,7 +82,7 @@ class PelionVendor:
             type=float,
             default=1.0,
             metavar="N",
-            help="conformance-sim serve: device events a second (simulated time; default 1)",
+            help="conformance-sim serve: device events a second (simulated time; default 1; 0: none)",
         )
         add("--pelion-pull-timeout", type=float, default=30.0, metavar="S",
             help="seconds a long poll is held before 204 (real time; default 30)")  # fmt: skip
@@ -111,8 +118,8 @@ class PelionVendor:
                 "1 (later Pelion docs: 1, 2, 4 … s)"
             )
         rate = option("--pelion-events-per-s")
-        if not 0 < rate <= 1000:
-            raise ValueError(f"--pelion-events-per-s={rate:g}: give a rate above 0, at most 1000")
+        if not 0 <= rate <= 1000:
+            raise ValueError(f"--pelion-events-per-s={rate:g}: give a rate from 0 (none) to 1000")
         pull = option("--pelion-pull-timeout")
         if not 0 < pull <= 600:
             raise ValueError(f"--pelion-pull-timeout={pull:g}: give seconds above 0, at most 600")
@@ -161,6 +168,8 @@ class PelionVendor:
         claimed = set(getattr(section, "channels", ()))
         if getattr(section, "registers_itself", False):
             claimed.add("registers_itself")
+        if getattr(section, "verifies_caller", False):
+            claimed.add("verifies_caller")
         return frozenset(claimed)
 
     def observer_record_model(self) -> type[BaseModel]:
@@ -187,6 +196,31 @@ class PelionVendor:
         from conformance.pelion.running import start
 
         return await start(run)
+
+    def sim_handle(self) -> Any:
+        from conformance.pelion.handle import PelionSim
+
+        return PelionSim
+
+    def operation_model(self) -> Any:
+        from simulators.pelion.operations import PelionOperation
+
+        return PelionOperation
+
+    def add_ctl_verbs(self, verbs: Any) -> None:
+        notify = verbs.add_parser("notify", help="a resource's new value, once or as a burst")
+        notify.add_argument("--device", metavar="EP", help="the device (default: a demo one)")
+        notify.add_argument("--path", help="the resource (default /3200/0/5501)")
+        notify.add_argument("--value", help="its new value, as text (default 1)")
+        notify.add_argument("--count", type=int, default=1, metavar="N",
+                            help="a burst of N notifications")  # fmt: skip
+        notify.set_defaults(operation=lambda a: {
+            "op": "notify", "count": a.count,
+            **{k: v for k, v in (("device", a.device), ("path", a.path), ("value", a.value))
+               if v is not None},
+        })  # fmt: skip
+        status = verbs.add_parser("channel", help="the notification channel now, and removals")
+        status.set_defaults(operation=lambda a: {"op": "channel"})
 
 
 def _channel_options(

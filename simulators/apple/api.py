@@ -29,6 +29,7 @@ from simulators.clock import Clock
 from simulators.evidence import Recorder
 from simulators.faultlog import FaultLog
 from simulators.faults import FaultPlan
+from simulators.network import Reach
 from simulators.pki import PKI
 
 __all__ = ["ApiRequest", "AppsAndBooksServer"]
@@ -64,7 +65,7 @@ class ApiRequest:
 
 @dataclass
 class AppsAndBooksServer:
-    """The simulated API on 127.0.0.1 over HTTPS (the simulators' certificate)."""
+    """The simulated API over HTTPS (the simulators' certificate)."""
 
     service: AppsAndBooks
     clock: Clock
@@ -72,6 +73,7 @@ class AppsAndBooksServer:
     pki: PKI
     notifier_factory: NotifierFactory
     port: int = 0
+    reach: Reach = field(default_factory=Reach)  # where it listens, the name SUTs use
     # A connection that has not sent a whole request after this many seconds is closed
     # (aiohttp applies its keep-alive timeout from the start of a connection).
     request_timeout_s: float = 15.0
@@ -96,7 +98,7 @@ class AppsAndBooksServer:
 
     @property
     def base_url(self) -> str:
-        return f"https://127.0.0.1:{self.port}{BASE_PATH}"
+        return self.reach.url("https", self.port, BASE_PATH)
 
     async def start(self) -> None:
         app = web.Application(
@@ -107,7 +109,7 @@ class AppsAndBooksServer:
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.request_timeout_s)
         await self._runner.setup()
         site = web.TCPSite(
-            self._runner, "127.0.0.1", self.port, ssl_context=self.pki.server_context()
+            self._runner, self.reach.listen, self.port, ssl_context=self.pki.server_context()
         )
         await site.start()
         server = site._server

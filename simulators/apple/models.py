@@ -34,6 +34,7 @@ __all__ = [
     "UserManagement",
     "association",
     "new_notification_id",
+    "sample",
 ]
 
 # "There is a limit of 100 elements in the notification."
@@ -191,6 +192,66 @@ def association(
         result="SUCCESS",
         type="ASSOCIATE",
     )
+    return Notification.of(body)
+
+
+def sample(notification_type: str, elements: int = 1) -> Notification:
+    """A realistic notification of ``notification_type`` (the shapes of the vendor doc's
+    examples) with ``elements`` items in its element list, before any split at 100; the count
+    types and TEST_NOTIFICATION carry no list, so ``elements`` must be 1 for them."""
+    if notification_type not in BODY_MODELS:
+        raise ValueError(
+            f"unknown notificationType {notification_type!r} (known: {', '.join(BODY_MODELS)})"
+        )
+    if notification_type not in ELEMENT_FIELDS and elements != 1:
+        raise ValueError(
+            f"{notification_type} carries no element list: leave out elements "
+            f"(types with elements: {', '.join(ELEMENT_FIELDS)})"
+        )
+    event_id = str(uuid.uuid4())
+    n = range(elements)
+    if notification_type == "ASSET_MANAGEMENT":
+        return association(elements, event_id=event_id)
+    if notification_type == "TEST_NOTIFICATION":
+        body: _Wire = TestNotification()
+    elif notification_type == "ASSET_COUNT":
+        body = AssetCount(adamId="408709785", countDelta=-12, pricingParam="STDQ")
+    elif notification_type == "SUBSCRIPTION_COUNT":
+        body = SubscriptionCount(
+            parentAdamId=54321,
+            adamId=12345,
+            counts=SubscriptionCountsBlock(
+                available=SubscriptionCounts(renewing=15, expiring=5),
+                total=SubscriptionCounts(renewing=100, expiring=20),
+            ),
+        )
+    elif notification_type == "SUBSCRIPTION_MANAGEMENT":
+        body = SubscriptionManagement(
+            assignments=[
+                SubscriptionAssignment(adamId=12345, clientUserId=f"user-{i}", renewing=True)
+                for i in n
+            ],
+            eventId=event_id,
+            result="SUCCESS",
+            type="ASSOCIATE",
+        )
+    elif notification_type == "USER_MANAGEMENT":
+        body = UserManagement(
+            eventId=event_id,
+            result="SUCCESS",
+            type="CREATE",
+            users=[
+                User(clientUserId=f"user-{i}", email=f"user-{i}@example.com", status="Registered")
+                for i in n
+            ],
+        )
+    else:
+        body = UserAssociated(
+            associatedUsers=[
+                AssociatedUser(clientUserId=f"user-{i}", idHash=f"hash-{i}", status="Associated")
+                for i in n
+            ]
+        )
     return Notification.of(body)
 
 

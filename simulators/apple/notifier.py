@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,8 @@ from simulators.http_sender import Exchange, HttpSender, RawFault
 __all__ = ["AttemptLog", "LoggedAttempt", "Notifier", "Receiver"]
 
 ACTOR = "apple-notifier"
+# Told of each attempt's outcome: the notification and its delivery so far.
+Attempted = Callable[[Notification, Delivery], None]
 PEER = "sut"
 # The notifier's faults that the sender writes on the wire.
 RAW_FAULTS: dict[FaultKind, RawFault] = {
@@ -62,7 +64,7 @@ class Receiver:
 
     url: str
     token: str
-    cafiles: tuple[str, ...] = ()  # CAs trusted besides the system's, for the receiver's cert
+    cafiles: tuple[str, ...] = ()  # CAs trusted besides the system's (files or PEM text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,16 +148,26 @@ class Notifier:
 
     # Delivering notifications.
 
-    async def deliver_event(self, notification: Notification) -> list[Delivery]:
+    async def deliver_event(
+        self, notification: Notification, *, attempted: Attempted | None = None
+    ) -> list[Delivery]:
         """Split at 100 elements, then deliver every part (SIM-APL-SPLIT)."""
         parts = split_notification(notification)
-        return list(await asyncio.gather(*(self.deliver(part) for part in parts)))
+        return list(
+            await asyncio.gather(*(self.deliver(part, attempted=attempted) for part in parts))
+        )
 
     async def deliver(
-        self, notification: Notification, schedule: RetrySchedule | None = None
+        self,
+        notification: Notification,
+        schedule: RetrySchedule | None = None,
+        *,
+        attempted: Attempted | None = None,
     ) -> Delivery:
         """Deliver one notification with up to 3 attempts over 1–5 minutes (SIM-APL-RETRY);
-        ``schedule`` overrides the notifier's for this one (TEST_NOTIFICATION: one attempt)."""
+        ``schedule`` overrides the notifier's for this one (TEST_NOTIFICATION: one attempt).
+        ``attempted`` is called with the delivery after each attempt (a front door that
+        answers once the first attempts are made, while retries wait for simulated time)."""
         self.in_flight += 1
         try:
             body = notification.to_bytes()
@@ -188,6 +200,8 @@ class Notifier:
                         fault, number, body, label, self._headers, self._authorization, None
                     )
                 delivery.finish_attempt(attempt)
+                if attempted is not None:
+                    attempted(notification, delivery)
                 now = self.clock.now()
             if delivery.state is DeliveryState.DELIVERED and len(delivery.attempts) == 1:
                 return delivery  # the request and its 2xx answer are already on record

@@ -2,35 +2,42 @@
 "Operations"), aimed through :class:`AppleTarget` at the SUT's receiver and API client.
 
 Events: :class:`Deliver` (one notification, with the vendor's retries on the simulated clock),
-:class:`DeliverEvent` (split at 100 elements first), :class:`Post` (exactly these bytes, once).
-Faults: :class:`FailDeliveries` (the next attempts misbehave), :class:`FailApiCalls` (the next
-Apps and Books API calls are answered with an error). Subscriptions (SIM-APL-SUBS):
-:class:`SeatSubscription` (a seat assigned before the run), :class:`ManageSubscriptions` (a call
-made as another MDM or the content manager would), :class:`EndBillingPeriod` (deferred
-disassociations are released and notified). Queries: :class:`Attempts`. Simulated time:
+:class:`DeliverEvent` (split at 100 elements first), :class:`Post` (exactly these bytes, once),
+:class:`Notify` (a realistic notification of any type, answered once each part had its first
+attempt). Receivers: :class:`RegisterReceiver` (a receiver-only SUT, standalone). Faults:
+:class:`FailDeliveries` (the next attempts misbehave), :class:`FailApiCalls` (the next Apps and
+Books API calls are answered with an error), :class:`ArmFault` (the shared fault vocabulary).
+Subscriptions (SIM-APL-SUBS): :class:`SeatSubscription` (a seat assigned before the run),
+:class:`ManageSubscriptions` (a call made as another MDM or the content manager would),
+:class:`EndBillingPeriod` (deferred disassociations are released and notified). Queries:
+:class:`Attempts`. :class:`Reset`. Simulated time:
 :class:`simulators.operations.AdvanceClock`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from simulators.apple.api import AppsAndBooksServer
-from simulators.apple.delivery import Delivery
-from simulators.apple.models import Notification
-from simulators.apple.notifier import AttemptLog, LoggedAttempt, Notifier
+from simulators.apple.delivery import Delivery, split_notification
+from simulators.apple.errors import ApiError
+from simulators.apple.models import NOTIFICATION_TYPES, Notification, sample
+from simulators.apple.notifier import AttemptLog, LoggedAttempt, Notifier, Receiver
 from simulators.clock import Clock
 from simulators.faults import FaultKind
 from simulators.http_sender import Exchange
 from simulators.operations import AdvanceClock, Operation
 
 __all__ = [
+    "MAX_NOTIFY_ELEMENTS",
     "AppleOperation",
     "AppleTarget",
+    "ArmFault",
     "Attempts",
     "Deliver",
     "DeliverEvent",
@@ -38,11 +45,19 @@ __all__ = [
     "FailApiCalls",
     "FailDeliveries",
     "ManageSubscriptions",
+    "Notify",
+    "NotifySent",
     "Post",
+    "RegisterReceiver",
     "Released",
+    "Reset",
     "SeatSubscription",
 ]
 
+# One notify makes at most 100 notifications of 100 elements: a bound on what one request costs.
+MAX_NOTIFY_ELEMENTS = 10_000
+# Aims the notifier at a receiver (None: at none); answers the receiver it replaced.
+Aim = Callable[[Receiver | None], Awaitable[Receiver | None]]
 # EndBillingPeriod: how often (real seconds) the wait for deliveries moves the simulated clock
 # on by RETRY_STEP_S, so that the vendor's retries (+60 s, +300 s) fall due.
 RETRY_STEP_REAL_S = 1.0
@@ -58,10 +73,14 @@ class AppleTarget:
     api: AppsAndBooksServer
     attempts: AttemptLog
     clock: Clock
+    aim: Aim | None = None  # None: the receiver is the run's declared one, fixed
 
     def receiver(self) -> Notifier:
         if self.notifier is None:
-            raise ValueError("no receiver is declared: there is nowhere to send notifications")
+            raise ValueError(
+                "no receiver is registered: there is nowhere to send notifications "
+                "(register one first: `conformance-sim ctl apple receiver URL --token TOKEN`)"
+            )
         return self.notifier
 
 
@@ -201,7 +220,12 @@ class ManageSubscriptions(Operation):
         body: dict[str, object] = {"adamIds": self.adam_ids, "clientUserIds": self.client_user_ids}
         body.update({"renewing": self.renewing} if self.action == "associate" else {})
         body.update({"deferred": self.deferred} if self.action == "disassociate" else {})
-        answer = target.api.service.mutate(f"subscriptions/{self.action}", body, target.clock.now())
+        try:
+            answer = target.api.service.mutate(
+                f"subscriptions/{self.action}", body, target.clock.now()
+            )
+        except ApiError as exc:  # the call cannot be made: say why, as the API would
+            raise ValueError(str(exc)) from None
         target.api.timers.wake()
         return str(answer["eventId"])
 
@@ -275,16 +299,195 @@ class Attempts(Operation):
         return target.attempts.entries()
 
 
+class RegisterReceiver(Operation):
+    """Aim the notifier at a receiver-only SUT, as its client config would: ``url`` gets
+    every notification with ``Authorization: Bearer <token>``; ``ca_pem`` is the CA of its
+    certificate when no public one signed it. Standalone only (a run's receiver is declared)."""
+
+    op: Literal["register-receiver"] = "register-receiver"
+    url: str = Field(min_length=8, max_length=2048)
+    token: str = Field(min_length=1, max_length=4096)
+    ca_pem: str | None = Field(default=None, max_length=65_536)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError(f"{value!r} is not an http(s) URL: give the receiver's https://… URL")
+        return value
+
+    @field_validator("ca_pem")
+    @classmethod
+    def _pem(cls, value: str | None) -> str | None:
+        if value is not None and "-----BEGIN CERTIFICATE-----" not in value:
+            raise ValueError("not a PEM certificate: give the file of the receiver's CA")
+        return value
+
+    def describe(self) -> str:
+        return f"register the receiver {self.url}"
+
+    async def apply(self, target: AppleTarget) -> dict[str, Any]:
+        if target.aim is None:
+            raise ValueError("this run's receiver is the SUT's declared one; it cannot be changed")
+        cafiles = (self.ca_pem,) if self.ca_pem else ()
+        replaced = await target.aim(Receiver(self.url, self.token, cafiles))
+        return {"receiver": self.url, "replaced": replaced.url if replaced else None}
+
+
+@dataclass(frozen=True)
+class NotifySent:
+    """One notification a :class:`Notify` sent (one part of a split event) and its delivery so
+    far: ``state`` is ``delivered``, ``due`` (a retry waits for simulated time) or ``gave-up``."""
+
+    notificationId: str
+    notificationType: str
+    elements: int
+    state: str
+    attempts: list[dict[str, Any]]
+    next_attempt_sim_s: float | None
+
+    @classmethod
+    def of(cls, part: Notification, delivery: Delivery | None) -> NotifySent:
+        attempts = [] if delivery is None else delivery.attempts
+        return cls(
+            part.notificationId,
+            part.notificationType,
+            len(part.elements()),
+            "due" if delivery is None else delivery.state.value,
+            [
+                {"number": i, "status": a.status, "error": a.error, "fault": a.fault}
+                for i, a in enumerate(attempts, 1)
+            ],
+            None if delivery is None else delivery.next_deadline(),
+        )
+
+
+class Notify(Operation):
+    """Send a realistic notification of ``notification_type`` with ``elements`` items (split
+    into notifications of at most 100, each with its retries) and ``fields`` overriding its
+    body's own; answered once every part had its first attempt, while retries wait for
+    simulated time."""
+
+    op: Literal["notify"] = "notify"
+    notification_type: str
+    elements: int = Field(default=1, ge=1, le=MAX_NOTIFY_ELEMENTS)
+    fields: dict[str, Any] = Field(default={}, max_length=100)
+
+    @field_validator("notification_type")
+    @classmethod
+    def _documented(cls, value: str) -> str:
+        if value not in NOTIFICATION_TYPES:
+            raise ValueError(
+                f"unknown notificationType {value!r} (known: {', '.join(NOTIFICATION_TYPES)})"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _elements_fit(self) -> Notify:
+        sample(self.notification_type, 1 if self.elements == 1 else 2)  # ValueError if no list
+        return self
+
+    def describe(self) -> str:
+        return f"notify {self.notification_type} with {self.elements} element(s)"
+
+    async def apply(self, target: AppleTarget) -> list[NotifySent]:
+        notifier = target.receiver()
+        made = sample(self.notification_type, self.elements)
+        if self.fields:
+            made = made.model_copy(update={"notification": {**made.notification, **self.fields}})
+        parts = split_notification(made)
+        deliveries: dict[str, Delivery] = {}
+        all_attempted = asyncio.Event()
+
+        def attempted(part: Notification, delivery: Delivery) -> None:
+            deliveries[part.notificationId] = delivery
+            if len(deliveries) == len(parts):
+                all_attempted.set()
+
+        async def deliver_all() -> list[Delivery]:
+            return list(
+                await asyncio.gather(*(notifier.deliver(p, attempted=attempted) for p in parts))
+            )
+
+        sending = target.api.tasks.spawn(deliver_all(), "notify")
+        waiting = asyncio.ensure_future(all_attempted.wait())
+        try:
+            await asyncio.wait({sending, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+        if sending.done() and sending.exception() is not None:
+            raise sending.exception()  # type: ignore[misc]
+        return [NotifySent.of(part, deliveries.get(part.notificationId)) for part in parts]
+
+
+# The shared fault vocabulary, as the Apple simulators show it.
+DELIVERY_FAULTS = (FaultKind.DUPLICATE, FaultKind.DROP_BEFORE_ACK, FaultKind.STALL, FaultKind.DELAY)
+APPLE_FAULTS = (*DELIVERY_FAULTS, FaultKind.STATUS)
+
+
+class ArmFault(Operation):
+    """Arm one fault of the shared vocabulary for the next ``times`` occasions: a delivery
+    fault (``duplicate``, ``drop-before-ack``, ``stall``, ``delay`` by ``seconds``) on the next
+    notification attempts, or ``status`` on the SUT's next Apps and Books API calls (answered
+    ``status`` with the vendor's error, e.g. 503)."""
+
+    op: Literal["fault"] = "fault"
+    kind: FaultKind
+    times: int = Field(default=1, ge=1, le=10_000)
+    seconds: float = Field(default=30.0, ge=0, le=600)
+    status: int = Field(default=503, ge=400, le=599)
+
+    @field_validator("kind")
+    @classmethod
+    def _offered(cls, value: FaultKind) -> FaultKind:
+        if value not in APPLE_FAULTS:
+            raise ValueError(
+                f"the Apple simulators do not show {value.value!r} "
+                f"(kinds: {', '.join(k.value for k in APPLE_FAULTS)})"
+            )
+        return value
+
+    def describe(self) -> str:
+        return f"arm {self.kind.value} for the next {self.times} occasion(s)"
+
+    async def apply(self, target: AppleTarget) -> str:
+        if self.kind is FaultKind.STATUS:
+            error = 9646 if self.status == 429 else 9729
+            await FailApiCalls(status=self.status, error=error, times=self.times).apply(target)
+            return f"the next {self.times} API call(s) are answered {self.status}/{error}"
+        kind: Any = self.kind
+        await FailDeliveries(kind=kind, times=self.times, seconds=self.seconds).apply(target)
+        return f"the next {self.times} notification attempt(s): {self.kind.value}"
+
+
+class Reset(Operation):
+    """Forget what earlier operations armed or aimed: every armed fault, and (standalone) the
+    registered receiver. Deliveries under way end on their own."""
+
+    op: Literal["reset"] = "reset"
+
+    async def apply(self, target: AppleTarget) -> dict[str, Any]:
+        target.api.faults.clear()
+        if target.notifier is not None:
+            target.notifier.faults.clear()
+        replaced = await target.aim(None) if target.aim is not None else None
+        return {"faults": "cleared", "receiver_forgotten": replaced.url if replaced else None}
+
+
 AppleOperation = (
     Deliver
     | DeliverEvent
     | Post
+    | Notify
+    | RegisterReceiver
     | FailDeliveries
     | FailApiCalls
+    | ArmFault
     | SeatSubscription
     | ManageSubscriptions
     | EndBillingPeriod
     | Attempts
+    | Reset
     | AdvanceClock
 )
 """Every Apple operation (``op`` tells them apart on the wire)."""

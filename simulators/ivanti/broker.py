@@ -53,9 +53,11 @@ from simulators.mqtt.core import BrokerCore
 from simulators.mqtt.packetlog import ConnectionView
 from simulators.mqtt.packets import CONNACK_NOT_AUTHORIZED, CONNACK_SERVER_UNAVAILABLE, Publish
 from simulators.mqtt.policy import BrokerPolicy, Identity
+from simulators.mqtt.runfacts import ConnectionFacts
 from simulators.mqtt.server import MqttServer, tls12_server_context
 from simulators.mqtt.sessions import SessionView
 from simulators.mqtt.topics import topic_filter_problem, topic_matches
+from simulators.network import LOCAL, Reach
 from simulators.pki import PKI, CertFiles
 
 __all__ = [
@@ -145,10 +147,7 @@ class Impostor:
 
     kind: ImpostorKind
     server: MqttServer
-
-    @property
-    def host(self) -> str:
-        return "127.0.0.1"
+    host: str  # the advertised name a client is handed
 
     @property
     def port(self) -> int:
@@ -194,8 +193,10 @@ class IvantiBroker:
         epoch_ms: int = 1_700_000_000_000,
         fault_log: FaultLog | None = None,
         impostors: bool = True,
+        reach: Reach = LOCAL,
     ) -> None:
         self.clock = clock
+        self.reach = reach
         self.recorder = recorder
         self.pki = pki
         self.epoch_ms = epoch_ms  # wall time (ms) at simulated time 0: event timestamps
@@ -216,13 +217,15 @@ class IvantiBroker:
             context,
             identify=self._identify,
             actor=ACTOR,
+            listen=reach.listen,
             port=port,
             fault_log=self.fault_log,
+            watched=self._is_event_topic,
         )
         self.impostors: dict[ImpostorKind, Impostor] = {}
         if impostors:
             for kind in IMPOSTOR_KINDS:
-                self.impostors[kind] = Impostor(kind, self._impostor_server(kind))
+                self.impostors[kind] = Impostor(kind, self._impostor_server(kind), reach.advertise)
         self.fleets: dict[str, Fleet] = {}
         self.generators: dict[str, EventGenerator] = {}
 
@@ -237,7 +240,7 @@ class IvantiBroker:
             "--",
             "broker",
             "start",
-            f"listening on 127.0.0.1:{self.port} (TLS 1.2, client certificates); duplicate "
+            f"listening on {self.reach.listen}:{self.port} (TLS 1.2, client certificates); duplicate "
             f"client ids: {self.policy.duplicate_client_id}; impostors: "
             + ", ".join(f"{k} :{i.port}" for k, i in self.impostors.items()),
         )
@@ -249,7 +252,8 @@ class IvantiBroker:
 
     @property
     def host(self) -> str:
-        return "127.0.0.1"
+        """The name a SUT is handed (``--advertise``)."""
+        return self.reach.advertise
 
     @property
     def port(self) -> int:
@@ -329,6 +333,11 @@ class IvantiBroker:
         if tenant.style == "neurons" and topic_filter.split("/", 1)[0] != tenant.tenant_id:
             return False  # a wildcard first level would reach past the tenant's prefix
         return any(topic_matches(topic_filter, t) for t in tenant.topics.values())
+
+    def _is_event_topic(self, tenant_id: str | None, topic: str) -> bool:
+        """Whether ``topic`` is one of ``tenant_id``'s event topics (IVT-PUB-01 watches them)."""
+        tenant = self._directory.tenants.get(tenant_id) if tenant_id is not None else None
+        return tenant is not None and topic in tenant.topics.values()
 
     def _may_publish(self, identity: Identity, topic: str) -> bool:
         login = self.login_by_email(identity.email)
@@ -528,6 +537,11 @@ class IvantiBroker:
         """Every connection (of ``tenant``) with its packet log; any thread."""
         return self.server.connections(tenant=_tid(tenant), open_only=open_only)
 
+    def connection_facts(self, tenant: Tenant) -> ConnectionFacts:
+        """What ``tenant``'s connections did over the whole run, every connection counted (the
+        packet log keeps the latest ones only); any thread."""
+        return self.server.connection_facts(tenant.tenant_id)
+
     def wait_for(self, predicate: Callable[[list[ConnectionView]], Any], timeout: float) -> Any:
         """Block (outside the loop) until ``predicate(connections())`` holds or time runs out."""
         return self.server.wait_for(predicate, timeout)
@@ -566,6 +580,7 @@ class IvantiBroker:
             context,
             identify=anyone,
             actor=f"{ACTOR}-impostor-{kind}",
+            listen=self.reach.listen,
             fault_log=self.fault_log,
             max_connections=100,
         )

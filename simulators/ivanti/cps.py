@@ -1,4 +1,4 @@
-"""The CPS REST calls a subscriber needs, over HTTPS (TLS 1.2) on 127.0.0.1, built on aiohttp.
+"""The CPS REST calls a subscriber needs, over HTTPS (TLS 1.2), built on aiohttp.
 
 From the CPS API guide (docs/vendors/ivanti.md §3–§5):
 
@@ -107,6 +107,7 @@ class CpsServer:
         fault_log: FaultLog | None = None,
     ) -> None:
         self.broker = broker
+        self.reach = broker.reach
         self.clock = clock
         self.recorder = recorder
         self.port = port
@@ -118,7 +119,7 @@ class CpsServer:
 
     @property
     def base_url(self) -> str:
-        return f"https://127.0.0.1:{self.port}{BASE_PATH}"
+        return self.reach.url("https", self.port, BASE_PATH)
 
     async def start(self) -> None:
         pki = self.broker.pki
@@ -131,7 +132,7 @@ class CpsServer:
         app.router.add_route("*", "/{path:.*}", self._serve)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=15.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=context)
+        site = web.TCPSite(self._runner, self.reach.listen, self.port, ssl_context=context)
         await site.start()
         server = site._server
         assert isinstance(server, asyncio.base_events.Server)

@@ -5,7 +5,8 @@ Events: :class:`Publish` (a documented event type, with field overrides, or any 
 Faults: :class:`Disconnect`, :class:`HoldOffline` / :class:`Release`, :class:`Redeliver`,
 :class:`DuplicateNext`, :class:`DropBeforeAck`, :class:`LoseInFlight`, :class:`RefuseConnects`,
 :class:`BeginOutage` / :class:`EndOutage`, :class:`PresentImpostors` / :class:`StopImpostors`.
-Queries: :class:`Connections`, :class:`Sessions`. Simulated time: :class:`simulators.operations.AdvanceClock`.
+:class:`ArmFault` (the shared fault vocabulary). Queries: :class:`Connections`,
+:class:`Sessions`. :class:`Reset`. Simulated time: :class:`simulators.operations.AdvanceClock`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from simulators.clock import Clock
 from simulators.faults import FaultKind
@@ -25,6 +26,7 @@ from simulators.mqtt.sessions import SessionView
 from simulators.operations import AdvanceClock, Operation
 
 __all__ = [
+    "ArmFault",
     "BeginOutage",
     "Connections",
     "Disconnect",
@@ -40,6 +42,7 @@ __all__ = [
     "Redeliver",
     "RefuseConnects",
     "Release",
+    "Reset",
     "Sessions",
     "StopImpostors",
 ]
@@ -267,6 +270,65 @@ class Sessions(Operation):
         return await target.broker.sessions(target.tenant)
 
 
+# The shared fault vocabulary, as the Ivanti broker shows it (on QoS 1 PUBLISHes to a client).
+IVANTI_FAULTS = (FaultKind.DROP_BEFORE_ACK, FaultKind.DUPLICATE, FaultKind.UNSENT)
+
+
+class ArmFault(Operation):
+    """Arm one fault of the shared vocabulary on the next ``times`` QoS 1 PUBLISHes:
+    ``drop-before-ack`` (to ``client_id``, or any client), ``duplicate`` (sent twice, the copy
+    with DUP = 1) or ``unsent`` (lost on the way, resent when the session resumes); the last two
+    need ``client_id``."""
+
+    op: Literal["fault"] = "fault"
+    kind: FaultKind
+    times: int = Field(default=1, ge=1, le=10_000)
+    client_id: str | None = Field(default=None, min_length=1, max_length=65_535)
+
+    @field_validator("kind")
+    @classmethod
+    def _offered(cls, value: FaultKind) -> FaultKind:
+        if value not in IVANTI_FAULTS:
+            raise ValueError(
+                f"the Ivanti broker does not show {value.value!r} "
+                f"(kinds: {', '.join(k.value for k in IVANTI_FAULTS)})"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _client_given(self) -> ArmFault:
+        if self.client_id is None and self.kind is not FaultKind.DROP_BEFORE_ACK:
+            raise ValueError(f"{self.kind.value} needs client_id: the MQTT client id it targets")
+        return self
+
+    def describe(self) -> str:
+        who = repr(self.client_id) if self.client_id else "any client"
+        return f"arm {self.kind.value} on the next {self.times} PUBLISH(es) to {who}"
+
+    async def apply(self, target: IvantiTarget) -> str:
+        if self.kind is FaultKind.DROP_BEFORE_ACK:
+            await DropBeforeAck(client_id=self.client_id, times=self.times).apply(target)
+        elif self.kind is FaultKind.DUPLICATE:
+            assert self.client_id is not None
+            await DuplicateNext(client_id=self.client_id, times=self.times).apply(target)
+        else:
+            assert self.client_id is not None
+            await LoseInFlight(client_id=self.client_id, times=self.times).apply(target)
+        return self.describe()
+
+
+class Reset(Operation):
+    """Forget what earlier operations armed: faults on PUBLISHes, refused connects, an outage,
+    clients held offline, impostors."""
+
+    op: Literal["reset"] = "reset"
+
+    async def apply(self, target: IvantiTarget) -> dict[str, Any]:
+        target.broker.server.faults.clear()
+        target.broker.core.faults.clear(tenant=target.tenant.tenant_id)
+        return {"faults": "cleared", "impostors_forgotten": target.broker.stop_impostors()}
+
+
 IvantiOperation = (
     Publish
     | Disconnect
@@ -283,6 +345,8 @@ IvantiOperation = (
     | StopImpostors
     | Connections
     | Sessions
+    | ArmFault
+    | Reset
     | AdvanceClock
 )
 """Every Ivanti operation (``op`` tells them apart on the wire)."""

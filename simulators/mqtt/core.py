@@ -212,6 +212,10 @@ class BrokerCore:
         """Snapshots of every session (of ``tenant`` if given)."""
         return [view_of(s) for s in self._sessions if tenant in (None, s.tenant)]
 
+    def queued_bytes(self, tenant: str) -> int:
+        """What ``tenant``'s sessions hold queued (the policy's ``max_queued_bytes_per_tenant``)."""
+        return self._delivery.queued_bytes(tenant)
+
     def session_view(self, client_id: str, *, tenant: str) -> SessionView | None:
         session = self._sessions.get(tenant, client_id)
         return view_of(session) if session is not None else None

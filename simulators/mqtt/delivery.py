@@ -11,7 +11,12 @@ from dataclasses import replace
 from simulators.mqtt.actions import Action, Notice, NoticeKind, Send
 from simulators.mqtt.injected_faults import InjectedFaults
 from simulators.mqtt.packets import Publish
-from simulators.mqtt.policy import MAX_PACKET_ID, BrokerPolicy, next_free_packet_id
+from simulators.mqtt.policy import (
+    MAX_PACKET_ID,
+    QUEUED_ENTRY_OVERHEAD,
+    BrokerPolicy,
+    next_free_packet_id,
+)
 from simulators.mqtt.sessions import (
     CoreConnection,
     Inflight,
@@ -43,6 +48,24 @@ class Delivery:
         self._connected = connected
         self._queued_messages: OrderedDict[int, Message] = OrderedDict()  # oldest first
         self._next_message_id = 1
+        self._queued_bytes: dict[str, int] = {}  # tenant → bytes its sessions hold queued
+
+    def queued_bytes(self, tenant: str) -> int:
+        """What ``tenant``'s sessions hold queued, each copy counted (the policy's
+        ``max_queued_bytes_per_tenant``)."""
+        return self._queued_bytes.get(tenant, 0)
+
+    @staticmethod
+    def _cost(message: Message) -> int:
+        return len(message.payload) + len(message.topic) + QUEUED_ENTRY_OVERHEAD
+
+    def _unqueued(self, session: Session, message: Message) -> None:
+        """One queued copy left ``session``'s queue: its bytes are free again."""
+        left = self._queued_bytes.get(session.tenant, 0) - self._cost(message)
+        if left > 0:
+            self._queued_bytes[session.tenant] = left
+        else:
+            self._queued_bytes.pop(session.tenant, None)
 
     # --- messages in ----------------------------------------------------------------------------
 
@@ -147,7 +170,17 @@ class Delivery:
         return True, self._send_new(session, conn, message, qos, now)
 
     def _enqueue(self, session: Session, message: Message, qos: int) -> list[Action]:
+        """Queue ``message`` for ``session``, unless its queue holds ``max_queued_per_session``
+        messages or its tenant's sessions ``max_queued_bytes_per_tenant`` bytes: then it is
+        dropped for this session, with a notice (what was queued first is kept)."""
+        cost = self._cost(message)
+        held = self._queued_bytes.get(session.tenant, 0)
+        limit: dict[str, int] = {}
         if len(session.queue) >= self.policy.max_queued_per_session:
+            limit = {"limit": self.policy.max_queued_per_session}
+        elif held + cost > self.policy.max_queued_bytes_per_tenant:
+            limit = {"tenant_bytes_limit": self.policy.max_queued_bytes_per_tenant}
+        if limit:
             session.dropped += 1
             return [
                 Notice(
@@ -157,13 +190,14 @@ class Delivery:
                     detail={
                         "message_id": message.message_id,
                         "topic": message.topic,
-                        "limit": self.policy.max_queued_per_session,
+                        **limit,
                         "dropped": session.dropped,
                     },
                 )
             ]
         session.queue[message.message_id] = (message, qos)
         message.queued_in.add(session)
+        self._queued_bytes[session.tenant] = held + cost
         return []
 
     def _send_new(
@@ -206,6 +240,7 @@ class Delivery:
         ):
             _, (message, qos) = session.queue.popitem(last=False)
             message.queued_in.discard(session)
+            self._unqueued(session, message)
             if not message.queued_in:
                 self._queued_messages.pop(message.message_id, None)
             actions += self._send_new(session, conn, message, qos, now)
@@ -270,6 +305,7 @@ class Delivery:
         """``session`` is discarded: its queue and in-flight PUBLISHes go with it."""
         for message, _ in session.queue.values():
             message.queued_in.discard(session)
+            self._unqueued(session, message)
             if not message.queued_in:
                 self._queued_messages.pop(message.message_id, None)
         session.queue.clear()
@@ -278,5 +314,6 @@ class Delivery:
     def _unqueue_everywhere(self, message: Message) -> None:
         for session in message.queued_in:
             del session.queue[message.message_id]
+            self._unqueued(session, message)
         message.queued_in.clear()
         self._queued_messages.pop(message.message_id, None)

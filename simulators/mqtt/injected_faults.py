@@ -28,6 +28,14 @@ class InjectedFaults:
         self._held: dict[tuple[str | None, str], tuple[float, int]] = {}  # → (until, code)
         self._duplicates: dict[tuple[str | None, str], int] = {}  # → deliveries to duplicate
 
+    def clear(self, *, tenant: str | None) -> None:
+        """Disarm every fault armed for ``tenant``: refusals, outage, holds, duplicates."""
+        self._refusals = [r for r in self._refusals if r[0] != tenant]
+        self._outages.pop(tenant, None)
+        for table in (self._held, self._duplicates):
+            for key in [k for k in table if k[0] == tenant]:
+                del table[key]
+
     # --- arming -------------------------------------------------------------------------------
 
     def refuse_next_connects(

@@ -25,7 +25,10 @@ What the adapter does and the core does not:
   the latest ``connections_kept`` connections, ``packets_kept`` packets each, and
   ``log_entries_kept`` entries in all (the oldest closed connections are forgotten first); each
   entry is bounded (:mod:`simulators.mqtt.packetlog`). Nothing of a connection but its log
-  outlives its close.
+  outlives its close. What the checks judge over the whole run (peak concurrency, shared and
+  abandoned client IDs, clean sessions, PUBLISHes and Wills on ``watched`` topics) is tallied
+  for every connection in :attr:`MqttServer.facts` (:mod:`simulators.mqtt.runfacts`), so a
+  client that churns connections cannot push an early finding out of the log.
 
 **Diverting.** :meth:`MqttServer.divert` hands the next accepted TCP connections to other
 listeners in the same loop (before TLS), each of which upgrades it with its own context and
@@ -73,9 +76,11 @@ from simulators.mqtt.packetlog import (
     HandshakeFailure,
     PacketRecord,
 )
-from simulators.mqtt.packets import Connack, Packet, Publish
+from simulators.mqtt.packets import Connack, Connect, Packet, Publish
 from simulators.mqtt.policy import Identity
+from simulators.mqtt.runfacts import ConnectionFacts, RunFacts, Watched
 from simulators.mqtt.text import excerpt
+from simulators.network import LOOPBACK
 
 __all__ = [
     # The packet-log model, defined in simulators.mqtt.packetlog, also named here: what a
@@ -174,6 +179,7 @@ class MqttServer:
         *,
         identify: Identify,
         actor: str = "broker",
+        listen: str = LOOPBACK,
         port: int = 0,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S,
@@ -183,6 +189,7 @@ class MqttServer:
         connections_kept: int = 2_000,
         log_entries_kept: int = 200_000,
         fault_log: FaultLog | None = None,
+        watched: Watched | None = None,
     ) -> None:
         self.core = core
         self.clock = clock
@@ -190,6 +197,7 @@ class MqttServer:
         self.ssl_context = ssl_context
         self.identify = identify
         self.actor = actor
+        self.listen = listen
         self.port = port
         self.connect_timeout_s = connect_timeout_s
         self.handshake_timeout_s = handshake_timeout_s
@@ -206,7 +214,8 @@ class MqttServer:
         self._ids = itertools.count(1)
         self._live: dict[int, _ClientProtocol] = {}  # every accepted TCP connection not yet lost
         self._logs: dict[int, ConnectionLog] = {}  # the latest connections_kept
-        self._connections_kept = connections_kept
+        self.connections_kept = connections_kept
+        self.facts = RunFacts(watched) if watched is not None else RunFacts()
         self.log_entries_kept = log_entries_kept
         self._closed_kept = 0  # entries of the kept logs of connections no longer live
         self._server: asyncio.Server | None = None
@@ -228,7 +237,7 @@ class MqttServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _Accept(self), "127.0.0.1", self.port, reuse_address=True
+            lambda: _Accept(self), self.listen, self.port, reuse_address=True
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self.tasks.spawn(self.timers.run(), "deadline loop")
@@ -243,10 +252,6 @@ class MqttServer:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return "127.0.0.1", self.port
 
     # --- diverting (any thread) -----------------------------------------------------------------
 
@@ -333,6 +338,7 @@ class MqttServer:
             with self.changed:  # the broker serves it no more: closed from now on
                 log.close_reason = excerpt(reason, SUMMARY_KEPT)
                 log.closed_real_s = self.clock.real()
+                self.facts.closed(conn.conn_id, _tenant(log))
                 self.changed.notify_all()
         self.evidence.event(self._peer(conn), "close", f"closed: {reason}")
         if conn.transport is not None:
@@ -372,6 +378,22 @@ class MqttServer:
         log = conn.log
         assert log is not None
         self.evidence.packet(log, conn.causes, direction, packet, size)
+        kind = type(packet)
+        if kind is Connect or kind is Connack or (kind is Publish and direction == "in"):
+            with self.changed:
+                self._tally(conn.conn_id, _tenant(log), packet)
+
+    def _tally(self, conn_id: int, tenant: str | None, packet: Packet) -> None:
+        """Count a CONNECT, a CONNACK 0 or a PUBLISH from the client in the run-wide facts."""
+        facts = self.facts
+        if isinstance(packet, Connect):
+            will = packet.will.topic if packet.will is not None else None
+            facts.connect(conn_id, tenant, packet.client_id, packet.clean_session, will)
+        elif isinstance(packet, Connack):
+            if packet.return_code == 0:
+                facts.accepted(conn_id, tenant)
+        elif isinstance(packet, Publish):
+            facts.published(tenant, packet.topic)
 
     @staticmethod
     def _peer(conn: _ClientProtocol) -> str:
@@ -387,6 +409,12 @@ class MqttServer:
             logs = list(self._logs.values())
             views = [log.view() for log in logs]
         return [v for v in views if tenant in (None, v.tenant) and (not open_only or v.open)]
+
+    def connection_facts(self, tenant: str | None) -> ConnectionFacts:
+        """What ``tenant``'s connections did over the whole run, every one counted (the log
+        keeps the latest only): :mod:`simulators.mqtt.runfacts`."""
+        with self.changed:
+            return self.facts.of(tenant)
 
     def connection(self, conn_id: int) -> ConnectionView | None:
         with self.changed:
@@ -490,7 +518,7 @@ class MqttServer:
         entries are counted once, when it closes (:attr:`_closed_kept`), so a trim costs the
         open connections only. Under ``changed``."""
         logs = self._logs
-        while len(logs) > self._connections_kept:
+        while len(logs) > self.connections_kept:
             self._forget(next(iter(logs)))
         budget = self.log_entries_kept
         total = self._closed_kept + sum(logs[c].kept for c in self._live if c in logs)
@@ -517,6 +545,7 @@ class MqttServer:
                 log.closed_real_s = self.clock.real()
             if log.close_reason is None:
                 log.close_reason = CLOSED_BY_CLIENT
+            self.facts.closed(conn.conn_id, _tenant(log))
             if conn.conn_id in self._logs:  # its log changes no more: counted once, now
                 self._closed_kept += log.kept
             self._trim_logs()
@@ -613,3 +642,7 @@ async def _client_hello(raw: asyncio.Transport, clock: Clock, timeout: float) ->
                 return False
             await clock.sleep_real(step)
             waited, step = waited + step, min(step * 2, 0.25)
+
+
+def _tenant(log: ConnectionLog) -> str | None:
+    return log.identity.tenant if log.identity is not None else None

@@ -118,7 +118,9 @@ class Api:
             handler_cancellation=True,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=self.sim.server_context)
+        site = web.TCPSite(
+            self._runner, self.sim.reach.listen, port, ssl_context=self.sim.server_context
+        )
         await site.start()
         server = site._server
         assert isinstance(server, asyncio.base_events.Server)

@@ -18,6 +18,7 @@ from simulators.clock import Clock
 from simulators.evidence import Recorder
 from simulators.faultlog import FaultLog
 from simulators.faults import FaultPlan
+from simulators.network import Reach
 from simulators.pelion.config import PelionConfig
 from simulators.pelion.delivery import PollAnswer, PullDelivery
 from simulators.pelion.devices import Devices
@@ -98,6 +99,8 @@ class ApiBackend(Protocol):
     def config(self) -> PelionConfig: ...
     @property
     def server_context(self) -> ssl.SSLContext: ...
+    @property
+    def reach(self) -> Reach: ...
     @property
     def fault_log(self) -> FaultLog: ...
     @property

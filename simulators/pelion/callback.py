@@ -32,18 +32,35 @@ Faults (target ``"callback"``, one per batch attempt, armed through a
 
 ``status``, ``timeout`` and ``unsent`` are this adapter's (what the attempt counts as); ``drop``
 and ``stall`` are the sender's transport faults.
+
+The caller's certificate: "Device Management Connect presents a certificate signed by a trusted
+certificate authority (GlobalSign)" on its requests to the callback URL, whose chain needs "the
+verification depth of the client certificates chain to 2 at least". The client presents the
+run's caller chain (root → intermediate → leaf, ``CN=notifications.mbedcloud.com``: the
+PKI's ``callers/pelion/``) on every PUT, verification and batches alike; :meth:`CallbackClient.present`
+switches it to ``none`` or to the ``untrusted`` chain (same shape, another root) for negative
+checks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Literal
 
 from simulators.clock import Clock
 from simulators.faults import Fault, FaultKind
-from simulators.http_sender import Exchange, HttpSender
+from simulators.http_sender import ClientCertificate, Exchange, Handshake, HttpSender
+from simulators.pki import CertFiles
 
-__all__ = ["USER_AGENT", "CallbackClient"]
+__all__ = ["CALLER_NAME", "USER_AGENT", "CallbackClient", "CallerChain"]
+
+CallerChain = Literal["genuine", "untrusted", "none"]
+# The common name of the service's callback client certificate (SPEC19/20/21); the simulator's
+# leaf carries it, issued under the run's own caller root, never the vendor's.
+CALLER_NAME = "notifications.mbedcloud.com"
+CALLER_CHAIN = "pelion"  # the PKI's caller chain (simulators.pki.PKI.caller_chain)
+UNTRUSTED_CALLER_CHAIN = "pelion-untrusted"  # the same shape under another root
 
 USER_AGENT = "conformance-simulator/pelion (Device Management notification channel)"
 TIMEOUT_FAULT_ERROR = "answer ignored: counted as a timeout (fault)"
@@ -58,11 +75,34 @@ class CallbackClient:
         *,
         cafiles: tuple[str, ...] = (),
         timeout_s: float = 20.0,
+        caller: CertFiles | None = None,
+        untrusted_caller: CertFiles | None = None,
     ) -> None:
         self.clock = clock
         self.sender = HttpSender(
             clock, timeout_s=timeout_s, cafiles=cafiles, limit=64, skip_auto_headers=("User-Agent",)
         )
+        self.chains: dict[CallerChain, ClientCertificate | None] = {"none": None}
+        if caller is not None:
+            self.chains["genuine"] = ClientCertificate("genuine", caller)
+        if untrusted_caller is not None:
+            self.chains["untrusted"] = ClientCertificate("untrusted", untrusted_caller)
+        self.chain: CallerChain = "none"
+        self.present("genuine" if caller is not None else "none")
+
+    def present(self, chain: CallerChain) -> CallerChain:
+        """Present ``chain`` on every PUT from now on (each chain has connections of its own);
+        returns the chain presented until now."""
+        if chain not in self.chains:
+            raise ValueError(f"no {chain} caller chain: the simulator was given no files for it")
+        previous, self.chain = self.chain, chain
+        self.sender.present(self.chains[chain])
+        return previous
+
+    async def handshake(self, url: str, wait_s: float) -> Handshake:
+        """What the receiver at ``url`` does with a bare TLS connection presenting the chain of
+        now (:meth:`HttpSender.handshake`)."""
+        return await self.sender.handshake(url, wait_s)
 
     async def start(self) -> None:
         await self.sender.start()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from simulators.pelion.channels import ChannelOptions
 from simulators.pelion.delivery import REQUEST_TIMEOUT_S, WsAuthFailure
+from simulators.pki import CertFiles
 
 __all__ = ["ACTOR", "DEFAULT_EPOCH_S", "PEER", "PelionConfig"]
 
@@ -27,8 +28,10 @@ class PelionConfig:
     doc, 1000 in SPEC20/21). ``ws_auth_failure``: a WebSocket connect with a missing or invalid
     key is accepted and closed 1008 (vendor doc: "Authentication fails due to an invalid or
     missing API key header when connecting") or refused with HTTP 401 (SPEC20/21).
-    ``cafiles``: CAs trusted for callback URLs besides the system's. ``epoch_s``: the Unix time
-    of simulated 0.
+    ``cafiles``: CAs trusted for callback URLs besides the system's. ``caller``: the client
+    certificate chain presented to callback URLs (leaf and intermediate; None: none);
+    ``untrusted_caller``: the chain of another root a check may switch to. ``epoch_s``: the
+    Unix time of simulated 0.
     """
 
     api_key: str
@@ -40,5 +43,7 @@ class PelionConfig:
     ping_interval_s: float | None = 30.0
     pong_timeout_s: float = 5.0
     cafiles: tuple[str, ...] = ()
+    caller: CertFiles | None = None
+    untrusted_caller: CertFiles | None = None
     epoch_s: float = DEFAULT_EPOCH_S
     slow_request_s: float = 15.0  # a connection without a whole request by then is closed

@@ -2,23 +2,29 @@
 (docs/architecture.md, "Operations"), each aimed at one channel through :class:`PelionTarget`.
 
 Events: :class:`Inject` and :class:`InjectTogether` (items of any kind on the channel: notifications, registrations,
-updates, de-registrations, expirations, async responses). Faults on the callback:
+updates, de-registrations, expirations, async responses); :class:`Notify` (a resource's new
+value, once or as a burst). :class:`ArmFault` arms the shared fault vocabulary;
+:class:`Reset` disarms it. Faults on the callback:
 :class:`FailDeliveries`. Faults on the WebSocket: :class:`CloseSocket`, :class:`DropSocket`,
 :class:`DelayHandshakes`, :class:`RevokeKey`; and :class:`Ping`, :class:`DeleteChannel`,
-:class:`SerializeWith`. Queries: :class:`Attempts`, :class:`Connections`,
-:class:`ChannelStatus`. Simulated time: :class:`simulators.operations.AdvanceClock`.
+:class:`SerializeWith`. The caller's client certificate on callback PUTs:
+:class:`PresentCaller`. Queries: :class:`Attempts`, :class:`Connections`,
+:class:`ChannelStatus`, :class:`ChannelReport`. Simulated time:
+:class:`simulators.operations.AdvanceClock`.
 """
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from simulators.clock import Clock
 from simulators.faults import FaultKind
 from simulators.operations import AdvanceClock, Operation
+from simulators.pelion.callback import CallerChain
 from simulators.pelion.channels import ItemQueued
 from simulators.pelion.models import Event, Kind, SerializationConfig
 from simulators.pelion.records import ChannelSnapshot, DeliveryAttempt
@@ -26,7 +32,9 @@ from simulators.pelion.simulator import PelionSimulator
 from simulators.pelion.websocket import ConnectionInfo, PingRecord
 
 __all__ = [
+    "ArmFault",
     "Attempts",
+    "ChannelReport",
     "ChannelStatus",
     "CloseSocket",
     "Connections",
@@ -36,14 +44,20 @@ __all__ = [
     "FailDeliveries",
     "Inject",
     "InjectTogether",
+    "Notify",
     "PelionOperation",
     "PelionTarget",
     "Ping",
+    "PresentCaller",
+    "Reset",
     "RevokeKey",
     "SerializeWith",
 ]
 
 MAX_ITEMS = 50_000  # per injection: the vendor's queue limit
+MAX_BURST = 10_000  # notifications per Notify: what one request may cost
+# A Notify names no device: the first of the standalone simulator's demo devices.
+DEFAULT_DEVICE = "016f1c2e7a0000000000000100100001"
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,43 @@ class InjectTogether(_OnChannel):
         return await target.service.queue(events, key=self.key_of(target))
 
 
+class Notify(_OnChannel):
+    """A resource's new ``value`` (text/plain), as the device would report it: ``count``
+    ``notifications`` items for ``device``'s ``path`` queued on the channel (a burst when
+    more than one), leaving in its next batches."""
+
+    op: Literal["notify"] = "notify"
+    device: str = Field(default=DEFAULT_DEVICE, min_length=1, max_length=256)
+    path: str = Field(default="/3200/0/5501", min_length=2, max_length=256)
+    value: str = Field(default="1", max_length=65_536)
+    count: int = Field(default=1, ge=1, le=MAX_BURST)
+
+    @field_validator("path")
+    @classmethod
+    def _resource_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} is not a resource path: write it like /3200/0/5501")
+        return value
+
+    def describe(self) -> str:
+        return f"notify {self.device}{self.path} = {self.value!r} x{self.count}"
+
+    async def apply(self, target: PelionTarget) -> dict[str, Any]:
+        payload = base64.b64encode(self.value.encode()).decode()
+        item = {"ep": self.device, "path": self.path, "ct": "text/plain", "payload": payload,
+                "max-age": 0}  # fmt: skip
+        queued = await target.service.inject(
+            "notifications", [item] * self.count, key=self.key_of(target)
+        )
+        answer: dict[str, Any] = {"queued": len(queued), "item": item}
+        if not queued:
+            answer["why_none"] = (
+                "no notification channel for this API key yet: register a callback "
+                "(PUT /v2/notification/callback) or open the WebSocket first"
+            )
+        return answer
+
+
 class FailDeliveries(Operation):
     """The next ``times`` callback attempts misbehave: counted as ``status``, or unanswered
     (``timeout``); not sent at all (``unsent``, failing with ``status`` or as unanswered when
@@ -124,6 +175,22 @@ class FailDeliveries(Operation):
             {"status": self.status} if self.kind in (FaultKind.STATUS, FaultKind.UNSENT) else {}
         )
         target.service.faults.add("callback", self.kind, times=self.times, **params)
+
+
+class PresentCaller(Operation):
+    """Present ``chain`` as the caller's client certificate on every callback PUT from now on
+    (verification and batches): the ``genuine`` chain (the run's caller root → intermediate →
+    leaf, as the vendor's GlobalSign chain), ``none``, or the ``untrusted`` chain (the same
+    shape under another root); answers the chain presented until now."""
+
+    op: Literal["present-caller"] = "present-caller"
+    chain: CallerChain
+
+    def describe(self) -> str:
+        return f"present the {self.chain} caller certificate on callback PUTs"
+
+    async def apply(self, target: PelionTarget) -> CallerChain:
+        return target.service.client.present(self.chain)
 
 
 class CloseSocket(_OnChannel):
@@ -236,10 +303,72 @@ class ChannelStatus(_OnChannel):
         return target.service.channel_state(self.key_of(target))
 
 
+class ChannelReport(_OnChannel):
+    """Query: the channel now (None without one) and every removal of a channel on this key
+    (``reason``: ``failing-24h``, ``deleted``…, ``at``: simulated seconds)."""
+
+    op: Literal["channel"] = "channel"
+
+    async def apply(self, target: PelionTarget) -> dict[str, Any]:
+        key = self.key_of(target)
+        removed = [r for r in target.service.removed_channels() if r.key == key]
+        return {"channel": target.service.channel_state(key), "removed": removed}
+
+
+# The shared fault vocabulary, as the Pelion callback client shows it.
+PELION_FAULTS = (
+    FaultKind.STATUS,
+    FaultKind.TIMEOUT,
+    FaultKind.UNSENT,
+    FaultKind.DROP_BEFORE_ACK,
+    FaultKind.STALL,
+)
+
+
+class ArmFault(Operation):
+    """Arm one fault of the shared vocabulary on the next ``times`` callback attempts:
+    ``status`` (counted as failed with ``status``), ``timeout``, ``unsent``,
+    ``drop-before-ack`` or ``stall``."""
+
+    op: Literal["fault"] = "fault"
+    kind: FaultKind
+    times: int = Field(default=1, ge=1, le=10_000)
+    status: int = Field(default=500, ge=100, le=599)
+
+    @field_validator("kind")
+    @classmethod
+    def _offered(cls, value: FaultKind) -> FaultKind:
+        if value not in PELION_FAULTS:
+            raise ValueError(
+                f"the Pelion simulator does not show {value.value!r} "
+                f"(kinds: {', '.join(k.value for k in PELION_FAULTS)})"
+            )
+        return value
+
+    def describe(self) -> str:
+        return f"arm {self.kind.value} on the next {self.times} callback attempt(s)"
+
+    async def apply(self, target: PelionTarget) -> str:
+        kind: Any = self.kind
+        await FailDeliveries(kind=kind, times=self.times, status=self.status).apply(target)
+        return self.describe()
+
+
+class Reset(Operation):
+    """Disarm every fault armed on the service (callback attempts, handshakes)."""
+
+    op: Literal["reset"] = "reset"
+
+    async def apply(self, target: PelionTarget) -> dict[str, Any]:
+        target.service.faults.clear()
+        return {"faults": "cleared"}
+
+
 PelionOperation = (
     Inject
     | InjectTogether
     | FailDeliveries
+    | PresentCaller
     | CloseSocket
     | DropSocket
     | Ping
@@ -250,6 +379,10 @@ PelionOperation = (
     | Attempts
     | Connections
     | ChannelStatus
+    | ChannelReport
+    | Notify
+    | ArmFault
+    | Reset
     | AdvanceClock
 )
 """Every Pelion operation (``op`` tells them apart on the wire)."""

@@ -52,7 +52,8 @@ class DeliveryAttempt:
     simulator's conclusion (the batch was acknowledged). ``retry_in_sim_s`` is the back-off
     wait scheduled after a failure (simulated seconds); ``channel_removed`` is set when this
     failure ended the channel. ``uids`` are the items' message ids in order (None once the log
-    dropped them to stay bounded).
+    dropped them to stay bounded). ``client_cert``: the caller chain a callback PUT presented
+    (``genuine``, ``untrusted``; None: none).
     """
 
     seq: int
@@ -76,6 +77,7 @@ class DeliveryAttempt:
     url: str | None = None
     connection: int | None = None  # the WebSocket connection's number
     uids: tuple[str, ...] | None = None
+    client_cert: str | None = None
 
     @classmethod
     def of_batch(
@@ -98,6 +100,7 @@ class DeliveryAttempt:
         channel_removed: bool = False,
         url: str | None = None,
         connection: int | None = None,
+        client_cert: str | None = None,
     ) -> DeliveryAttempt:
         """The attempt of sending ``batch`` (its number, size and kinds come from it); ``seq``
         is 0 until :meth:`AttemptLog.add` numbers it."""
@@ -122,6 +125,7 @@ class DeliveryAttempt:
             channel_removed=channel_removed,
             url=url,
             connection=connection,
+            client_cert=client_cert,
         )
 
 

@@ -41,7 +41,11 @@ class Sending:
         self.faults = faults
         self.log = log
         self.client = CallbackClient(
-            self.clock, cafiles=config.cafiles, timeout_s=config.request_timeout_s
+            self.clock,
+            cafiles=config.cafiles,
+            timeout_s=config.request_timeout_s,
+            caller=config.caller,
+            untrusted_caller=config.untrusted_caller,
         )
         self.webhooks: dict[str, tuple[CallbackDelivery, Webhook]] = {}
 
@@ -92,6 +96,7 @@ class Sending:
                 f"PUT {label}, {len(body)} B" + (f" [fault {fault.kind}]" if fault else ""),
                 cause=cause,
                 url=webhook.url,
+                client_cert=self.client.chain,
                 kinds=kinds,
                 first_uid=batch.items[0].uid,
             )
@@ -122,6 +127,7 @@ class Sending:
                     retry_in_sim_s=retry_in,
                     channel_removed=core.state is CallbackState.REMOVED,
                     url=webhook.url,
+                    client_cert=exchange.client_cert,
                 ),
                 batch,
             )
@@ -228,7 +234,13 @@ class Sending:
             return None
         real, sim = self.clock.readings()
         self.recorder.record(
-            ACTOR, "->", PEER, "verify", f"verification PUT {{}} to {webhook.url}", url=webhook.url
+            ACTOR,
+            "->",
+            PEER,
+            "verify",
+            f"verification PUT {{}} to {webhook.url}",
+            url=webhook.url,
+            client_cert=self.client.chain,
         )
         self.schedule.busy += 1
         try:

@@ -76,6 +76,7 @@ from simulators.clock import Clock
 from simulators.evidence import Recorder
 from simulators.faultlog import FaultLog
 from simulators.faults import FaultPlan
+from simulators.network import LOCAL, Reach
 from simulators.pelion.api import Api
 from simulators.pelion.callback import CallbackClient
 from simulators.pelion.channel_view import ChannelView
@@ -119,15 +120,21 @@ WAIT_LOOK_AGAIN_S = 0.05  # wait_for looks at the cores again this often (real s
 
 
 class PelionSimulator:
-    """The simulated service on 127.0.0.1 (HTTPS and WSS with the simulators' certificate): a
+    """The simulated service (HTTPS and WSS with the simulators' certificate): a
     facade that wires the components and delegates to them."""
 
     attempt_log_type: type[AttemptLog] = AttemptLog
 
     def __init__(
-        self, clock: Clock, recorder: Recorder, server_context: ssl.SSLContext, config: PelionConfig
+        self,
+        clock: Clock,
+        recorder: Recorder,
+        server_context: ssl.SSLContext,
+        config: PelionConfig,
+        reach: Reach = LOCAL,
     ) -> None:
         self.clock = clock
+        self.reach = reach  # where the API listens, the name SUTs use
         self.recorder = recorder
         self.config = config
         self.server_context = server_context  # ssl.SSLContext of the API's certificate
@@ -158,12 +165,12 @@ class PelionSimulator:
 
     @property
     def base_url(self) -> str:
-        """``https://127.0.0.1:PORT``; the API is ``/v2/...`` below it."""
-        return f"https://127.0.0.1:{self.port}"
+        """``https://HOST:PORT`` (HOST: the advertised name); the API is ``/v2/...`` below it."""
+        return self.reach.url("https", self.port)
 
     @property
     def websocket_url(self) -> str:
-        return f"wss://127.0.0.1:{self.port}/v2/notification/websocket-connect"
+        return self.reach.url("wss", self.port, "/v2/notification/websocket-connect")
 
     @property
     def registry(self) -> ChannelRegistry:

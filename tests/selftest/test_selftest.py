@@ -16,9 +16,10 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from conformance_fixtures.reference_sut.flaws import Flaw
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = int(os.environ.get("SELFTEST_JOBS", "2"))
 RUN_TIMEOUT_S = 900
+PROGRESS_EVERY_S = 5.0  # how often a test waiting for its run says which runs ended
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Outcome:
     report: dict[str, Any]
     stdout: str
     report_dir: Path
+    elapsed_s: float  # the run's real time, pytest's start included
 
     def verdicts(self, verdict: str) -> set[str]:
         return {r["id"] for r in self.report["requirements"] if r["verdict"] == verdict}
@@ -93,41 +96,92 @@ def _free_port() -> int:
                 return port
 
 
-def run_suite(report_dir: Path, *args: str, target: str = "conformance") -> Outcome:
-    env = {**os.environ, "REFERENCE_SUT_PORT": str(_free_port())}
+def run_suite(
+    report_dir: Path, *args: str, target: str = "conformance", env: dict[str, str] | None = None
+) -> Outcome:
+    env = {**os.environ, **(env or {}), "REFERENCE_SUT_PORT": str(_free_port())}
     env.pop("PYTEST_ADDOPTS", None)
     cmd = [
         sys.executable, "-m", "pytest", target, "-q", "-p", "no:cacheprovider",
         f"--report-dir={report_dir}", f"--pki-dir={report_dir / 'pki'}", *args,
     ]  # fmt: skip
+    started = time.monotonic()
     proc = subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
     )
+    elapsed = time.monotonic() - started
     report_file = report_dir / "latest" / "report.json"
     assert report_file.is_file(), (
         f"no report written:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     )
-    return Outcome(proc.returncode, json.loads(report_file.read_text()), proc.stdout, report_dir)
+    report = json.loads(report_file.read_text())
+    return Outcome(proc.returncode, report, proc.stdout, report_dir, elapsed)
 
 
 class SuiteRuns:
     """Suite runs started at once, executed JOBS at a time, awaited by key."""
 
-    def __init__(self, tmp: pytest.TempPathFactory) -> None:
+    def __init__(
+        self, tmp: pytest.TempPathFactory, say: Callable[[str], None] | None = None
+    ) -> None:
         self._tmp = tmp
+        self._say = say
+        self._news: list[str] = []
         self._pool = ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="suite-run")
         self._runs: dict[str, Future[Outcome]] = {}
+        self._lock = threading.Lock()
+        self._done = 0
 
     def submit(self, key: str, *args: str, target: str = "conformance") -> None:
         if key not in self._runs:
             folder = self._tmp.mktemp(key.replace(":", "-").replace("/", "-"))
             self._runs[key] = self._pool.submit(run_suite, folder, *args, target=target)
+            self._runs[key].add_done_callback(lambda run: self._progress(key, run))
+
+    def _progress(self, key: str, run: Future[Outcome]) -> None:
+        with self._lock:
+            self._done += 1
+            if run.cancelled():
+                status = "cancelled"
+            else:
+                status = "no report" if run.exception() else f"exit {run.result().code}"
+            self._news.append(
+                f"self-test: {self._done}/{len(self._runs)} suite runs done ({key}: {status})"
+            )
 
     def result(self, key: str) -> Outcome:
-        return self._runs[key].result()
+        """The run's outcome; while waiting, say each run that ends (the first test waits for
+        many of them, for minutes)."""
+        run = self._runs[key]
+        while not run.done():
+            wait([run], timeout=PROGRESS_EVERY_S)
+            self._say_news()
+        self._say_news()
+        return run.result()
+
+    def _say_news(self) -> None:
+        with self._lock:
+            news, self._news = self._news, []
+        if news and self._say is not None:
+            self._say("\n".join(news))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _printer(config: pytest.Config) -> Callable[[str], None] | None:
+    """Print past pytest's capture, on the terminal pytest writes to."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    terminal = config.pluginmanager.getplugin("terminalreporter")
+    if capture is None or terminal is None:
+        return None
+
+    def say(text: str) -> None:
+        with capture.global_and_fixture_disabled():
+            terminal.write_line("")
+            terminal.write_line(text)
+
+    return say
 
 
 def _case_args(case: Case, *extra: str) -> tuple[str, ...]:
@@ -139,7 +193,7 @@ def runs(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SuiteRuns]:
     """Start every run the selected tests need, slowest first."""
-    runs = SuiteRuns(tmp_path_factory)
+    runs = SuiteRuns(tmp_path_factory, _printer(request.config))
     names = {item.name for item in request.session.items}
     wanted = [c for c in CASES if f"test_broken_sut_fails_exactly_its_ids[{c.key}]" in names]
     for case in sorted(wanted, key=lambda c: "--slow" not in c.flaw.options):
@@ -202,6 +256,8 @@ def test_broken_sut_fails_exactly_its_ids(runs: SuiteRuns, case: Case) -> None:
     assert outcome.verdicts("warn") == set(case.flaw.warns), tail
     assert outcome.verdicts("not-verified") == set(by_design) | case.flaw.not_verified, tail
     assert (outcome.code != 0) == bool(case.flaw.fails), f"exit status {outcome.code}\n{tail}"
+    if case.flaw.within_s is not None:
+        assert outcome.elapsed_s < case.flaw.within_s, f"{outcome.elapsed_s:.0f} s\n{tail}"
     assert_reports_readable(outcome.report_dir / "latest")
 
 

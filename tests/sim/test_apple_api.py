@@ -71,6 +71,7 @@ async def configure(
     assert status == 200, data
 
 
+@pytest.mark.sim("SIM-APL-CONFIG")
 @pytest.mark.parametrize(
     "body, number",
     [
@@ -94,6 +95,7 @@ def test_client_config_validation(pki: PKI, body: dict[str, Any], number: int) -
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-APL-CONFIG")
 def test_client_config_sends_test_notification_synchronously(pki: PKI) -> None:
     async def scenario() -> None:
         async with api(pki) as (server, session), receiver(pki) as rec:
@@ -116,6 +118,7 @@ def test_client_config_sends_test_notification_synchronously(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-APL-CONFIG")
 def test_client_config_rejected_with_9728_when_test_fails(pki: PKI) -> None:
     async def scenario() -> None:
         async with api(pki) as (server, session), receiver(pki, answer=lambda n: 401) as rec:
@@ -132,6 +135,7 @@ def test_client_config_rejected_with_9728_when_test_fails(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-APL-STATUS")
 def test_event_status_pending_then_complete_with_notification(pki: PKI) -> None:
     async def scenario() -> None:
         async with api(pki) as (server, session), receiver(pki) as rec:
@@ -157,6 +161,7 @@ def test_event_status_pending_then_complete_with_notification(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-APL-STATUS")
 def test_unknown_event_and_bad_token(pki: PKI) -> None:
     async def scenario() -> None:
         async with api(pki) as (server, session):
@@ -194,6 +199,7 @@ def test_faults_429_and_503_with_retry_after(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-APL-STATUS")
 def test_association_to_unknown_user_fails_with_9609(pki: PKI) -> None:
     """SIM-APL-STATUS: FAILED with numCompleted, numRequested and failures; the failed part
     arrives in its own FAILURE notification."""

@@ -22,6 +22,7 @@ def _notifier(pki: PKI, url: str, **kw: object) -> Notifier:
     return Notifier(Receiver(url, "s3cret", ca(pki)), clock, Recorder(clock), **kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.sim("SIM-APL-AUTH")
 def test_headers_are_bearer_and_json(pki: PKI) -> None:
     """SIM-APL-AUTH"""
 
@@ -38,6 +39,7 @@ def test_headers_are_bearer_and_json(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-APL-RETRY")
 @pytest.mark.parametrize("failure", ["status-500", "timeout", "connection-dropped"])
 def test_three_attempts_within_five_minutes_same_id(pki: PKI, failure: str) -> None:
     """SIM-APL-RETRY: non-2xx, timeout and connection errors are retried at +60 s, +300 s."""
@@ -63,6 +65,7 @@ def test_three_attempts_within_five_minutes_same_id(pki: PKI, failure: str) -> N
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-APL-RETRY")
 def test_schedule_is_configurable_and_success_stops_retries(pki: PKI) -> None:
     async def scenario() -> None:
         async with receiver(pki, answer=lambda n: 503 if n == 1 else 202) as rec:
@@ -76,6 +79,7 @@ def test_schedule_is_configurable_and_success_stops_retries(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-APL-RETRY")
 def test_retry_waits_for_the_simulated_clock(pki: PKI) -> None:
     """Without autojump the retry fires only when the clock is advanced (no real 60 s wait)."""
 
@@ -95,6 +99,7 @@ def test_retry_waits_for_the_simulated_clock(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-APL-SPLIT")
 def test_events_over_100_elements_are_split(pki: PKI) -> None:
     """SIM-APL-SPLIT"""
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from simulators.apple.notifier import AttemptLog
 from simulators.apple.operations import AppleTarget, EndBillingPeriod
 from simulators.pki import PKI
 from tests.sim.receiver_support import RecordingReceiver, receiver
 from tests.sim.test_apple_api import AUTH, api, call, configure, event_status
 
+pytestmark = pytest.mark.sim("SIM-APL-SUBS")
 TYPES = ["SUBSCRIPTION_MANAGEMENT", "SUBSCRIPTION_COUNT", "USER_MANAGEMENT"]
 
 

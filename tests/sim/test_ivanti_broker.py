@@ -25,7 +25,7 @@ from simulators.ivanti.operations import (
     Sessions,
     StopImpostors,
 )
-from simulators.mqtt.packets import Connack, Pingreq, Pingresp
+from simulators.mqtt.packets import Connack, Pingreq, Pingresp, Publish, Will
 from simulators.pki import PKI
 from tests.sim.ivanti_env import IvantiEnv, ivanti_env
 from tests.sim.ivanti_peers import MosquittoSub, Paho, Target
@@ -77,6 +77,7 @@ def curl(env: IvantiEnv, path: str, *args: str, cert: bool = True) -> tuple[int,
 # --- SIM-IVT-TLS ------------------------------------------------------------------------------
 
 
+@pytest.mark.sim("SIM-IVT-TLS")
 @MOSQUITTO
 def test_tls_12_with_a_tenant_certificate_is_the_only_way_in(env: IvantiEnv) -> None:
     """SIM-IVT-TLS: mosquitto_sub gets in over TLS 1.2 with the tenant's certificate; TLS 1.3,
@@ -117,6 +118,7 @@ def test_tls_12_with_a_tenant_certificate_is_the_only_way_in(env: IvantiEnv) -> 
     assert env.views("who")[-1].connack == 5
 
 
+@pytest.mark.sim("SIM-IVT-TLS")
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 @pytest.mark.parametrize(
     "version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1], ids=["1.0", "1.1"]
@@ -140,6 +142,7 @@ def test_tls_10_and_11_are_refused_by_the_broker(env: IvantiEnv, version: ssl.TL
     assert server.handshakes_failed == 1 and not server.connections()
 
 
+@pytest.mark.sim("SIM-IVT-TLS")
 def test_username_must_be_the_certificate_email(env: IvantiEnv) -> None:
     """SIM-IVT-TLS: an MQTT user name, if sent, must be the login email of the certificate
     (paho: the right one is accepted, another gets CONNACK 4)."""
@@ -158,6 +161,7 @@ def test_username_must_be_the_certificate_email(env: IvantiEnv) -> None:
 # --- SIM-IVT-LIMIT ----------------------------------------------------------------------------
 
 
+@pytest.mark.sim("SIM-IVT-LIMIT")
 def test_sixteenth_connection_of_a_tenant_gets_connack_3(env: IvantiEnv) -> None:
     """SIM-IVT-LIMIT: 15 paho connections of one tenant are accepted, the 16th gets CONNACK 3;
     another tenant still connects; once one of the 15 leaves, a new one is accepted."""
@@ -192,6 +196,7 @@ def test_sixteenth_connection_of_a_tenant_gets_connack_3(env: IvantiEnv) -> None
 # --- SIM-IVT-CLIENTID -------------------------------------------------------------------------
 
 
+@pytest.mark.sim("SIM-IVT-CLIENTID")
 @MOSQUITTO
 def test_duplicate_client_id_takes_over_by_default(env: IvantiEnv) -> None:
     """SIM-IVT-CLIENTID: a second connection with a live client id takes over (MQTT-3.1.4-2):
@@ -220,6 +225,7 @@ def test_duplicate_client_id_takes_over_by_default(env: IvantiEnv) -> None:
     )
 
 
+@pytest.mark.sim("SIM-IVT-CLIENTID")
 @MOSQUITTO
 def test_duplicate_client_id_can_be_refused_with_return_code_2(pki: PKI) -> None:
     """SIM-IVT-CLIENTID: with --ivanti-duplicate-client-id=refuse, the newcomer gets CONNACK 2
@@ -248,6 +254,7 @@ def test_duplicate_client_id_can_be_refused_with_return_code_2(pki: PKI) -> None
 # --- SIM-IVT-QOS1 -----------------------------------------------------------------------------
 
 
+@pytest.mark.sim("SIM-IVT-QOS1")
 def test_events_go_at_qos_1_or_the_subscription_qos_if_lower(env: IvantiEnv) -> None:
     """SIM-IVT-QOS1: a QoS 1 subscriber (paho) receives QoS 1; a QoS 0 subscriber receives the
     same event at QoS 0; a QoS 2 subscription is granted 1."""
@@ -269,6 +276,7 @@ def test_events_go_at_qos_1_or_the_subscription_qos_if_lower(env: IvantiEnv) -> 
             peer.stop()
 
 
+@pytest.mark.sim("SIM-IVT-QOS1")
 def test_unacknowledged_publish_is_resent_after_the_in_session_timeout(pki: PKI) -> None:
     """SIM-IVT-QOS1 (option): with a redelivery timeout, a PUBLISH paho has not acknowledged
     (manual acks) is resent with DUP = 1 after that many simulated seconds, in the session."""
@@ -293,6 +301,7 @@ def test_unacknowledged_publish_is_resent_after_the_in_session_timeout(pki: PKI)
 # --- SIM-IVT-RETAIN ---------------------------------------------------------------------------
 
 
+@pytest.mark.sim("SIM-IVT-RETAIN")
 def test_three_hour_retention_runs_on_the_simulated_clock(env: IvantiEnv) -> None:
     """SIM-IVT-RETAIN: with its durable subscriber (paho) away, an event is kept 180 simulated
     minutes and then dropped; one published later is still delivered on reconnect, RETAIN = 0.
@@ -323,6 +332,7 @@ def test_three_hour_retention_runs_on_the_simulated_clock(env: IvantiEnv) -> Non
     assert env.clock.real() - real_start < 20  # no real three hours; generous for a busy CI
 
 
+@pytest.mark.sim("SIM-IVT-RETAIN")
 @MOSQUITTO
 def test_first_puback_purges_the_other_durable_copies(env: IvantiEnv) -> None:
     """SIM-IVT-RETAIN: an event kept for two offline durable subscribers is purged from both
@@ -346,6 +356,7 @@ def test_first_puback_purges_the_other_durable_copies(env: IvantiEnv) -> None:
 # --- SIM-IVT-META -----------------------------------------------------------------------------
 
 
+@pytest.mark.sim("SIM-IVT-META")
 @CURL
 @pytest.mark.parametrize("style", ["neurons", "epmm"])
 def test_metadata_call_answers_the_topic_map_and_180_minutes(pki: PKI, style: str) -> None:
@@ -365,6 +376,7 @@ def test_metadata_call_answers_the_topic_map_and_180_minutes(pki: PKI, style: st
         assert curl(env, "/event/$metadata", cert=False)[0] == 401
 
 
+@pytest.mark.sim("SIM-IVT-META")
 @CURL
 @MOSQUITTO
 def test_event_then_pull_details(env: IvantiEnv) -> None:
@@ -391,6 +403,7 @@ def test_event_then_pull_details(env: IvantiEnv) -> None:
 # --- SIM-IVT-KA -------------------------------------------------------------------------------
 
 
+@pytest.mark.sim("SIM-IVT-KA")
 def test_keepalive_is_enforced_in_real_time(env: IvantiEnv) -> None:
     """SIM-IVT-KA: a paho client that keeps pinging (keep-alive 1 s) stays connected; one whose
     network loop stops (silent, socket open) is disconnected after 1.5 × its keep-alive, in real
@@ -423,6 +436,7 @@ def test_keepalive_is_enforced_in_real_time(env: IvantiEnv) -> None:
         silent.stop()
 
 
+@pytest.mark.sim("SIM-IVT-KA")
 def test_connection_that_never_sends_connect_is_closed(env: IvantiEnv) -> None:
     """SIM-IVT-KA (adapter bound): a TLS connection with no CONNECT is closed after the connect
     timeout, a PINGREQ-only client is answered and then also timed out by its keep-alive."""
@@ -445,6 +459,7 @@ def test_connection_that_never_sends_connect_is_closed(env: IvantiEnv) -> None:
 # --- subscriptions and publishing are the tenant's -----------------------------------------------
 
 
+@pytest.mark.sim("SIM-IVT-QOS1")
 @MOSQUITTO
 def test_subscriptions_stay_in_the_tenant_and_subscribers_cannot_publish(env: IvantiEnv) -> None:
     """SIM-IVT-QOS1 / vendor rules: mosquitto_sub's subscription to another tenant's topic (or
@@ -625,3 +640,42 @@ def _get_metadata(env: IvantiEnv) -> tuple[int, object]:
     url = env.sim.cps.base_url + "/event/$metadata"
     with urllib.request.urlopen(url, context=context, timeout=10) as answer:
         return answer.status, json.loads(answer.read())
+
+
+# --- run-wide facts outlive the packet log (IVT-CONN-*, IVT-SESS-01, IVT-PUB-01) ---------------
+
+
+@pytest.mark.sim("SIM-IVT-CLIENTID")
+def test_run_wide_facts_count_connections_the_packet_log_forgot(env: IvantiEnv) -> None:
+    """SIM-IVT-CLIENTID: a client that publishes once to an event topic with a Will there, then
+    makes more short connections (new client IDs, clean session) than the packet log keeps, is
+    still seen to have published, set that Will, used clean sessions and abandoned a client ID:
+    the tallies count every connection (here the log keeps 3, as a run keeps 2,000)."""
+    server = env.sim.broker.server
+    server.connections_kept = 3
+    topic = env.sim.topic("device_check_in")
+    first = RawClient(env.target("publisher")).open()
+    try:
+        connack = first.connect(clean_session=False, will=Will(topic, b"{}", 0, False))
+        assert connack == Connack(False, 0)
+        first.send(Publish(topic, b'{"receipt":true}'))
+        first.send(Pingreq())
+        assert first.read() == Pingresp()  # the PUBLISH before it was read
+    finally:
+        first.close()
+    env.wait_closed("publisher")
+    for n in range(6):
+        churn = RawClient(env.target(f"churn-{n}")).open()
+        try:
+            assert churn.connect(clean_session=True) == Connack(False, 0)
+        finally:
+            churn.close()
+        env.wait_closed(f"churn-{n}")
+    assert not env.views("publisher")  # the log forgot it
+    facts = env.sim.broker.connection_facts(env.tenant)
+    assert (facts.connects, facts.accepted, facts.peak_live) == (7, 7, 1)
+    assert (facts.watched_publishes, facts.first_watched_topic) == (1, topic)
+    assert (facts.watched_wills, facts.first_watched_will) == (1, topic)
+    assert (facts.clean, facts.first_clean) == (6, "churn-0")
+    assert (facts.abandoned, facts.first_abandoned, facts.resumed) == (6, "publisher", 0)
+    assert facts.shared == 0 and facts.connects_beside(1) == (0, None)

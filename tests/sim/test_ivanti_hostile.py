@@ -73,6 +73,7 @@ def hostile_streams(topic: str) -> st.SearchStrategy[bytes]:
     )
 
 
+@pytest.mark.sim("SIM-IVT-PROTO")
 def test_malformed_packet_campaign_leaves_the_broker_serving_with_nothing_lost(
     env: IvantiEnv,
 ) -> None:
@@ -131,6 +132,7 @@ def test_malformed_packet_campaign_leaves_the_broker_serving_with_nothing_lost(
     assert malformed  # the campaign did reach the decoder
 
 
+@pytest.mark.sim("SIM-IVT-PROTO")
 def test_garbage_slow_and_vanishing_peers_are_cut_off(env: IvantiEnv) -> None:
     """SIM-IVT-PROTO (bounds): bytes that are not TLS fail the handshake; a peer that trickles
     its CONNECT one byte at a time is closed at the CONNECT timeout; peers that vanish mid-
@@ -180,6 +182,7 @@ def _paho_connect_close(target: Target, keepalive_s: int) -> None:
         client.loop_stop()
 
 
+@pytest.mark.sim("SIM-IVT-PROTO")
 def test_a_closed_connection_leaves_no_live_state(env: IvantiEnv) -> None:
     """SIM-IVT-PROTO (bounds): a client that connects with keep-alive 65,535 s and closes, over
     and over, leaves nothing of its connection alive in the broker's adapter once it is closed
@@ -221,6 +224,7 @@ def test_a_closed_connection_leaves_no_live_state(env: IvantiEnv) -> None:
     assert len(server._live) == 0
 
 
+@pytest.mark.sim("SIM-IVT-PROTO")
 def test_refused_subscribe_filters_are_kept_bounded(env: IvantiEnv) -> None:
     """SIM-IVT-PROTO (bounds): a client that sends SUBSCRIBE after SUBSCRIBE of 65,000-character
     topic filters (each refused, SUBACK 0x80) leaves a bounded record, open or closed: each
@@ -257,6 +261,7 @@ def test_refused_subscribe_filters_are_kept_bounded(env: IvantiEnv) -> None:
     assert server.connections()  # still serving
 
 
+@pytest.mark.sim("SIM-IVT-PROTO")
 def test_the_packet_log_forgets_the_oldest_closed_connections_past_its_budget(
     env: IvantiEnv,
 ) -> None:
@@ -282,6 +287,7 @@ def test_the_packet_log_forgets_the_oldest_closed_connections_past_its_budget(
         live.stop()
 
 
+@pytest.mark.sim("SIM-IVT-META")
 @pytest.mark.parametrize(
     "credentials",
     ["Basic ñandú:contraseña", "Basic \u4e2d\u6587", "Basic c3V0QGV4YW1wbGU=\u00ff", "Basic //8="],
@@ -311,6 +317,7 @@ def test_unreadable_basic_credentials_on_the_cps_api_are_a_401_with_the_reason(
     assert env.sim.errors() == []
 
 
+@pytest.mark.sim("SIM-IVT-PROTO")
 def test_a_close_reason_quoting_the_client_is_kept_as_an_excerpt(env: IvantiEnv) -> None:
     """SIM-IVT-PROTO (bounds): a refusal that quotes what the client sent (a 60,000-character
     user name, CONNACK 4) quotes an excerpt saying how much was cut, and so does the close

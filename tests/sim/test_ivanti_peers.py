@@ -27,6 +27,7 @@ def _peer_param(name: str) -> object:
     return pytest.param(name, marks=marks, id=name)
 
 
+@pytest.mark.sim("SIM-IVT-QOS1", "SIM-IVT-RETAIN", "SIM-IVT-PROTO")
 @pytest.mark.parametrize("peer_name", [_peer_param(n) for n in PEERS])
 def test_durable_subscriber_gets_live_events_then_what_it_missed_with_dup(
     env: IvantiEnv, peer_name: str

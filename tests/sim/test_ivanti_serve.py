@@ -36,6 +36,7 @@ def _serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], dict[str,
     return proc, exports
 
 
+@pytest.mark.sim("SIM-IVT-META", "SIM-IVT-QOS1")
 @pytest.mark.external_tool("mosquitto_sub", "curl")
 def test_serve_ivanti_streams_events_to_mosquitto_sub(tmp_path: Path) -> None:
     """SIM-IVT-META, SIM-IVT-QOS1: the printed environment is all mosquitto_sub needs (TLS 1.2,

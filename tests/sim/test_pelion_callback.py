@@ -34,6 +34,7 @@ async def register(session: Any, sim: PelionSimulator, body: dict[str, Any]) -> 
     return status, data
 
 
+@pytest.mark.sim("SIM-PEL-VERIFY")
 def test_verification_put_carries_the_registered_headers(pki: PKI) -> None:
     """SIM-PEL-VERIFY: registering sends PUT ``{}`` with the registered headers; 2xx → 204 and
     the channel exists (GET answers the URL and headers)."""
@@ -60,6 +61,7 @@ def test_verification_put_carries_the_registered_headers(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-VERIFY")
 @pytest.mark.parametrize("answer", [500, 404, 301, "unreachable"])
 def test_a_failed_verification_refuses_the_registration(pki: PKI, answer: int | str) -> None:
     """SIM-PEL-VERIFY: a non-2xx answer (or none) to the verification PUT is a 400 and no
@@ -82,6 +84,7 @@ def test_a_failed_verification_refuses_the_registration(pki: PKI, answer: int | 
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-VERIFY")
 def test_registration_limits_and_other_channel_types(pki: PKI) -> None:
     """SIM-PEL-VERIFY: URL plus headers at most 400 characters, serialization ranges, 415, and
     400 when another channel type exists; none of them sends a verification PUT."""
@@ -120,6 +123,7 @@ def test_registration_limits_and_other_channel_types(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-BATCH")
 def test_serialization_config_as_strings_and_values(pki: PKI) -> None:
     """SIM-PEL-BATCH: the vendor's own example sends ``"100"`` and ``"true"``; both forms are
     read, and the v2 flags shape the items (uid, timestamp, original-ep, objects)."""
@@ -154,6 +158,7 @@ def test_serialization_config_as_strings_and_values(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-BATCH")
 def test_batches_are_at_most_max_chunk_size_and_one_at_a_time(pki: PKI) -> None:
     """SIM-PEL-BATCH: 250 items with ``max_chunk_size`` 100 go as 100 + 100 + 50, in order,
     never two batches at once; a batch answered non-2xx is sent again before the next."""
@@ -194,6 +199,7 @@ def test_batches_are_at_most_max_chunk_size_and_one_at_a_time(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-BATCH")
 def test_default_batch_is_ten_thousand_items(pki: PKI) -> None:
     """SIM-PEL-BATCH: by default batches carry up to 10,000 items (25,000 → 10,000 ×2 + 5,000)."""
 
@@ -207,6 +213,7 @@ def test_default_batch_is_ten_thousand_items(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-BACKOFF")
 @pytest.mark.parametrize("first", [2.0, 1.0])
 def test_backoff_doubles_to_two_minutes(pki: PKI, first: float) -> None:
     """SIM-PEL-BACKOFF: failed batches are retried after 2, 4, 8 … s (1, 2, 4 … s with the
@@ -240,6 +247,7 @@ def test_backoff_doubles_to_two_minutes(pki: PKI, first: float) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-BACKOFF")
 def test_request_timeout_is_twenty_seconds_and_counts_as_a_failure(pki: PKI) -> None:
     """SIM-PEL-BACKOFF: the request timeout is 20 s (real time); an answer that does not come
     in time is a failure and the back-off counts from the end of the timeout."""
@@ -274,6 +282,7 @@ def test_request_timeout_is_twenty_seconds_and_counts_as_a_failure(pki: PKI) -> 
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-BACKOFF")
 def test_faults_fail_deliveries_with_a_status_a_timeout_or_unsent(pki: PKI) -> None:
     """SIM-PEL-BACKOFF: armed faults make the next batches fail: sent and counted as 503 or as
     a timeout (the receiver has the batch: it is resent with the same uids), or not sent."""
@@ -302,6 +311,7 @@ def test_faults_fail_deliveries_with_a_status_a_timeout_or_unsent(pki: PKI) -> N
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-BACKOFF")
 def test_faults_drop_and_stall(pki: PKI) -> None:
     """SIM-PEL-BACKOFF: ``drop`` sends the whole batch and aborts before the answer; ``stall``
     sends half of it and waits out the request timeout. Both are failures, then retried."""
@@ -328,6 +338,7 @@ def test_faults_drop_and_stall(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-REMOVE")
 def test_callback_channel_removed_after_24_hours_of_failures(pki: PKI) -> None:
     """SIM-PEL-REMOVE: a callback whose deliveries keep failing is removed 24 h (simulated)
     after the first failure, with what is queued then; the whole day runs in seconds."""
@@ -363,6 +374,7 @@ def test_callback_channel_removed_after_24_hours_of_failures(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-QUEUE")
 def test_queue_keeps_50000_items_and_24_hours(pki: PKI) -> None:
     """SIM-PEL-QUEUE: at most 50,000 items queued (the oldest dropped first), items older than
     24 h dropped; both counted, and what is delivered afterwards is what is left."""

@@ -8,6 +8,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conformance.pelion.running import RunningPelion
 from conformance.pelion.section import PelionSection
 from conformance.pelion.vendor import VENDOR, PelionSettings
@@ -32,8 +34,9 @@ async def start(
     return sim
 
 
+@pytest.mark.sim("SIM-PEL-VERIFY")
 def test_a_callback_sut_is_registered_after_it_is_ready(pki: PKI, tmp_path: Path) -> None:
-    """SIM-PEL-VERIFY: the SUT gets exactly the two variables; its callback URL is probed with
+    """SIM-PEL-VERIFY: the SUT gets exactly the three variables; its callback URL is probed with
     the run's CA; after_ready registers it (the verification PUT carries the headers)."""
 
     async def scenario() -> None:
@@ -47,6 +50,9 @@ def test_a_callback_sut_is_registered_after_it_is_ready(pki: PKI, tmp_path: Path
                 assert env == {
                     "CONFORMANCE_PELION_API_URL": f"https://127.0.0.1:{sim.service.port}",
                     "CONFORMANCE_PELION_API_KEY": KEY,
+                    "CONFORMANCE_PELION_CALLER_CA": str(
+                        pki.folder / "callers" / "pelion" / "root.pem"
+                    ),
                 }
                 [endpoint] = sim.endpoints()
                 assert (endpoint.url, endpoint.cafile) == (rec.url, pki.ca)
@@ -62,6 +68,7 @@ def test_a_callback_sut_is_registered_after_it_is_ready(pki: PKI, tmp_path: Path
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-VERIFY")
 def test_a_refused_verification_is_kept_for_the_checks(pki: PKI, tmp_path: Path) -> None:
     """SIM-PEL-VERIFY: a SUT that refuses the verification PUT is not a harness fault: the run
     goes on and the reason is kept."""

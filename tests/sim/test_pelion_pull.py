@@ -15,6 +15,7 @@ from tests.sim.pelion_support import AUTH, KEY, call, client, notification, rece
 PULL = "/v2/notification/pull"
 
 
+@pytest.mark.sim("SIM-PEL-PULL")
 def test_poll_answers_200_with_a_batch_or_204_when_it_ends_empty(pki: PKI) -> None:
     """SIM-PEL-PULL: the first GET creates the channel and, with nothing queued, ends with
     204 after the hold; queued items come back as one NotificationMessage (200)."""
@@ -39,6 +40,7 @@ def test_poll_answers_200_with_a_batch_or_204_when_it_ends_empty(pki: PKI) -> No
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-PULL")
 def test_a_waiting_poll_is_answered_when_items_arrive_and_a_second_gets_409(pki: PKI) -> None:
     """SIM-PEL-PULL: a poll waits for items; a second concurrent poll of the key gets 409."""
 
@@ -55,6 +57,7 @@ def test_a_waiting_poll_is_answered_when_items_arrive_and_a_second_gets_409(pki:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-PULL")
 def test_a_poll_whose_client_left_ends_at_once(pki: PKI) -> None:
     """SIM-PEL-PULL: a client that gives up its poll does not hold the key's poll slot (the
     next poll is served, not 409)."""
@@ -71,6 +74,7 @@ def test_a_poll_whose_client_left_ends_at_once(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-PULL")
 def test_delete_answers_200_removed_or_already_deleted(pki: PKI) -> None:
     """SIM-PEL-PULL: DELETE answers 200 ``REMOVED``, or ``ALREADY_DELETED`` when there is no
     pull channel (none, or another type: the Python SDK deletes it before registering a
@@ -100,6 +104,7 @@ def test_delete_answers_200_removed_or_already_deleted(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-PULL")
 def test_a_poll_carries_at_most_10000_items(pki: PKI) -> None:
     """SIM-PEL-PULL: "The same logic applies to the pull interface": a batch of up to 10,000
     items per answer, the rest at the next poll."""
@@ -117,6 +122,7 @@ def test_a_poll_carries_at_most_10000_items(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-PULL")
 def test_an_unpolled_channel_expires_after_10_minutes(pki: PKI) -> None:
     """SIM-PEL-PULL: the pull channel "expires if not polled for 10 minutes" (simulated)."""
 

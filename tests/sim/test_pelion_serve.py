@@ -36,6 +36,8 @@ def test_serve_pelion_answers_with_a_key_kept_in_the_pki_folder(tmp_path: Path) 
     proc, env = _serve(tmp_path, "pelion", RATE)
     try:
         assert set(env) >= {"CONFORMANCE_PELION_API_URL", "CONFORMANCE_PELION_API_KEY"}
+        caller_ca = Path(env["CONFORMANCE_PELION_CALLER_CA"])  # SIM-PEL-CLIENTCERT
+        assert caller_ca.read_text().startswith("-----BEGIN CERTIFICATE-----")
         assert env["CONFORMANCE_PELION_API_URL"].startswith("https://127.0.0.1:")
         context = ssl.create_default_context(cafile=env["CONFORMANCE_CA_FILE"])
         request = urllib.request.Request(
@@ -52,6 +54,7 @@ def test_serve_pelion_answers_with_a_key_kept_in_the_pki_folder(tmp_path: Path) 
     again, env2 = _serve(tmp_path, "pelion")
     _stop(again)
     assert env2["CONFORMANCE_PELION_API_KEY"] == env["CONFORMANCE_PELION_API_KEY"]
+    assert env2["CONFORMANCE_PELION_CALLER_CA"] == env["CONFORMANCE_PELION_CALLER_CA"]
     assert (tmp_path / "pki" / "pelion-api-key").read_text().strip() == env2[
         "CONFORMANCE_PELION_API_KEY"
     ]
@@ -80,6 +83,7 @@ def _check_callback(seen: dict[str, Any], err: str) -> None:
     assert "204 for DELETE /v2/notification/callback" in err
 
 
+@pytest.mark.sim("SIM-PEL-PULL", "SIM-PEL-VERIFY")
 @pytest.mark.external_tool(PYTHON_SDK)
 def test_python_sdk_pull_device_request_and_callback(tmp_path: Path) -> None:
     """SIM-PEL-PULL, SIM-PEL-VERIFY: ``mbed-cloud-sdk`` 2.2.0 (PyPI) long-polls a notification
@@ -100,6 +104,7 @@ def test_python_sdk_pull_device_request_and_callback(tmp_path: Path) -> None:
     assert err.count("200 for DELETE /v2/notification/pull") == 2, err
 
 
+@pytest.mark.sim("SIM-PEL-PULL", "SIM-PEL-VERIFY")
 @pytest.mark.external_tool("node", NODE_SDK)
 def test_javascript_sdk_pull_device_request_and_callback(tmp_path: Path) -> None:
     """SIM-PEL-PULL, SIM-PEL-VERIFY: ``mbed-cloud-sdk`` 2.6.10 (npm) checks ``GET

@@ -65,6 +65,7 @@ async def until(sim: PelionSimulator, predicate: Any, timeout: float = 5.0) -> N
     assert await sim.drive(predicate, timeout_real_s=timeout), "the condition never held"
 
 
+@pytest.mark.sim("SIM-PEL-WS")
 def test_channel_rest_201_200_status_and_delete(pki: PKI) -> None:
     """SIM-PEL-WS: PUT creates (201) then updates (200) with a status body; GET shows
     ``disconnected`` / ``connected``; DELETE 204 then 404."""
@@ -94,6 +95,7 @@ def test_channel_rest_201_200_status_and_delete(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-WS")
 @pytest.mark.parametrize(
     "how", ["websockets: wss, pelion_", "websockets: pelion_, wss", "aiohttp: wss,pelion_",
             "websockets: bearer", "aiohttp: bearer"],
@@ -139,6 +141,7 @@ def test_connect_authenticates_by_subprotocol_or_bearer(pki: PKI, how: str) -> N
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-WS")
 @pytest.mark.parametrize("mode", ["close-1008", "401"])
 def test_a_missing_or_invalid_key(pki: PKI, mode: str) -> None:
     """SIM-PEL-WS: the vendor doc: "1008 Policy violation: Authentication fails due to an
@@ -167,6 +170,7 @@ def test_a_missing_or_invalid_key(pki: PKI, mode: str) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-WS")
 def test_handshake_refusals_426_400_429(pki: PKI) -> None:
     """SIM-PEL-WS: 426 without the upgrade headers, 400 without ``Sec-WebSocket-Key`` /
     ``-Version: 13``, 429 while a handshake with the same key is in progress."""
@@ -197,6 +201,7 @@ def test_handshake_refusals_426_400_429(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-WS")
 def test_close_codes_1011_1001_1000(pki: PKI) -> None:
     """SIM-PEL-WS: connecting without a channel gives 1011; a second socket closes the first
     with 1001 (and gets the frames); a REST delete closes with 1001 (the vendor doc)."""
@@ -224,6 +229,7 @@ def test_close_codes_1011_1001_1000(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-WS")
 def test_rest_delete_closes_with_1000_as_an_option(pki: PKI) -> None:
     """SIM-PEL-WS: SPEC20/21 close with 1000 when the channel is deleted over REST."""
 
@@ -243,6 +249,7 @@ def test_rest_delete_closes_with_1000_as_an_option(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-WS")
 def test_a_revoked_key_closes_with_1008(pki: PKI) -> None:
     """SIM-PEL-WS: a key invalidated after the handshake closes the socket with 1008; REST
     calls with it get 401."""
@@ -261,6 +268,7 @@ def test_a_revoked_key_closes_with_1008(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-WS")
 def test_a_server_close_waits_for_the_clients_answer(pki: PKI) -> None:
     """SIM-PEL-WS: the server closes TCP only after the client's close frame (RFC 6455 §7.1.1),
     so a client that reads the 1008 late still answers it and learns 1008, not 1006; the
@@ -291,6 +299,7 @@ def test_a_server_close_waits_for_the_clients_answer(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-WS")
 def test_pings_are_four_bytes_and_a_missing_pong_closes_1001(pki: PKI) -> None:
     """SIM-PEL-WS: the server pings with 4 bytes a client must echo; ``websockets`` answers
     and stays; an aiohttp client that never reads (so never pongs) is closed with 1001 "ping
@@ -326,6 +335,7 @@ def test_pings_are_four_bytes_and_a_missing_pong_closes_1001(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-WS")
 def test_pings_can_be_switched_off(pki: PKI) -> None:
     """SIM-PEL-WS: with pings off (a negative check's mode), no ping is sent and none is
     expected: a client that never pongs stays connected."""
@@ -350,6 +360,7 @@ def test_pings_can_be_switched_off(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-WS")
 def test_a_10000_item_message_is_one_text_frame(pki: PKI) -> None:
     """SIM-PEL-WS: one NotificationMessage per text frame, up to 10,000 items."""
 
@@ -365,6 +376,7 @@ def test_a_10000_item_message_is_one_text_frame(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-WS")
 def test_faults_close_with_a_code_and_drop_without_close_frame(pki: PKI) -> None:
     """SIM-PEL-WS: the simulator closes a socket with a chosen code, or drops it without a
     close frame (the client sees 1006); the channel stays, its queue is kept for the next
@@ -392,6 +404,7 @@ def test_faults_close_with_a_code_and_drop_without_close_frame(pki: PKI) -> None
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-REMOVE")
 def test_client_close_removes_the_channel_and_24h_without_socket_too(pki: PKI) -> None:
     """SIM-PEL-REMOVE: "Closing the socket from client closes the channel, too" (vendor doc);
     a channel with no socket for 24 h (simulated) is removed with its queue."""

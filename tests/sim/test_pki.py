@@ -97,3 +97,25 @@ def test_certificates_pass_a_strict_x509_verifier(pki: PKI) -> None:
     for bad in (pki.impostor_server, pki.expired_server, pki.wrong_host_server):
         with pytest.raises(VerificationError):
             localhost.verify(chain(bad.cert)[0], [])
+
+
+@pytest.mark.parametrize("name", ["simulators.ci.test", "198.18.0.1"])
+def test_an_advertised_name_is_named_by_every_served_certificate(tmp_path: Path, name: str) -> None:
+    """--advertise: the simulators' certificate verifies for the advertised name too, the
+    impostor's and the expired one still fail for their own reason, and the CA a SUT already
+    trusts stays the same when the name changes."""
+    before = PKI.load_or_create(tmp_path)
+    ca = before.ca.read_bytes()
+    assert asyncio.run(handshake(before.server_context(), before.client_context(), name)) != "ok"
+    pki = PKI.load_or_create(tmp_path, (name,))
+    assert pki.ca.read_bytes() == ca
+    assert pki.server_names() == (name,)
+    client = pki.client_context()
+    assert asyncio.run(handshake(pki.server_context(), client, name)) == "ok"
+    assert asyncio.run(handshake(pki.server_context(), client, "localhost")) == "ok"
+    for negative in (pki.impostor_server, pki.expired_server, pki.wrong_host_server):
+        result = asyncio.run(handshake(pki.server_context(negative), client, name))
+        assert result == "CERTIFICATE_VERIFY_FAILED"
+    again = PKI.load_or_create(tmp_path)  # back to the default: the name is dropped
+    assert again.server_names() == ()
+    assert asyncio.run(handshake(again.server_context(), client, name)) != "ok"

@@ -111,6 +111,8 @@ def test_serve_refuses_unknown_vendors_and_ports(tmp_path: Path) -> None:
         (["nokia"], "invalid choice: 'nokia'"),
         ([*discover(), "--port=nope=1"], "no option --nope-port"),
         ([*discover(), "--port=observer=99999"], "port from 1 to 65535"),
+        ([*discover(), "--listen=localhost"], "--listen='localhost': give an IP address"),
+        ([*discover(), "--advertise=a b"], "--advertise='a b': give the host name"),
     ]:
         proc = subprocess.run(
             [sys.executable, "-m", "conformance.cli", "serve", *args],

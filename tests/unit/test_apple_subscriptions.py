@@ -11,6 +11,7 @@ from simulators.apple.models import SubscriptionCount, SubscriptionManagement
 from simulators.apple.service import AppsAndBooks
 from simulators.apple.subscriptions import BILLING_PERIOD_S, SubscriptionLedger
 
+pytestmark = pytest.mark.sim("SIM-APL-SUBS")
 DAY = 24 * 3600.0
 
 

@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +52,8 @@ USAGE_ERRORS = [
     (["conformance", "--sut-ca=ca.pem"], "--sut-ca only go with --sut=URL"),
     (["conformance", "--observer-port=70000"], "--observer-port=70000"),
     (["conformance", "--apple-api-port=-1"], "--apple-api-port=-1"),
+    (["conformance", "--listen=my-host"], "--listen='my-host': give an IP address"),
+    (["conformance", "--listen=0.0.0.0", "--advertise=::"], "--advertise=::: a SUT cannot"),
     pytest.param(
         ["conformance", "-n", "2"],
         "pytest-xdist (-n) cannot run a conformance suite",
@@ -243,3 +246,58 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize(
+    "option, text, message",
+    [
+        ("--waivers", '[[waiver]]\nid = "APL-AUTH-1"\nreason = "r"\nexpires = 2027-01-01\n', "did you mean APL-AUTH-01"),
+        ("--waivers", '[[waiver]]\nid = "APL-AUTH-01"\nexpires = 2027-01-01\n', "give the reason"),
+        ("--baseline", '{"results": {"tool": {"name": "x"}}}', "not a conformance report"),
+    ],
+)  # fmt: skip
+def test_a_bad_waiver_or_baseline_file_stops_the_run_before_it_starts(
+    tmp_path: Path, option: str, text: str, message: str
+) -> None:
+    bad = tmp_path / "bad-file"
+    bad.write_text(text)
+    proc = run("conformance", f"{option}={bad}", f"--report-dir={tmp_path}")
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert message in proc.stderr and str(bad) in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_sigkill_to_pytest_leaves_no_sut_process_behind(tmp_path: Path) -> None:
+    """pytest cannot clean up after SIGKILL (or the OOM killer): the SUT's supervisor, told by
+    the kernel that its parent died, ends the SUT and the grandchild that left its session."""
+    import signal
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "sut.py").write_text(SILENT_SUT)
+    pids = tmp_path / "pids"
+    manifest = tmp_path / "sut.toml"
+    manifest.write_text(
+        f'[process]\ncommand = ["${{PYTHON}}", "sut.py", "{port}", "{pids}"]\n'
+        f'ready = "tcp://127.0.0.1:{port}"\n'
+        f'[apple]\nwebhook_url = "https://127.0.0.1:{port}/n"\nauth_token = "t"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "conformance", f"--sut={manifest}",
+         f"--report-dir={tmp_path}", "-p", "no:cacheprovider", "-q"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while (
+        time.monotonic() < deadline and len(pids.read_text().split() if pids.is_file() else []) < 2
+    ):
+        threading.Event().wait(0.1)  # bounded poll of the SUT's own pid file
+    started = [int(p) for p in pids.read_text().split()]
+    assert len(started) == 2 and all(_running(p) for p in started)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_running(p) for p in started):
+        threading.Event().wait(0.1)  # bounded poll: processes the supervisor ends
+    assert not any(_running(p) for p in started), "the SUT outlived pytest"

@@ -26,6 +26,7 @@ from simulators.ivanti.events import (
 TENANT = "18ccc64c-66e4-4e27-8bd6-9acc9c8d0224"  # the vendor example's
 
 
+@pytest.mark.sim("SIM-IVT-META")
 def test_metadata_matches_the_vendor_examples_in_both_styles() -> None:
     """SIM-IVT-META: nine event types; Neurons topics carry the tenant GUID, EPMM's do not."""
     neurons, epmm = metadata(TENANT, "neurons"), metadata(TENANT, "epmm")

@@ -11,7 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-from conformance.launcher import LaunchError, SutProcess, descendants, probe
+from conformance.launcher import LaunchError, SutProcess, probe
+from conformance.supervisor import descendants
 from conformance.manifest import ProcessSection
 
 

@@ -30,7 +30,13 @@ from simulators.mqtt.packets import (
     Unsubscribe,
     Will,
 )
-from simulators.mqtt.policy import BrokerPolicy, Identity, allow_all, next_free_packet_id
+from simulators.mqtt.policy import (
+    QUEUED_ENTRY_OVERHEAD,
+    BrokerPolicy,
+    Identity,
+    allow_all,
+    next_free_packet_id,
+)
 from simulators.mqtt.topics import topic_filter_problem, topic_matches
 from tests.unit.mqtt_harness import (
     ALICE,
@@ -552,6 +558,30 @@ def test_a_full_queue_drops_new_messages_with_a_notice() -> None:
     assert view is not None and (view.queued, view.dropped) == (3, 1)
     payloads = [p.payload for p in publishes_to("c2", h.connect("c2", "c1", clean_session=False))]
     assert payloads == [b"0", b"1", b"2"]
+
+
+def test_a_tenants_queued_bytes_are_bounded_across_its_sessions() -> None:
+    """Many durable sessions of one tenant, each queueing its copy of every event: together they
+    hold at most max_queued_bytes_per_tenant (each copy counted); a copy that would pass it is
+    dropped with a notice, and the bytes are free again once copies leave the queues (sent,
+    purged by a PUBACK, expired)."""
+    payload = b"x" * 500
+    cost = len(payload) + len("t/x") + QUEUED_ENTRY_OVERHEAD
+    h = Harness(BrokerPolicy(max_queued_bytes_per_tenant=cost * 250))
+    for n in range(100):
+        h.durable_subscriber(f"s{n}", "t/x")
+    for _ in range(3):
+        actions = h.publish("t/x", payload)
+    full = notices(NoticeKind.QUEUE_FULL, actions)
+    assert len(full) == 50 and full[0].detail["tenant_bytes_limit"] == cost * 250
+    assert h.core.queued_bytes("tenant-a") == cost * 250
+    [first, *_] = publishes_to("c", h.connect("c", "s0", clean_session=False))
+    sent_now = cost * 250 - h.core.queued_bytes("tenant-a")
+    assert sent_now > 0  # s0's copies left its queue for the in-flight window
+    h.send("c", Puback(first.packet_id or 0))  # purges that message from every queue
+    assert h.core.queued_bytes("tenant-a") <= cost * 250 - sent_now - 99 * cost
+    h.advance(BrokerPolicy().retention_s + 1)  # the rest expires
+    assert h.core.queued_bytes("tenant-a") == 0
 
 
 def test_the_inflight_window_releases_queued_messages_in_order() -> None:

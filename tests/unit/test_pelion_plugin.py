@@ -46,6 +46,9 @@ def test_the_contract_example_parses(tmp_path: Path) -> None:
     itself = load_manifest(write(tmp_path, CALLBACK.replace("= false", "= true")))
     own = itself.section("pelion")
     assert own is not None and VENDOR.profiles(own) == {"callback", "registers_itself"}
+    verifying = load_manifest(write(tmp_path, CALLBACK + "verifies_caller = true\n"))
+    checks = verifying.section("pelion")
+    assert checks is not None and VENDOR.profiles(checks) == {"callback", "verifies_caller"}
 
 
 @pytest.mark.parametrize(
@@ -58,6 +61,9 @@ def test_the_contract_example_parses(tmp_path: Path) -> None:
         (CALLBACK.replace("registers_itself = false", 'registers_itself = "yes"'),
          "[pelion] registers_itself"),
         (CALLBACK + "\nsecret = 1\n", "[pelion] secret: unknown key"),
+        (CALLBACK + 'verifies_caller = "yes"\n', "[pelion] verifies_caller"),
+        ('name = "w"\n[pelion]\nchannel = "websocket"\nverifies_caller = true\n',
+         'verifies_caller apply to channel = "callback" only'),
         (CALLBACK.replace("x-callback-secret", '"bad header"'), "not a valid HTTP header"),
         (CALLBACK.replace("cb-secret", "s" * 400), "at most 400"),
         (CALLBACK.replace('"callback"', '"websocket"', 1), 'apply to channel = "callback" only'),

@@ -79,7 +79,7 @@ def test_report_files(tmp_path: Path) -> None:
     data = build_report(run_info(), results)
     write_reports(data, tmp_path / "run-1", tmp_path)
     data = json.loads((tmp_path / "latest" / "report.json").read_text())
-    assert data["schema"] == "conformance-report/1" and data["run_id"] == "run-1"
+    assert data["schema"] == "conformance-report/2" and data["run_id"] == "run-1"
     by_id = {r["id"]: r for r in data["requirements"]}
     assert set(by_id) == {r.id for r in for_vendors(["apple"])}
     assert by_id["APL-AUTH-02"]["verdict"] == "fail"
@@ -157,3 +157,61 @@ def test_reports_stay_valid_and_small_whatever_the_sut_sent(tmp_path: Path) -> N
     html = (tmp_path / "latest" / "index.html").read_text()
     assert "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
     assert check["evidence_cut"] > 0 and len(check["evidence"]) < 300
+
+
+def test_a_64_kb_client_id_in_every_event_keeps_the_reports_small(tmp_path: Path) -> None:
+    """An MQTT client ID of 64 KB is the actor or peer of every event the broker records: it is
+    cut in the report like any text the SUT had a hand in (3.3 MB of report.json before)."""
+    client_id = "c" * 65_535
+    event = {
+        "seq": 0, "real_s": 1.0, "sim_s": 2.0, "actor": "ivanti-broker", "direction": "<-",
+        "peer": client_id, "kind": "CONNECT", "summary": "CONNECT", "detail": {client_id: 1},
+    }  # fmt: skip
+    results = [
+        CheckResult(
+            name=f"conformance/x.py::t_{i}",
+            requirement_ids=["IVT-CONN-01"],
+            outcome="fail" if i % 3 == 0 else "pass",
+            message="m",
+            evidence=[{**event, "seq": n, "actor": client_id} for n in range(40)],
+        )
+        for i in range(172)
+    ]
+    info = run_info(vendors=("ivanti",), run_events=[event] * 400)
+    write_reports(build_report(info, results), tmp_path / "run-1", tmp_path)
+    for name in ("report.json", "junit.xml", "index.html"):
+        assert (tmp_path / "latest" / name).stat().st_size < 1_000_000, name
+    data = json.loads((tmp_path / "latest" / "report.json").read_text())
+    checks = [c for r in data["requirements"] for c in r["checks"]]
+    kept = [e for c in checks for e in c["evidence"]] + data["run_timeline"]["events"]
+    assert kept, "the evidence was dropped instead of cut"
+    assert all(len(e["actor"]) < 1_000 and len(e["peer"]) < 1_000 for e in kept)
+
+
+def test_the_last_fallback_always_fits(tmp_path: Path) -> None:
+    """A run so large that even the smallest evidence does not fit (thousands of checks with
+    long names, messages and reproducers) still writes files under 1 MB that parse, each
+    requirement with its verdict, and says what it left out."""
+    long = "x" * 5_000
+    results = [
+        CheckResult(
+            name=f"conformance/x.py::t_{i}[{long}]",
+            requirement_ids=["APL-BAD-01"],
+            outcome="fail",
+            message=long,
+            expected=long,
+            observed=long,
+            reproduce=[f"curl {long}"] * 3,
+            notes=[long] * 3,
+        )
+        for i in range(3_000)
+    ]
+    write_reports(build_report(run_info(), results), tmp_path / "run-1", tmp_path)
+    for name in ("report.json", "junit.xml", "index.html"):
+        assert (tmp_path / "latest" / name).stat().st_size < 1_000_000, name
+    ET.parse(tmp_path / "latest" / "junit.xml")
+    data = json.loads((tmp_path / "latest" / "report.json").read_text())
+    assert data["evidence_cut_to_fit"] is True
+    bad = next(r for r in data["requirements"] if r["id"] == "APL-BAD-01")
+    assert bad["verdict"] == "fail"
+    assert {r["id"] for r in data["requirements"]} == {r.id for r in for_vendors(["apple"])}
