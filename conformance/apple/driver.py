@@ -113,6 +113,14 @@ class AppleDriver(VendorDriver):
         loop."""
         return self.harness.run(self.sim.perform(operation), timeout=timeout)
 
+    def require_api_client(self, check: Check) -> None:
+        """API-mode checks: not-verified unless the SUT declares ``api_client``; the report
+        then carries the API's history."""
+        section = self.sim.section
+        if section is None or not section.api_client:
+            raise check.not_verified("profile not declared: the SUT's [apple] api_client is false")
+        check.include_history("apple-api")
+
     def _watch(self, attempts: list[Exchange]) -> None:
         """When the SUT did not answer (and not because of a fault we injected), find out at
         once whether it is still there."""
@@ -125,6 +133,21 @@ class AppleDriver(VendorDriver):
         return any(
             entry.label.endswith(f" {notification_id}") and entry.attempt.acknowledged
             for entry in self.perform(Attempts())
+        )
+
+    def unacknowledged(self, deliveries: list[Delivery]) -> Problem:
+        """Why processing cannot be judged when the SUT acknowledged no copy of a notification
+        (the vendor would keep retrying it): the refusal itself is judged by APL-AUTH-01 and
+        APL-TYPE-*. One 2xx to any copy or attempt is enough to judge what the SUT processed."""
+        refused = [d for d in deliveries if not self.acknowledged(d.notification_id)]
+        if not refused:
+            return None
+        last = refused[0].attempts[-1] if refused[0].attempts else None
+        outcome = (last.status or last.error) if last is not None else "no attempt"
+        return (
+            f"the SUT acknowledged no copy of {len(refused)} of {len(deliveries)} "
+            f"notification(s) (last answer: {outcome}), so whether it processed them cannot be "
+            "observed"
         )
 
     def fail_next(self, kind: FaultKind) -> None:

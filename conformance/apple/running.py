@@ -14,7 +14,7 @@ from simulators.apple.api import AppsAndBooksServer
 from simulators.apple.delivery import RetrySchedule
 from simulators.apple.notifier import AttemptLog, Notifier, Receiver
 from simulators.apple.operations import AppleTarget, FailApiCalls
-from simulators.apple.service import AppsAndBooks
+from simulators.apple.service import SUBSCRIBABLE, AppsAndBooks
 from simulators.operations import Applies
 
 __all__ = ["API_RETRY_AFTER_S", "RunningApple", "start"]
@@ -107,7 +107,7 @@ async def start(run: VendorRun) -> RunningApple:
             log=attempts,
         )
 
-    service = AppsAndBooks(stoken=settings.stoken)
+    service = AppsAndBooks(stoken=settings.stoken, billing_period_s=settings.billing_period_s)
     api = AppsAndBooksServer(
         service,
         run.clock,
@@ -124,6 +124,24 @@ async def start(run: VendorRun) -> RunningApple:
         await sim.perform(FailApiCalls(status=429, error=9646))
     await api.start()
     if section is not None:
-        sim.notifier = notifier_for(Receiver(section.webhook_url, section.auth_token))
+        receiver = Receiver(section.webhook_url, section.auth_token)
+        sim.notifier = notifier_for(receiver)
         await sim.notifier.start()
+        if not section.api_client:
+            await _configured_outside_the_run(api, receiver, notifier_for)
     return sim
+
+
+async def _configured_outside_the_run(
+    api: AppsAndBooksServer, receiver: Receiver, notifier_for: Callable[[Receiver], Notifier]
+) -> None:
+    """A receiver-only SUT's notifications were configured outside the run: the API sends what
+    its events produce (a deferred disassociation's release, say) to the declared receiver, for
+    every type."""
+    api.service.client_config = {
+        "notificationUrl": receiver.url,
+        "notificationAuthToken": receiver.token,
+        "subscribedNotificationTypes": [t for t in SUBSCRIBABLE if t != "TEST_NOTIFICATION"],
+    }
+    api.notifier = notifier_for(receiver)
+    await api.notifier.start()

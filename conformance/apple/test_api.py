@@ -33,20 +33,13 @@ BACKOFF_MIN_S = 1.0  # the least pause after a 429 that counts as backing off
 MEASUREMENT_SLACK_S = 0.05
 
 
-def _require_api_client(apple: AppleDriver, check: Check) -> None:
-    section = apple.sim.section
-    if section is None or not section.api_client:
-        raise check.not_verified("profile not declared: the SUT's [apple] api_client is false")
-    check.include_history("apple-api")
-
-
 def _pending_polls(requests: list[ApiRequest]) -> list[ApiRequest]:
     return [r for r in requests if r.endpoint == "GET status" and r.event_status == "PENDING"]
 
 
 @requirement("APL-API-01")
 def test_configures_notifications(apple: AppleDriver, check: Check) -> None:
-    _require_api_client(apple, check)
+    apple.require_api_client(check)
     api = apple.sim.api
     check.expect(
         "POST client/config with notificationUrl and notificationAuthToken (HTTPS URL), "
@@ -71,7 +64,7 @@ def test_configures_notifications(apple: AppleDriver, check: Check) -> None:
 def test_status_polls_are_30s_apart(apple: AppleDriver, check: Check) -> None:
     """Evidence is a gap of at least 30 s between two polls of a PENDING event, or 30 s of
     silence after one while it stays PENDING; a shorter gap is a violation."""
-    _require_api_client(apple, check)
+    apple.require_api_client(check)
     api, clock = apple.sim.api, apple.harness.clock
     check.expect(
         f"no two GET status polls of a PENDING event less than {POLL_MIN_GAP_S:.0f} s apart"
@@ -123,7 +116,7 @@ def _judge_polls(polls: list[ApiRequest], event: str | None, now_real_s: float) 
 
 @requirement("APL-API-03")
 def test_polls_when_no_notification(apple: AppleDriver, check: Check) -> None:
-    _require_api_client(apple, check)
+    apple.require_api_client(check)
     api = apple.sim.api
     if not apple.harness.settings.slow:
         raise check.not_verified(
@@ -159,7 +152,7 @@ def test_polls_when_no_notification(apple: AppleDriver, check: Check) -> None:
 def test_backs_off(apple: AppleDriver, check: Check, answer: str) -> None:
     """Evidence is the SUT's next call to the endpoint that was answered 503 (Retry-After) or
     429: no sooner than Retry-After (or 1 s after a 429) passes; sooner fails."""
-    _require_api_client(apple, check)
+    apple.require_api_client(check)
     api, clock = apple.sim.api, apple.harness.clock
     status = 503 if answer.startswith("503") else 429
     need = float(API_RETRY_AFTER_S) if status == 503 else BACKOFF_MIN_S

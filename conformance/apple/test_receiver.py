@@ -19,10 +19,8 @@ from conformance.apple.driver import (
 )
 from conformance.driver import DUPLICATE_SETTLE_S, processed_once, prose
 from conformance.verdicts import Check, HarnessError
-from simulators.apple.delivery import Delivery
 from simulators.apple.models import association
 from simulators.faults import FaultKind
-from simulators.problem import Problem
 
 requirement = pytest.mark.requirement
 
@@ -220,6 +218,35 @@ def test_type_forward_compatible(apple: AppleDriver, check: Check, variant: str)
     _answers_2xx(apple, check, _with_unknown_fields(example(name)))
 
 
+# APL-TYPE-07: an asynchronous error of each kind of request that has a ``result``: a user who
+# already exists (9716) and too few subscription seats (9709, as the simulator reports it).
+FAILURES = {
+    "user-management-create": (9716, "A registered user with that clientUserId already exists."),
+    "subscription-management-associate": (9709, "There aren't enough seats available."),
+}
+
+
+@requirement("APL-TYPE-07")
+@pytest.mark.parametrize("name", sorted(FAILURES))
+def test_failure_result_of_other_types(apple: AppleDriver, check: Check, name: str) -> None:
+    """One thing varied: the documented example must pass as SUCCESS first, then the same
+    notification with ``result`` FAILURE and its ``error``."""
+    plain = apple.post(_body_of(name))
+    if not _ok(plain.status):
+        raise check.not_verified(
+            f"the SUT refuses {name} even as SUCCESS ({answer(plain)}): judged by the "
+            "APL-TYPE check of that type"
+        )
+    number, message = FAILURES[name]
+    wire = example(name)
+    wire["notification"] = {
+        **wire["notification"],
+        "result": "FAILURE",
+        "error": {"errorNumber": number, "errorMessage": message},
+    }
+    _answers_2xx(apple, check, wire)
+
+
 def _with_unknown_fields(value: Any) -> Any:
     """``value`` with a field no document names added to every object, at every depth."""
     if isinstance(value, dict):
@@ -255,21 +282,6 @@ def test_repeated_delivery_is_acknowledged(apple: AppleDriver, check: Check, how
         assert delivery.attempts[-1].succeeded, f"the retry was not answered 2xx: {outcomes}"
 
 
-def _unacknowledged(apple: AppleDriver, deliveries: list[Delivery]) -> Problem:
-    """Why processing cannot be judged when the SUT acknowledged no copy of a notification (the
-    vendor would keep retrying it): the refusal itself is judged by APL-AUTH-01 and
-    APL-TYPE-*. One 2xx to any copy or attempt is enough to judge what the SUT processed."""
-    refused = [d for d in deliveries if not apple.acknowledged(d.notification_id)]
-    if not refused:
-        return None
-    last = refused[0].attempts[-1] if refused[0].attempts else None
-    answer = (last.status or last.error) if last is not None else "no attempt"
-    return (
-        f"the SUT acknowledged no copy of {len(refused)} of {len(deliveries)} notification(s) "
-        f"(last answer: {answer}), so whether it processed them cannot be observed"
-    )
-
-
 def _assignments(notification: dict[str, Any]) -> list[Any]:
     inner = notification.get("notification")
     items = inner.get("assignments") if isinstance(inner, dict) else None
@@ -288,7 +300,7 @@ def test_repeated_notification_processed_once(apple: AppleDriver, check: Check) 
     deliveries.append(apple.deliver(retried))
     check.expect("one observer report per notificationId after a duplicate and a retry")
     ids = [twice.notificationId, retried.notificationId]
-    if unverifiable := _unacknowledged(apple, deliveries) or apple.fence(awaiting=ids):
+    if unverifiable := apple.unacknowledged(deliveries) or apple.fence(awaiting=ids):
         raise check.not_verified(unverifiable)
     counts = apple.count_reports(ids, DUPLICATE_SETTLE_S, more_than=1)
     check.observe(
@@ -309,7 +321,7 @@ def test_split_event_processed_completely(apple: AppleDriver, check: Check) -> N
     if len(deliveries) != 2:
         raise HarnessError(f"the simulator split 150 elements into {len(deliveries)} parts")
     parts = [d.notification_id for d in deliveries]
-    if unverifiable := _unacknowledged(apple, deliveries) or apple.fence(awaiting=parts):
+    if unverifiable := apple.unacknowledged(deliveries) or apple.fence(awaiting=parts):
         raise check.not_verified(unverifiable)
     reports = {
         r["notificationId"]: r for r in apple.reports_of(d.notification_id for d in deliveries)

@@ -30,6 +30,7 @@ class AppleSettings:
     stoken: str = "conformance-stoken"
     retry_schedule: RetrySchedule | None = None  # None: the vendor's +0, +60, +300 s
     timeout_s: float = 5.0
+    billing_period_s: float = 30 * 24 * 3600.0  # project assumption: a monthly subscription
 
 
 class AppleVendor:
@@ -60,6 +61,15 @@ class AppleVendor:
         )
         add("--apple-timeout", type=float, default=5.0, metavar="S",
             help="seconds a receiver has to answer a notification (default 5)")  # fmt: skip
+        add(
+            "--apple-billing-period",
+            type=float,
+            default=30.0,
+            metavar="DAYS",
+            help="length of a subscription billing period in simulated days: a deferred "
+            "disassociation is notified at its end (default 30, a project assumption: Apple "
+            "publishes none)",
+        )
 
     def settings(self, option: GetOption, *, pki_dir: Path) -> AppleSettings:
         from simulators.apple.delivery import RetrySchedule
@@ -71,12 +81,16 @@ class AppleVendor:
         timeout = option("--apple-timeout")
         if not 0 < timeout <= 60:
             raise ValueError("--apple-timeout: give seconds between 0 and 60")
+        period = option("--apple-billing-period")
+        if not 0 < period <= 366:
+            raise ValueError("--apple-billing-period: give simulated days between 0 and 366")
         return AppleSettings(
             api_port=port("--apple-api-port", option("--apple-api-port")),
             stoken=option("--apple-stoken")
             or stable_secret(pki_dir / "apple-stoken", lambda: secrets.token_urlsafe(24), bool),
             retry_schedule=schedule,
             timeout_s=timeout,
+            billing_period_s=period * 24 * 3600.0,
         )
 
     def section_model(self) -> type[BaseModel]:
@@ -138,6 +152,12 @@ class AppleVendor:
         notify.set_defaults(operation=lambda a: {
             "op": "notify", "notification_type": a.type, "elements": a.elements,
         })  # fmt: skip
+        period = verbs.add_parser(
+            "end-billing-period",
+            help="jump to the end of the subscription billing period (deferred "
+            "disassociations are released and notified)",
+        )
+        period.set_defaults(operation=lambda a: {"op": "end-billing-period"})
 
     def explorer(self, harness: Harness) -> Explorer | None:
         """Deliveries, faults and simulated time interleaved (conformance/apple/explorer.py)."""

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from simulators.adapter import BackgroundTasks, DeadlineLoop, StateChanges
-from simulators.apple.delivery import RetrySchedule
+from simulators.apple.delivery import Delivery, RetrySchedule
 from simulators.apple.models import Notification, TestNotification
 from simulators.apple.notifier import Notifier, Receiver
 from simulators.apple.service import ApiError, AppsAndBooks, error_body
@@ -38,6 +38,7 @@ ACTOR = "apple-api"
 BASE_PATH = "/mdm/v2"
 REQUESTS_KEPT = 20_000
 MAX_BODY_BYTES = 1024 * 1024
+DELIVERIES_KEPT = 1000  # event deliveries kept for delivery_of()
 NotifierFactory = Callable[[Receiver], Notifier]
 T = TypeVar("T")
 
@@ -87,6 +88,8 @@ class AppsAndBooksServer:
     timers: DeadlineLoop[list[Notification]] = field(init=False)  # events complete on time
     _runner: web.AppRunner | None = None
     _retired: set[Notifier] = field(default_factory=set)
+    _deliveries: dict[str, asyncio.Task[list[Delivery]]] = field(default_factory=dict)
+    _delivering: asyncio.Event = field(default_factory=asyncio.Event)  # a delivery was spawned
 
     def __post_init__(self) -> None:
         self.changed = StateChanges(self.clock)
@@ -207,6 +210,8 @@ class AppsAndBooksServer:
             )
             return status, error_body(number), headers
         now = self.clock.now()
+        if request.method == "POST" and path in ("subscriptions/enable", "subscriptions/disable"):
+            return 200, service.set_subscription_management(path.endswith("enable")), {}
         if request.method == "POST":
             if request.content_type != "application/json" or (
                 request.charset is not None and request.charset.lower() not in ("utf-8", "utf8")
@@ -231,6 +236,11 @@ class AppsAndBooksServer:
         }
         if path in readers:
             return 200, readers[path](), {}
+        query = dict(request.query)
+        if path == "subscriptions":
+            return 200, service.get_subscriptions(query), {}
+        if path == "subscriptions/assignments":
+            return 200, service.get_subscription_assignments(query), {}
         return 404, {"errorMessage": f"No such endpoint: {endpoint}."}, {}
 
     async def _store_client_config(self, payload: Any) -> dict[str, Any]:
@@ -262,10 +272,39 @@ class AppsAndBooksServer:
     # Events complete on the simulated clock; their notifications go to the configured URL.
 
     def _deliver_events(self, notifications: list[Notification]) -> None:
-        """The notifications of the events that completed, each to the configured receiver."""
+        """The notifications of the events that completed, each to the configured receiver
+        (each delivery kept by notificationId for :meth:`delivery_of`, the latest
+        :data:`DELIVERIES_KEPT`)."""
         for notification in notifications:
             if self.notifier is not None:
-                self.tasks.spawn(self.notifier.deliver_event(notification), "background task")
+                task = self.tasks.spawn(
+                    self.notifier.deliver_event(notification), "background task"
+                )
+                self._deliveries[notification.notificationId] = task
+                while len(self._deliveries) > DELIVERIES_KEPT:
+                    del self._deliveries[next(iter(self._deliveries))]
+        if notifications:
+            self._delivering.set()
+
+    def hand_out(self) -> list[Notification]:
+        """What is due now, handed out and sent at once (as the timers would; in the loop)."""
+        notifications = self.service.handle_timeout(self.clock.now())
+        self._deliver_events(notifications)
+        self.timers.wake()
+        return notifications
+
+    async def delivery_of(self, notification_id: str, timeout_s: float) -> list[Delivery]:
+        """The deliveries of the notification the API sent under this id, once they have
+        ended (it may not have been handed out yet); TimeoutError after ``timeout_s`` real
+        seconds."""
+
+        async def ended() -> list[Delivery]:
+            while notification_id not in self._deliveries:
+                self._delivering.clear()
+                await self._delivering.wait()
+            return await asyncio.shield(self._deliveries[notification_id])
+
+        return await asyncio.wait_for(ended(), timeout_s)
 
     def _retire(self, notifier: Notifier) -> None:
         """A replaced receiver's notifier closes once its deliveries have ended."""

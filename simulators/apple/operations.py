@@ -7,7 +7,10 @@ Events: :class:`Deliver` (one notification, with the vendor's retries on the sim
 attempt). Receivers: :class:`RegisterReceiver` (a receiver-only SUT, standalone). Faults:
 :class:`FailDeliveries` (the next attempts misbehave), :class:`FailApiCalls` (the next Apps and
 Books API calls are answered with an error), :class:`ArmFault` (the shared fault vocabulary).
-Queries: :class:`Attempts`. :class:`Reset`. Simulated time:
+Subscriptions (SIM-APL-SUBS): :class:`SeatSubscription` (a seat assigned before the run),
+:class:`ManageSubscriptions` (a call made as another MDM or the content manager would),
+:class:`EndBillingPeriod` (deferred disassociations are released and notified). Queries:
+:class:`Attempts`. :class:`Reset`. Simulated time:
 :class:`simulators.operations.AdvanceClock`.
 """
 
@@ -22,6 +25,7 @@ from pydantic import Field, field_validator, model_validator
 
 from simulators.apple.api import AppsAndBooksServer
 from simulators.apple.delivery import Delivery, split_notification
+from simulators.apple.errors import ApiError
 from simulators.apple.models import NOTIFICATION_TYPES, Notification, sample
 from simulators.apple.notifier import AttemptLog, LoggedAttempt, Notifier, Receiver
 from simulators.clock import Clock
@@ -37,19 +41,27 @@ __all__ = [
     "Attempts",
     "Deliver",
     "DeliverEvent",
+    "EndBillingPeriod",
     "FailApiCalls",
     "FailDeliveries",
+    "ManageSubscriptions",
     "Notify",
     "NotifySent",
     "Post",
     "RegisterReceiver",
+    "Released",
     "Reset",
+    "SeatSubscription",
 ]
 
 # One notify makes at most 100 notifications of 100 elements: a bound on what one request costs.
 MAX_NOTIFY_ELEMENTS = 10_000
 # Aims the notifier at a receiver (None: at none); answers the receiver it replaced.
 Aim = Callable[[Receiver | None], Awaitable[Receiver | None]]
+# EndBillingPeriod: how often (real seconds) the wait for deliveries moves the simulated clock
+# on by RETRY_STEP_S, so that the vendor's retries (+60 s, +300 s) fall due.
+RETRY_STEP_REAL_S = 1.0
+RETRY_STEP_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +181,118 @@ class FailApiCalls(Operation):
             error=self.error,
             retry_after=self.retry_after_s,
         )
+
+
+class SeatSubscription(Operation):
+    """A seat of subscription ``adam_id`` assigned to ``client_user_id`` before the run (the
+    user registered if unknown): state only, no call and no notification."""
+
+    op: Literal["seat-subscription"] = "seat-subscription"
+    adam_id: int = 12345
+    client_user_id: str = Field(min_length=1, max_length=256)
+    renewing: bool = True
+
+    def describe(self) -> str:
+        return f"seat {self.client_user_id} on subscription {self.adam_id}"
+
+    async def apply(self, target: AppleTarget) -> None:
+        service = target.api.service
+        if not service.registered(self.client_user_id):
+            service.users[self.client_user_id] = {
+                "clientUserId": self.client_user_id,
+                "status": "Registered",
+            }
+        service.subscriptions.seat(self.adam_id, self.client_user_id, self.renewing)
+
+
+class ManageSubscriptions(Operation):
+    """``POST subscriptions/associate`` or ``/disassociate`` made inside the simulated service
+    (as another MDM or the content manager would): its notifications go to the configured
+    receiver when its event completes, a ``deferred`` one's at the end of the billing period.
+    Returns the ``eventId``."""
+
+    op: Literal["manage-subscriptions"] = "manage-subscriptions"
+    action: Literal["associate", "disassociate"]
+    adam_ids: list[int] = Field(default_factory=lambda: [12345], min_length=1, max_length=25)
+    client_user_ids: list[str] = Field(min_length=1, max_length=1000)
+    renewing: bool = True
+    deferred: bool = False
+
+    def describe(self) -> str:
+        deferred = " (deferred)" if self.deferred else ""
+        return f"{self.action} subscriptions {self.adam_ids}{deferred}"
+
+    async def apply(self, target: AppleTarget) -> str:
+        body: dict[str, object] = {"adamIds": self.adam_ids, "clientUserIds": self.client_user_ids}
+        body.update({"renewing": self.renewing} if self.action == "associate" else {})
+        body.update({"deferred": self.deferred} if self.action == "disassociate" else {})
+        try:
+            answer = target.api.service.mutate(
+                f"subscriptions/{self.action}", body, target.clock.now()
+            )
+        except ApiError as exc:  # the call cannot be made: say why, as the API would
+            raise ValueError(str(exc)) from None
+        target.api.timers.wake()
+        return str(answer["eventId"])
+
+
+@dataclass(frozen=True)
+class Released:
+    """A deferred disassociation released at the end of a billing period: its
+    SUBSCRIPTION_MANAGEMENT notification and, when the API sent it (a notification URL is
+    configured and subscribes to the type), its deliveries."""
+
+    event_id: str
+    requested_sim_s: float
+    released_sim_s: float
+    notification: Notification
+    deliveries: list[Delivery]
+
+
+class EndBillingPeriod(Operation):
+    """Jump the simulated clock to the end of the current billing period: deferred
+    disassociations are released and their notifications sent to the configured receiver.
+    Returns each one, with its deliveries once they have ended (retries included: the clock is
+    moved on while they wait), waiting at most ``timeout_s`` real seconds."""
+
+    op: Literal["end-billing-period"] = "end-billing-period"
+    timeout_s: float = Field(default=60.0, gt=0, le=600)
+
+    def describe(self) -> str:
+        return "end the billing period (deferred disassociations are released)"
+
+    async def apply(self, target: AppleTarget) -> list[Released]:
+        api, clock = target.api, target.clock
+        ledger = api.service.subscriptions
+        end = ledger.period_end(clock.now())
+        releases = ledger.releases_due(end)
+        clock.advance(max(0.0, end - clock.now()))
+        sent = {n.notificationId for n in api.hand_out()}
+        waiting = asyncio.ensure_future(
+            asyncio.gather(
+                *(
+                    api.delivery_of(r.notification_id, self.timeout_s)
+                    for r in releases
+                    if r.notification_id in sent
+                )
+            )
+        )
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=RETRY_STEP_REAL_S)
+            if done:
+                break
+            clock.advance(RETRY_STEP_S)  # a retry may be waiting on the simulated clock
+        deliveries = iter(waiting.result())
+        return [
+            Released(
+                r.event_id,
+                r.requested_at,
+                end,
+                ledger.released[r.notification_id],
+                next(deliveries) if r.notification_id in sent else [],
+            )
+            for r in releases
+        ]
 
 
 class Attempts(Operation):
@@ -365,6 +489,9 @@ AppleOperation = (
     | FailDeliveries
     | FailApiCalls
     | ArmFault
+    | SeatSubscription
+    | ManageSubscriptions
+    | EndBillingPeriod
     | Attempts
     | Reset
     | AdvanceClock

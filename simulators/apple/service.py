@@ -14,48 +14,23 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from simulators.apple.errors import (
+    ERRORS,
+    LIMITS,
+    ApiError,
+    error_body,
+    is_unicode,
+    valid_text,
+)
 from simulators.apple.models import (
     Notification,
     User,
     UserManagement,
 )
+from simulators.apple.subscriptions import BILLING_PERIOD_S, CallOutcome, SubscriptionLedger
 
-__all__ = ["ERRORS", "ApiError", "AppsAndBooks", "Event", "error_body"]
+__all__ = ["ERRORS", "LIMITS", "ApiError", "AppsAndBooks", "Event", "error_body"]
 
-# errorNumber -> (HTTP status, errorMessage), from Apple's "Handling error responses" tables.
-ERRORS: dict[int, tuple[int, str]] = {
-    9601: (401, "Login required."),
-    9602: (400, "Invalid argument."),
-    9621: (401, "The sToken has expired."),
-    9646: (429, "There are too many recent requests. Try again momentarily."),
-    9609: (400, "Registered user not found."),
-    9708: (400, "Event not found."),
-    9709: (400, "There aren't enough assets available to complete this association."),
-    9710: (400, "Notification URL and notification auth token must be supplied together."),
-    9711: (400, "Notification URL or notification auth token is too long."),
-    9712: (400, "Notification URL is not a valid HTTPS URL."),
-    9722: (401, "The Authorization header must be in the form 'Bearer {sToken}'."),
-    9723: (400, "mdmInfo must include name, id and metadata."),
-    9724: (400, "MDM id is too long."),
-    9725: (400, "MDM name is too long."),
-    9726: (405, "The request method is not supported."),
-    9727: (415, "The Content-Type must be application/json."),
-    9728: (400, "The provided notification URL is unreachable."),
-    9729: (503, "The service is temporarily unavailable."),
-}
-
-LIMITS = {
-    "maxAssets": 25,
-    "maxUsers": 100,
-    "maxNotificationLength": 512,
-    "maxClientUserIds": 1000,
-    "maxSerialNumbers": 1000,
-    "maxRevokeClientUserIds": 100,
-    "maxRevokeSerialNumbers": 100,
-    "maxMdmNameLength": 100,
-    "maxMdmMetadataLength": 255,
-    "maxMdmIdLength": 100,
-}
 SUBSCRIBABLE = (
     "TEST_NOTIFICATION",
     "ASSET_MANAGEMENT",
@@ -66,23 +41,6 @@ SUBSCRIBABLE = (
     "SUBSCRIPTION_COUNT",
     "UNLIMITED_ASSET",
 )
-
-
-class ApiError(Exception):
-    """A synchronous error answer: ``errorNumber`` maps to its HTTP status."""
-
-    def __init__(
-        self, number: int, message: str | None = None, *, status: int | None = None
-    ) -> None:
-        self.number = number
-        self.status, default = ERRORS[number]
-        self.status = status or self.status
-        self.message = message or default
-        super().__init__(f"{number}: {self.message}")
-
-
-def error_body(number: int, message: str | None = None) -> dict[str, Any]:
-    return {"errorNumber": number, "errorMessage": message or ERRORS[number][1]}
 
 
 @dataclass
@@ -99,6 +57,8 @@ class Event:
     num_failed: int = 0  # how many of the requested tasks failed
     held: bool = False  # kept PENDING and silent until released (fault)
     notified: bool = False  # its notifications have been handed out by handle_timeout()
+    deferred: bool = False  # a deferred subscription disassociation (notified at period end)
+    seats: tuple[tuple[int, str], ...] = ()  # subscription calls: the (adamId, user) pairs named
 
     def complete(self, now: float) -> bool:
         return not self.held and now >= self.complete_at
@@ -127,9 +87,12 @@ class AppsAndBooks:
     # (adamId, pricingParam, "clientUserId" | "serialNumber", id) -> the assignment, in order
     assignments: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
     events: dict[str, Event] = field(default_factory=dict)
+    billing_period_s: float = BILLING_PERIOD_S  # subscriptions: deferred disassociations wait
+    subscriptions: SubscriptionLedger = field(init=False)
     _version: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
+        self.subscriptions = SubscriptionLedger(self.uid, self.billing_period_s)
         if not self.assets:
             for adam_id, product in (("408709785", "App"), ("329103948", "Book")):
                 self.assets[(adam_id, "STDQ")] = {
@@ -199,7 +162,7 @@ class AppsAndBooks:
                 raise ApiError(9602, "notificationUrl and notificationAuthToken are strings.")
             if len(url) > LIMITS["maxNotificationLength"] or len(token) > 512:
                 raise ApiError(9711)
-            if not _https_url(url) or not _is_unicode(url):
+            if not _https_url(url) or not is_unicode(url):
                 raise ApiError(9712)
             if not token.isascii() or not token.isprintable():
                 raise ApiError(
@@ -211,7 +174,7 @@ class AppsAndBooks:
         if "mdmInfo" in request:
             info = request["mdmInfo"]
             if not isinstance(info, dict) or not all(
-                isinstance(info.get(k), str) and _is_unicode(info[k])
+                isinstance(info.get(k), str) and is_unicode(info[k])
                 for k in ("id", "name", "metadata")
             ):  # each notification carries it: text that encodes as UTF-8
                 raise ApiError(9723)
@@ -271,6 +234,24 @@ class AppsAndBooks:
     def get_users(self) -> dict[str, Any]:
         return self.page("users", list(self.users.values()))
 
+    def registered(self, client_user_id: str) -> bool:
+        """Whether a user with this clientUserId exists and is not retired."""
+        return self.users.get(client_user_id, {}).get("status") not in (None, "Retired")
+
+    def get_subscriptions(self, query: dict[str, str]) -> dict[str, Any]:
+        """``GET /subscriptions``: one cursor page (no ``nextCursor``: it is the last)."""
+        items = self.subscriptions.listing(query)
+        return self.envelope({"subscriptions": items, "versionId": str(next(self._version))})
+
+    def get_subscription_assignments(self, query: dict[str, str]) -> dict[str, Any]:
+        """``GET /subscriptions/assignments``: one cursor page."""
+        items = self.subscriptions.assignments(query)
+        return self.envelope({"assignments": items, "versionId": str(next(self._version))})
+
+    def set_subscription_management(self, enabled: bool) -> dict[str, Any]:
+        """``POST /subscriptions/enable`` and ``/subscriptions/disable`` (no body)."""
+        return self.envelope(self.subscriptions.set_enabled(enabled))
+
     def status(self, event_id: str | None, now: float) -> dict[str, Any]:
         """``GET /status?eventId=``: PENDING → COMPLETE/FAILED; unknown id → 9708."""
         event = self.events.get(event_id or "")
@@ -300,6 +281,10 @@ class AppsAndBooks:
             outcome = self._manage_assets(action, request, event_id)
         elif path in ("users/create", "users/update", "users/retire"):
             outcome = self._manage_users(action, request, event_id)
+        elif path == "subscriptions/associate":
+            outcome = self.subscriptions.associate(request, event_id, self.registered)
+        elif path == "subscriptions/disassociate":
+            outcome = self.subscriptions.disassociate(request, event_id, now)
         else:
             raise ApiError(9602, f"Unknown operation {path}.")
         held = self.hold_events > 0
@@ -314,10 +299,12 @@ class AppsAndBooks:
             outcome.failures,
             num_failed=outcome.failed,
             held=held,
+            deferred=outcome.deferred,
+            seats=outcome.seats,
         )
         return self.envelope({"eventId": event_id})
 
-    def _manage_assets(self, action: str, request: dict[str, Any], event_id: str) -> _Outcome:
+    def _manage_assets(self, action: str, request: dict[str, Any], event_id: str) -> CallOutcome:
         """Associate, disassociate or revoke. An association to a user who is not registered
         fails with 9609 ("Registered user not found"), one beyond an asset's available count
         with 9709; each error gets its own FAILURE notification (at most one ``error`` per
@@ -389,7 +376,7 @@ class AppsAndBooks:
         requested: int,
         done: list[tuple[str, str, str, str]],
         failed: dict[int, list[tuple[str, str, str, str]]],
-    ) -> _Outcome:
+    ) -> CallOutcome:
         """Change the assignments and counts, and build the event's notifications."""
         for key in done:
             asset = self.assets[key[:2]]
@@ -416,16 +403,16 @@ class AppsAndBooks:
                 if key[3] not in info[f"{key[2]}s"]:
                     info[f"{key[2]}s"].append(key[3])
             failures.append({**error_body(number), "errorInfo": info})
-        return _Outcome(notifications, requested, failures, sum(len(k) for k in failed.values()))
+        return CallOutcome(notifications, requested, failures, sum(len(k) for k in failed.values()))
 
-    def _manage_users(self, action: str, request: dict[str, Any], event_id: str) -> _Outcome:
+    def _manage_users(self, action: str, request: dict[str, Any], event_id: str) -> CallOutcome:
         users = request.get("users")
         if not isinstance(users, list) or not users or len(users) > LIMITS["maxUsers"]:
             raise ApiError(9602, "users must list 1 to 100 users.")
         for item in users:
-            if not isinstance(item, dict) or not _valid_text(item.get("clientUserId")):
+            if not isinstance(item, dict) or not valid_text(item.get("clientUserId")):
                 raise ApiError(9602, "every user needs a clientUserId (a string).")
-            if "email" in item and not _valid_text(item["email"]):
+            if "email" in item and not valid_text(item["email"]):
                 raise ApiError(9602, "email is a string.")
         changed = []
         for item in users:
@@ -443,12 +430,14 @@ class AppsAndBooks:
             type=action.upper(),
             users=changed,
         )
-        return _Outcome([Notification.of(body, uid=self.uid)], len(changed), [], 0)
+        return CallOutcome([Notification.of(body, uid=self.uid)], len(changed), [], 0)
 
     # Time.
 
     def next_deadline(self) -> float | None:
         due = [e.complete_at for e in self.events.values() if not e.notified and not e.held]
+        if (release := self.subscriptions.next_deadline()) is not None:
+            due.append(release)
         return min(due, default=None)
 
     def handle_timeout(self, now: float) -> list[Notification]:
@@ -461,6 +450,8 @@ class AppsAndBooks:
             if not event.notified and event.complete(now):
                 event.notified = True
                 out.extend(n for n in event.notifications if self.subscribed(n.notificationType))
+        released = self.subscriptions.due(now)  # deferred disassociations: end of the period
+        out.extend(n for n in released if self.subscribed(n.notificationType))
         return out
 
     def release(self, now: float) -> None:
@@ -481,37 +472,10 @@ def _https_url(url: str) -> bool:
     return parts.scheme.lower() == "https" and bool(parts.hostname) and port != 0
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    """What a mutation did: its notifications, tasks requested, failures and failed count."""
-
-    notifications: list[Notification]
-    requested: int
-    failures: list[dict[str, Any]]
-    failed: int
-
-
-def _valid_text(value: Any, limit: int = 256) -> bool:
-    """A non-empty string of at most ``limit`` characters that encodes as UTF-8 (a lone
-    surrogate cannot be sent in a notification)."""
-    if not isinstance(value, str) or not value or len(value) > limit:
-        return False
-    return _is_unicode(value)
-
-
-def _is_unicode(text: str) -> bool:
-    """Whether ``text`` encodes as UTF-8 (JSON lets a lone surrogate, ``"\\ud800"``, through)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _strings(request: dict[str, Any], key: str, limit: str) -> list[str]:
     """The request's list of identifiers under ``key``, without repeats, within ``limit``."""
     value = request.get(key, [])
-    if not isinstance(value, list) or not all(_valid_text(v) for v in value):
+    if not isinstance(value, list) or not all(valid_text(v) for v in value):
         raise ApiError(9602, f"{key} must be a list of identifiers (non-empty UTF-8 strings).")
     if len(value) > LIMITS[limit]:
         raise ApiError(9602, f"{key}: at most {LIMITS[limit]} ({limit}).")

@@ -43,6 +43,7 @@ USAGE_ERRORS = [
     (["conformance", "--sut=missing.toml"], "missing.toml: no such file"),
     (["conformance", "--vendor=apple,nokia"], "unknown vendor(s) ['nokia']"),
     (["conformance", "--apple-retry-schedule=0,400"], "--apple-retry-schedule"),
+    (["conformance", "--apple-billing-period=0"], "--apple-billing-period: give simulated days"),
     (
         ["conformance/apple", "--sut=https://127.0.0.1:9/x", "--sut-token=t", "--sut-ca=no.pem"],
         "--sut-ca=no.pem: no such file",

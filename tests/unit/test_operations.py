@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from simulators.apple.operations import AppleOperation, FailDeliveries
+from simulators.apple.operations import AppleOperation, EndBillingPeriod, FailDeliveries
 from simulators.faults import FaultKind
 from simulators.ivanti.events import EVENT_TYPES
 from simulators.ivanti.operations import HoldOffline, IvantiOperation, Publish
@@ -41,6 +41,7 @@ def test_bad_values_are_refused_naming_the_field(make: object, field: str) -> No
     [
         (IvantiOperation, {"op": "publish", "event_type": "device_check_in"}, Publish),
         (AppleOperation, {"op": "fail-deliveries", "kind": "drop-before-ack"}, FailDeliveries),
+        (AppleOperation, {"op": "end-billing-period"}, EndBillingPeriod),
         (PelionOperation, {"op": "close-socket", "code": 1011}, CloseSocket),
         (PelionOperation, {"op": "advance-clock", "seconds": 3600}, AdvanceClock),
     ],
