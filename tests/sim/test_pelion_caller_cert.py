@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiohttp import web
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -80,6 +81,7 @@ async def register(session: Any, sim: PelionSimulator, url: str) -> int:
     return status
 
 
+@pytest.mark.sim("SIM-PEL-CLIENTCERT")
 def test_the_caller_chain_is_root_intermediate_leaf(pki: PKI) -> None:
     """SIM-PEL-CLIENTCERT: the chain file holds the leaf (client auth, the vendor's CN) and the
     intermediate that signed it; the intermediate is a CA signed by the caller root, which signs
@@ -100,6 +102,7 @@ def test_the_caller_chain_is_root_intermediate_leaf(pki: PKI) -> None:
     assert genuine(pki) == pki.caller_chain("pelion", "another.name")  # made once, then kept
 
 
+@pytest.mark.sim("SIM-PEL-CLIENTCERT")
 def test_every_callback_put_presents_the_chain(pki: PKI) -> None:
     """SIM-PEL-CLIENTCERT: a receiver that requires a client certificate and trusts only the
     caller root (not the intermediate) takes the verification PUT and the batches: each PUT
@@ -134,6 +137,7 @@ def test_every_callback_put_presents_the_chain(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-CLIENTCERT")
 def test_the_chain_switches_to_none_or_untrusted(pki: PKI) -> None:
     """SIM-PEL-CLIENTCERT: :class:`PresentCaller` switches the chain of the next PUTs: with
     ``none`` or ``untrusted`` the strict receiver refuses the verification (the registration
@@ -169,6 +173,7 @@ def test_the_chain_switches_to_none_or_untrusted(pki: PKI) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.sim("SIM-PEL-CLIENTCERT")
 def test_without_caller_files_nothing_is_presented(pki: PKI) -> None:
     """SIM-PEL-CLIENTCERT: a simulator given no caller chain presents none, and says so when
     asked for one it does not have."""
