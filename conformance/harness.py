@@ -222,6 +222,20 @@ class Harness:
             self._bodies_kept += len(data)
         return name
 
+    def script_file(self, name: str, text: str) -> str:
+        """Keep a reproducer script beside the report (``reproducers/<name>``, counted with the
+        bodies against :data:`BODIES_LIMIT`) and return its path relative to the report
+        folder."""
+        relative = f"reproducers/{name}"
+        path = self.run_dir / relative
+        data = text.encode()
+        if not path.exists() and self._bodies_kept + len(data) <= BODIES_LIMIT:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            path.chmod(0o755)
+            self._bodies_kept += len(data)
+        return relative
+
     def require_sut(self) -> None:
         """Once the SUT is down, a check that needs it cannot observe its requirement: it is
         ``not-verified`` at once, with the cause. The SUT's going down is not that

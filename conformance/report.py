@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import shlex
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -32,6 +33,8 @@ __all__ = ["RunInfo", "build_report", "write_reports"]
 SCHEMA = "conformance-report/1"
 FILE_LIMIT_BYTES = 900_000  # each report file, whatever the SUT did
 TEXT_LIMIT = 300  # characters of an evidence summary or detail value
+REPRODUCER_LIMIT = 16_000  # characters of a reproducer command kept in a report
+TERMINAL_COMMAND_LIMIT = 240  # characters of a reproducer the terminal prints as it is
 _ALLOWANCE = {"error": 60, "fail": 60, "warn": 30, "not-verified": 20, "pass": 12}
 STARTUP_ERROR_LIMIT = 8_000  # characters of why a run could not start, kept once
 
@@ -151,7 +154,9 @@ def _fitted(data: dict[str, Any], scale: float) -> dict[str, Any]:
                 if isinstance(c.get(key), str):
                     c[key] = _short(c[key], limit * 4)
             c["notes"] = [_short(n, limit * 2) for n in c["notes"]]
-            c["reproduce"] = [_short(r, limit * 8) for r in c["reproduce"]]
+            # Whole, so they can be pasted (the harness keeps them short: a large body goes to
+            # bodies/); only a runaway one is cut.
+            c["reproduce"] = [_short(r, REPRODUCER_LIMIT) for r in c["reproduce"]]
     timeline = data["run_timeline"]
     events = timeline["events"]
     timeline["events"] = [_trim_event(e, limit) for e in _ends(events, max(10, int(200 * scale)))]
@@ -207,9 +212,10 @@ def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict
     latest.mkdir(parents=True, exist_ok=True)
     for name in ("report.json", "junit.xml", "index.html"):
         shutil.copyfile(run_dir / name, latest / name)
-    shutil.rmtree(latest / "bodies", ignore_errors=True)
-    if (run_dir / "bodies").is_dir():  # reproducers' bodies: `curl … @bodies/…` from here
-        shutil.copytree(run_dir / "bodies", latest / "bodies")
+    for folder in ("bodies", "reproducers"):  # `curl … @bodies/…`, `python3 reproducers/…`
+        shutil.rmtree(latest / folder, ignore_errors=True)
+        if (run_dir / folder).is_dir():
+            shutil.copytree(run_dir / folder, latest / folder)
     if data.get("startup_error"):
         first = brief((str(data["startup_error"]).strip().splitlines() or [""])[0], TEXT_LIMIT)
         lines = [f"  the run could not start, so every requirement is error: {first}"]
@@ -225,13 +231,27 @@ def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict
                 c for c in r["checks"] if c["outcome"] in ("fail", "error") and c["reproduce"]
             ]
             if failing and r["verdict"] in ("fail", "error"):
-                lines.append(f"                reproduce: {_line(failing[0]['reproduce'][0])}")
+                command = _pasteable(failing[0]["reproduce"][0], r["id"], run_dir, latest)
+                lines.append(f"                reproduce: {command}")
     return {
         "summary": data["summary"],
         "lines": lines,
         "index": latest / "index.html",
         "json": latest / "report.json",
     }
+
+
+def _pasteable(command: str, requirement_id: str, run_dir: Path, latest: Path) -> str:
+    """A reproducer as the terminal shows it, never cut: a long or multi-line one is written to
+    ``reproducers/<id>.sh`` beside the report (and in ``latest``) and the terminal names it."""
+    if len(command) <= TERMINAL_COMMAND_LIMIT and "\n" not in command:
+        return command
+    name = f"reproducers/{requirement_id}.sh"
+    script = f"#!/bin/sh\n# {requirement_id}: run from the report's folder\n{command}\n"
+    for folder in (run_dir, latest):
+        (folder / "reproducers").mkdir(exist_ok=True)
+        (folder / name).write_text(script)
+    return f"(cd {shlex.quote(str(run_dir))} && sh {name})"
 
 
 def _line(text: str, limit: int = 240) -> str:

@@ -4,13 +4,12 @@ the observer."""
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from conformance.apple.running import RunningApple
-from conformance.driver import MarkerRefused, VendorDriver, inline_text
+from conformance.driver import MarkerRefused, VendorDriver, curl_command
 from conformance.reference import fixtures_dir
 from conformance.verdicts import Check
 from simulators.apple.delivery import Delivery
@@ -143,14 +142,8 @@ class AppleDriver(VendorDriver):
         or binary body is written to ``bodies/`` beside the report)."""
         headers = self.notifier.headers() if headers is None else headers
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        parts = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}\\n", "-X", "POST"]
         ca = self.sim.receiver.cafiles
-        if ca:
-            parts += ["--cacert", ca[0]]
-        for key, value in headers.items():
-            parts += ["-H", f"{key}: {value}"]
-        parts += ["--data-binary", inline_text(data) or "@" + self.harness.body_file(data)]
-        return shlex.join([*parts, self.url])
+        return curl_command(self.harness, "POST", self.url, headers, data, ca[0] if ca else None)
 
     # The observer.
 

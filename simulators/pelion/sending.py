@@ -124,6 +124,7 @@ class Sending:
                     url=webhook.url,
                 ),
                 batch,
+                body,
             )
             answer = (
                 f"{exchange.answered}" if exchange.answered is not None else exchange.outcome
@@ -175,6 +176,7 @@ class Sending:
                     connection=conn.info.number,
                 ),
                 batch,
+                body,
             )
             self.recorder.record(
                 ACTOR,
