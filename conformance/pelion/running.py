@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from conformance.pelion.section import PelionSection
 from conformance.pelion.vendor import PelionSettings
-from conformance.vendors import Endpoint, VendorRun
+from conformance.vendors import FIRST_CONTACT_TIMEOUT_S, Endpoint, VendorRun, setup_mistake
 from simulators.operations import Applies
 from simulators.pelion.channels import ChannelConflict
 from simulators.pelion.operations import PelionTarget
@@ -117,6 +117,37 @@ class RunningPelion:
                 "harness", "--", "sut", "register-failed",
                 f"could not register the SUT's callback {section.callback_url}: {exc}",
             )  # fmt: skip
+
+    async def first_contact(self) -> str | None:
+        """The verification PUT ``{}`` the service sends to a callback URL, with the
+        registered headers: the one the harness's registration made (:meth:`after_ready`),
+        else one sent now to a SUT that registers itself (outside the verification log, which
+        PEL-CB-01 judges)."""
+        section = self.section
+        if section is None or "callback" not in section.channels or section.callback_url is None:
+            return None
+        url = section.callback_url
+        made = [v for v in self.service.verifications() if v.key == self.callback_key]
+        if made:
+            answered = made[-1].exchange.answered
+        else:
+            client = self.service.client
+            sent = client.headers(section.callback_headers)
+            exchange = await client.put(url, b"{}", sent, timeout_s=FIRST_CONTACT_TIMEOUT_S)
+            answered = exchange.answered
+        names = ", ".join(section.callback_headers) or "none"
+        return setup_mistake(
+            answered,
+            sent=(
+                f"PUT {url} (the verification PUT {{}} Device Management sends, with the "
+                f"registered headers: {names})"
+            ),
+            path_fix="Give the URL the receiver serves batches at: callback_url in [pelion]",
+            credentials_fix=(
+                "Give the headers the receiver expects: callback_headers in [pelion] (the "
+                "service sends them, as registered, with every batch)"
+            ),
+        )
 
     def errors(self) -> list[str]:
         return self.service.errors()
