@@ -142,10 +142,13 @@ class RunningPelion:
                 f"PUT {url} (the verification PUT {{}} Device Management sends, with the "
                 f"registered headers: {names})"
             ),
-            path_fix="Give the URL the receiver serves batches at: callback_url in [pelion]",
+            path_fix=(
+                "Give the URL it serves batches at: --sut=URL (in a manifest, callback_url in "
+                "[pelion])"
+            ),
             credentials_fix=(
-                "Give the headers the receiver expects: callback_headers in [pelion] (the "
-                "service sends them, as registered, with every batch)"
+                "Give what it expects: --sut-token=SECRET (sent as its Authorization header) "
+                "or, in a manifest, callback_headers in [pelion]"
             ),
         )
 

@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from conformance.launcher import probe
 from simulators.pki import PKI
 from tests.selftest.test_selftest import ROOT, Outcome, _free_port, run_suite
@@ -54,6 +56,7 @@ def _lines(process: subprocess.Popen[str]) -> Iterator[str]:
     yield from process.stdout
 
 
+@pytest.mark.external_tool("curl")
 def test_a_callback_failure_replays_with_its_curl_line(tmp_path: Path) -> None:
     """rejects-mixed-kinds answers 400 to a batch of several kinds (PEL-MSG-01): the report's
     curl line, run from the report's folder against the same SUT, gets 400 again."""

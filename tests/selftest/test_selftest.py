@@ -16,8 +16,9 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,17 +112,39 @@ def run_suite(report_dir: Path, *args: str, target: str = "conformance") -> Outc
 
 
 class SuiteRuns:
-    """Suite runs started at once, executed JOBS at a time, awaited by key."""
+    """Suite runs started at once, executed JOBS at a time, awaited by key. ``say`` is told of
+    each run as it finishes (runs done / total), whatever pytest captures."""
 
-    def __init__(self, tmp: pytest.TempPathFactory) -> None:
+    def __init__(
+        self, tmp: pytest.TempPathFactory, say: Callable[[str], None] = lambda line: None
+    ) -> None:
         self._tmp = tmp
+        self._say = say
         self._pool = ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="suite-run")
         self._runs: dict[str, Future[Outcome]] = {}
+        self._lock = threading.Lock()
+        self._done = 0
+        self._started = time.monotonic()
 
     def submit(self, key: str, *args: str, target: str = "conformance") -> None:
         if key not in self._runs:
             folder = self._tmp.mktemp(key.replace(":", "-").replace("/", "-"))
-            self._runs[key] = self._pool.submit(run_suite, folder, *args, target=target)
+            run = self._pool.submit(run_suite, folder, *args, target=target)
+            self._runs[key] = run
+            run.add_done_callback(lambda done: self._finished(key, done))
+
+    def _finished(self, key: str, run: Future[Outcome]) -> None:
+        if run.cancelled():
+            return
+        failed = run.exception()
+        outcome = f"exit {run.result().code}" if failed is None else type(failed).__name__
+        with self._lock:
+            self._done += 1
+            minutes = (time.monotonic() - self._started) / 60
+            self._say(
+                f"self-test: {self._done}/{len(self._runs)} runs done ({key}: {outcome}; "
+                f"{minutes:.1f} min so far)"
+            )
 
     def result(self, key: str) -> Outcome:
         return self._runs[key].result()
@@ -139,7 +162,9 @@ def runs(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SuiteRuns]:
     """Start every run the selected tests need, slowest first."""
-    runs = SuiteRuns(tmp_path_factory)
+    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    say = (lambda line: terminal.write_line(line)) if terminal is not None else print
+    runs = SuiteRuns(tmp_path_factory, say)
     names = {item.name for item in request.session.items}
     wanted = [c for c in CASES if f"test_broken_sut_fails_exactly_its_ids[{c.key}]" in names]
     for case in sorted(wanted, key=lambda c: "--slow" not in c.flaw.options):
