@@ -19,7 +19,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,8 +112,9 @@ def run_suite(report_dir: Path, *args: str, target: str = "conformance") -> Outc
 
 
 class SuiteRuns:
-    """Suite runs started at once, executed JOBS at a time, awaited by key. ``say`` is told of
-    each run as it finishes (runs done / total), whatever pytest captures."""
+    """Suite runs started at once, executed JOBS at a time, awaited by key. While a test waits
+    for its run, ``say`` is told of every run that finishes (runs done / total), from pytest's
+    own thread."""
 
     def __init__(
         self, tmp: pytest.TempPathFactory, say: Callable[[str], None] = lambda line: None
@@ -122,32 +123,35 @@ class SuiteRuns:
         self._say = say
         self._pool = ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="suite-run")
         self._runs: dict[str, Future[Outcome]] = {}
-        self._lock = threading.Lock()
-        self._done = 0
+        self._told: set[str] = set()
         self._started = time.monotonic()
 
     def submit(self, key: str, *args: str, target: str = "conformance") -> None:
         if key not in self._runs:
             folder = self._tmp.mktemp(key.replace(":", "-").replace("/", "-"))
-            run = self._pool.submit(run_suite, folder, *args, target=target)
-            self._runs[key] = run
-            run.add_done_callback(lambda done: self._finished(key, done))
-
-    def _finished(self, key: str, run: Future[Outcome]) -> None:
-        if run.cancelled():
-            return
-        failed = run.exception()
-        outcome = f"exit {run.result().code}" if failed is None else type(failed).__name__
-        with self._lock:
-            self._done += 1
-            minutes = (time.monotonic() - self._started) / 60
-            self._say(
-                f"self-test: {self._done}/{len(self._runs)} runs done ({key}: {outcome}; "
-                f"{minutes:.1f} min so far)"
-            )
+            self._runs[key] = self._pool.submit(run_suite, folder, *args, target=target)
 
     def result(self, key: str) -> Outcome:
-        return self._runs[key].result()
+        run = self._runs[key]
+        while True:
+            self._tell_finished()
+            if run.done():
+                return run.result()
+            waiting = [r for r in self._runs.values() if not r.done()]
+            wait(waiting, timeout=RUN_TIMEOUT_S, return_when=FIRST_COMPLETED)
+
+    def _tell_finished(self) -> None:
+        for key, run in self._runs.items():
+            if key in self._told or not run.done() or run.cancelled():
+                continue
+            self._told.add(key)
+            failed = run.exception()
+            outcome = f"exit {run.result().code}" if failed is None else type(failed).__name__
+            minutes = (time.monotonic() - self._started) / 60
+            self._say(
+                f"self-test: {len(self._told)}/{len(self._runs)} runs done ({key}: {outcome}; "
+                f"{minutes:.1f} min so far)"
+            )
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -157,14 +161,28 @@ def _case_args(case: Case, *extra: str) -> tuple[str, ...]:
     return (f"--sut={case.manifest}", *case.flaw.options, *extra)
 
 
+def _terminal(config: pytest.Config) -> Callable[[str], None]:
+    """Write a line on the terminal now, even while pytest captures the test's output."""
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+
+    def say(line: str) -> None:
+        if terminal is None or capture is None:
+            return
+        with capture.global_and_fixture_disabled():
+            if getattr(terminal, "_tw", None) and terminal._tw.width_of_current_line:
+                terminal.write("\n")  # after the progress dots of -q
+            terminal.write_line(line)
+
+    return say
+
+
 @pytest.fixture(scope="module")
 def runs(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SuiteRuns]:
     """Start every run the selected tests need, slowest first."""
-    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
-    say = (lambda line: terminal.write_line(line)) if terminal is not None else print
-    runs = SuiteRuns(tmp_path_factory, say)
+    runs = SuiteRuns(tmp_path_factory, _terminal(request.config))
     names = {item.name for item in request.session.items}
     wanted = [c for c in CASES if f"test_broken_sut_fails_exactly_its_ids[{c.key}]" in names]
     for case in sorted(wanted, key=lambda c: "--slow" not in c.flaw.options):
