@@ -285,7 +285,7 @@ class Harness:
             f"first contact: {problem}. (To run the checks all the same: --no-first-contact.)"
         )
 
-    def untrusted(self, endpoint: Endpoint, timeout: float = 10.0) -> Problem:
+    def untrusted(self, endpoint: Endpoint, timeout: float = 5.0) -> Problem:
         """None unless ``endpoint`` is HTTPS and its certificate does not verify against what
         the run trusts for it (the system's CAs and the declared CA, else the harness CA); then
         why, and where to give the CA that signed it."""
