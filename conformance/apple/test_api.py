@@ -38,6 +38,10 @@ def _require_api_client(apple: AppleDriver, check: Check) -> None:
     if section is None or not section.api_client:
         raise check.not_verified("profile not declared: the SUT's [apple] api_client is false")
     check.include_history("apple-api")
+    check.no_reproducer(
+        "the SUT's own calls to the Apps and Books API and their timing are judged: no request "
+        "to the SUT replays them (`conformance-sim serve apple` logs them as the SUT makes them)"
+    )
 
 
 def _pending_polls(requests: list[ApiRequest]) -> list[ApiRequest]:
