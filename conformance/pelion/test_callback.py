@@ -113,10 +113,11 @@ def test_answers_a_10000_item_batch(pelion: PelionDriver, check: Check) -> None:
     attempts = [
         a for a in pelion.deliver("callback", queued, first_try=True) if a.items == BIG_BATCH
     ]
-    pelion.reproduce(check, attempts[:1])
     check.observe(describe(attempts))
     assert attempts, "the 10,000 items were never sent as one batch (harness)"
     first = attempts[0]
+    if not first.succeeded:  # its 1.8 MB body is kept beside the report only then
+        pelion.reproduce(check, [first])
     assert first.answered is not None and 200 <= first.answered < 300, (
         f"a {BIG_BATCH}-item batch got {first.answered if first.answered is not None else first.error}"
         f" after {first.elapsed_real_s:.1f} s"
