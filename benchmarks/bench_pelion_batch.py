@@ -68,8 +68,8 @@ class _TimedLog(AttemptLog):
     logged: asyncio.Event | None = None
     logged_at = 0.0
 
-    def add(self, attempt: DeliveryAttempt, batch: Batch) -> None:
-        super().add(attempt, batch)
+    def add(self, attempt: DeliveryAttempt, batch: Batch, body: bytes | None = None) -> None:
+        super().add(attempt, batch, body)
         self.logged_at = time.perf_counter()
         if self.logged is not None:
             self.logged.set()

@@ -11,6 +11,7 @@ a sentence saying what is wrong. A check turns that sentence into its verdict.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -26,6 +27,7 @@ __all__ = [
     "INLINE_BODY_LIMIT",
     "OBSERVER_WAIT_S",
     "VendorDriver",
+    "curl_command",
     "inline_text",
     "processed_once",
     "prose",
@@ -154,6 +156,25 @@ def inline_text(data: bytes, limit: int = INLINE_BODY_LIMIT) -> str | None:
     except UnicodeDecodeError:
         return None
     return text if len(data) <= limit and text.isprintable() else None
+
+
+def curl_command(
+    harness: Harness,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    cafile: str | None = None,
+) -> str:
+    """A ``curl`` command that sends this request again and prints the status it got (run from
+    the report's folder: a large or binary body is written to ``bodies/`` beside the report)."""
+    parts = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}\\n", "-X", method]
+    if cafile:
+        parts += ["--cacert", cafile]
+    for key, value in headers.items():
+        parts += ["-H", f"{key}: {value}"]
+    parts += ["--data-binary", inline_text(body) or "@" + harness.body_file(body)]
+    return shlex.join([*parts, url])
 
 
 def prose(items: Iterable[object]) -> str:

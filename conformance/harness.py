@@ -5,7 +5,11 @@ the simulators through it. Simulators run in a background event loop (:class:`Lo
 checks are plain synchronous pytest functions that call :meth:`Harness.run`.
 
 Startup order (generic): observer, each vendor's simulators, the SUT, each vendor's
-after-ready hook, then a reachability check of every SUT endpoint.
+after-ready hook, a reachability check of every SUT endpoint, then first contact: a TLS
+handshake with each HTTPS endpoint, trusting what the run trusts for it, and each vendor's
+first request (:meth:`RunningVendor.first_contact`). A setup mistake found there (a certificate
+the run does not trust, a wrong path, a refused token) stops the run with one message naming
+the fix, before 100 checks each repeat it.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class Settings:
     observer_port: int = 0
     reach: Reach = LOCAL  # --listen, --advertise
     fuzz_profile: str = "conformance"
+    first_contact: bool = True  # --no-first-contact: run the checks whatever the probe finds
 
 
 class Harness:
@@ -106,6 +111,8 @@ class Harness:
         for running in self.running.values():
             self.run(running.after_ready())
         self._check_reachable()
+        if self.settings.first_contact:
+            self._first_contact()
 
     def stop(self, grace_s: float = 5.0) -> None:
         """End the SUT (SIGTERM, SIGKILL after ``grace_s``), the simulators and the loop. Called
@@ -225,6 +232,20 @@ class Harness:
             self._bodies_kept += len(data)
         return name
 
+    def script_file(self, name: str, text: str) -> str:
+        """Keep a reproducer script beside the report (``reproducers/<name>``, counted with the
+        bodies against :data:`BODIES_LIMIT`) and return its path relative to the report
+        folder."""
+        relative = f"reproducers/{name}"
+        path = self.run_dir / relative
+        data = text.encode()
+        if not path.exists() and self._bodies_kept + len(data) <= BODIES_LIMIT:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            path.chmod(0o755)
+            self._bodies_kept += len(data)
+        return relative
+
     def require_sut(self) -> None:
         """Once the SUT is down, a check that needs it cannot observe its requirement: it is
         ``not-verified`` at once, with the cause. The SUT's going down is not that
@@ -252,6 +273,60 @@ class Harness:
                 return None
         except OSError as exc:
             return f"{endpoint.url} ({endpoint.what}) does not accept connections: {exc}"
+
+    def _first_contact(self) -> None:
+        """Stop with one clear message when the SUT's setup would make every check fail the
+        same way (see the module docstring)."""
+        for endpoint in self.endpoints():
+            if problem := self.untrusted(endpoint):
+                self._stop_at_first_contact(problem)
+        for running in self.running.values():
+            if problem := self.run(running.first_contact(), timeout=60):
+                self._stop_at_first_contact(problem)
+        self.recorder.record("harness", "--", "sut", "first-contact", "the SUT's setup looks right")
+
+    def _stop_at_first_contact(self, problem: str) -> None:
+        self.recorder.record("harness", "--", "sut", "first-contact", problem)
+        raise LaunchError(
+            f"first contact: {problem}. (To run the checks all the same: --no-first-contact.)"
+        )
+
+    def untrusted(self, endpoint: Endpoint, timeout: float = 5.0) -> Problem:
+        """None unless ``endpoint`` is HTTPS and its certificate does not verify against what
+        the run trusts for it (the system's CAs and the declared CA, else the harness CA); then
+        why, and where to give the CA that signed it."""
+        parts = urlsplit(endpoint.url)
+        if parts.scheme != "https":
+            return None
+        context = ssl.create_default_context()
+        context.load_verify_locations(cafile=str(endpoint.cafile or self.pki.ca))
+        port = parts.port or 443
+        try:
+            with (
+                socket.create_connection((parts.hostname or "", port), timeout=timeout) as raw,
+                context.wrap_socket(raw, server_hostname=parts.hostname),
+            ):
+                return None
+        except ssl.SSLCertVerificationError as exc:
+            reason = exc.verify_message or str(exc)
+        except (OSError, ssl.SSLError):
+            return None  # not a certificate problem: the checks judge it
+        trusted = (
+            f"{endpoint.cafile} (declared)"
+            if endpoint.cafile
+            else f"{self.pki.ca} (the harness CA)"
+        )
+        where = (
+            "--sut-ca=PEM"
+            if "://" in str(self.manifest.source)
+            else f'tls_ca = "PEM" in the {endpoint.what.split()[0]} section of the manifest'
+        )
+        return (
+            f"the certificate of {endpoint.url} ({endpoint.what}) does not verify against "
+            f"{trusted}: {reason}. Give the CA that signed it with {where}, or serve the "
+            f"certificate the harness made for SUTs, {self.pki.sut_server.cert} with its key "
+            f"{self.pki.sut_server.key} (signed by {self.pki.ca})"
+        )
 
     def _check_reachable(self) -> None:
         """Fail fast with a clear message when a SUT endpoint does not accept connections."""

@@ -72,6 +72,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(default: <report-dir>/pki)",
     )
     add("--observer-port", type=int, default=0, help="pin the observer's port")
+    add(
+        "--no-first-contact",
+        action="store_true",
+        help="run the checks even when the first-contact probe finds a setup mistake (an "
+        "untrusted certificate, a 404, a 401/403 to the correct token), which otherwise stops "
+        "the run with one message (exit 4)",
+    )
     add("--listen", metavar="ADDR", help=LISTEN_HELP)
     add("--advertise", metavar="HOST", help=ADVERTISE_HELP)
     add("--fuzz-profile", default="conformance", choices=FUZZ_PROFILES,
@@ -249,6 +256,7 @@ def _settings(config: pytest.Config, wanted: tuple[str, ...], report_dir: Path) 
         observer_port=observer_port,
         reach=reach,
         fuzz_profile=config.getoption("--fuzz-profile"),
+        first_contact=not config.getoption("--no-first-contact"),
     )
 
 

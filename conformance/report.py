@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import shlex
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -36,9 +37,10 @@ SCHEMA = "conformance-report/2"
 VERDICTS = (*OUTCOMES, "waived")
 FILE_LIMIT_BYTES = 900_000  # each report file, whatever the SUT did
 TEXT_LIMIT = 300  # characters of an evidence summary or detail value
+REPRODUCER_LIMIT = 16_000  # characters of a reproducer command kept in a report
+TERMINAL_COMMAND_LIMIT = 240  # characters of a reproducer the terminal prints as it is
 _ALLOWANCE = {"error": 60, "fail": 60, "warn": 30, "not-verified": 20, "pass": 12}
 _CUT = re.compile(r"… \((\d+) characters\)$")  # what _short leaves of a long text
-TERMINAL_COMMAND_LIMIT = 4_000  # characters of a reproducer printed whole in the terminal
 STARTUP_ERROR_LIMIT = 8_000  # characters of why a run could not start, kept once
 
 
@@ -180,7 +182,9 @@ def _fitted(data: dict[str, Any], scale: float) -> dict[str, Any]:
                 if isinstance(c.get(key), str):
                     c[key] = _short(c[key], limit * 4)
             c["notes"] = [_short(n, limit * 2) for n in c["notes"]]
-            c["reproduce"] = [_short(r, limit * 8) for r in c["reproduce"]]
+            # Whole, so they can be pasted (the harness keeps them short: a large body goes to
+            # bodies/); only a runaway one is cut.
+            c["reproduce"] = [_short(r, REPRODUCER_LIMIT) for r in c["reproduce"]]
     timeline = data["run_timeline"]
     events = timeline["events"]
     timeline["events"] = [_trim_event(e, limit) for e in _ends(events, max(10, int(200 * scale)))]
@@ -280,12 +284,10 @@ def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict
     latest.mkdir(parents=True, exist_ok=True)
     for name in ("report.json", "junit.xml", "index.html"):
         shutil.copyfile(run_dir / name, latest / name)
-    shutil.rmtree(latest / "bodies", ignore_errors=True)
-    if (run_dir / "bodies").is_dir():  # reproducers' bodies: `curl … @bodies/…` from here
-        shutil.copytree(run_dir / "bodies", latest / "bodies")
-    shutil.rmtree(latest / "scenarios", ignore_errors=True)
-    if (run_dir / "scenarios").is_dir():  # failing scenarios an exploration saved
-        shutil.copytree(run_dir / "scenarios", latest / "scenarios")
+    for folder in ("bodies", "reproducers", "scenarios"):  # `curl … @bodies/…`, scripts, replays
+        shutil.rmtree(latest / folder, ignore_errors=True)
+        if (run_dir / folder).is_dir():
+            shutil.copytree(run_dir / folder, latest / folder)
     interrupted = data.get("interrupted")
     lines = [f"  INTERRUPTED: {_line(interrupted)}"] if interrupted else []
     if data.get("startup_error"):
@@ -303,7 +305,8 @@ def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict
                 c for c in r["checks"] if c["outcome"] in ("fail", "error") and c["reproduce"]
             ]
             if failing and r["verdict"] in ("fail", "error"):
-                lines.append(f"                reproduce: {_pasteable(failing[0]['reproduce'][0])}")
+                command = _pasteable(failing[0]["reproduce"][0], r["id"], run_dir, latest)
+                lines.append(f"                reproduce: {command}")
         if unselected:  # e.g. -k APL-AUTH-01: one line, not one per requirement
             lines.append(
                 f"  NOT-VERIFIED  {len(unselected)} requirement(s) had no check in this run "
@@ -320,14 +323,20 @@ def write_reports(data: dict[str, Any], run_dir: Path, report_dir: Path) -> dict
     }
 
 
-def _pasteable(command: str, limit: int = TERMINAL_COMMAND_LIMIT) -> str:
-    """A reproducer whole, so it can be pasted (large bodies are already in ``bodies/``); one
-    too long for a terminal is pointed to instead of cut."""
-    cut = _CUT.search(command)
-    if cut is None and len(command) <= limit:
+def _pasteable(command: str, requirement_id: str, run_dir: Path, latest: Path) -> str:
+    """A reproducer as the terminal shows it, never cut: a long or multi-line one is written to
+    ``reproducers/<id>.sh`` beside the report (and in ``latest``) and the terminal names it; one
+    the report itself had to cut is pointed to on the report's page."""
+    if cut := _CUT.search(command):
+        return f"(a command of {cut.group(1)} characters, too long to keep: see the report's page)"
+    if len(command) <= TERMINAL_COMMAND_LIMIT and "\n" not in command:
         return command
-    size = cut.group(1) if cut else str(len(command))
-    return f"(a command of {size} characters, too long to print: see the report's page)"
+    name = f"reproducers/{requirement_id}.sh"
+    script = f"#!/bin/sh\n# {requirement_id}: run from the report's folder\n{command}\n"
+    for folder in (run_dir, latest):
+        (folder / "reproducers").mkdir(exist_ok=True)
+        (folder / name).write_text(script)
+    return f"(cd {shlex.quote(str(run_dir))} && sh {name})"
 
 
 def _line(text: str, limit: int = 240) -> str:

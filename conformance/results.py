@@ -12,7 +12,7 @@ import pytest
 from conformance import report
 from conformance.catalogue import requirement
 from conformance.vendors import discover
-from conformance.verdicts import Check, CheckResult, NotVerified, blame_harness
+from conformance.verdicts import NO_REPRODUCER, Check, CheckResult, NotVerified, blame_harness
 
 if TYPE_CHECKING:
     from conformance.plugin import RunState
@@ -78,6 +78,15 @@ def record_result(
             cut += max(0, len(history) - HISTORY_LIMIT)
             events = sorted([*history[-HISTORY_LIMIT:], *events], key=lambda e: e.seq)
         evidence = [e.to_json() for e in events]
+    notes = list(getattr(check, "notes", [])) + (
+        [f"… and {check.notes_more} more notes"]
+        if isinstance(check, Check) and check.notes_more
+        else []
+    )
+    reproduce = list(getattr(check, "reproduce", []))
+    if outcome in ("fail", "warn") and not reproduce:  # say why there is nothing to replay
+        why = getattr(check, "why_no_reproducer", None)
+        notes.append(f"no reproducer: {why}" if why else NO_REPRODUCER)
     state.results.append(
         CheckResult(
             name=item.nodeid,
@@ -86,14 +95,9 @@ def record_result(
             message=message,
             expected=getattr(check, "expected", None),
             observed=getattr(check, "observed", None),
-            reproduce=list(getattr(check, "reproduce", [])),
+            reproduce=reproduce,
             reproduce_more=getattr(check, "reproduce_more", 0),
-            notes=list(getattr(check, "notes", []))
-            + (
-                [f"… and {check.notes_more} more notes"]
-                if isinstance(check, Check) and check.notes_more
-                else []
-            ),
+            notes=notes,
             duration_s=round(rep.duration, 3),
             evidence=evidence,
             evidence_cut=cut,

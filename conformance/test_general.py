@@ -15,6 +15,10 @@ requirement = pytest.mark.requirement
 def test_sut_still_up(harness: Harness, check: Check) -> None:
     manifest = harness.manifest
     check.expect("the SUT process is running and its readiness probe answers")
+    check.no_reproducer(
+        "whether the SUT is still up at the end is judged: the failing checks before this one "
+        "carry the requests that preceded its going down"
+    )
     problem = harness.sut_alive() or harness.sut_down
     if manifest.process is None:  # nothing launched: the SUT's endpoints are all there is
         endpoints = harness.endpoints()
@@ -33,6 +37,10 @@ def test_sut_still_up(harness: Harness, check: Check) -> None:
 def test_sut_reports_to_observer(harness: Harness, check: Check) -> None:
     reported = harness.observer.count()
     check.expect("at least one record POSTed to the observer during the run")
+    check.no_reproducer(
+        "the SUT's reports over the whole run are judged: every reproducer of the run sends "
+        "it something it should report to $CONFORMANCE_OBSERVER_URL"
+    )
     check.observe(f"{reported} record(s)")
     assert reported, (
         "the SUT reported nothing to the observer; the *-OBS-* requirements could not be verified"

@@ -39,8 +39,15 @@ __all__ = [
     "Vendor",
     "VendorRun",
     "discover",
+    "setup_mistake",
     "vendor",
 ]
+
+FIRST_CONTACT_TIMEOUT_S = (
+    5.0  # a first-contact request not answered by then is the checks' to judge
+)
+WRONG_PATH = (404, 405)
+REFUSED = (401, 403)
 
 AddOption = Callable[..., Any]  # pytest's ``group.addoption`` or argparse's ``add_argument``
 GetOption = Callable[[str], Any]  # an option's value by its flag, "--<vendor>-…"
@@ -91,6 +98,14 @@ class RunningVendor(Protocol):
 
     async def after_ready(self) -> None:
         """Runs once the SUT is ready (e.g. register a callback the SUT serves)."""
+
+    async def first_contact(self) -> str | None:
+        """Before the checks, once the SUT's endpoints accept connections and their
+        certificates verify: one request the vendor itself sends when an integration is set up
+        (kept out of the records the checks judge). A message naming the fix when the answer
+        shows a setup mistake that every check would repeat (a 404: the wrong path; a 401 or
+        403 to the correct credentials: the wrong token or headers); else None (whatever else
+        the SUT answers is for the checks to judge)."""
 
     def errors(self) -> list[str]:
         """Every error raised so far in a background task or request handler (the harness's
@@ -156,6 +171,19 @@ class Vendor(Protocol):
     def explorer(self, harness: Harness) -> Explorer | None:
         """Scenario exploration of the SUT over this run's simulators (``--explore``,
         conformance/exploration.py), or None when the vendor offers none yet."""
+
+
+def setup_mistake(
+    answered: int | None, *, sent: str, path_fix: str, credentials_fix: str
+) -> str | None:
+    """The first-contact verdict on the answer to ``sent`` (:meth:`RunningVendor.first_contact`):
+    a wrong path (404, 405) or refused credentials (401, 403) as one message naming the fix;
+    None for any other answer, or none."""
+    if answered in WRONG_PATH:
+        return f"{sent} was answered {answered}: nothing is served at that path. {path_fix}"
+    if answered in REFUSED:
+        return f"{sent} was answered {answered} to the credentials given. {credentials_fix}"
+    return None
 
 
 def _package_dir() -> Path:

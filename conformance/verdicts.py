@@ -38,6 +38,11 @@ class HarnessError(RuntimeError):
 MAX_REPRODUCERS = 3  # per check: the smallest failing examples; the rest are counted
 MAX_NOTES = 10  # per check, distinct; the rest are counted
 MAX_TEXT = 2_000  # characters of an expected/observed/note text kept
+# What a failing check without a reproducer says when it gave no reason of its own.
+NO_REPRODUCER = (
+    "no reproducer: this check replays no single request; its evidence shows what the "
+    "simulators sent and what the SUT did, in order"
+)
 
 
 @dataclass
@@ -53,6 +58,7 @@ class Check:
     history_actors: set[str] = field(default_factory=set)
     notes_more: int = 0
     reproduce_more: int = 0
+    why_no_reproducer: str | None = None
     _reproducers: list[tuple[int, str]] = field(default_factory=list)
 
     @property
@@ -69,6 +75,11 @@ class Check:
         if len(self._reproducers) > MAX_REPRODUCERS:
             self._reproducers.pop()
             self.reproduce_more += 1
+
+    def no_reproducer(self, reason: str) -> None:
+        """Say why this check offers no command that replays its failure (shown when it fails
+        without one)."""
+        self.why_no_reproducer = reason
 
     def include_history(self, actor: str) -> None:
         """Also show this actor's evidence from before the check began (the SUT acted earlier)."""

@@ -4,13 +4,12 @@ the observer."""
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from conformance.apple.running import RunningApple
-from conformance.driver import MarkerRefused, VendorDriver, inline_text
+from conformance.driver import MarkerRefused, VendorDriver, curl_command
 from conformance.reference import fixtures_dir
 from conformance.verdicts import Check
 from simulators.apple.delivery import Delivery
@@ -120,6 +119,10 @@ class AppleDriver(VendorDriver):
         if section is None or not section.api_client:
             raise check.not_verified("profile not declared: the SUT's [apple] api_client is false")
         check.include_history("apple-api")
+        check.no_reproducer(
+            "the SUT's own calls to the Apps and Books API and their timing are judged: no request "
+            "to the SUT replays them (`conformance-sim serve apple` logs them as the SUT makes them)"
+        )
 
     def _watch(self, attempts: list[Exchange]) -> None:
         """When the SUT did not answer (and not because of a fault we injected), find out at
@@ -166,14 +169,8 @@ class AppleDriver(VendorDriver):
         or binary body is written to ``bodies/`` beside the report)."""
         headers = self.notifier.headers() if headers is None else headers
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        parts = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}\\n", "-X", "POST"]
         ca = self.sim.receiver.cafiles
-        if ca:
-            parts += ["--cacert", ca[0]]
-        for key, value in headers.items():
-            parts += ["-H", f"{key}: {value}"]
-        parts += ["--data-binary", inline_text(data) or "@" + self.harness.body_file(data)]
-        return shlex.join([*parts, self.url])
+        return curl_command(self.harness, "POST", self.url, headers, data, ca[0] if ca else None)
 
     # The observer.
 

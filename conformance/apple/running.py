@@ -9,9 +9,10 @@ from typing import TypeVar
 
 from conformance.apple.section import AppleSection
 from conformance.apple.vendor import AppleSettings
-from conformance.vendors import Endpoint, VendorRun
+from conformance.vendors import FIRST_CONTACT_TIMEOUT_S, Endpoint, VendorRun, setup_mistake
 from simulators.apple.api import AppsAndBooksServer
 from simulators.apple.delivery import RetrySchedule
+from simulators.apple.models import sample
 from simulators.apple.notifier import AttemptLog, Notifier, Receiver
 from simulators.apple.operations import AppleTarget, FailApiCalls
 from simulators.apple.service import SUBSCRIBABLE, AppsAndBooks
@@ -80,6 +81,37 @@ class RunningApple:
 
     async def after_ready(self) -> None:
         return None
+
+    async def first_contact(self) -> str | None:
+        """The TEST_NOTIFICATION Apple sends when a notification URL is configured, with the
+        vendor's headers, from the notifier's client but outside its attempt log (the checks
+        judge the attempts they make)."""
+        if self.section is None or self.notifier is None:
+            return None
+        receiver = self.notifier.receiver
+        exchange = await self.notifier.sender.send(
+            "POST",
+            receiver.url,
+            sample("TEST_NOTIFICATION").to_bytes(),
+            self.notifier.headers(),
+            timeout_s=FIRST_CONTACT_TIMEOUT_S,
+        )
+        return setup_mistake(
+            exchange.answered,
+            sent=(
+                f"POST {receiver.url} (the TEST_NOTIFICATION Apple sends when the URL is set "
+                "up, with Authorization: Bearer <the token given>)"
+            ),
+            path_fix=(
+                "Give the URL it serves notifications at: --sut=URL (in a manifest, "
+                "webhook_url in [apple])"
+            ),
+            credentials_fix=(
+                "Give the token it expects: --sut-token=SECRET (in a manifest, auth_token in "
+                "[apple]); if that is the one, it must accept 'Authorization: Bearer <token>' "
+                "(APL-AUTH-01)"
+            ),
+        )
 
     def errors(self) -> list[str]:
         return self.api.fault_log.errors()

@@ -21,10 +21,16 @@ requirement = pytest.mark.requirement
 P95_LIMIT_S = 0.5
 MIN_SAMPLES = 20
 
+_OVER_THE_RUN = (
+    "judged over the answer times of every notification of the run (real time, under the "
+    "run's load): no single request replays it"
+)
+
 
 @requirement("APL-LAT-01")
 def test_every_answer_within_timeout(apple: AppleDriver, check: Check) -> None:
     limit = apple.sim.settings.timeout_s
+    check.no_reproducer(_OVER_THE_RUN)
     check.expect(
         f"every notification answered within {limit:g} s (the project's assumption: Apple "
         "publishes no answer time; --apple-timeout)"
@@ -61,6 +67,7 @@ def test_every_answer_within_timeout(apple: AppleDriver, check: Check) -> None:
 @requirement("APL-LAT-02")
 def test_p95_answer_time(apple: AppleDriver, check: Check) -> None:
     times = list(apple.sim.attempts.answer_times_real_s)
+    check.no_reproducer(_OVER_THE_RUN)
     check.expect(f"p95 answer time under {P95_LIMIT_S * 1000:.0f} ms")
     if len(times) < MIN_SAMPLES:
         raise check.not_verified(f"only {len(times)} answers (need {MIN_SAMPLES})")

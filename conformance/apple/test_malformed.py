@@ -120,6 +120,7 @@ def test_schemathesis_campaign(apple: AppleDriver, check: Check) -> None:
 def test_still_healthy_after_campaign(apple: AppleDriver, check: Check) -> None:
     body = association(2).to_wire()
     check.expect("2xx for a valid notification, and 4xx for a wrong token, after the campaign")
+    apple.reproduce(check, body)  # after APL-BAD-01's reproducers
     harness = apple.harness
     if harness.sut_down and (harness.down_in or "").startswith(__name__.replace(".", "/")):
         check.observe(harness.sut_down)  # it went down in this module: staying up is the point

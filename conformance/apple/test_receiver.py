@@ -19,6 +19,7 @@ from conformance.apple.driver import (
 )
 from conformance.driver import DUPLICATE_SETTLE_S, processed_once, prose
 from conformance.verdicts import Check, HarnessError
+from simulators.apple.delivery import split_notification
 from simulators.apple.models import association
 from simulators.faults import FaultKind
 
@@ -32,6 +33,7 @@ def _ok(status: int | None) -> bool:
 @requirement("APL-TLS-01")
 def test_notification_url_is_https(apple: AppleDriver, check: Check) -> None:
     """The vendor only delivers to an HTTPS notification URL (error 9712 otherwise)."""
+    check.no_reproducer("the declared URL and its certificate are judged: no request replays them")
     check.expect("an https:// URL whose certificate verifies against the declared CA")
     scheme = apple.url.split("://", 1)[0]
     attempt = apple.post(association(1).to_wire())
@@ -273,6 +275,7 @@ def test_repeated_delivery_is_acknowledged(apple: AppleDriver, check: Check, how
     else:
         check.expect("attempt 1 dropped after the request was sent; the retry (+60 s) gets 2xx")
         apple.fail_next(FaultKind.DROP_BEFORE_ACK)
+        apple.reproduce(check, n.to_wire())  # the retry sends the same notification again
         delivery = apple.deliver(n)
         outcomes = [a.status or a.error for a in delivery.attempts]
         check.observe(
@@ -299,6 +302,7 @@ def test_repeated_notification_processed_once(apple: AppleDriver, check: Check) 
     apple.fail_next(FaultKind.DROP_BEFORE_ACK)
     deliveries.append(apple.deliver(retried))
     check.expect("one observer report per notificationId after a duplicate and a retry")
+    apple.reproduce(check, twice.to_wire())  # send it twice: one report, not two
     ids = [twice.notificationId, retried.notificationId]
     if unverifiable := apple.unacknowledged(deliveries) or apple.fence(awaiting=ids):
         raise check.not_verified(unverifiable)
@@ -321,6 +325,8 @@ def test_split_event_processed_completely(apple: AppleDriver, check: Check) -> N
     if len(deliveries) != 2:
         raise HarnessError(f"the simulator split 150 elements into {len(deliveries)} parts")
     parts = [d.notification_id for d in deliveries]
+    for part in split_notification(event):  # the event's two parts, as the vendor sends them
+        apple.reproduce(check, part.to_wire())
     if unverifiable := apple.unacknowledged(deliveries) or apple.fence(awaiting=parts):
         raise check.not_verified(unverifiable)
     reports = {

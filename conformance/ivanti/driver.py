@@ -60,6 +60,30 @@ def accepted_at(view: ConnectionView) -> float | None:
     )
 
 
+# Why a check offers no mosquitto_pub reproducer (the message checks do: IVT-ACK-01, IVT-PAY-*,
+# IVT-SESS-02): what it judges is not a message the event source publishes.
+NOT_REPLAYED_TLS = (
+    "the SUT's TLS handshake with the broker is judged: `conformance-sim serve ivanti` records "
+    "it when the SUT connects; no published message replays it"
+)
+NOT_REPLAYED_SUT_ACTS = (
+    "what the SUT does by itself is judged (its connections, CONNECT, SUBSCRIBEs or REST "
+    "calls): no published message replays it"
+)
+NOT_REPLAYED_REDELIVERY = (
+    "a redelivered copy (DUP = 1, or resent after a reconnect) is the broker's to send: "
+    "mosquitto_pub publishes as a client and can set neither"
+)
+NOT_REPLAYED_OVER_TIME = (
+    "judged over the connection's life in real time (a drop, refusals, keep-alive timers): "
+    "no published message replays it"
+)
+NOT_REPLAYED_ORDER = (
+    "the order of the SUT's observer report and its PUBACK is judged, which only the harness "
+    "sees; publishing the event again shows neither"
+)
+
+
 @dataclass(repr=False)
 class IvantiDriver(VendorDriver):
     """What the Ivanti checks do to the SUT: publish to its topics as the vendor does, drop and
@@ -438,6 +462,21 @@ class IvantiDriver(VendorDriver):
         """Offer ``check`` a command that publishes the same message again, as the vendor's
         event source, to ``conformance-sim serve ivanti`` run with the same --pki-dir (from
         the report's folder: a large or binary payload is written to ``bodies/``)."""
+        check.reproducer(self.mosquitto_pub(topic, payload), size=len(payload))
+
+    def reproduce_offline(self, check: Check, events: Iterable[Published]) -> None:
+        """Offer ``check`` the commands that publish ``events`` again while the SUT is
+        stopped: its persistent session must get them once it is started again (IVT-SESS-02)."""
+        events = list(events)
+        commands = " && ".join(self.mosquitto_pub(e.topic, e.payload) for e in events)
+        check.reproducer(
+            f"{commands}  # with the SUT stopped; then start it: it must receive each",
+            size=sum(len(e.payload) for e in events),
+        )
+
+    def mosquitto_pub(self, topic: str, payload: bytes) -> str:
+        """The ``mosquitto_pub`` command that publishes ``payload`` to ``topic`` at QoS 1 as the
+        vendor's event source (:meth:`reproduce`)."""
         source = self.sim.broker.event_source(self.sim.tenant).cert
         parts = [
             "mosquitto_pub", "-h", "$CONFORMANCE_IVANTI_BROKER_HOST",
@@ -450,5 +489,4 @@ class IvantiDriver(VendorDriver):
             parts += ["-m", text]
         else:
             parts += ["-f", self.harness.body_file(payload)]
-        command = " ".join(p if p.startswith("$") else shlex.quote(p) for p in parts)
-        check.reproducer(command, size=len(payload))
+        return " ".join(p if p.startswith("$") else shlex.quote(p) for p in parts)

@@ -79,6 +79,10 @@ class RunningIvanti:
     async def after_ready(self) -> None:
         return None
 
+    async def first_contact(self) -> str | None:
+        """Nothing to send: the SUT is the one that connects (its mistakes are the checks')."""
+        return None
+
     def errors(self) -> list[str]:
         return self.broker.fault_log.errors() + self.cps.fault_log.errors()
 

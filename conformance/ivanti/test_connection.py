@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from conformance.driver import prose
-from conformance.ivanti.driver import IvantiDriver
+from conformance.ivanti.driver import NOT_REPLAYED_SUT_ACTS, NOT_REPLAYED_TLS, IvantiDriver
 from conformance.verdicts import Check, NotVerified
 from simulators.mqtt.topics import topic_matches
 
@@ -46,6 +46,7 @@ def _failures(ivanti: IvantiDriver) -> list[str]:
 @requirement("IVT-TLS-01")
 def test_connects_over_tls_1_2(ivanti: IvantiDriver, check: Check) -> None:
     """The broker offers TLS 1.2 and nothing else: a connection at all is the evidence."""
+    check.no_reproducer(NOT_REPLAYED_TLS)
     check.expect("a TLS connection to the broker, which offers TLS 1.2 only")
     _contact(ivanti)
     established = ivanti.sim.broker.connections()
@@ -81,6 +82,7 @@ def test_connects_over_tls_1_2(ivanti: IvantiDriver, check: Check) -> None:
 @requirement("IVT-TLS-02")
 def test_presents_its_identity_certificate(ivanti: IvantiDriver, check: Check) -> None:
     login = ivanti.sim.login
+    check.no_reproducer(NOT_REPLAYED_TLS)
     check.expect(f"the client certificate of {login.email} at the TLS handshake")
     _contact(ivanti)
     established = ivanti.sim.broker.connections()
@@ -108,6 +110,7 @@ def test_presents_its_identity_certificate(ivanti: IvantiDriver, check: Check) -
 @requirement("IVT-SUB-01")
 def test_subscribes_to_every_consumed_topic(ivanti: IvantiDriver, check: Check) -> None:
     consumed = ivanti.sim.consumed_topics
+    check.no_reproducer(NOT_REPLAYED_SUT_ACTS)
     check.expect(
         f"subscriptions covering the topic of each of the {len(consumed)} event types it "
         "consumes (from the metadata call)"
@@ -135,6 +138,7 @@ def test_subscribes_with_qos_1(ivanti: IvantiDriver, check: Check) -> None:
     at QoS 0, as in the vendor's own sample subscriber, caps delivery at QoS 0 (MQTT-3.8.4-6):
     at most once, nothing acknowledged, redelivered or kept offline. The failure says so, since
     an integrator who copied the sample has no other way to learn it."""
+    check.no_reproducer(NOT_REPLAYED_SUT_ACTS)
     check.expect("each consumed topic subscribed at QoS 1 (QoS 2 is granted 1)")
     ivanti.online()
     consumed = ivanti.sim.consumed_topics

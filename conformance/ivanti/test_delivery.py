@@ -11,7 +11,13 @@ from hypothesis import given
 
 from conformance.driver import prose
 from conformance.fuzzing import campaign_settings
-from conformance.ivanti.driver import ACK_LIMIT_S, RECEIPT_WAIT_S, IvantiDriver, pair_acks
+from conformance.ivanti.driver import (
+    ACK_LIMIT_S,
+    NOT_REPLAYED_REDELIVERY,
+    RECEIPT_WAIT_S,
+    IvantiDriver,
+    pair_acks,
+)
 from conformance.ivanti.strategies import evolved_events
 from conformance.verdicts import Check, HarnessError
 from simulators.ivanti.broker import Published
@@ -47,6 +53,7 @@ def test_acknowledges_every_publish_within_10s(ivanti: IvantiDriver, check: Chec
         acked = [c.acked_real_s for c in copies if c.acked_real_s is not None]
         delay = min(acked) - sent if acked else None
         if delay is None or delay > ACK_LIMIT_S:
+            ivanti.reproduce(check, event.topic, event.payload)
             late.append(
                 f"{event.topic} ({'no PUBACK' if delay is None else f'PUBACK after {delay:.1f} s'})"
             )
@@ -70,6 +77,7 @@ def test_acknowledges_a_repeated_publish(ivanti: IvantiDriver, check: Check) -> 
     same packet id (an at-least-once resend): each PUBLISH needs its PUBACK (MQTT-4.3.2-2)."""
     ivanti.online()
     name, holder = ivanti.qos1_type(check)
+    check.no_reproducer(NOT_REPLAYED_REDELIVERY)
     check.expect("a PUBACK for the first copy and one for the repeated copy (DUP = 1)")
     ivanti.perform(DuplicateNext(client_id=holder))
     event = ivanti.publish(name)

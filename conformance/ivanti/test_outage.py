@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 import pytest
 
 from conformance.driver import DUPLICATE_SETTLE_S, OBSERVER_WAIT_S, prose
-from conformance.ivanti.driver import RECEIPT_WAIT_S, IvantiDriver, pair_acks
+from conformance.ivanti.driver import (
+    NOT_REPLAYED_OVER_TIME,
+    NOT_REPLAYED_REDELIVERY,
+    NOT_REPLAYED_TLS,
+    RECEIPT_WAIT_S,
+    IvantiDriver,
+    pair_acks,
+)
 from conformance.verdicts import Check, HarnessError, NotVerified
 from simulators.ivanti.broker import ImpostorKind, Published
 from simulators.ivanti.operations import (
@@ -46,6 +53,7 @@ REFUSALS_WAIT_MAX_S = 120.0  # however slowly it retries
 @requirement("IVT-RECON-01")
 def test_reconnects_after_a_drop(ivanti: IvantiDriver, check: Check) -> None:
     ivanti.online()
+    check.no_reproducer(NOT_REPLAYED_OVER_TIME)
     check.expect("a new accepted connection after the broker drops the SUT's connection")
     started = ivanti.harness.clock.real()
     dropped = ivanti.drop()
@@ -122,6 +130,7 @@ def test_acknowledges_a_publish_redelivered_after_a_reconnect(
     count; when the persistent session resumes, the broker sends it again with DUP = 1 and the
     same packet id (MQTT-4.4.0-1), which needs a PUBACK."""
     ivanti.online()
+    check.no_reproducer(NOT_REPLAYED_REDELIVERY)
     check.expect("after the reconnect, a PUBACK for the PUBLISH resent with DUP = 1")
     event, holder, not_resumed = _dropped_and_redelivered(ivanti, check, await_ack=True)
     if not_resumed:
@@ -152,6 +161,7 @@ def test_processes_a_redelivery_whose_first_copy_was_lost(
     (MQTT-4.4.0-1); DUP = 1 only says the message "might be re-delivery" (MQTT-3.3.1-1), never
     that it was processed, so the SUT must process it (observer) as well as acknowledge it."""
     ivanti.online()
+    check.no_reproducer(NOT_REPLAYED_REDELIVERY)
     check.expect(
         "the event whose first copy never arrived, resent with DUP = 1, acknowledged and "
         "reported as processed"
@@ -189,6 +199,7 @@ def test_processes_each_event_once(ivanti: IvantiDriver, check: Check) -> None:
     the other half fails."""
     ivanti.online()
     name, holder = ivanti.qos1_type(check)
+    check.no_reproducer(NOT_REPLAYED_REDELIVERY)
     check.expect("one observer report per event, although each was delivered twice")
     ivanti.perform(DuplicateNext(client_id=holder))
     repeated = ivanti.publish(name)
@@ -252,6 +263,7 @@ def test_receives_what_was_published_while_offline(ivanti: IvantiDriver, check: 
     finally:
         ivanti.perform(EndOutage())
     released = harness.clock.real()
+    ivanti.reproduce_offline(check, events[:3])
     kept = [e for e in events if e.kept_for]
     check.note(
         f"dropped {prose(dropped)}; {len(kept)} of {len(events)} events kept for "
@@ -317,6 +329,7 @@ def test_refuses_impostor_brokers(ivanti: IvantiDriver, check: Check) -> None:
     from an unknown CA, an expired one, one for another host name), then the real broker again.
     A SUT that verifies the broker aborts each handshake: no CONNECT reaches an impostor."""
     ivanti.online()
+    check.no_reproducer(NOT_REPLAYED_TLS)
     check.expect(
         "no MQTT CONNECT to a broker presenting a certificate from an unknown CA, an expired "
         "one, or one for another host name; then a connection to the real broker"
@@ -431,6 +444,7 @@ def test_backs_off_when_refused(ivanti: IvantiDriver, check: Check) -> None:
     CONNECT at most once per second on average, measured over 5 s; then the broker accepts
     again and the SUT must come back."""
     ivanti.online()
+    check.no_reproducer(NOT_REPLAYED_OVER_TIME)
     check.expect(
         f"after {REFUSALS} consecutive refusals, at most 1 CONNECT per second on average "
         f"(over {RATE_WINDOW_S:g} s) per client ID"

@@ -7,7 +7,12 @@ from __future__ import annotations
 import pytest
 
 from conformance.driver import prose
-from conformance.ivanti.driver import ACK_LIMIT_S, IvantiDriver
+from conformance.ivanti.driver import (
+    ACK_LIMIT_S,
+    NOT_REPLAYED_ORDER,
+    NOT_REPLAYED_SUT_ACTS,
+    IvantiDriver,
+)
 from conformance.vendors import vendor
 from conformance.verdicts import Check
 from simulators.mqtt.runfacts import ConnectionFacts
@@ -34,6 +39,7 @@ def _facts(ivanti: IvantiDriver, check: Check) -> ConnectionFacts:
 def test_at_most_15_connections(ivanti: IvantiDriver, check: Check) -> None:
     """The broker refuses a 16th connection, so the evidence is the SUT's CONNECTs: none may
     come while 15 of its connections (other than one it replaces) are live."""
+    check.no_reproducer(NOT_REPLAYED_SUT_ACTS)
     check.expect(f"never more than {MAX_CONNECTIONS} concurrent connections of the tenant")
     facts = _facts(ivanti, check)
     over, example = facts.connects_beside(MAX_CONNECTIONS)
@@ -49,6 +55,7 @@ def test_at_most_15_connections(ivanti: IvantiDriver, check: Check) -> None:
 
 @requirement("IVT-CONN-02")
 def test_a_single_connection(ivanti: IvantiDriver, check: Check) -> None:
+    check.no_reproducer(NOT_REPLAYED_SUT_ACTS)
     check.expect("one connection per tenant at a time (vendor best practice)")
     facts = _facts(ivanti, check)
     peak = facts.peak_live
@@ -62,6 +69,7 @@ def test_a_single_connection(ivanti: IvantiDriver, check: Check) -> None:
 def test_unique_client_ids(ivanti: IvantiDriver, check: Check) -> None:
     """Two live connections never share a client ID: a CONNECT with the ID of a connection still
     open is a take-over (MQTT-3.1.4-2) or a refusal, either way a shared ID."""
+    check.no_reproducer(NOT_REPLAYED_SUT_ACTS)
     check.expect("no CONNECT using the client ID of another live connection (no take-overs)")
     facts = _facts(ivanti, check)
     check.observe(
@@ -78,6 +86,7 @@ def test_unique_client_ids(ivanti: IvantiDriver, check: Check) -> None:
 def test_persistent_session_with_a_stable_client_id(ivanti: IvantiDriver, check: Check) -> None:
     """Every accepted CONNECT has clean session 0; after each connection ends, the SUT comes back
     with the same client ID (a new one would start an empty session)."""
+    check.no_reproducer(NOT_REPLAYED_SUT_ACTS)
     check.expect(
         "clean session = 0 in every CONNECT, and each client ID used again after a reconnect"
     )
@@ -104,6 +113,7 @@ def test_persistent_session_with_a_stable_client_id(ivanti: IvantiDriver, check:
 @requirement("IVT-SUB-03")
 def test_topics_from_the_metadata_call(ivanti: IvantiDriver, check: Check) -> None:
     login = ivanti.sim.login.email
+    check.no_reproducer(NOT_REPLAYED_SUT_ACTS)
     check.expect(f"GET …/event/$metadata by {login} (the topics are not hard-coded)")
     calls = [
         c
@@ -131,6 +141,7 @@ def test_topics_from_the_metadata_call(ivanti: IvantiDriver, check: Check) -> No
 
 @requirement("IVT-PUB-01")
 def test_does_not_publish(ivanti: IvantiDriver, check: Check) -> None:
+    check.no_reproducer(NOT_REPLAYED_SUT_ACTS)
     check.expect("no PUBLISH (nor a Will) from the SUT to an event topic")
     facts = _facts(ivanti, check)
     check.observe(
@@ -151,6 +162,10 @@ def test_every_event_acknowledged_within_10s(ivanti: IvantiDriver, check: Check)
     """Every QoS 1 PUBLISH of a plain event the checks published, first deliveries and
     redelivered copies (DUP = 1) alike, over the whole run: a PUBACK within 10 s, unless the
     connection ended first (the copy is then resent, and judged there)."""
+    check.no_reproducer(
+        "judged over the run's log, which keeps no payloads; the burst check of IVT-ACK-01 "
+        "replays the events it found late"
+    )
     check.expect(
         f"a PUBACK within {ACK_LIMIT_S:g} s for every QoS 1 PUBLISH of a plain event, "
         "redelivered ones (DUP = 1) included"
@@ -188,6 +203,7 @@ def test_acknowledges_after_processing(ivanti: IvantiDriver, check: Check) -> No
     the observer before the event's first PUBACK reaches the broker. (paho acknowledges when
     ``on_message`` returns; libmosquitto, and clients built on it, before their callback
     runs.)"""
+    check.no_reproducer(NOT_REPLAYED_ORDER)
     check.expect("each event's observer report before its first PUBACK")
     acked: dict[str, float] = {}
     for copy in ivanti.copies():

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from conformance.ivanti.driver import IvantiDriver
+from conformance.ivanti.driver import NOT_REPLAYED_OVER_TIME, IvantiDriver
 from conformance.verdicts import Check
 from simulators.mqtt.server import ConnectionView
 
@@ -76,6 +76,7 @@ def test_keeps_the_connection_alive(ivanti: IvantiDriver, check: Check) -> None:
     enforces it)."""
     check.include_history("ivanti-broker")
     clock = ivanti.harness.clock
+    check.no_reproducer(NOT_REPLAYED_OVER_TIME)
     check.expect(
         f"a control packet (PINGREQ) within {KEEPALIVE_FACTOR:g} × the keep-alive it declared "
         "during idle stretches; never closed for silence"

@@ -10,6 +10,7 @@ simulator's records: every batch attempt, every WebSocket connection, every REST
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 import secrets
@@ -20,14 +21,15 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import pytest
 
-from conformance.driver import MarkerRefused, VendorDriver
+from conformance.driver import MarkerRefused, VendorDriver, curl_command, inline_text
+from conformance.pelion.replay import websocket_script
 from conformance.pelion.running import HARNESS_SERIALIZATION, RunningPelion
 from conformance.pelion.section import PelionSection
 from conformance.vendors import vendor
 from conformance.verdicts import Check
 from simulators.http_sender import Exchange, Handshake
 from simulators.operations import Applies
-from simulators.pelion.callback import CallerChain
+from simulators.pelion.callback import CallbackClient, CallerChain
 from simulators.pelion.channels import ItemQueued
 from simulators.pelion.models import Kind, SerializationConfig
 from simulators.pelion.operations import (
@@ -425,6 +427,64 @@ class PelionDriver(VendorDriver):
             return self.put(body)
         finally:
             self.perform(PresentCaller(chain=previous))
+
+    # Reproducers.
+
+    def reproduce(self, check: Check, attempts: Iterable[DeliveryAttempt]) -> None:
+        """Offer ``check`` what sends these batches again: a ``curl`` PUT per callback batch,
+        one script for the WebSocket frames (:meth:`reproduce_frames`)."""
+        frames: list[bytes] = []
+        for attempt in attempts:
+            body = self.service.attempt_body(attempt.seq)
+            if body is None:
+                check.no_reproducer("the batch's body is no longer kept (the log is bounded)")
+            elif attempt.channel == "callback":
+                self.reproduce_put(check, body)
+            elif attempt.channel == "websocket":
+                frames.append(body)
+        if frames:
+            self.reproduce_frames(check, frames)
+
+    def reproduce_put(
+        self, check: Check, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Offer ``check`` a ``curl`` PUT of ``body`` to the callback URL with the registered
+        headers (or ``headers``), as the service sends it."""
+        url = self.section.callback_url
+        if url is None:
+            check.no_reproducer("the SUT's callback URL is not declared")
+            return
+        sent = CallbackClient.headers(self.section.callback_headers if headers is None else headers)
+        cafile = str(self.section.tls_ca or self.sim.run_ca) if url.startswith("https") else None
+        command = curl_command(self.harness, "PUT", url, sent, body, cafile)
+        check.reproducer(command, size=len(body))
+
+    def reproduce_frames(self, check: Check, frames: list[bytes]) -> None:
+        """Offer ``check`` a script beside the report that plays the service's side of the
+        SUT's WebSocket and sends these frames (:mod:`conformance.pelion.replay`)."""
+        nodeid = self.harness.cause or "a check"
+        digest = hashlib.sha256(b"\0".join(frames)).hexdigest()[:12]
+        name = f"pelion-websocket-{digest}.py"
+        pki = self.harness.pki
+        script = websocket_script(
+            check=nodeid,
+            name=f"reproducers/{name}",
+            key=self.sim.api_key,
+            ca=str(pki.ca),
+            cert=str(pki.server.cert),
+            cert_key=str(pki.server.key),
+            frames=[
+                ("text", text)
+                if (text := inline_text(frame)) is not None
+                else ("file", self.harness.body_file(frame))
+                for frame in frames
+            ],
+        )
+        path = self.harness.script_file(name, script)
+        check.reproducer(
+            f"python3 {path}  # then start the SUT with the CONFORMANCE_PELION_API_URL it prints",
+            size=sum(map(len, frames)),
+        )
 
     # The observer.
 

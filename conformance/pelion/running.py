@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from conformance.pelion.section import PelionSection
 from conformance.pelion.vendor import PelionSettings
-from conformance.vendors import Endpoint, VendorRun
+from conformance.vendors import FIRST_CONTACT_TIMEOUT_S, Endpoint, VendorRun, setup_mistake
 from simulators.operations import Applies
 from simulators.pelion.callback import CALLER_CHAIN, CALLER_NAME, UNTRUSTED_CALLER_CHAIN
 from simulators.pelion.channels import ChannelConflict
@@ -122,6 +122,40 @@ class RunningPelion:
                 "harness", "--", "sut", "register-failed",
                 f"could not register the SUT's callback {section.callback_url}: {exc}",
             )  # fmt: skip
+
+    async def first_contact(self) -> str | None:
+        """The verification PUT ``{}`` the service sends to a callback URL, with the
+        registered headers: the one the harness's registration made (:meth:`after_ready`),
+        else one sent now to a SUT that registers itself (outside the verification log, which
+        PEL-CB-01 judges)."""
+        section = self.section
+        if section is None or "callback" not in section.channels or section.callback_url is None:
+            return None
+        url = section.callback_url
+        made = [v for v in self.service.verifications() if v.key == self.callback_key]
+        if made:
+            answered = made[-1].exchange.answered
+        else:
+            client = self.service.client
+            sent = client.headers(section.callback_headers)
+            exchange = await client.put(url, b"{}", sent, timeout_s=FIRST_CONTACT_TIMEOUT_S)
+            answered = exchange.answered
+        names = ", ".join(section.callback_headers) or "none"
+        return setup_mistake(
+            answered,
+            sent=(
+                f"PUT {url} (the verification PUT {{}} Device Management sends, with the "
+                f"registered headers: {names})"
+            ),
+            path_fix=(
+                "Give the URL it serves batches at: --sut=URL (in a manifest, callback_url in "
+                "[pelion])"
+            ),
+            credentials_fix=(
+                "Give what it expects: --sut-token=SECRET (sent as its Authorization header) "
+                "or, in a manifest, callback_headers in [pelion]"
+            ),
+        )
 
     def errors(self) -> list[str]:
         return self.service.errors()

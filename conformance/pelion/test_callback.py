@@ -38,6 +38,9 @@ def test_registers_its_own_callback(pelion: PelionDriver, check: Check) -> None:
             "profile not declared: the SUT's [pelion] claims no registers_itself"
         )
     check.include_history("pelion")
+    check.no_reproducer(
+        "the SUT's own registration call is judged; nothing the service sends replays it"
+    )
     check.expect("PUT /v2/notification/callback with the API key, registered (204), its URL served")
 
     def registration() -> list[ApiCall]:
@@ -67,6 +70,7 @@ def test_registers_its_own_callback(pelion: PelionDriver, check: Check) -> None:
 def test_answers_the_verification(pelion: PelionDriver, check: Check) -> None:
     """The verification PUT ``{}``, with the registered headers, is answered 200 or 204."""
     pelion.require("callback", check)
+    pelion.reproduce_put(check, b"{}")
     check.expect("200 or 204 to the verification PUT {}")
     pelion.service.wait_for(
         lambda: any(v.key == pelion.sim.callback_key for v in pelion.service.verifications()),
@@ -95,6 +99,7 @@ def test_answers_the_verification(pelion: PelionDriver, check: Check) -> None:
 @requirement("PEL-CB-02")
 def test_callback_url_is_https(pelion: PelionDriver, check: Check) -> None:
     pelion.require("callback", check)
+    check.no_reproducer("the declared or registered URL itself is judged: no request replays it")
     check.expect("an https:// callback URL")
     url = pelion.section.callback_url or ""
     registered = pelion.service.channel_state(pelion.sim.callback_key)
@@ -117,6 +122,8 @@ def test_answers_a_10000_item_batch(pelion: PelionDriver, check: Check) -> None:
     check.observe(describe(attempts))
     assert attempts, "the 10,000 items were never sent as one batch (harness)"
     first = attempts[0]
+    if not first.succeeded:  # its 1.8 MB body is kept beside the report only then
+        pelion.reproduce(check, [first])
     assert first.answered is not None and 200 <= first.answered < 300, (
         f"a {BIG_BATCH}-item batch got {first.answered if first.answered is not None else first.error}"
         f" after {first.elapsed_real_s:.1f} s"
@@ -144,6 +151,7 @@ def test_rejects_a_batch_without_the_secret_header(pelion: PelionDriver, check: 
         }
     )
     exchange = pelion.put(body, headers={})
+    pelion.reproduce_put(check, body, headers={})
     check.observe(f"{exchange.answered if exchange.answered is not None else exchange.error}")
     assert exchange.answered is not None, f"no answer: {exchange.error}"
     assert not 200 <= exchange.answered < 300, (
@@ -274,6 +282,7 @@ def test_a_resent_batch_is_processed_once(pelion: PelionDriver, check: Check) ->
         "callback", [b"once-" + secrets.token_hex(3).encode() for _ in range(3)]
     )
     attempts = pelion.deliver("callback", queued)
+    pelion.reproduce(check, attempts[:1])  # the batch: PUT it twice, the items are reported twice
     if len([a for a in attempts if a.items]) < 2:
         raise check.not_verified(f"the batch was not resent: {describe(attempts)}")
     if unverifiable := pelion.fence("callback", awaiting=queued):
@@ -310,6 +319,7 @@ def test_answers_every_batch_within_the_timeout(pelion: PelionDriver, check: Che
         f"{len(attempts)} batches; {len(bad)} not answered 2xx in time; slowest {slowest:.2f} s"
     )
     if bad:
+        pelion.reproduce(check, bad[:3])
         first = bad[0]
         what = first.answered if first.answered is not None else first.error
         raise AssertionError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -71,11 +71,25 @@ KINDS: dict[str, Callable[[], dict[str, Any]]] = {
 
 
 def _accepts(
-    pelion: PelionDriver, check: Check, channel: Channel, queued: list[ItemQueued], what: str
+    pelion: PelionDriver,
+    check: Check,
+    channel: Channel,
+    queued: list[ItemQueued],
+    what: str,
+    *,
+    after: Sequence[bytes] = (),
 ) -> None:
-    """Deliver ``queued`` and judge whether the SUT accepted it (see the module docstring)."""
+    """Deliver ``queued`` and judge whether the SUT accepted it (see the module docstring).
+    The reproducer sends the refused batch again; on a WebSocket, the frames ``after`` which
+    it was sent first."""
     pelion.probes.update(q.item.uid for q in queued)
     attempts = pelion.deliver(channel, queued)
+    if channel == "callback":
+        pelion.reproduce(check, [a for a in attempts if not a.succeeded] or attempts)
+    else:
+        bodies = [b for a in attempts if (b := pelion.service.attempt_body(a.seq)) is not None]
+        if bodies:
+            pelion.reproduce_frames(check, [*after, *bodies])
     check.observe(describe(attempts))
     taken: set[str] = set()
     for attempt in attempts:
@@ -165,7 +179,7 @@ def test_decodes_base64_payloads(pelion: PelionDriver, check: Check, channel: Ch
     values = [b"23.5", bytes(range(256))[::7] + b"\xff\x00", b"", "Grüße".encode()]
     check.expect("payload_hex = the base64-decoded payload of every notification")
     queued = pelion.notifications(channel, values, ct="application/octet-stream")
-    pelion.deliver(channel, queued)
+    pelion.reproduce(check, pelion.deliver(channel, queued))
     if unverifiable := pelion.fence(channel, awaiting=queued):
         raise check.not_verified(unverifiable)
     wanted = {q.item.uid: v.hex() for q, v in zip(queued, values, strict=True)}
@@ -205,6 +219,8 @@ CORPUS: dict[str, bytes] = {
 
 def _judge_put(pelion: PelionDriver, check: Check, body: bytes, what: str) -> None:
     exchange = pelion.put(body)
+    if exchange.answered is None or exchange.answered >= 500:
+        pelion.reproduce_put(check, body)
     check.observe(
         f"{exchange.answered if exchange.answered is not None else exchange.error} for {what}"
     )
@@ -265,7 +281,7 @@ def test_malformed_websocket_frames(pelion: PelionDriver, check: Check) -> None:
     on processing valid messages."""
     pelion.ensure_socket(check)
     check.expect("after malformed frames, the SUT holds its socket and accepts a valid message")
-    sent = 0
+    sent: list[bytes] = []
     for name, body in CORPUS.items():
         if len(body) > 200_000:
             continue
@@ -274,12 +290,15 @@ def test_malformed_websocket_frames(pelion: PelionDriver, check: Check) -> None:
             pelion.ensure_socket(check)
             conn = pelion.service.bound_connection(pelion.sim.api_key)
         assert conn is not None
-        pelion.harness.run(conn.send_raw(body.decode("utf-8", "replace")))
-        sent += 1
-        check.observe(f"sent {sent} malformed frames; the last: {name}")
+        text = body.decode("utf-8", "replace")
+        pelion.harness.run(conn.send_raw(text))
+        sent.append(text.encode())
+        check.observe(f"sent {len(sent)} malformed frames; the last: {name}")
     pelion.ensure_socket(check)
     queued = pelion.inject("websocket", "notifications", [_note()])
-    _accepts(pelion, check, "websocket", queued, "a valid message after the malformed frames")
+    _accepts(
+        pelion, check, "websocket", queued, "a valid message after the malformed frames", after=sent
+    )
 
 
 @requirement("PEL-MSG-03")

@@ -38,6 +38,15 @@ POLICY_MIN_GAP_S = 10.0
 SLACK_S = 0.1  # measurement slack: the SUT timed its delays in another process
 
 
+# Why the WebSocket session checks offer no reproducer (the frames they send do: PEL-WS-07,
+# PEL-MSG-*): what they judge is what the SUT does by itself, or over its socket's life.
+_SUT_ACTS = "no request of the service replays this: the check judges what the SUT does itself, "
+_OVER_TIME = (
+    "judged over the socket's life in real time (the service's timers and closes, the SUT's "
+    "answers), which a one-off script does not replay: "
+)
+
+
 def _accepted(pelion: PelionDriver) -> list[ConnectionInfo]:
     return [c for c in pelion.service.connections() if c.status == 101]
 
@@ -46,6 +55,7 @@ def _accepted(pelion: PelionDriver) -> list[ConnectionInfo]:
 def test_creates_the_channel_before_connecting(pelion: PelionDriver, check: Check) -> None:
     pelion.require("websocket", check)
     check.include_history("pelion")
+    check.no_reproducer(_SUT_ACTS + "its channel PUT and its first connect, in that order")
     check.expect("PUT /v2/notification/websocket before the first websocket-connect")
     if absent := pelion.first_connect():
         check.observe(absent)
@@ -78,6 +88,7 @@ def test_authenticates_every_connect(pelion: PelionDriver, check: Check) -> None
     order) or ``Authorization: Bearer <key>`` (judged over the run, the reconnects included).
     The run's key counts as the right one while PEL-WS-05 has it revoked."""
     pelion.require("websocket", check)
+    check.no_reproducer(_SUT_ACTS + "the key it offers when it connects")
     check.expect(
         "the API key in Sec-WebSocket-Protocol (pelion_<key>) or a bearer header, every time"
     )
@@ -111,6 +122,7 @@ def test_authenticates_every_connect(pelion: PelionDriver, check: Check) -> None
 @requirement("PEL-WS-03")
 def test_answers_pings(pelion: PelionDriver, check: Check) -> None:
     pelion.ensure_socket(check)
+    check.no_reproducer(_OVER_TIME + "pongs to the service's pings")
     check.expect(f"a pong echoing the 4-byte ping payload within {PONG_LIMIT_S:g} s")
     records = [pelion.perform(Ping(), timeout=30) for _ in range(3)]
     answered = [r for r in records if r is not None and r.latency_real_s is not None]
@@ -137,6 +149,7 @@ def test_answered_every_ping_of_the_run(pelion: PelionDriver, check: Check) -> N
     idle ones: a client that blocks its read loop while it processes a large message misses
     the pings that come meanwhile."""
     pelion.require("websocket", check)
+    check.no_reproducer(_OVER_TIME + "pongs to every ping of the run")
     check.expect(f"a pong within {PONG_LIMIT_S:g} s to every ping of the run")
     mine = [c for c in _accepted(pelion) if c.key == pelion.sim.api_key]
     pings = [(c, p) for c in mine for p in c.pings]
@@ -167,11 +180,15 @@ def test_receives_a_10000_item_frame(pelion: PelionDriver, check: Check) -> None
     check.observe(describe(attempts) + (f" ({sent.bytes} B)" if sent else ""))
     assert sent is not None, f"the {BIG_FRAME}-item frame could not be sent: {describe(attempts)}"
     lost = pelion.kept(attempts, 1.0)
+    if lost is not None:  # its 1.8 MB frame is kept beside the report only then
+        pelion.reproduce(check, [sent])
     assert lost is None, (
         f"the SUT closed or lost its socket after a {BIG_FRAME}-item frame of {sent.bytes} B: {lost}"
     )
     if pelion.fence("websocket", awaiting=queued) is None:
         reported = len(queued) - len(pelion.unreported(queued))
+        if reported != BIG_FRAME:
+            pelion.reproduce(check, [sent])
         assert reported == BIG_FRAME, f"the SUT reported {reported} of the {BIG_FRAME} items"
 
 
@@ -181,6 +198,7 @@ def test_holds_one_socket(pelion: PelionDriver, check: Check) -> None:
     """Over the run: the SUT never had two sockets open at once on its key (a second would
     replace the first, which the server closes with 1001)."""
     pelion.require("websocket", check)
+    check.no_reproducer(_SUT_ACTS + "how many sockets it opens on its key")
     check.expect("never two WebSockets open at once for the API key")
     mine = [c for c in _accepted(pelion) if c.key == pelion.sim.api_key]
     forgotten = pelion.service.forgotten_connections()  # past the log's bound: tallied
@@ -215,6 +233,7 @@ def test_reconnects(pelion: PelionDriver, check: Check, how: str) -> None:
     """After 1001 or an abnormal drop: back again. After 1011 (no channel): the channel
     created again, then back; every 1011 of the run counts, not only the one caused here (a
     SUT that closed its own socket loses its channel too)."""
+    check.no_reproducer(_OVER_TIME + "its reconnect after the service ends its socket")
     if how == "close-1011" and (unregistered := _unregistered_reconnects(pelion)):
         closed, again = unregistered[0]
         check.observe(
@@ -411,6 +430,7 @@ def test_waits_after_the_1008_that_closed_its_socket(pelion: PelionDriver, check
     per 10 s"; the vendor doc names no interval). Timed from the close, not from the socket's
     own connect: how long the socket had lived is not the SUT's choice (it depends on which
     checks ran before)."""
+    check.no_reproducer(_OVER_TIME + "its next connect after a revoked key's 1008")
     check.expect(f"the first reconnect after the 1008 at least {POLICY_MIN_GAP_S:g} s after it")
     _revoke(pelion, check)
     closes = _closed_1008(pelion, refused=False)
@@ -426,6 +446,7 @@ def test_waits_after_a_refused_reconnect(pelion: PelionDriver, check: Check) -> 
     """Every reconnect with the invalidated key is refused with 1008 too: from each refused
     connect, the next one comes at least 10 s later. Judged on the refusals of the whole window
     (20 s from the revocation), each followed up to 10 s past it."""
+    check.no_reproducer(_OVER_TIME + "its connects while its key stays revoked")
     check.expect(
         f"after a reconnect refused with 1008, the next at least {POLICY_MIN_GAP_S:g} s later"
     )

@@ -18,6 +18,7 @@ from simulators.pelion.queue import QueueStats
 
 __all__ = [
     "ATTEMPTS_KEPT",
+    "BODIES_KEPT_BYTES",
     "UIDS_KEPT",
     "VERIFICATIONS_KEPT",
     "AttemptLog",
@@ -30,6 +31,9 @@ __all__ = [
 ATTEMPTS_KEPT = 20_000
 UIDS_KEPT = 200_000  # item uids kept across the attempt log (older attempts lose theirs)
 VERIFICATIONS_KEPT = 1_000
+# Bytes of the latest batch bodies kept, exactly as sent (a reproducer sends one again); an
+# older attempt loses its body first.
+BODIES_KEPT_BYTES = 16 * 1024 * 1024
 _UID = operator.itemgetter(2)  # QueuedItem.uid
 
 
@@ -182,6 +186,23 @@ class _Uids:
             self.total -= len(dropped)
 
 
+@dataclass
+class _Bodies:
+    """The bodies of the latest attempts, bounded in total bytes."""
+
+    by_seq: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
+    total: int = 0
+
+    def add(self, seq: int, body: bytes) -> None:
+        if len(body) > BODIES_KEPT_BYTES:
+            return
+        self.by_seq[seq] = body
+        self.total += len(body)
+        while self.total > BODIES_KEPT_BYTES:
+            _, dropped = self.by_seq.popitem(last=False)
+            self.total -= len(dropped)
+
+
 class AttemptLog:
     """The bounded logs of batch attempts and verification PUTs; every entry wakes
     :meth:`StateChanges.wait_for` (readable from any thread)."""
@@ -190,15 +211,19 @@ class AttemptLog:
         self.changed = changed
         self._attempts: deque[DeliveryAttempt] = deque(maxlen=ATTEMPTS_KEPT)
         self._uids = _Uids()
+        self._bodies = _Bodies()
         self._verifications: deque[Verification] = deque(maxlen=VERIFICATIONS_KEPT)
         self.total = 0
 
-    def add(self, attempt: DeliveryAttempt, batch: Batch) -> None:
-        """Log ``attempt`` of ``batch``: numbered in order, its uids kept while they fit."""
+    def add(self, attempt: DeliveryAttempt, batch: Batch, body: bytes | None = None) -> None:
+        """Log ``attempt`` of ``batch``: numbered in order, its uids and its ``body`` (the bytes
+        sent) kept while they fit."""
         with self.changed:
             self.total += 1
             self._attempts.append(replace(attempt, seq=self.total))
             self._uids.add(self.total, tuple(map(_UID, batch.items)))
+            if body is not None:
+                self._bodies.add(self.total, body)
             self.changed.notify_all()
 
     def attempts(self) -> list[DeliveryAttempt]:
@@ -206,6 +231,11 @@ class AttemptLog:
         with self.changed:
             uids = self._uids.by_seq
             return [replace(a, uids=uids.get(a.seq)) for a in self._attempts]
+
+    def body(self, seq: int) -> bytes | None:
+        """The bytes attempt ``seq`` sent, while they are kept."""
+        with self.changed:
+            return self._bodies.by_seq.get(seq)
 
     def add_verification(self, verification: Verification) -> None:
         with self.changed:

@@ -130,6 +130,7 @@ class Sending:
                     client_cert=exchange.client_cert,
                 ),
                 batch,
+                body,
             )
             answer = (
                 f"{exchange.answered}" if exchange.answered is not None else exchange.outcome
@@ -181,6 +182,7 @@ class Sending:
                     connection=conn.info.number,
                 ),
                 batch,
+                body,
             )
             self.recorder.record(
                 ACTOR,

@@ -475,6 +475,10 @@ class PelionSimulator:
     def verifications(self) -> list[Verification]:
         return self.attempt_log.verifications()
 
+    def attempt_body(self, seq: int) -> bytes | None:
+        """The exact bytes batch attempt ``seq`` sent, while the bounded log keeps them."""
+        return self.attempt_log.body(seq)
+
     @property
     def attempts_total(self) -> int:
         """How many batch attempts were logged (kept or not)."""

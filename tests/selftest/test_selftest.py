@@ -119,7 +119,9 @@ def run_suite(
 
 
 class SuiteRuns:
-    """Suite runs started at once, executed JOBS at a time, awaited by key."""
+    """Suite runs started at once, executed JOBS at a time, awaited by key. While a test waits
+    for its run, ``say`` is told of every run that finishes (runs done / total), from pytest's
+    own thread."""
 
     def __init__(
         self, tmp: pytest.TempPathFactory, say: Callable[[str], None] | None = None

@@ -52,3 +52,20 @@ def test_the_log_numbers_attempts_and_bounds_the_uids(monkeypatch: pytest.Monkey
     assert [a.seq for a in kept] == [1, 2, 3]
     assert log.total == 3
     assert [a.uids for a in kept] == [None, ("uid-2-0", "uid-2-1"), ("uid-3-0", "uid-3-1")]
+
+
+def test_the_log_keeps_the_latest_bodies_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reproducer sends a batch's exact bytes again: the newest are kept, the oldest go."""
+    monkeypatch.setattr(records, "BODIES_KEPT_BYTES", 10)
+    log = AttemptLog(StateChanges(Clock()))
+    for number, body in ((1, b"aaaa"), (2, b"bbbb"), (3, b"cccc"), (4, b"x" * 11)):
+        sent = batch(number, 1)
+        log.add(
+            DeliveryAttempt.of_batch(
+                sent, key="ak_1", channel="callback", attempt=1, body_bytes=len(body),
+                started_real_s=0.0, started_sim_s=0.0, elapsed_real_s=0.0, succeeded=False,
+            ),
+            sent,
+            body,
+        )  # fmt: skip
+    assert [log.body(seq) for seq in (1, 2, 3, 4)] == [None, b"bbbb", b"cccc", None]

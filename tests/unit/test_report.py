@@ -6,13 +6,16 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from conformance.catalogue import catalogue, for_vendors, requirement
+from conformance.plugin import RunState
 from conformance.report import RunInfo, build_report, write_reports
-from conformance.verdicts import CheckResult, requirement_verdict
+from conformance.results import record_result
+from conformance.verdicts import NO_REPRODUCER, Check, CheckResult, requirement_verdict
 
 
 def result(outcome: str, *ids: str, message: str = "m") -> CheckResult:
@@ -215,3 +218,45 @@ def test_the_last_fallback_always_fits(tmp_path: Path) -> None:
     bad = next(r for r in data["requirements"] if r["id"] == "APL-BAD-01")
     assert bad["verdict"] == "fail"
     assert {r["id"] for r in data["requirements"]} == {r.id for r in for_vendors(["apple"])}
+
+
+def test_a_long_reproducer_is_written_to_a_file_the_terminal_names(tmp_path: Path) -> None:
+    """A terminal line is pasteable: a command too long to print is never cut with "…"."""
+    command = "curl -X PUT --data-binary '" + "x" * 3_000 + "' https://127.0.0.1:1/n"
+    failing = result("fail", "APL-AUTH-02")
+    failing.reproduce = [command]
+    paths = write_reports(build_report(run_info(), [failing]), tmp_path / "run-1", tmp_path)
+    (line,) = [x for x in paths["lines"] if "reproduce:" in x]
+    assert "…" not in line
+    assert line.endswith("sh reproducers/APL-AUTH-02.sh)")
+    for folder in (tmp_path / "run-1", tmp_path / "latest"):
+        assert command in (folder / "reproducers" / "APL-AUTH-02.sh").read_text()
+
+
+def _record(check: Check, raised: BaseException, tmp_path: Path) -> CheckResult:
+    """One check's result as the plugin records it, for a check that raised ``raised``."""
+
+    def body() -> None:
+        raise raised
+
+    call = pytest.CallInfo.from_call(body, "call")
+    rep = pytest.TestReport("t.py::t", ("t.py", 1, "t"), {}, "failed", "x", "call")
+    item = SimpleNamespace(
+        funcargs={"check": check}, nodeid="t.py::t", path=tmp_path, location=("t.py", 1, "t")
+    )
+    state = RunState(tmp_path, ("apple",))
+    record_result(state, item, call, rep, ["APL-AUTH-02"])  # type: ignore[arg-type]
+    return state.results[-1]
+
+
+def test_a_failure_without_a_reproducer_says_why(tmp_path: Path) -> None:
+    check = Check()
+    assert NO_REPRODUCER in _record(check, AssertionError("no"), tmp_path).notes
+    check.no_reproducer("judged over the socket's life")
+    assert "no reproducer: judged over the socket's life" in (
+        _record(check, AssertionError("no"), tmp_path).notes
+    )
+    check.reproducer("curl https://127.0.0.1:1/n")
+    assert not any(
+        "no reproducer" in n for n in _record(check, AssertionError("no"), tmp_path).notes
+    )
