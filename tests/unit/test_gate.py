@@ -397,13 +397,17 @@ def test_the_html_opens_with_the_failures_and_never_draws_a_failing_answer_in_gr
 
 
 def test_the_terminal_prints_a_reproducer_whole_so_it_can_be_pasted(tmp_path: Path) -> None:
+    """Short commands are printed as they are; longer ones go whole to a script beside the
+    report, which the terminal names: never a command cut with "…"."""
+    short = "curl -X POST https://127.0.0.1:1/n"
     command = "curl -X POST --data-binary '" + "x" * 600 + "' https://127.0.0.1:1/n"
-    huge = "curl --data-binary '" + "y" * 5_000 + "'"
     results = [
-        CheckResult("conformance/x.py::t_a", ["APL-AUTH-02"], "fail", "m", reproduce=[command]),
-        CheckResult("conformance/x.py::t_b", ["APL-AUTH-03"], "fail", "m", reproduce=[huge]),
+        CheckResult("conformance/x.py::t_a", ["APL-AUTH-02"], "fail", "m", reproduce=[short]),
+        CheckResult("conformance/x.py::t_b", ["APL-AUTH-03"], "fail", "m", reproduce=[command]),
     ]
     info = RunInfo(run_id="run-1", started_at=0.0, sut_name="s", sut_source="s", vendors=("apple",))
     lines = write_reports(build_report(info, results), tmp_path / "run-1", tmp_path)["lines"]
-    assert f"                reproduce: {command}" in lines
-    assert any("a command of 5021 characters, too long to print" in line for line in lines)
+    assert f"                reproduce: {short}" in lines
+    assert any(line.endswith("sh reproducers/APL-AUTH-03.sh)") for line in lines)
+    assert command in (tmp_path / "latest" / "reproducers" / "APL-AUTH-03.sh").read_text()
+    assert not any("…" in line for line in lines if "reproduce:" in line)

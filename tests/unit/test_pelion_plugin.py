@@ -144,7 +144,7 @@ def test_settings_defaults_and_the_key_kept_in_the_pki_folder(tmp_path: Path) ->
         ({"api_key": "secret"}, "--pelion-api-key='secret': give a key starting with ak_"),
         ({"api_key": "ak_a b"}, "--pelion-api-key"),
         ({"first_backoff": 3.0}, "--pelion-first-backoff=3: give 2"),
-        ({"events_per_s": 0.0}, "--pelion-events-per-s=0"),
+        ({"events_per_s": -1.0}, "--pelion-events-per-s=-1"),
         ({"pull_timeout": -1.0}, "--pelion-pull-timeout=-1"),
         ({"ping_interval": 0.0}, "--pelion-ping-interval=0"),
         ({"delete_close_code": 1011}, "--pelion-delete-close-code=1011: give 1001"),
