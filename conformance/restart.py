@@ -113,6 +113,8 @@ def restarted_sut(harness: Harness, check: Check) -> Iterator[SutRestart]:
     if harness.manifest.process is None or harness.sut is None:
         raise check.not_verified(NOT_LAUNCHED)
     harness.require_sut()
+    if problem := harness.sut_alive():  # e.g. it exited in an earlier check: nothing to restart
+        raise check.not_verified(f"the SUT was down before this check could restart it: {problem}")
     restart = SutRestart(harness, check)
     harness.restarting = harness.cause
     try:

@@ -14,13 +14,14 @@ import pytest
 from conformance.driver import DUPLICATE_SETTLE_S, prose
 from conformance.pelion.driver import PelionDriver, describe
 from conformance.restart import restarted_sut
-from conformance.verdicts import Check, HarnessError
+from conformance.verdicts import Check
 from simulators.pelion.channels import ItemQueued
+from simulators.pelion.delivery import REQUEST_TIMEOUT_S
 
 pytestmark = pytest.mark.restarts_sut
 requirement = pytest.mark.requirement
 
-FIRST_ATTEMPT_WAIT_S = 30.0  # for the batch sent while stopping: the 20 s timeout, and more
+FIRST_ATTEMPT_WAIT_S = REQUEST_TIMEOUT_S + 5  # for the batch sent while stopping to be tried
 
 
 @requirement("PEL-REC-01")
@@ -47,7 +48,10 @@ def test_notifications_sent_during_a_restart_processed_once(
         restart.stop(while_stopping=send_while_stopping)
         uids = {q.item.uid for q in stopping}
         if not pelion.service.wait_for(lambda: pelion.attempts_of(uids), FIRST_ATTEMPT_WAIT_S):
-            raise HarnessError("the service made no attempt to send the batch while stopping")
+            check.note(  # e.g. the channel was waiting out a back-off from an earlier check
+                "the service made no attempt to send the batch queued while stopping before "
+                "the SUT was started again"
+            )
         down = _notification(pelion, "down")
         restart.start()
     queued = stopping + down
