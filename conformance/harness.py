@@ -149,10 +149,18 @@ class Harness:
             # Project extras: a server certificate for 127.0.0.1/localhost a launched SUT may use.
             "CONFORMANCE_SUT_CERT_FILE": str(self.pki.sut_server.cert),
             "CONFORMANCE_SUT_KEY_FILE": str(self.pki.sut_server.key),
+            # A folder of the run that outlives a restart of the SUT (docs/sut-contract.md §2).
+            "CONFORMANCE_SUT_STATE_DIR": str(self.state_dir()),
         }
         for running in self.running.values():
             env.update(running.environment())
         return env
+
+    def state_dir(self) -> Path:
+        """Where a launched SUT may keep files across its restarts within this run."""
+        folder = self.run_dir / "sut-state"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def errors(self) -> list[str]:
         """Every background error of the simulators so far (harness faults)."""
