@@ -14,6 +14,8 @@ the fix, before 100 checks each repeat it.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
 import socket
 import ssl
@@ -82,6 +84,9 @@ class Harness:
         self.cause = RUN  # the check running now: simulator calls are attributed to it
         self.sut_down: str | None = None  # why the SUT is taken as unresponsive, once it is
         self.down_in: str | None = None  # the check during which it was, if any
+        # The check restarting the SUT on purpose (conformance/restart.py), while it does: the
+        # SUT's silence then is that restart's, not the SUT going down.
+        self.restarting: str | None = None
         self._bodies_kept = 0
 
     # Life cycle.
@@ -133,16 +138,22 @@ class Harness:
     ) -> T:
         """Run ``coro`` in the simulators' loop and wait for it. Its evidence is attributed to
         the running check; with ``autojump`` its waits on the simulated clock take no time."""
-        cause, clock = self.cause, self.clock
+        return self.loop.run(self._attributed(coro, self.cause, autojump=autojump), timeout)
 
-        async def attributed() -> T:
-            with self.recorder.attributed(cause):
-                if not autojump:
-                    return await coro
-                with clock.autojump():
-                    return await coro
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start ``coro`` in the simulators' loop without waiting for it (its evidence is
+        attributed to the running check; its waits on the simulated clock are real until the
+        clock is advanced). The caller waits for the future, bounded."""
+        return asyncio.run_coroutine_threadsafe(self._attributed(coro, self.cause), self.loop.loop)
 
-        return self.loop.run(attributed(), timeout)
+    async def _attributed(
+        self, coro: Coroutine[Any, Any, T], cause: str, *, autojump: bool = False
+    ) -> T:
+        with self.recorder.attributed(cause):
+            if not autojump:
+                return await coro
+            with self.clock.autojump():
+                return await coro
 
     def environment(self) -> dict[str, str]:
         """The CONFORMANCE_* variables a launched SUT receives (docs/sut-contract.md §3)."""
@@ -152,10 +163,18 @@ class Harness:
             # Project extras: a server certificate for 127.0.0.1/localhost a launched SUT may use.
             "CONFORMANCE_SUT_CERT_FILE": str(self.pki.sut_server.cert),
             "CONFORMANCE_SUT_KEY_FILE": str(self.pki.sut_server.key),
+            # A folder of the run that outlives a restart of the SUT (docs/sut-contract.md §2).
+            "CONFORMANCE_SUT_STATE_DIR": str(self.state_dir()),
         }
         for running in self.running.values():
             env.update(running.environment())
         return env
+
+    def state_dir(self) -> Path:
+        """Where a launched SUT may keep files across its restarts within this run."""
+        folder = self.run_dir / "sut-state"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def errors(self) -> list[str]:
         """Every background error of the simulators so far (harness faults)."""
@@ -189,7 +208,7 @@ class Harness:
         exited, the readiness probe fails, or no endpoint answers HTTP within a few seconds, the
         SUT is taken as down for the rest of the run (:attr:`sut_down`), so the checks that
         need it end at once (:meth:`require_sut`) instead of each waiting out its timeouts."""
-        if self.sut_down is not None:
+        if self.sut_down is not None or self.restarting is not None:
             return self.sut_down
         problem = self.sut_alive()
         if problem is None:  # a listening socket is no proof of life: ask each endpoint
@@ -210,7 +229,10 @@ class Harness:
         bound; a receiver whose probes answer but which leaves notification after notification
         unanswered; a dead receiver is confirmed by :meth:`confirm_unresponsive` instead): the
         checks that need the SUT then end at once (:meth:`require_sut`). Returns the cause kept
-        (the first), for the check that saw it to fail with."""
+        (the first), for the check that saw it to fail with. While the SUT is restarted on
+        purpose (:attr:`restarting`) nothing is recorded: its absence then is the restart's."""
+        if self.restarting is not None:
+            return cause
         if self.sut_down is None:
             problem = self.sut_alive()
             self.sut_down = (

@@ -1,7 +1,9 @@
 """Launching the SUT from its manifest ``[process]`` section: environment, readiness, teardown.
 
 The SUT's output goes to a log file kept for the report. A SUT that exits while the harness
-waits for it to be ready is reported at once with the end of its log, not waited on.
+waits for it to be ready is reported at once with the end of its log, not waited on. A restart
+(a deploy: docs/sut-contract.md §2) starts a new process whose output continues the same log,
+after a line that says which life begins.
 """
 
 from __future__ import annotations
@@ -64,13 +66,19 @@ class _OutputCapture:
     """Drains the SUT's output (so it never blocks on a full pipe) into a capped log file and a
     ring buffer of its last bytes."""
 
-    def __init__(self, pipe: IO[bytes], path: Path) -> None:
+    def __init__(
+        self, pipe: IO[bytes], path: Path, *, after: _OutputCapture | None = None, banner: str = ""
+    ) -> None:
+        """``after``: the previous life's capture, whose log, cap and tail this one continues
+        (its output ended: its process exited)."""
         self._pipe = pipe
-        self._file = path.open("wb")
-        self._tail = bytearray()
+        self._file = path.open("ab" if after is not None else "wb")
+        self._tail = bytearray(after.tail_bytes() if after is not None else b"")
         self._lock = threading.Lock()
-        self.written = 0
+        self.written: int = after.written if after is not None else 0
         self.dropped = 0
+        if banner:
+            self._keep(banner.encode())
         self._thread = threading.Thread(target=self._drain, name="sut-output", daemon=True)
         self._thread.start()
 
@@ -80,14 +88,7 @@ class _OutputCapture:
             if hasattr(self._pipe, "read1")
             else self._pipe.read(65536)
         ):
-            with self._lock:
-                self._tail += chunk
-                del self._tail[:-LOG_TAIL_BYTES]
-                room = max(0, LOG_FILE_LIMIT - self.written)
-                if room:
-                    self._file.write(chunk[:room])
-                    self.written += min(room, len(chunk))
-                self.dropped += max(0, len(chunk) - room)
+            self._keep(chunk)
         with self._lock:
             if self.dropped:
                 self._file.write(
@@ -96,6 +97,20 @@ class _OutputCapture:
                     + bytes(self._tail)
                 )
             self._file.close()
+
+    def _keep(self, chunk: bytes) -> None:
+        with self._lock:
+            self._tail += chunk
+            del self._tail[:-LOG_TAIL_BYTES]
+            room = max(0, LOG_FILE_LIMIT - self.written)
+            if room:
+                self._file.write(chunk[:room])
+                self.written += min(room, len(chunk))
+            self.dropped += max(0, len(chunk) - room)
+
+    def tail_bytes(self) -> bytes:
+        with self._lock:
+            return bytes(self._tail)
 
     def tail(self, limit: int) -> str:
         with self._lock:
@@ -133,11 +148,24 @@ class SutProcess:
     a child subreaper that ends every process the SUT started when the harness dies, even by
     SIGKILL, and when the SUT's own process exits. The harness is a subreaper too, so a
     descendant that daemonizes or calls ``setsid()`` stays in its tree; :meth:`stop` ends them
-    all. ``proc`` is the supervisor: its exit status is the SUT's."""
+    all. ``proc`` is the supervisor: its exit status is the SUT's.
 
-    def __init__(self, section: ProcessSection, env: dict[str, str], log_path: Path) -> None:
+    ``after``: the process this one replaces (a restart); its output continues the same log."""
+
+    def __init__(
+        self,
+        section: ProcessSection,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        after: SutProcess | None = None,
+    ) -> None:
         self.section = section
+        self.env = dict(env)  # what it was started with: a restart starts it the same way
         self.log_path = log_path
+        self.life: int = after.life + 1 if after is not None else 1
+        self.terminated_at: float | None = None  # monotonic time of the SIGTERM, once sent
+        self.killed = False  # whether it needed SIGKILL (it outlived the grace after SIGTERM)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         become_subreaper()
         environment = {**os.environ, **env, **section.env}
@@ -159,7 +187,22 @@ class SutProcess:
                 f"[process] command {section.command!r} could not start: {exc}"
             ) from None
         assert self.proc.stdout is not None
-        self._output = _OutputCapture(self.proc.stdout, log_path)
+        banner = (
+            f"\n[--- conformance harness: the SUT restarted (life {self.life}, pid "
+            f"{self.proc.pid}) ---]\n"
+            if after is not None
+            else ""
+        )
+        self._output: _OutputCapture = _OutputCapture(
+            self.proc.stdout, log_path, after=after._output if after else None, banner=banner
+        )
+
+    def restarted(self) -> SutProcess:
+        """A new process started the same way (command, folder, environment), whose output
+        continues this one's log. This one must have exited (:meth:`stop`)."""
+        if self.proc.poll() is None:
+            raise RuntimeError("restarted() before the SUT stopped")
+        return SutProcess(self.section, self.env, self.log_path, after=self)
 
     def exited(self) -> int | None:
         return self.proc.poll()
@@ -194,21 +237,34 @@ class SutProcess:
             f"---\n{printable(self.log_tail())}"
         )
 
+    def terminate(self) -> None:
+        """Send SIGTERM to the SUT and every descendant, as a deploy's stop does, without
+        waiting (:meth:`stop` waits, bounded)."""
+        if self.terminated_at is None:
+            self.terminated_at = time.monotonic()
+        self._signal([self.proc.pid, *descendants(os.getpid())], signal.SIGTERM)
+
+    def _signal(self, tree: list[int], sig: signal.Signals) -> None:
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if pid == self.proc.pid:
+                    os.killpg(pid, sig)
+                os.kill(pid, sig)
+
     def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
-        """End the SUT and every descendant: SIGTERM, then SIGKILL after ``grace_s``."""
+        """End the SUT and every descendant: SIGTERM (unless :meth:`terminate` sent it), then
+        SIGKILL when any is still there ``grace_s`` after the SIGTERM; :attr:`killed` says
+        whether it took that. Returns the exit status."""
+        if self.terminated_at is None:
+            self.terminate()
+        assert self.terminated_at is not None
         tree = [self.proc.pid, *descendants(os.getpid())]
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in tree:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    if pid == self.proc.pid:
-                        os.killpg(pid, sig)
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + grace_s
-            while time.monotonic() < deadline and _alive(tree, self.proc):
-                threading.Event().wait(0.05)  # bounded: processes we signalled
-            if not _alive(tree, self.proc):
-                break
+        _wait_gone(tree, self.proc, self.terminated_at + grace_s)
+        if _alive(tree, self.proc):
+            self.killed = True
             tree = [self.proc.pid, *descendants(os.getpid())]
+            self._signal(tree, signal.SIGKILL)
+            _wait_gone(tree, self.proc, time.monotonic() + grace_s)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(grace_s)
         _reap(tree)
@@ -242,6 +298,11 @@ def _alive(pids: list[int], proc: subprocess.Popen[bytes]) -> bool:
             if state != "Z":
                 return True
     return False
+
+
+def _wait_gone(pids: list[int], proc: subprocess.Popen[bytes], deadline: float) -> None:
+    while time.monotonic() < deadline and _alive(pids, proc):
+        threading.Event().wait(0.05)  # bounded: processes we signalled
 
 
 def _reap(pids: list[int]) -> None:

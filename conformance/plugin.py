@@ -417,9 +417,29 @@ def pytest_collection_modifyitems(
     state.planned = [item.nodeid for item in checks]
 
 
+# The checks that restart the launched SUT (conformance/restart.py) run after every other
+# vendor check, so its absence disturbs none of them, and before the run-wide GEN checks
+# (run_last(14)), which judge the SUT as the restarts left it.
+RESTART_RANK = 13
+
+
 def _rank(item: pytest.Item) -> int:
+    if item.get_closest_marker("restarts_sut") is not None:
+        return RESTART_RANK
     marker = item.get_closest_marker("run_last")
-    return 0 if marker is None else int(marker.args[0] if marker.args else 9)
+    rank = 0 if marker is None else int(marker.args[0] if marker.args else 9)
+    if rank >= RESTART_RANK and not _is_run_wide(item):
+        raise pytest.UsageError(
+            f"{item.nodeid}: run_last({rank}) would run after the restart checks; vendor checks "
+            f"use a rank below {RESTART_RANK}"
+        )
+    return rank
+
+
+def _is_run_wide(item: pytest.Item) -> bool:
+    from conformance.catalogue import requirement
+
+    return all(requirement(rid).vendor == "gen" for rid in _requirement_ids(item))
 
 
 @pytest.fixture(scope="session")

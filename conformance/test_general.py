@@ -7,7 +7,7 @@ import pytest
 from conformance.harness import Harness
 from conformance.verdicts import Check
 
-pytestmark = pytest.mark.run_last(12)  # last: after every vendor check
+pytestmark = pytest.mark.run_last(14)  # last: after every vendor check and every restart
 requirement = pytest.mark.requirement
 
 

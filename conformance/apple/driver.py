@@ -3,8 +3,10 @@ the observer."""
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -14,7 +16,7 @@ from conformance.reference import fixtures_dir
 from conformance.verdicts import Check
 from simulators.apple.delivery import Delivery
 from simulators.apple.models import Notification, association, new_notification_id
-from simulators.apple.notifier import Notifier
+from simulators.apple.notifier import LoggedAttempt, Notifier
 from simulators.apple.operations import (
     AppleTarget,
     Attempts,
@@ -32,6 +34,7 @@ EXAMPLES = fixtures_dir() / "apple" / "examples"
 R = TypeVar("R")
 # A receiver that answers late is judged by APL-LAT-01; the status checks wait this long.
 STATUS_WAIT_S = 20.0
+ATTEMPT_SLACK_S = 10.0  # beyond the notifier's answer timeout, for an attempt to be logged
 
 
 def example(name: str) -> dict[str, Any]:
@@ -106,6 +109,42 @@ class AppleDriver(VendorDriver):
         )
         self._watch([a for d in deliveries for a in d.attempts])
         return deliveries
+
+    def deliver_later(self, notification: Notification) -> Future[Delivery]:
+        """Start delivering as the vendor does, without waiting: the first attempt goes at
+        once, the retries when the simulated clock reaches them (:meth:`finish_deliveries`)."""
+        return self.harness.submit(self.sim.perform(Deliver(notification=notification)))
+
+    def attempts_made(self, entries: list[LoggedAttempt], notification_id: str) -> int:
+        return sum(1 for e in entries if e.label.endswith(f" {notification_id}"))
+
+    @staticmethod
+    def _acknowledged_in(entries: list[LoggedAttempt], notification_id: str) -> bool:
+        return any(e.label.endswith(f" {notification_id}") and e.attempt.succeeded for e in entries)
+
+    def wait_attempts(self, wanted: Mapping[str, int], timeout: float) -> bool:
+        """Wait (bounded) until each notificationId had at least its number of attempts."""
+        return self.sim.attempts.wait_for(
+            lambda entries: all(self.attempts_made(entries, n) >= k for n, k in wanted.items()),
+            timeout,
+        )
+
+    def finish_deliveries(self, pending: Mapping[str, Future[Delivery]]) -> dict[str, Delivery]:
+        """Carry deliveries started with :meth:`deliver_later` through the vendor's retry
+        schedule: the simulated clock jumps to each next attempt, and each is awaited (bounded
+        by the notifier's answer timeout) before the next jump. Every delivery ends delivered
+        or given up; a harness fault raises."""
+        offsets = self.notifier.schedule.offsets
+        bound = self.notifier.timeout_s + ATTEMPT_SLACK_S
+        for gap in (b - a for a, b in itertools.pairwise(offsets)):
+            entries = self.sim.attempts.entries()
+            undone = [n for n in pending if not self._acknowledged_in(entries, n)]
+            if not undone:
+                break
+            made = {n: self.attempts_made(entries, n) for n in undone}
+            self.harness.clock.advance(gap)
+            self.wait_attempts({n: k + 1 for n, k in made.items()}, bound)
+        return {n: future.result(bound) for n, future in pending.items()}
 
     def perform(self, operation: Applies[AppleTarget, R], timeout: float = 120.0) -> R:
         """Carry out one operation (:mod:`simulators.apple.operations`), in the simulators'

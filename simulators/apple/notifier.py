@@ -80,7 +80,7 @@ class AttemptLog:
     the attempts themselves up to ``limit`` (the rest are counted)."""
 
     def __init__(self, limit: int = 20_000) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # notified at every attempt added
         self._limit = limit
         self._entries: list[LoggedAttempt] = []
         self._pending: list[tuple[str, Exchange]] = []  # made LoggedAttempts when next read
@@ -94,12 +94,19 @@ class AttemptLog:
                 self.answer_times_real_s.append(attempt.elapsed_real_s)
             if len(self._entries) + len(self._pending) < self._limit:
                 self._pending.append((label, attempt))
+            self._lock.notify_all()
 
     def entries(self) -> list[LoggedAttempt]:
         with self._lock:
             self._entries += [LoggedAttempt(label, attempt) for label, attempt in self._pending]
             self._pending.clear()
             return list(self._entries)
+
+    def wait_for(self, done: Callable[[list[LoggedAttempt]], bool], timeout: float) -> bool:
+        """Wait (at most ``timeout`` real seconds, from any thread but the simulators' loop)
+        until ``done(entries)`` holds; whether it does."""
+        with self._lock:
+            return self._lock.wait_for(lambda: done(self.entries()), timeout)
 
 
 @dataclass(eq=False)

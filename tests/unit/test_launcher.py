@@ -115,3 +115,43 @@ def test_a_sut_that_never_gets_ready_is_reported_within_its_timeout(tmp_path: Pa
             sut.stop(grace_s=1)
     assert "was not ready after 1.5 s" in message
     assert time.monotonic() - started < 6
+
+
+IGNORES_SIGTERM = """
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, lambda *_: print("SIGTERM ignored", flush=True))
+print(f"life of pid {os.getpid()} with {os.environ['RESTART_MARK']}", flush=True)
+open(sys.argv[0].replace("sut.py", "started"), "a").write("x")
+while True:
+    time.sleep(0.1)
+"""
+
+
+def test_a_restart_keeps_environment_and_log_and_kills_a_sut_that_ignores_sigterm(
+    tmp_path: Path,
+) -> None:
+    """A deploy's restart (docs/sut-contract.md §2): SIGTERM, a bounded wait, SIGKILL for a SUT
+    that ignores it; the new process gets the same environment, and its output continues the
+    same log after a line marking the new life."""
+    script = tmp_path / "sut.py"
+    script.write_text(IGNORES_SIGTERM)
+    section = ProcessSection(command=[sys.executable, str(script)], cwd=tmp_path)
+    first = SutProcess(section, {"RESTART_MARK": "mark-1"}, tmp_path / "sut.log")
+    _wait_for_file(tmp_path / "started")
+    started = time.monotonic()
+    first.terminate()
+    code = first.stop(grace_s=1.0)
+    assert first.killed and code == -9
+    assert time.monotonic() - started < 5  # bounded: 1 s of grace, then SIGKILL
+    second = first.restarted()
+    try:
+        assert second.life == 2
+        deadline = time.monotonic() + 10
+        while second.log_tail().count("with mark-1") < 2 and time.monotonic() < deadline:
+            threading.Event().wait(0.05)  # bounded poll of another process's output
+    finally:
+        second.stop(grace_s=1.0)
+    log = (tmp_path / "sut.log").read_text()
+    assert log.count("with mark-1") == 2, log  # both lives, the same environment
+    assert "SIGTERM ignored" in log
+    assert log.index("SIGTERM ignored") < log.index("restarted (life 2") < log.rindex("mark-1")
