@@ -61,9 +61,10 @@ def _environment(**extra: str) -> dict[str, str]:
     return {**env, "REFERENCE_SUT_PORT": str(_free_port()), **extra}
 
 
-def _run_github(doc: dict[str, Any], project: Path, tmp: Path) -> tuple[int, Path]:
+def _run_github(doc: dict[str, Any], project: Path, tmp: Path) -> tuple[int, Path, str]:
     """Every ``run`` step of the GitHub job, as Actions runs it (``bash -e``, the job's
-    ``env``, ``$GITHUB_ENV`` read between steps); the last status and the summary file."""
+    ``env``, ``$GITHUB_ENV`` read between steps); the last status, the summary file and the
+    last step's output."""
     steps = doc["jobs"]["conformance"]["steps"]
     summary, github_env = tmp / "step-summary.markdown", tmp / "github-env"
     github_env.write_text("")
@@ -71,7 +72,7 @@ def _run_github(doc: dict[str, Any], project: Path, tmp: Path) -> tuple[int, Pat
         **doc.get("env", {}), GITHUB_WORKSPACE=str(project), RUNNER_TEMP=str(tmp),
         GITHUB_ENV=str(github_env), GITHUB_STEP_SUMMARY=str(summary),
     )  # fmt: skip
-    status = 0
+    status, output = 0, ""
     for step in steps:
         if "run" not in step:
             continue
@@ -83,16 +84,16 @@ def _run_github(doc: dict[str, Any], project: Path, tmp: Path) -> tuple[int, Pat
             ["bash", "-e", "-c", step["run"]], cwd=project, env=env,
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
-        status = done.returncode
+        status, output = done.returncode, (done.stdout + done.stderr)[-3000:]
         for line in github_env.read_text().splitlines():
             key, _, value = line.partition("=")
             env[key] = value
         if status:
             break
-    return status, summary
+    return status, summary, output
 
 
-def _run_gitlab(doc: dict[str, Any], project: Path) -> int:
+def _run_gitlab(doc: dict[str, Any], project: Path) -> tuple[int, str]:
     """The GitLab job's ``script`` lines in one shell (``set -e``), with its ``variables``;
     its ``before_script`` installs the suite."""
     job = doc["conformance"]
@@ -106,11 +107,13 @@ def _run_gitlab(doc: dict[str, Any], project: Path) -> int:
         ["bash", "-c", "set -e\n" + "\n".join(lines)], cwd=project, env=env,
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
-    return done.returncode
+    return done.returncode, (done.stdout + done.stderr)[-3000:]
 
 
-def _report(project: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((project / "reports/latest/report.json").read_text())
+def _report(project: Path, output: str) -> dict[str, Any]:
+    report = project / "reports/latest/report.json"
+    assert report.is_file(), output
+    data: dict[str, Any] = json.loads(report.read_text())
     return data
 
 
@@ -127,16 +130,16 @@ def test_the_github_template_passes_the_reference_and_fails_a_regression(
     templates: dict[str, Any], tmp_path: Path
 ) -> None:
     project = _project(tmp_path / "repo", flaw=None)
-    status, summary = _run_github(templates["github"], project, tmp_path)
-    report = _report(project)
+    status, summary, output = _run_github(templates["github"], project, tmp_path)
+    report = _report(project, output)
     assert status == 0, report["summary"]
     assert report["gate"]["passed"] and (project / "reports/latest/ctrf.json").is_file()
     assert "APL-TYPE-02" in summary.read_text()  # the requirement matrix, on the job page
     # The main branch's report becomes the baseline; the SUT then breaks APL-TYPE-02.
     (project / "conformance" / "baseline.json").write_text(json.dumps(report))
     _project(project, flaw=FLAW)
-    status, _ = _run_github(templates["github"], project, tmp_path)
-    report = _report(project)
+    status, _, output = _run_github(templates["github"], project, tmp_path)
+    report = _report(project, output)
     assert status != 0 and _verdict(report, "APL-TYPE-02") == "fail"
     assert report["gate"]["baseline"]["regressions"] == ["APL-TYPE-02"]
 
@@ -145,8 +148,8 @@ def test_the_gitlab_template_lets_a_waived_failure_through(
     templates: dict[str, Any], tmp_path: Path
 ) -> None:
     project = _project(tmp_path / "repo", flaw=FLAW, waive=True)
-    status = _run_gitlab(templates["gitlab"], project)
-    report = _report(project)
+    status, output = _run_gitlab(templates["gitlab"], project)
+    report = _report(project, output)
     assert status == 0, report["summary"]
     assert _verdict(report, "APL-TYPE-02") == "waived"
     assert (project / "reports" / "summary.markdown").read_text().strip()
