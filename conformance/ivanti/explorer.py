@@ -64,18 +64,23 @@ class IvantiExplorer:
     started_real_s: float = 0.0
 
     def rules(self) -> dict[str, SearchStrategy[Operation]]:
+        """Hypothesis takes the rules in the order of their names and favours the first ones:
+        what the broker does (lose a PUBACK, publish, redeliver) before the clock, the drops and
+        the holds, which cost a real-time reconnect each."""
         from hypothesis import strategies as st
 
         types = sorted(self.driver.sim.consumes)
         return {
-            "publish": st.sampled_from(types).map(lambda t: Publish(event_type=t)),
-            "lose_puback": st.integers(1, 2).map(lambda n: LosePuback(client_id=HOLDER, times=n)),
-            "redeliver": st.just(Redeliver(client_id=HOLDER)),
-            "drop_before_ack": st.just(DropBeforeAck(client_id=HOLDER)),
-            "hold_offline": st.sampled_from(OFFLINE_S).map(
+            "broker_publishes": st.sampled_from(types).map(lambda t: Publish(event_type=t)),
+            "broker_loses_puback": st.integers(1, 2).map(
+                lambda n: LosePuback(client_id=HOLDER, times=n)
+            ),
+            "broker_redelivers": st.just(Redeliver(client_id=HOLDER)),
+            "connection_drops_before_ack": st.just(DropBeforeAck(client_id=HOLDER)),
+            "held_offline": st.sampled_from(OFFLINE_S).map(
                 lambda s: HoldOffline(client_id=HOLDER, duration_sim_s=s)
             ),
-            "advance_clock": st.sampled_from(CLOCK_STEPS_S).map(lambda s: AdvanceClock(seconds=s)),
+            "clock_advances": st.sampled_from(CLOCK_STEPS_S).map(lambda s: AdvanceClock(seconds=s)),
         }
 
     def parse(self, step: Mapping[str, Any]) -> Operation:
