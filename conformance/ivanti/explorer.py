@@ -12,7 +12,8 @@ SUT is connected again unless it is held offline.
 
 Judged once quiet, with the scripted IVT-OBS-01 code (``processed_once``): every event the SUT
 acknowledged (a PUBACK to any copy, counted by the broker or lost on the way) is reported
-exactly once, none more than once. At the end the faults are cleared, a hold ends, and what is
+exactly once, none more than once. IVT-SESS-02: every event queued for the SUT's session while
+it was offline, whose session resumed inside the 3-hour retention, was received (a PUBACK). At the end the faults are cleared, a hold ends, and what is
 still in flight is redelivered in the session, so every event the vendor still holds reaches the
 SUT. An event the vendor dropped (queued past the 3-hour retention, never delivered) is never
 acknowledged, so it is never held against the SUT; only a second processing of it would count.
@@ -172,7 +173,43 @@ class IvantiExplorer:
         budget.check()
         counts = self.driver.count_reports(events, DUPLICATE_SETTLE_S, more_than=1)
         problem = processed_once(counts, [e.key for e in acknowledged if e.key])
-        return Judgement((Violation("IVT-OBS-01", problem),) if problem else ())
+        violations = [Violation("IVT-OBS-01", problem)] if problem else []
+        if lost := self._lost_within_retention():
+            violations.append(
+                Violation(
+                    "IVT-SESS-02",
+                    f"{len(lost)} event(s) kept for the SUT's session and still held when it "
+                    f"resumed (inside the {self.retention_s / 3600:g}-hour retention) were not "
+                    f"received: {', '.join(e.event_type or e.topic for e in lost[:3])}",
+                )
+            )
+        return Judgement(tuple(violations))
+
+    @property
+    def retention_s(self) -> float:
+        return self.driver.sim.broker.policy.retention_s
+
+    def _lost_within_retention(self) -> list[Published]:
+        """IVT-SESS-02: each event queued for the SUT's session while it was offline, whose
+        session resumed before the retention ran out (the broker still held it), must have
+        been received (a PUBACK). One the broker dropped first is the vendor's loss; an event
+        whose resumption the packet log no longer holds in full is not judged."""
+        views = [v for v in self.driver.connections() if v.accepted and v.client_id == self.holder]
+        lost = []
+        for event in self.published:
+            if self.holder not in event.kept_for:
+                continue
+            after = [v for v in views if v.opened_real_s > event.real_s]
+            if not after or not any(v.opened_real_s <= event.real_s for v in views):
+                continue  # no resumption seen, or the log lost the connections between
+            resumed = min(after, key=lambda v: v.opened_real_s)
+            if len(resumed.packets) < resumed.packets_total:
+                continue
+            if resumed.opened_sim_s >= event.sim_s + self.retention_s:
+                continue  # expired before the session resumed: the vendor dropped it
+            if not self.driver.acked(event):
+                lost.append(event)
+        return lost
 
     def _aimed(self, operation: Operation) -> Operation:
         if self.holder is None or getattr(operation, "client_id", None) != HOLDER:
