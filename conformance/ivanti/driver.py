@@ -441,12 +441,18 @@ class IvantiDriver(VendorDriver):
             {e.key: e.key for e in events if e.key}, timeout, more_than=more_than
         )
 
-    def fence(self, check: Check, awaiting: Iterable[Published] = ()) -> Problem:
+    def fence(self, check: Check | None, awaiting: Iterable[Published] = ()) -> Problem:
         """Wait for the reports of ``awaiting``, then for a marker event's
-        (:meth:`VendorDriver.fence_with`)."""
+        (:meth:`VendorDriver.fence_with`); ``check`` is None for an exploration."""
 
         def marker() -> dict[str, str]:
-            published = self.publish(self.event_type(check))
+            if check is not None:
+                name = self.event_type(check)
+            elif types := self.subscribed_types():
+                name = types[0]
+            else:
+                raise MarkerRefused("the SUT subscribes to none of the topics it consumes")
+            published = self.publish(name)
             self.wait_acked([published])
             if not self.acked(published) or not published.key:
                 raise MarkerRefused(

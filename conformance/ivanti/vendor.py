@@ -148,8 +148,16 @@ class IvantiVendor:
         })  # fmt: skip
 
     def explorer(self, harness: Harness) -> Explorer | None:
-        """No scenario exploration yet (docs/exploration.md)."""
-        return None
+        """Events, lost PUBACKs, in-session redelivery, drops, holds offline and simulated
+        time interleaved (conformance/ivanti/explorer.py); None without an [ivanti] section."""
+        from conformance.ivanti.driver import IvantiDriver
+        from conformance.ivanti.explorer import IvantiExplorer
+        from conformance.ivanti.running import RunningIvanti
+
+        running = harness.running.get(self.name)
+        if not isinstance(running, RunningIvanti) or running.section is None:
+            return None
+        return IvantiExplorer(IvantiDriver(harness, running))
 
 
 VENDOR = IvantiVendor()

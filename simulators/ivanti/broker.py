@@ -487,6 +487,12 @@ class IvantiBroker:
         """Send each of the next ``times`` PUBLISHes to ``client_id`` twice (the copy DUP = 1)."""
         self.core.faults.duplicate_next_delivery(client_id, tenant=_tid(tenant), times=times)
 
+    async def lose_next_pubacks(
+        self, client_id: str, *, tenant: Tenant | None = None, times: int = 1
+    ) -> None:
+        """Do not count the next ``times`` PUBACKs of ``client_id`` (lost on the way)."""
+        self.core.faults.lose_next_pubacks(client_id, tenant=_tid(tenant), times=times)
+
     async def refuse_next_connects(
         self,
         count: int,

@@ -3,7 +3,8 @@
 
 Events: :class:`Publish` (a documented event type, with field overrides, or any bytes).
 Faults: :class:`Disconnect`, :class:`HoldOffline` / :class:`Release`, :class:`Redeliver`,
-:class:`DuplicateNext`, :class:`DropBeforeAck`, :class:`LoseInFlight`, :class:`RefuseConnects`,
+:class:`DuplicateNext`, :class:`DropBeforeAck`, :class:`LoseInFlight`, :class:`LosePuback`,
+:class:`RefuseConnects`,
 :class:`BeginOutage` / :class:`EndOutage`, :class:`PresentImpostors` / :class:`StopImpostors`.
 :class:`ArmFault` (the shared fault vocabulary). Queries: :class:`Connections`,
 :class:`Sessions`. :class:`Reset`. Simulated time: :class:`simulators.operations.AdvanceClock`.
@@ -37,6 +38,7 @@ __all__ = [
     "IvantiOperation",
     "IvantiTarget",
     "LoseInFlight",
+    "LosePuback",
     "PresentImpostors",
     "Publish",
     "Redeliver",
@@ -149,6 +151,9 @@ class Redeliver(Operation):
     op: Literal["redeliver"] = "redeliver"
     client_id: str = ClientId
 
+    def describe(self) -> str:
+        return f"redeliver every unacknowledged PUBLISH to {self.client_id!r} now (DUP = 1)"
+
     async def apply(self, target: IvantiTarget) -> None:
         await target.broker.redeliver(self.client_id, tenant=target.tenant)
 
@@ -197,6 +202,24 @@ class LoseInFlight(Operation):
 
     async def apply(self, target: IvantiTarget) -> None:
         target.broker.drop_before_puback(self.client_id, times=self.times, kind=FaultKind.UNSENT)
+
+
+class LosePuback(Operation):
+    """The client's next ``times`` PUBACKs are lost on the way to the broker: the connection
+    stays, its PUBLISH stays in flight, and the broker redelivers it with DUP = 1 (after its
+    redelivery timeout, on :class:`Redeliver`, or when the session resumes)."""
+
+    op: Literal["lose-puback"] = "lose-puback"
+    client_id: str = ClientId
+    times: int = Field(default=1, ge=1, le=10_000)
+
+    def describe(self) -> str:
+        return f"lose the next {self.times} PUBACK(s) of {self.client_id!r} on the way"
+
+    async def apply(self, target: IvantiTarget) -> None:
+        await target.broker.lose_next_pubacks(
+            self.client_id, tenant=target.tenant, times=self.times
+        )
 
 
 class RefuseConnects(Operation):
@@ -338,6 +361,7 @@ IvantiOperation = (
     | DuplicateNext
     | DropBeforeAck
     | LoseInFlight
+    | LosePuback
     | RefuseConnects
     | BeginOutage
     | EndOutage

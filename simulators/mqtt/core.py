@@ -411,6 +411,8 @@ class BrokerCore:
     ) -> list[Action]:
         if packet_id not in session.inflight:
             return [self._unknown_packet_id(conn, Puback(packet_id))]
+        if self.faults.take_lost_puback(session.tenant, session.client_id):
+            return [notice_for(NoticeKind.FAULT, conn, fault="puback-lost", packet_id=packet_id)]
         return self._delivery.acknowledge(conn, session, packet_id, now)
 
     def _on_subscribe(

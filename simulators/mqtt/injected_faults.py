@@ -1,5 +1,6 @@
 """Faults a test arms on a broker core: refused CONNECTs (the next few, or all of a tenant's
-during an outage), a client held offline until a simulated time, duplicated deliveries. The
+during an outage), a client held offline until a simulated time, duplicated deliveries, lost
+PUBACKs. The
 core asks here while it decides (:mod:`~simulators.mqtt.admission`,
 :mod:`~simulators.mqtt.delivery`); acting now (closing a connection, resending) is the core's.
 
@@ -27,12 +28,14 @@ class InjectedFaults:
         self._outages: dict[str | None, int] = {}  # tenant (None: every tenant) → return code
         self._held: dict[tuple[str | None, str], tuple[float, int]] = {}  # → (until, code)
         self._duplicates: dict[tuple[str | None, str], int] = {}  # → deliveries to duplicate
+        self._lost_pubacks: dict[tuple[str | None, str], int] = {}  # → PUBACKs not to count
 
     def clear(self, *, tenant: str | None) -> None:
-        """Disarm every fault armed for ``tenant``: refusals, outage, holds, duplicates."""
+        """Disarm every fault armed for ``tenant``: refusals, outage, holds, duplicates, lost
+        PUBACKs."""
         self._refusals = [r for r in self._refusals if r[0] != tenant]
         self._outages.pop(tenant, None)
-        for table in (self._held, self._duplicates):
+        for table in (self._held, self._duplicates, self._lost_pubacks):
             for key in [k for k in table if k[0] == tenant]:
                 del table[key]
 
@@ -90,6 +93,15 @@ class InjectedFaults:
         key = (tenant, client_id)
         self._duplicates[key] = self._duplicates.get(key, 0) + times
 
+    def lose_next_pubacks(
+        self, client_id: str, *, tenant: str | None = None, times: int = 1
+    ) -> None:
+        """Do not count the next ``times`` PUBACKs of ``client_id``: each is lost between the
+        client and the broker, so its PUBLISH stays in flight and is redelivered (after the
+        redelivery timeout, or when the session resumes)."""
+        key = (tenant, client_id)
+        self._lost_pubacks[key] = self._lost_pubacks.get(key, 0) + times
+
     # --- deciding -----------------------------------------------------------------------------
 
     def connect_refusal(self, tenant: str) -> tuple[int, str] | None:
@@ -123,5 +135,15 @@ class InjectedFaults:
                 self._duplicates[key] -= 1
                 if not self._duplicates[key]:
                     del self._duplicates[key]
+                return True
+        return False
+
+    def take_lost_puback(self, tenant: str, client_id: str) -> bool:
+        """Whether the PUBACK just received from ``client_id`` is lost (one use)."""
+        for key in ((tenant, client_id), (None, client_id)):
+            if self._lost_pubacks.get(key):
+                self._lost_pubacks[key] -= 1
+                if not self._lost_pubacks[key]:
+                    del self._lost_pubacks[key]
                 return True
         return False

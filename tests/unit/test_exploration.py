@@ -87,6 +87,25 @@ def test_apple_steps_parse_from_their_own_json() -> None:
         explorer.parse({"op": "format-disk"})
 
 
+def test_ivanti_steps_name_the_sut_client_and_parse_from_their_own_json() -> None:
+    from conformance.ivanti.explorer import HOLDER, IvantiExplorer
+    from simulators.ivanti.operations import LosePuback, Publish, Redeliver
+
+    explorer = IvantiExplorer(driver=None, holder="sut-1")  # type: ignore[arg-type]
+    steps = [
+        explorer.name(LosePuback(client_id=HOLDER), 1),
+        Publish(event_type="device_check_in"),
+        explorer.name(Redeliver(client_id=HOLDER), 3),
+        AdvanceClock(seconds=11400),
+    ]
+    assert [getattr(s, "client_id", "sut-1") for s in steps] == ["sut-1"] * 4
+    wire = json.loads(json.dumps([s.model_dump(mode="json") for s in steps]))
+    assert [explorer.parse(w) for w in wire] == steps
+    assert explorer.boundaries(steps[3]) == ["clock past the 3 h retention"]
+    with pytest.raises(ValueError):
+        explorer.parse({"op": "begin-outage"})  # not a step of an exploration
+
+
 def _deliver(nid: str) -> dict[str, object]:
     return {
         "op": "deliver",

@@ -754,6 +754,18 @@ def test_redeliver_inflight_fault() -> None:
     assert publishes_to("c1", actions) == [Publish("t", b"{}", qos=1, dup=True, packet_id=1)]
 
 
+def test_lost_puback_fault_keeps_the_publish_in_flight_until_redelivered() -> None:
+    h = Harness(BrokerPolicy(redelivery_timeout_s=30))
+    h.core.faults.lose_next_pubacks("c1")
+    h.connect("c1")
+    h.subscribe("c1", "t")
+    h.publish("t")
+    h.send("c1", Puback(1))  # lost: the PUBLISH stays in flight
+    assert publishes_to("c1", h.advance(30)) == [Publish("t", b"{}", qos=1, dup=True, packet_id=1)]
+    h.send("c1", Puback(1))  # the next one counts
+    assert h.core.next_deadline() is None
+
+
 def test_duplicate_next_delivery_fault() -> None:
     h = Harness()
     h.core.faults.duplicate_next_delivery("c1")
