@@ -200,14 +200,18 @@ EXPLORED = [c for c in CASES if c.flaw.explore_fails]
 def runs(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SuiteRuns]:
-    """Start every run the selected tests need, slowest first."""
+    """Start every run the selected tests need, slowest first: the ``--slow`` ones, then the
+    reference's (all vendors at once), so that no long run is left alone at the end."""
     runs = SuiteRuns(tmp_path_factory, _printer(request.config))
     names = {item.name for item in request.session.items}
     wanted = [c for c in CASES if f"test_broken_sut_fails_exactly_its_ids[{c.key}]" in names]
-    for case in sorted(wanted, key=lambda c: "--slow" not in c.flaw.options):
+    slow = [c for c in wanted if "--slow" in c.flaw.options]
+    for case in slow:
         runs.submit(case.key, *_case_args(case), target=f"conformance/{case.vendor}")
     if "test_reference_sut_passes_everything" in names:
         runs.submit("reference", *REFERENCE_EXPLORE)
+    for case in wanted:  # submit skips the slow ones, already started
+        runs.submit(case.key, *_case_args(case), target=f"conformance/{case.vendor}")
     if STRICT is not None and "test_strict_turns_should_failures_into_failures" in names:
         runs.submit(
             "strict", *_case_args(STRICT, "--strict"), target=f"conformance/{STRICT.vendor}"
