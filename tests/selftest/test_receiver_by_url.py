@@ -59,5 +59,6 @@ def test_running_receiver_by_url_with_pinned_observer(tmp_path: Path) -> None:
         "APL-API-03",
         "APL-API-04",
         "APL-REC-01",  # the harness did not launch it, so it cannot restart it
+        "APL-SUB-02",  # a receiver only: no subscriptions API calls to judge
     }
     assert {"APL-OBS-01", "APL-OBS-02", "GEN-OBS-01", "GEN-LIVE-01"} <= outcome.verdicts("pass")
