@@ -209,10 +209,9 @@ while True:
 """
 
 
-def test_sigterm_to_pytest_leaves_no_sut_process_behind(tmp_path: Path) -> None:
-    import signal
-    import threading
-
+def _pytest_with_a_forking_sut(tmp_path: Path) -> tuple[subprocess.Popen[str], list[int]]:
+    """``pytest conformance`` against :data:`SILENT_SUT` (which starts a grandchild that leaves
+    its session); the pytest process and the two SUT pids, once both are written."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -234,7 +233,13 @@ def test_sigterm_to_pytest_leaves_no_sut_process_behind(tmp_path: Path) -> None:
         time.monotonic() < deadline and len(pids.read_text().split() if pids.is_file() else []) < 2
     ):
         threading.Event().wait(0.1)  # bounded poll of the SUT's own pid file
-    started = [int(p) for p in pids.read_text().split()]
+    return proc, [int(p) for p in pids.read_text().split()]
+
+
+def test_sigterm_to_pytest_leaves_no_sut_process_behind(tmp_path: Path) -> None:
+    import signal
+
+    proc, started = _pytest_with_a_forking_sut(tmp_path)
     threading.Event().wait(1.0)  # let a check begin (waiting on the silent receiver)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
@@ -276,28 +281,7 @@ def test_sigkill_to_pytest_leaves_no_sut_process_behind(tmp_path: Path) -> None:
     the kernel that its parent died, ends the SUT and the grandchild that left its session."""
     import signal
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (tmp_path / "sut.py").write_text(SILENT_SUT)
-    pids = tmp_path / "pids"
-    manifest = tmp_path / "sut.toml"
-    manifest.write_text(
-        f'[process]\ncommand = ["${{PYTHON}}", "sut.py", "{port}", "{pids}"]\n'
-        f'ready = "tcp://127.0.0.1:{port}"\n'
-        f'[apple]\nwebhook_url = "https://127.0.0.1:{port}/n"\nauth_token = "t"\n'
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "conformance", f"--sut={manifest}",
-         f"--report-dir={tmp_path}", "-p", "no:cacheprovider", "-q"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while (
-        time.monotonic() < deadline and len(pids.read_text().split() if pids.is_file() else []) < 2
-    ):
-        threading.Event().wait(0.1)  # bounded poll of the SUT's own pid file
-    started = [int(p) for p in pids.read_text().split()]
+    proc, started = _pytest_with_a_forking_sut(tmp_path)
     assert len(started) == 2 and all(_running(p) for p in started)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
