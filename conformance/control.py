@@ -34,6 +34,7 @@ from pydantic_core import to_jsonable_python
 
 from conformance.options import stable_secret
 from conformance.simulation import Simulation
+from simulators.adapter import start_site
 from simulators.network import LOCAL, Reach
 from simulators.operations import MAX_ADVANCE_S
 
@@ -118,11 +119,7 @@ class ControlPlane:
         app.router.add_get("/log", self._log)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=15.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.reach.listen, self.port)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = await start_site(self._runner, self.reach.listen, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from simulators.adapter import StateChanges
+from simulators.adapter import StateChanges, start_site
 from simulators.clock import Clock
 from simulators.evidence import Recorder
 from simulators.network import Reach
@@ -106,11 +106,7 @@ class Observer:
         app.router.add_post("/{vendor}", self._receive)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=15.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.reach.listen, self.port)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = await start_site(self._runner, self.reach.listen, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -23,10 +23,15 @@ import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from simulators.clock import Clock
 from simulators.faultlog import FaultLog
+
+if TYPE_CHECKING:
+    import ssl
+
+    from aiohttp import web
 
 __all__ = [
     "LOOK_AGAIN_S",
@@ -219,3 +224,17 @@ class StateChanges:
         finally:
             with self._condition:
                 self._waiting -= 1
+
+
+async def start_site(
+    runner: web.AppRunner, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> int:
+    """Serve ``runner`` on ``host:port`` (0: a free port, chosen by the system); the port it is
+    bound to."""
+    from aiohttp import web
+
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    await site.start()
+    server = site._server
+    assert isinstance(server, asyncio.base_events.Server)
+    return int(server.sockets[0].getsockname()[1])

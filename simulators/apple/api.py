@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from simulators.adapter import BackgroundTasks, DeadlineLoop, StateChanges
+from simulators.adapter import BackgroundTasks, DeadlineLoop, StateChanges, start_site
 from simulators.apple.delivery import Delivery, RetrySchedule
 from simulators.apple.models import Notification, TestNotification
 from simulators.apple.notifier import Notifier, Receiver
@@ -108,13 +108,9 @@ class AppsAndBooksServer:
         app.router.add_route("*", "/{path:.*}", self._elsewhere)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=self.request_timeout_s)
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, self.reach.listen, self.port, ssl_context=self.pki.server_context()
+        self.port = await start_site(
+            self._runner, self.reach.listen, self.port, self.pki.server_context()
         )
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        self.port = server.sockets[0].getsockname()[1]
         self.tasks.spawn(self.timers.run(), "background task")
 
     async def stop(self) -> None:

@@ -19,7 +19,6 @@ caller sends is answered 4xx, never a simulator fault. :func:`basic_email` and
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import ssl
@@ -30,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from simulators.adapter import start_site
 from simulators.clock import Clock
 from simulators.evidence import Recorder
 from simulators.faultlog import FaultLog
@@ -132,11 +132,7 @@ class CpsServer:
         app.router.add_route("*", "/{path:.*}", self._serve)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=15.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.reach.listen, self.port, ssl_context=context)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = await start_site(self._runner, self.reach.listen, self.port, context)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -43,6 +43,7 @@ from urllib.parse import unquote
 from aiohttp import web
 from pydantic import ValidationError
 
+from simulators.adapter import start_site
 from simulators.pelion.api_calls import (
     CALL_NOTE,
     EXCERPT,
@@ -118,13 +119,7 @@ class Api:
             handler_cancellation=True,
         )
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, self.sim.reach.listen, port, ssl_context=self.sim.server_context
-        )
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        return int(server.sockets[0].getsockname()[1])
+        return await start_site(self._runner, self.sim.reach.listen, port, self.sim.server_context)
 
     async def stop(self) -> None:
         if self._runner is not None:
