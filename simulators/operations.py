@@ -14,14 +14,17 @@ discriminator of a vendor's union); :meth:`Operation.describe` says in plain wor
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from simulators.faults import FaultKind
+
 if TYPE_CHECKING:
     from simulators.clock import Clock
 
-__all__ = ["AdvanceClock", "Applies", "Operation"]
+__all__ = ["AdvanceClock", "Applies", "Operation", "offered_fault"]
 
 T_contra = TypeVar("T_contra", contravariant=True)
 R_co = TypeVar("R_co", covariant=True)
@@ -69,3 +72,14 @@ class AdvanceClock(Operation):
 class HasClock(Protocol):
     @property
     def clock(self) -> Clock: ...
+
+
+def offered_fault(kind: FaultKind, offered: Iterable[FaultKind], simulator: str) -> FaultKind:
+    """``kind`` when ``simulator`` can show it; else a ValueError listing the kinds it can (a
+    ``fault`` operation's validator: the vocabulary is shared, each vendor offers a part)."""
+    kinds = list(offered)
+    if kind not in kinds:
+        raise ValueError(
+            f"{simulator} cannot show {kind.value!r} (kinds: {', '.join(k.value for k in kinds)})"
+        )
+    return kind

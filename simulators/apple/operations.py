@@ -31,7 +31,7 @@ from simulators.apple.notifier import AttemptLog, LoggedAttempt, Notifier, Recei
 from simulators.clock import Clock
 from simulators.faults import FaultKind
 from simulators.http_sender import Exchange
-from simulators.operations import AdvanceClock, Operation
+from simulators.operations import AdvanceClock, Operation, offered_fault
 
 __all__ = [
     "MAX_NOTIFY_ELEMENTS",
@@ -446,12 +446,7 @@ class ArmFault(Operation):
     @field_validator("kind")
     @classmethod
     def _offered(cls, value: FaultKind) -> FaultKind:
-        if value not in APPLE_FAULTS:
-            raise ValueError(
-                f"the Apple simulators do not show {value.value!r} "
-                f"(kinds: {', '.join(k.value for k in APPLE_FAULTS)})"
-            )
-        return value
+        return offered_fault(value, APPLE_FAULTS, "the Apple simulators")
 
     def describe(self) -> str:
         return f"arm {self.kind.value} for the next {self.times} occasion(s)"

@@ -24,7 +24,7 @@ from simulators.ivanti.events import EVENT_TYPES
 from simulators.mqtt.packetlog import ConnectionView
 from simulators.mqtt.packets import CONNACK_SERVER_UNAVAILABLE
 from simulators.mqtt.sessions import SessionView
-from simulators.operations import AdvanceClock, Operation
+from simulators.operations import AdvanceClock, Operation, offered_fault
 
 __all__ = [
     "ArmFault",
@@ -311,12 +311,7 @@ class ArmFault(Operation):
     @field_validator("kind")
     @classmethod
     def _offered(cls, value: FaultKind) -> FaultKind:
-        if value not in IVANTI_FAULTS:
-            raise ValueError(
-                f"the Ivanti broker does not show {value.value!r} "
-                f"(kinds: {', '.join(k.value for k in IVANTI_FAULTS)})"
-            )
-        return value
+        return offered_fault(value, IVANTI_FAULTS, "the Ivanti broker")
 
     @model_validator(mode="after")
     def _client_given(self) -> ArmFault:

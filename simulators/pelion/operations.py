@@ -23,7 +23,7 @@ from pydantic import Field, field_validator
 
 from simulators.clock import Clock
 from simulators.faults import FaultKind
-from simulators.operations import AdvanceClock, Operation
+from simulators.operations import AdvanceClock, Operation, offered_fault
 from simulators.pelion.callback import CallerChain
 from simulators.pelion.channels import ItemQueued
 from simulators.pelion.models import Event, Kind, SerializationConfig
@@ -345,12 +345,7 @@ class ArmFault(Operation):
     @field_validator("kind")
     @classmethod
     def _offered(cls, value: FaultKind) -> FaultKind:
-        if value not in PELION_FAULTS:
-            raise ValueError(
-                f"the Pelion simulator does not show {value.value!r} "
-                f"(kinds: {', '.join(k.value for k in PELION_FAULTS)})"
-            )
-        return value
+        return offered_fault(value, PELION_FAULTS, "the Pelion simulator")
 
     def describe(self) -> str:
         return f"arm {self.kind.value} on the next {self.times} callback attempt(s)"
