@@ -216,7 +216,8 @@ class AppsAndBooksServer:
             payload = await _read_json(request)
             if path == "client/config":
                 return 200, await self._store_client_config(payload), {}
-            response = service.mutate(path, payload, now)
+            # The time the body came, not the request's start (the clock may have moved).
+            response = service.mutate(path, payload, self.clock.now())
             self.timers.wake()
             return 200, response, {}
         if request.method != "GET":

@@ -309,7 +309,9 @@ class Api:
             except ValidationError as exc:
                 raise validation_error(exc, "channel registration") from None
         try:
-            created, status_body = sim.channels.register_websocket(key, body, now)
+            # The time now, not the request's start: the cores saw later times while the body
+            # came, and they never go back.
+            created, status_body = sim.channels.register_websocket(key, body, sim.clock.now())
         except ChannelConflict as exc:
             raise ApiError(400, _conflict(exc)) from None
         return web.json_response(status_body.to_wire(), status=201 if created else 200)

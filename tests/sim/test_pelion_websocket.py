@@ -432,3 +432,46 @@ def test_client_close_removes_the_channel_and_24h_without_socket_too(pki: PKI) -
             assert (await call(session, sim, "GET", "/v2/notification/websocket"))[0] == 404
 
     asyncio.run(scenario())
+
+
+@pytest.mark.sim("SIM-PEL-WS")
+def test_a_put_whose_body_comes_late_is_answered_at_the_time_it_came(pki: PKI) -> None:
+    """SIM-PEL-WS: a second PUT whose body arrives after items were queued meanwhile is a 200,
+    not a 500 (the channel's queue has seen a later time than the request's start; time never
+    goes back in the cores). Found by exploring the reference SUT."""
+
+    async def scenario() -> None:
+        async with running(pki) as sim, client(pki) as session:
+            assert await put_channel(session, sim) == 201
+            queued = asyncio.Event()
+
+            async def body() -> AsyncIterator[bytes]:
+                yield b'{"serialization": '
+                await queued.wait()  # the headers are in: the request has started
+                yield b'{"cfg": {"include_uid": true}}}'
+
+            def second_put_started() -> bool:
+                started = [
+                    e
+                    for e in sim.recorder.timeline().events()
+                    if e.kind == "api-request" and e.summary == "PUT /v2/notification/websocket"
+                ]
+                return len(started) == 2
+
+            async def queue_meanwhile() -> None:
+                await until(sim, second_put_started)
+                await sim.inject("notifications", [notification(1)], key=KEY)
+                queued.set()
+
+            async def slow_put() -> int:
+                headers = {**AUTH, "Content-Type": "application/json"}
+                async with session.put(
+                    sim.base_url + "/v2/notification/websocket", data=body(), headers=headers
+                ) as response:
+                    return response.status
+
+            status, _ = await asyncio.gather(slow_put(), queue_meanwhile())
+            assert status == 200
+            assert sim.errors() == []
+
+    asyncio.run(scenario())
