@@ -219,6 +219,9 @@ class DropSocket(_OnChannel):
 
     op: Literal["drop-socket"] = "drop-socket"
 
+    def describe(self) -> str:
+        return "end the WebSocket without a close frame (1006)"
+
     async def apply(self, target: PelionTarget) -> bool:
         return await target.service.drop_socket(self.key_of(target))
 
@@ -240,6 +243,11 @@ class DelayHandshakes(Operation):
     op: Literal["delay-handshakes"] = "delay-handshakes"
     seconds: float = Field(gt=0, le=60)
     times: int = Field(default=1, ge=1, le=10_000)
+
+    def describe(self) -> str:
+        return (
+            f"hold the next {self.times} WebSocket handshake(s) {self.seconds:g} s before the 101"
+        )
 
     async def apply(self, target: PelionTarget) -> None:
         target.service.faults.add(
@@ -265,6 +273,9 @@ class DeleteChannel(_OnChannel):
     """Delete the channel as its application would (REST); answers the mechanism deleted."""
 
     op: Literal["delete-channel"] = "delete-channel"
+
+    def describe(self) -> str:
+        return "delete the channel (REST), which closes its WebSocket with 1001"
 
     async def apply(self, target: PelionTarget) -> str | None:
         return await target.service.delete_channel(self.key_of(target))
