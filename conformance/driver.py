@@ -59,6 +59,11 @@ class VendorDriver:
 
     def __post_init__(self) -> None:
         self.observer_silent = False  # set once the SUT is known to report nothing
+        # How long a fence waits for the items it awaits before its marker (None: as long as
+        # for any report). An exploration waits less: a scenario that loses an item would
+        # cost the whole wait on every play, and a failure only counts once it comes back on
+        # replay.
+        self.awaiting_s: float | None = None
 
     def records(self) -> list[dict[str, Any]]:
         """The records the SUT reported, in arrival order."""
@@ -95,7 +100,7 @@ class VendorDriver:
         reports, in a shape nobody can read; so does one that reported during the run but not
         this marker: a missing report is then evidence, not a reason to judge less."""
         wait = self.observer_wait
-        self.count_keyed(awaiting, wait)
+        self.count_keyed(awaiting, wait if self.awaiting_s is None else min(wait, self.awaiting_s))
         try:
             marker = send_marker()
         except MarkerRefused as no_marker:

@@ -5,7 +5,8 @@ shrunk to the shortest failing scenario, saved, and replayable.
 The engine is generic: a Hypothesis rule-based state machine whose rules are a vendor's
 operations (:meth:`Explorer.rules`), played through the vendor's explorer, which also judges a
 scenario once it is quiet (:meth:`Explorer.finish`), with the same code as its scripted checks.
-A vendor offers one through :meth:`conformance.vendors.Vendor.explorer`.
+A vendor offers one per part of the SUT it can explore (a channel, say) through
+:meth:`conformance.vendors.Vendor.explorers`; the vendor's budget is shared among them.
 
 Bounded: the whole exploration of a vendor (generation, shrinking and the replay that tells a
 real failure from a flaky one) runs in a worker thread that the caller waits for at most the
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from simulators.operations import Operation
 
 __all__ = [
+    "AWAITING_S",
     "Budget",
     "BudgetSpent",
     "Exploration",
@@ -54,6 +56,9 @@ KEPT = 20  # failing scenarios kept per requirement
 STEPS_PER_SCENARIO = 6  # Hypothesis' stateful_step_count: short scenarios shrink fast
 EVIDENCE_LIMIT = 200  # events of a failing scenario's timeline kept in the report
 FILE_LIMIT_BYTES = 256 * 1024  # a scenario file to --replay, at most
+# How long an explorer's fence waits for the items it awaits before its marker (the scripted
+# checks: 10 s). A lost item costs this on every play; a failure counts only when it comes back.
+AWAITING_S = 1.0
 SCHEMA = "conformance-scenario/1"
 
 
@@ -123,6 +128,11 @@ class Judgement:
 class Explorer(Protocol):
     """A vendor's part of scenario exploration, bound to one run's harness."""
 
+    @property
+    def part(self) -> str:
+        """What of the SUT this explores (e.g. ``callback``, ``websocket``): the report and a
+        saved scenario name it, and ``--replay`` picks the explorer by it."""
+
     def rules(self) -> dict[str, SearchStrategy[Operation]]:
         """The state machine's rules: a name and the operations it may take."""
 
@@ -159,6 +169,7 @@ class Failure:
     evidence_cut: int = 0
     replayed: bool | None = None  # None: not replayed (no time left); False: flaky
     file: str | None = None  # where it was saved, relative to the report folder
+    part: str = ""  # the explorer's part
 
     def numbered(self) -> list[str]:
         return [f"{i}. {step.describe()}" for i, step in enumerate(self.steps, 1)]
@@ -178,6 +189,7 @@ class Exploration:
     vendor: str
     budget_s: float
     seed: int | None = None
+    part: str = ""  # the explorer's part (e.g. a channel)
     scenarios: int = 0
     judged: int = 0
     not_judged: Counter[str] = field(default_factory=Counter)
@@ -205,6 +217,7 @@ class Exploration:
 
         return {
             "vendor": self.vendor,
+            "part": self.part,
             "budget_s": self.budget_s,
             "seed": self.seed,
             "spent_s": round(self.spent_s, 3),
@@ -246,7 +259,9 @@ class _Player:
             raise BudgetSpent(f"the SUT went down: {self.harness.sut_down}")
         self.steps = []
         self.stats.scenarios += 1
-        self.cause = f"exploration::{self.stats.vendor}::scenario-{self.stats.scenarios}"
+        self.cause = (
+            f"exploration::{self.stats.vendor}::{self.stats.part}::scenario-{self.stats.scenarios}"
+        )
         self.harness.cause = self.cause
         self._timed(lambda: self.explorer.begin(budget))
 
@@ -282,6 +297,7 @@ class _Player:
             list(self.steps),
             [e.to_json() for e in events[-EVIDENCE_LIMIT:]],
             cut,
+            part=self.stats.part,
         )
         with self.lock:
             kept = self.shortest.setdefault(violation.requirement, [])
@@ -340,7 +356,8 @@ def _machine(player: _Player, budget: Budget, vendor: str) -> type[Any]:
     for name, strategy in player.explorer.rules().items():
         namespace[name] = make_rule(strategy)
     # A stable name: the Hypothesis database keys its examples by it.
-    return type(f"{vendor.title()}Exploration", (RuleBasedStateMachine,), namespace)
+    title = "".join(word.title() for word in (vendor, player.stats.part))
+    return type(f"{title}Exploration", (RuleBasedStateMachine,), namespace)
 
 
 def explore(
@@ -354,10 +371,11 @@ def explore(
     scenarios_dir: Path,
     report_dir: Path,
 ) -> Exploration:
-    """Explore ``vendor`` for at most ``budget_s`` seconds of wall time."""
-    stats = Exploration(vendor, budget_s, seed)
+    """Explore ``vendor`` (``explorer``'s part of it) for at most ``budget_s`` seconds of wall
+    time."""
+    stats = Exploration(vendor, budget_s, seed, part=explorer.part if explorer else "")
     if explorer is None:
-        stats.unavailable = "this vendor offers no scenario exploration yet"
+        stats.unavailable = "nothing of the SUT this vendor can explore"
         return stats
     started = time.monotonic()
     budget = Budget(started + budget_s)
@@ -524,6 +542,7 @@ def _save(failure: Failure, scenarios_dir: Path, report_dir: Path) -> None:
     data = {
         "schema": SCHEMA,
         "vendor": failure.vendor,
+        "part": failure.part,
         "requirement": failure.violation.requirement,
         "message": failure.violation.message,
         "described": failure.numbered(),
@@ -541,6 +560,7 @@ class SavedScenario:
     vendor: str
     requirement: str
     steps: list[dict[str, Any]]
+    part: str | None = None  # the explorer's part; None: the vendor's first
 
 
 def load_scenario(path: Path) -> SavedScenario:
@@ -560,14 +580,17 @@ def load_scenario(path: Path) -> SavedScenario:
         raise ValueError(f"--replay: {path} names no vendor or requirement")
     if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) for s in steps):
         raise ValueError(f"--replay: {path} has no steps (a list of operations)")
-    return SavedScenario(vendor, requirement, steps)
+    part = data.get("part")
+    if part is not None and not isinstance(part, str):
+        raise ValueError(f"--replay: {path} names its part as {part!r}, not a string")
+    return SavedScenario(vendor, requirement, steps, part or None)
 
 
 def replay(
     harness: Harness, explorer: Explorer, saved: SavedScenario, budget_s: float
 ) -> tuple[Exploration, Judgement]:
     """Re-drive a saved scenario and re-judge it."""
-    stats = Exploration(saved.vendor, budget_s)
+    stats = Exploration(saved.vendor, budget_s, part=explorer.part)
     try:
         steps = [explorer.parse(step) for step in saved.steps]
     except ValueError as exc:

@@ -10,6 +10,7 @@ import shlex
 from typing import TYPE_CHECKING
 
 from conformance.exploration import (
+    Explorer,
     Failure,
     explore,
     load_scenario,
@@ -42,9 +43,17 @@ def run_exploration(state: RunState) -> bool:
     failed = False
     if state.replay is not None:
         saved = load_scenario(state.replay)
-        explorer = vendor(saved.vendor).explorer(harness)
+        explorers = vendor(saved.vendor).explorers(harness)
+        explorer = next(
+            (x for x in explorers if saved.part in (None, x.part)),
+            None,
+        )
         if explorer is None:
-            state.exploration.append({"vendor": saved.vendor, "unavailable": "no explorer"})
+            what = f"{saved.vendor} {saved.part or ''}".strip()
+            state.exploration.append(
+                {"vendor": saved.vendor, "part": saved.part or "",
+                 "unavailable": f"the SUT offers nothing to replay {what} against"}
+            )  # fmt: skip
             return False
         try:
             stats, judgement = replay(harness, explorer, saved, REPLAY_BUDGET_S)
@@ -89,20 +98,23 @@ def run_exploration(state: RunState) -> bool:
         state.exploration.append({**stats.to_json(), "replay": str(state.replay)})
         return failed
     for name in state.vendors:
-        stats = explore(
-            harness,
-            name,
-            vendor(name).explorer(harness),
-            state.explore_s,
-            seed=state.explore_seed,
-            database=state.report_dir / "hypothesis",
-            scenarios_dir=state.run_dir / "scenarios",
-            report_dir=state.run_dir,
-        )
-        for failure in stats.failures:
-            state.results.append(_result(failure, state))
-            failed = True
-        state.exploration.append(stats.to_json())
+        # The budget is the vendor's: its parts (e.g. two channels) share it.
+        parts: list[Explorer | None] = [*vendor(name).explorers(harness)] or [None]
+        for part in parts:
+            stats = explore(
+                harness,
+                name,
+                part,
+                state.explore_s / len(parts),
+                seed=state.explore_seed,
+                database=state.report_dir / "hypothesis",
+                scenarios_dir=state.run_dir / "scenarios",
+                report_dir=state.run_dir,
+            )
+            for failure in stats.failures:
+                state.results.append(_result(failure, state))
+                failed = True
+            state.exploration.append(stats.to_json())
     return failed
 
 
@@ -110,8 +122,9 @@ def _result(failure: Failure, state: RunState) -> CheckResult:
     """A failing scenario as a check result under the requirement it broke."""
     saved = state.run_dir / (failure.file or "")
     replay_command = shlex.join(["pytest", f"conformance/{failure.vendor}", f"--replay={saved}"])
+    part = f"{failure.part}::" if failure.part else ""
     return CheckResult(
-        name=f"exploration::{failure.vendor}::{failure.violation.requirement}",
+        name=f"exploration::{failure.vendor}::{part}{failure.violation.requirement}",
         requirement_ids=[failure.violation.requirement],
         outcome="fail",
         message=f"{failure.violation.message} (a generated scenario of "

@@ -641,7 +641,7 @@ def _write_startup_report(state: RunState, message: str) -> None:
 
 def _exploration_line(explored: dict[str, Any]) -> str:
     """One line per explored vendor: what ran, what failed."""
-    name = explored.get("vendor") or "exploration"
+    name = " ".join(filter(None, (explored.get("vendor"), explored.get("part")))) or "exploration"
     if explored.get("unavailable"):
         return f"exploration {name}: not explored: {explored['unavailable']}"
     failed = ", ".join(f["requirement"] for f in explored["failures"]) or "no failure"

@@ -168,9 +168,10 @@ class Vendor(Protocol):
         action): each verb's parser sets the default ``operation``, a function of the parsed
         arguments giving the operation's JSON (a dict with ``op``)."""
 
-    def explorer(self, harness: Harness) -> Explorer | None:
+    def explorers(self, harness: Harness) -> list[Explorer]:
         """Scenario exploration of the SUT over this run's simulators (``--explore``,
-        conformance/exploration.py), or None when the vendor offers none yet."""
+        conformance/exploration.py): one explorer per part the SUT claims (e.g. a channel),
+        each with its own ``part`` name; empty when there is nothing to explore."""
 
 
 def setup_mistake(

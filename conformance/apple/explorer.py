@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from conformance.apple.driver import AppleDriver, example
 from conformance.driver import DUPLICATE_SETTLE_S, processed_once
-from conformance.exploration import Budget, Judgement, Violation
+from conformance.exploration import AWAITING_S, Budget, Judgement, Violation
 from conformance.verdicts import NotVerified
 from simulators.apple.delivery import MAX_ATTEMPTS, Delivery, split_notification
 from simulators.apple.models import Notification, association
@@ -61,6 +61,8 @@ class _Pending:
 @dataclass
 class AppleExplorer:
     """The Apple part of an exploration, over the run's Apple driver."""
+
+    part = "receiver"  # what of the SUT it explores (not a field: no instance differs)
 
     driver: AppleDriver
     names: dict[str, str] = field(default_factory=dict)  # symbolic id -> this play's id
@@ -133,6 +135,7 @@ class AppleExplorer:
     # Playing a scenario.
 
     def begin(self, budget: Budget) -> None:
+        self.driver.awaiting_s = AWAITING_S
         self.names = {}
         self.pending = []
         budget.run(self.driver.harness, self._clear_faults())

@@ -159,7 +159,7 @@ class AppleVendor:
         )
         period.set_defaults(operation=lambda a: {"op": "end-billing-period"})
 
-    def explorer(self, harness: Harness) -> Explorer | None:
+    def explorers(self, harness: Harness) -> list[Explorer]:
         """Deliveries, faults and simulated time interleaved (conformance/apple/explorer.py)."""
         from conformance.apple.driver import AppleDriver
         from conformance.apple.explorer import AppleExplorer
@@ -167,8 +167,8 @@ class AppleVendor:
 
         running = harness.running.get(self.name)
         if not isinstance(running, RunningApple) or running.notifier is None:
-            return None
-        return AppleExplorer(AppleDriver(harness, running))
+            return []
+        return [AppleExplorer(AppleDriver(harness, running))]
 
 
 VENDOR = AppleVendor()

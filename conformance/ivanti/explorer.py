@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 from conformance.driver import DUPLICATE_SETTLE_S, processed_once
-from conformance.exploration import Budget, Judgement, Violation
+from conformance.exploration import AWAITING_S, Budget, Judgement, Violation
 from conformance.ivanti.driver import RECONNECT_WAIT_S, IvantiDriver, pair_acks
 from conformance.verdicts import NotVerified
 from simulators.ivanti.broker import Published
@@ -57,6 +57,8 @@ CLOCK_STEPS_S = (60.0, 3600.0, RETENTION_S + 600.0)
 @dataclass
 class IvantiExplorer:
     """The Ivanti part of an exploration, over the run's Ivanti driver."""
+
+    part = "subscriber"  # what of the SUT it explores (not a field: no instance differs)
 
     driver: IvantiDriver
     published: list[Published] = field(default_factory=list)
@@ -126,6 +128,7 @@ class IvantiExplorer:
     # Playing a scenario.
 
     def begin(self, budget: Budget) -> None:
+        self.driver.awaiting_s = AWAITING_S
         self.published = []
         self.held_until = 0.0
         self.started_real_s = self.driver.harness.clock.real()

@@ -147,17 +147,17 @@ class IvantiVendor:
             **({"payload": a.payload} if a.payload is not None else {}),
         })  # fmt: skip
 
-    def explorer(self, harness: Harness) -> Explorer | None:
+    def explorers(self, harness: Harness) -> list[Explorer]:
         """Events, lost PUBACKs, in-session redelivery, drops, holds offline and simulated
-        time interleaved (conformance/ivanti/explorer.py); None without an [ivanti] section."""
+        time interleaved (conformance/ivanti/explorer.py); none without an [ivanti] section."""
         from conformance.ivanti.driver import IvantiDriver
         from conformance.ivanti.explorer import IvantiExplorer
         from conformance.ivanti.running import RunningIvanti
 
         running = harness.running.get(self.name)
         if not isinstance(running, RunningIvanti) or running.section is None:
-            return None
-        return IvantiExplorer(IvantiDriver(harness, running))
+            return []
+        return [IvantiExplorer(IvantiDriver(harness, running))]
 
 
 VENDOR = IvantiVendor()

@@ -10,6 +10,7 @@ simulator's records: every batch attempt, every WebSocket connection, every REST
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import itertools
 import json
@@ -41,9 +42,10 @@ from simulators.pelion.operations import (
     SerializeWith,
 )
 from simulators.pelion.simulator import DeliveryAttempt, PelionSimulator
+from simulators.pelion.websocket import ConnectionInfo
 from simulators.problem import Problem
 
-__all__ = ["Channel", "PelionDriver", "payload_hex"]
+__all__ = ["RECONNECT_WAIT_S", "Channel", "PelionDriver", "payload_hex"]
 
 Channel = Literal["callback", "websocket"]
 R = TypeVar("R")
@@ -53,6 +55,10 @@ R = TypeVar("R")
 STARTUP_WAIT_S = 20.0
 STARTUP_WAIT_ELSEWHERE_S = 60.0
 DELIVERY_WAIT_S = 45.0  # real seconds a delivery may take (a batch, its retries, reconnects)
+# How long a SUT has to come back after a close or a drop. PEL-WS-04 names no bound, and the
+# three disruptions come back to back, so a SUT backing off as the service itself does (2, 4,
+# 8 … s, capped at 120 s) may be at its cap: 120 s, and 10 s for the channel PUT after a 1011.
+RECONNECT_WAIT_S = 130.0
 SETTLE_S = 0.5  # after a frame, how long the socket must stay open to count as accepted
 # How long a bare TLS connection presenting the caller's chain must stay open (real s) for the
 # receiver to count as accepting it: one refusing the certificate ends it within a round trip.
@@ -241,6 +247,34 @@ class PelionDriver(VendorDriver):
     def socket_bound(self) -> bool:
         state = self.service.channel_state(self.sim.api_key)
         return state is not None and state.connection is not None and state.status == "connected"
+
+    def unregistered_reconnects(
+        self, since_real_s: float = 0.0
+    ) -> list[tuple[ConnectionInfo, ConnectionInfo]]:
+        """PEL-WS-04: each connection of the run's key closed 1011 (no channel) since
+        ``since_real_s`` whose next connect came with no channel created in between, with that
+        next connect."""
+        key = self.sim.api_key
+        conns = sorted(
+            (c for c in self.service.connections() if c.key == key),
+            key=lambda c: c.connected_real_s,
+        )
+        created = sorted(
+            c.real_s
+            for c in self.service.calls()
+            if c.endpoint == "PUT /v2/notification/websocket" and c.status in (200, 201)
+        )
+        found = []
+        for closed, again in itertools.pairwise(conns):
+            at = closed.close_sent_real_s
+            if closed.close_sent is None or closed.close_sent[0] != 1011 or at is None:
+                continue
+            if at < since_real_s:
+                continue
+            first_put = bisect.bisect_left(created, at)
+            if first_put == len(created) or created[first_put] > again.connected_real_s:
+                found.append((closed, again))
+        return found
 
     @property
     def startup_wait(self) -> float:

@@ -13,13 +13,11 @@ keep that).
 
 from __future__ import annotations
 
-import bisect
-import itertools
 from dataclasses import dataclass
 
 import pytest
 
-from conformance.pelion.driver import PelionDriver, describe
+from conformance.pelion.driver import RECONNECT_WAIT_S, PelionDriver, describe
 from conformance.verdicts import Check
 from simulators.pelion.delivery import REASON_REPLACED
 from simulators.pelion.operations import CloseSocket, DeleteChannel, DropSocket, Ping, RevokeKey
@@ -29,10 +27,6 @@ requirement = pytest.mark.requirement
 
 BIG_FRAME = 10_000
 PONG_LIMIT_S = 5.0  # "If the ping frame is not responded within a few seconds" (5 s here)
-# How long a SUT has to come back after a close or a drop. PEL-WS-04 names no bound, and the
-# three disruptions come back to back, so a SUT backing off as the service itself does (2, 4,
-# 8 … s, capped at 120 s) may be at its cap: 120 s, and 10 s for the channel PUT after a 1011.
-RECONNECT_WAIT_S = 130.0
 POLICY_WINDOW_S = 20.0  # how long the key stays revoked (its refusals are followed 10 s more)
 POLICY_MIN_GAP_S = 10.0
 SLACK_S = 0.1  # measurement slack: the SUT timed its delays in another process
@@ -256,7 +250,7 @@ def test_reconnects(pelion: PelionDriver, check: Check, how: str) -> None:
         lambda: (
             (pelion.socket_bound() and _reconnected_after(pelion, began))
             or (harness.sut is not None and harness.sut.exited() is not None)
-            or (how == "close-1011" and bool(_unregistered_reconnects(pelion)))
+            or (how == "close-1011" and bool(pelion.unregistered_reconnects()))
         ),
         RECONNECT_WAIT_S,
     )
@@ -296,7 +290,7 @@ def test_reconnects(pelion: PelionDriver, check: Check, how: str) -> None:
 
 def _judge_reconnects_after_1011(pelion: PelionDriver, check: Check) -> None:
     """Fails on a connect that followed a 1011 without the channel created in between."""
-    if unregistered := _unregistered_reconnects(pelion):
+    if unregistered := pelion.unregistered_reconnects():
         closed, again = unregistered[0]
         check.observe(
             f"{len(unregistered)} connect(s) after a 1011 without creating the channel again"
@@ -306,30 +300,6 @@ def _judge_reconnects_after_1011(pelion: PelionDriver, check: Check) -> None:
             f"again ({again.number}, {again.connected_real_s - (closed.close_sent_real_s or 0):.2f}"
             " s later) without creating its channel first"
         )
-
-
-def _unregistered_reconnects(pelion: PelionDriver) -> list[tuple[ConnectionInfo, ConnectionInfo]]:
-    """Each connection of the run's key closed 1011 (no channel) whose next connect came with no
-    channel created in between, with that next connect."""
-    key = pelion.sim.api_key
-    conns = sorted(
-        (c for c in pelion.service.connections() if c.key == key),
-        key=lambda c: c.connected_real_s,
-    )
-    created = sorted(
-        c.real_s
-        for c in pelion.service.calls()
-        if c.endpoint == "PUT /v2/notification/websocket" and c.status in (200, 201)
-    )
-    found = []
-    for closed, again in itertools.pairwise(conns):
-        at = closed.close_sent_real_s
-        if closed.close_sent is None or closed.close_sent[0] != 1011 or at is None:
-            continue
-        first_put = bisect.bisect_left(created, at)
-        if first_put == len(created) or created[first_put] > again.connected_real_s:
-            found.append((closed, again))
-    return found
 
 
 def _revoke(pelion: PelionDriver, check: Check) -> tuple[float, frozenset[int]]:

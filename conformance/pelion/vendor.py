@@ -224,20 +224,24 @@ class PelionVendor:
         status = verbs.add_parser("channel", help="the notification channel now, and removals")
         status.set_defaults(operation=lambda a: {"op": "channel"})
 
-    def explorer(self, harness: Harness) -> Explorer | None:
-        """Queued items, callback faults and simulated time interleaved, on the callback
-        channel (conformance/pelion/explorer.py); None without one."""
+    def explorers(self, harness: Harness) -> list[Explorer]:
+        """One explorer per channel the SUT claims (conformance/pelion/explorer.py): queued
+        items, callback faults and simulated time on the callback; closes, drops, refused
+        reconnects and slow handshakes on the WebSocket."""
         from conformance.pelion.driver import PelionDriver
-        from conformance.pelion.explorer import PelionExplorer
+        from conformance.pelion.explorer import PelionCallbackExplorer, PelionWebSocketExplorer
         from conformance.pelion.running import RunningPelion
 
         running = harness.running.get(self.name)
         section = getattr(running, "section", None)
         if not isinstance(running, RunningPelion) or section is None:
-            return None
-        if "callback" not in section.channels or section.callback_url is None:
-            return None
-        return PelionExplorer(PelionDriver(harness, running))
+            return []
+        explorers: list[Explorer] = []
+        if "callback" in section.channels and section.callback_url is not None:
+            explorers.append(PelionCallbackExplorer(PelionDriver(harness, running)))
+        if "websocket" in section.channels:
+            explorers.append(PelionWebSocketExplorer(PelionDriver(harness, running)))
+        return explorers
 
 
 def _channel_options(

@@ -106,6 +106,52 @@ def test_ivanti_steps_name_the_sut_client_and_parse_from_their_own_json() -> Non
         explorer.parse({"op": "begin-outage"})  # not a step of an exploration
 
 
+def test_pelion_websocket_steps_name_fresh_devices_and_parse_from_their_own_json() -> None:
+    from conformance.pelion.explorer import PelionCallbackExplorer, PelionWebSocketExplorer
+    from simulators.pelion.operations import (
+        CloseSocket,
+        DelayHandshakes,
+        DeleteChannel,
+        DropSocket,
+        FailDeliveries,
+        Inject,
+    )
+
+    explorer = PelionWebSocketExplorer(driver=None)  # type: ignore[arg-type]
+    item = {"ep": "x", "path": "/3200/0/5501", "ct": "text/plain", "payload": "MQ==", "max-age": 0}
+    steps = [
+        explorer.name(Inject(kind="notifications", items=[item, item]), 1),
+        CloseSocket(code=1011, reason="exploration"),
+        DeleteChannel(),
+        DropSocket(),
+        DelayHandshakes(seconds=0.5),
+        AdvanceClock(seconds=3600),
+    ]
+    assert [i["ep"] for i in steps[0].items] == ["d1-0", "d1-1"]  # type: ignore[attr-defined]
+    wire = json.loads(json.dumps([s.model_dump(mode="json") for s in steps]))
+    assert [explorer.parse(w) for w in wire] == steps
+    assert explorer.part == "websocket"
+    assert explorer.boundaries(steps[3]) == ["socket dropped (1006)"]
+    with pytest.raises(ValueError):  # a callback fault is not a WebSocket step
+        explorer.parse(FailDeliveries().model_dump(mode="json"))
+    callback = PelionCallbackExplorer(driver=None)  # type: ignore[arg-type]
+    assert callback.part == "callback"
+    with pytest.raises(ValueError):
+        callback.parse(wire[1])
+
+
+def test_a_scenario_file_names_its_part_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    path.write_text(
+        '{"schema": "conformance-scenario/1", "vendor": "pelion", "part": 3, '
+        '"requirement": "PEL-MSG-01", "steps": [{"op": "drop-socket"}]}'
+    )
+    with pytest.raises(ValueError, match="names its part as 3"):
+        load_scenario(path)
+    path.write_text(path.read_text().replace('"part": 3', '"part": "websocket"'))
+    assert load_scenario(path).part == "websocket"
+
+
 def _deliver(nid: str) -> dict[str, object]:
     return {
         "op": "deliver",
@@ -139,6 +185,8 @@ class _LastIdExplorer:
     """Steps ``deliver`` (an id) and ``advance-clock``; the SUT dedupes on the last id only,
     so delivering x, y, x processes x twice (APL-OBS-01). ``flaky`` makes every violation
     a coin toss; ``stall`` makes every step take that long."""
+
+    part = "receiver"
 
     def __init__(self, *, flaky: bool = False, stall: float = 0.0) -> None:
         self.flaky, self.stall = flaky, stall
@@ -211,6 +259,8 @@ def test_a_failure_is_shrunk_confirmed_and_saved(tmp_path: Path) -> None:
     ] == ["b", "a", "b"]
     saved = load_scenario(tmp_path / failure.file)
     assert saved.requirement == "APL-OBS-01" and len(saved.steps) == 3
+    assert saved.part == "receiver"  # --replay picks the explorer of the same part
+    assert stats.to_json()["part"] == "receiver"  # type: ignore[attr-defined]
     assert stats.flaky == []  # type: ignore[attr-defined]
 
 
