@@ -12,6 +12,7 @@ a sentence saying what is wrong. A check turns that sentence into its verdict.
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -64,6 +65,8 @@ class VendorDriver:
         # cost the whole wait on every play, and a failure only counts once it comes back on
         # replay.
         self.awaiting_s: float | None = None
+        # An exploration's wall-time bound (time.monotonic()): no wait for reports outlives it.
+        self.deadline: float | None = None
 
     def records(self) -> list[dict[str, Any]]:
         """The records the SUT reported, in arrival order."""
@@ -75,6 +78,8 @@ class VendorDriver:
         """Reports per item, waiting (at most ``timeout``) until every item was reported more
         than ``more_than`` times, in any order (a SUT may process concurrently). ``wanted``
         maps each observer key of an item (the vendor's ``observer_keys``) to the item."""
+        if self.deadline is not None:
+            timeout = max(0.0, min(timeout, self.deadline - time.monotonic()))
         return self.harness.observer.count_reports(
             self.vendor_name,
             wanted,

@@ -135,7 +135,7 @@ class AppleExplorer:
     # Playing a scenario.
 
     def begin(self, budget: Budget) -> None:
-        self.driver.awaiting_s = AWAITING_S
+        self.driver.awaiting_s, self.driver.deadline = AWAITING_S, budget.deadline
         self.names = {}
         self.pending = []
         budget.run(self.driver.harness, self._clear_faults())

@@ -128,7 +128,7 @@ class IvantiExplorer:
     # Playing a scenario.
 
     def begin(self, budget: Budget) -> None:
-        self.driver.awaiting_s = AWAITING_S
+        self.driver.awaiting_s, self.driver.deadline = AWAITING_S, budget.deadline
         self.published = []
         self.held_until = 0.0
         self.started_real_s = self.driver.harness.clock.real()

@@ -215,7 +215,7 @@ class PelionCallbackExplorer(_ChannelExplorer):
     # Playing a scenario.
 
     def begin(self, budget: Budget) -> None:
-        self.driver.awaiting_s = AWAITING_S
+        self.driver.awaiting_s, self.driver.deadline = AWAITING_S, budget.deadline
         self.queued, self.eps = [], {}
         budget.run(self.driver.harness, self._reset())
 
@@ -330,7 +330,7 @@ class PelionWebSocketExplorer(_ChannelExplorer):
     def begin(self, budget: Budget) -> None:
         """A socket to start from (the last scenario's reconnect, awaited, bounded), no fault
         armed, nothing queued."""
-        self.driver.awaiting_s = AWAITING_S
+        self.driver.awaiting_s, self.driver.deadline = AWAITING_S, budget.deadline
         self.queued, self.eps, self.ended = [], {}, []
         harness = self.driver.harness
         budget.run(harness, self._reset())
