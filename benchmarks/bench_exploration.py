@@ -67,7 +67,11 @@ def main() -> None:
         if explored.get("unavailable"):
             sys.exit(f"not explored: {explored}")
         vendor, part = explored["vendor"], explored["part"]
-        spent, driving, scenarios = explored["spent_s"], explored["driving_s"], explored["scenarios"]
+        spent, driving, scenarios = (
+            explored["spent_s"],
+            explored["driving_s"],
+            explored["scenarios"],
+        )
         engine = max(spent - driving, 0.0)
         per_scenario = spent / max(scenarios, 1)
         scripted = durations.get(SCRIPTED[(vendor, part)])

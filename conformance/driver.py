@@ -112,6 +112,10 @@ class VendorDriver:
             return str(no_marker)
         if any(self.count_keyed(marker, wait).values()):
             return None
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            from conformance.exploration import BudgetSpent
+
+            raise BudgetSpent("the budget ran out while awaiting the marker's report")
         refused = self.harness.observer.refusals(self.vendor_name)
         if refused.total():
             reason, first = next(iter(refused.first.items()))

@@ -51,6 +51,7 @@ T = TypeVar("T")
 # The share of the budget held for replaying failing scenarios once one is seen (at most this).
 REPLAY_SHARE = 0.2
 REPLAY_RESERVE_MAX_S = 20.0
+REPLAY_MARGIN = 1.5  # a replay is kept this many times the time its failing play took
 CANDIDATES = 3  # failing scenarios replayed per requirement and round, shortest first
 KEPT = 20  # failing scenarios kept per requirement
 STEPS_PER_SCENARIO = 6  # Hypothesis' stateful_step_count: short scenarios shrink fast
@@ -99,13 +100,18 @@ class Budget:
 @dataclass
 class _SearchBudget(Budget):
     """The search's share of the budget: all of it until a failure is seen, then all but the
-    time kept for replaying it."""
+    time kept for replaying it: ``reserve_s``, or more when the failing play took longer (a
+    replay costs what the play cost), at most half of what was left."""
 
     player: _Player | None = None
     reserve_s: float = 0.0
+    cap_s: float = 0.0
 
     def remaining(self) -> float:
-        held = self.reserve_s if self.player is not None and self.player.shortest else 0.0
+        held = 0.0
+        if self.player is not None and self.player.shortest:
+            slowest = self.player.slowest_failing_play_s
+            held = max(self.reserve_s, min(REPLAY_MARGIN * slowest, self.cap_s))
         return self.deadline - held - time.monotonic()
 
 
@@ -252,12 +258,15 @@ class _Player:
         self.steps: list[Operation] = []
         self.cause = ""
         self.started = time.monotonic()
+        self.play_started = self.started
+        self.slowest_failing_play_s = 0.0
 
     def begin(self, budget: Budget) -> None:
         budget.check()
         if self.harness.sut_down is not None:  # nothing more can be observed
             raise BudgetSpent(f"the SUT went down: {self.harness.sut_down}")
         self.steps = []
+        self.play_started = time.monotonic()
         self.stats.scenarios += 1
         self.cause = (
             f"exploration::{self.stats.vendor}::{self.stats.part}::scenario-{self.stats.scenarios}"
@@ -288,6 +297,8 @@ class _Player:
     def _keep(self, violation: Violation) -> None:
         if self.stats.first_found_s is None:
             self.stats.first_found_s = time.monotonic() - self.started
+        took = time.monotonic() - self.play_started
+        self.slowest_failing_play_s = max(self.slowest_failing_play_s, took)
         timeline = self.harness.recorder.timeline(self.cause)
         events = timeline.events()
         cut = timeline.cut + max(0, len(events) - EVIDENCE_LIMIT)
@@ -426,7 +437,7 @@ def _explore_in_thread(
     scenarios are then replayed, shortest first."""
     stats = player.stats
     reserve = min(budget_s * REPLAY_SHARE, REPLAY_RESERVE_MAX_S)
-    search = _SearchBudget(budget.deadline, player, reserve)
+    search = _SearchBudget(budget.deadline, player, reserve, budget_s / 2)
     rounds = 0
     while search.remaining() > 0:
         round_seed = None if seed is None else seed + rounds
@@ -441,6 +452,9 @@ def _explore_in_thread(
                 return
         except BudgetSpent:
             stats.stopped += "; no time was left to replay a failure"
+            return
+        except Exception as exc:  # a harness fault while replaying: counted, never a verdict
+            stats.stopped += f"; the replay broke: {type(exc).__name__}: {exc}"[:300]
             return
         if player.harness.sut_down is not None:
             return

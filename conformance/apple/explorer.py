@@ -26,7 +26,7 @@ from conformance.exploration import AWAITING_S, Budget, Judgement, Violation
 from conformance.verdicts import NotVerified
 from simulators.apple.delivery import MAX_ATTEMPTS, Delivery, split_notification
 from simulators.apple.models import Notification, association
-from simulators.apple.operations import Deliver, DeliverEvent, FailDeliveries
+from simulators.apple.operations import Attempts, Deliver, DeliverEvent, FailDeliveries
 from simulators.clock import SleepNote
 from simulators.faults import FaultKind
 from simulators.operations import AdvanceClock, Operation
@@ -200,7 +200,35 @@ class AppleExplorer:
             for rid, problem in (("APL-OBS-01", once), ("APL-OBS-02", complete))
             if problem
         ]
+        if refused := self._repeat_refused(ids):
+            violations.append(refused)
         return Judgement(tuple(violations))
+
+    def _repeat_refused(self, ids: list[str]) -> Violation | None:
+        """APL-DUP-01: once the SUT answered 2xx to a notification, every later copy or retry
+        of it (the same notificationId) it answered is answered 2xx too. Only answers count:
+        one that never came is the latency requirements' (SHOULD) or the SUT's death
+        (GEN-LIVE-01), and a refusal of the first copy is the type's requirement."""
+        entries = self.driver.perform(Attempts())
+        for nid in ids:
+            accepted = False
+            for entry in (e for e in entries if e.label.endswith(f" {nid}")):
+                exchange = entry.attempt
+                status = (
+                    exchange.answered
+                    if exchange.answered is not None
+                    else (exchange.dropped_status)
+                )
+                if status is None:
+                    continue
+                if accepted and not 200 <= status < 300:
+                    return Violation(
+                        "APL-DUP-01",
+                        f"answered {status} to a repeated delivery of {nid} after answering "
+                        "2xx to an earlier one",
+                    )
+                accepted = accepted or 200 <= status < 300
+        return None
 
     def _renamed(self, operation: Deliver | DeliverEvent) -> Deliver | DeliverEvent:
         """The operation with this play's own notificationId for its symbolic one (a replay

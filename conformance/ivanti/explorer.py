@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 
 from conformance.driver import DUPLICATE_SETTLE_S, processed_once
 from conformance.exploration import AWAITING_S, Budget, Judgement, Violation
-from conformance.ivanti.driver import RECONNECT_WAIT_S, IvantiDriver, pair_acks
+from conformance.ivanti.driver import ACK_LIMIT_S, RECONNECT_WAIT_S, IvantiDriver, pair_acks
 from conformance.verdicts import NotVerified
 from simulators.ivanti.broker import Published
 from simulators.ivanti.operations import (
@@ -152,6 +152,8 @@ class IvantiExplorer:
         budget.run(harness, self.driver.sim.perform(Reset()))  # faults and holds end
         self.held_until = 0.0
         if not self._quiet(budget):
+            if late := self._unanswered():
+                return Judgement((late,))
             return Judgement(
                 not_judged="the SUT was not connected again, or left a PUBLISH unanswered"
             )
@@ -177,6 +179,8 @@ class IvantiExplorer:
         counts = self.driver.count_reports(events, DUPLICATE_SETTLE_S, more_than=1)
         problem = processed_once(counts, [e.key for e in acknowledged if e.key])
         violations = [Violation("IVT-OBS-01", problem)] if problem else []
+        if late := self._unanswered():
+            violations.append(late)
         if lost := self._lost_within_retention():
             violations.append(
                 Violation(
@@ -187,6 +191,39 @@ class IvantiExplorer:
                 )
             )
         return Judgement(tuple(violations))
+
+    def _unanswered(self) -> Violation | None:
+        """IVT-ACK-01: every PUBLISH of this scenario the broker sent on a connection that
+        stayed up got a PUBACK within 10 s; IVT-ACK-02 when a repeat (DUP = 1) got none at all.
+        A PUBACK the broker lost on the way counts (the SUT sent it). None while the SUT is
+        down: GEN-LIVE-01 judges that."""
+        if self.driver.harness.sut_alive() is not None:
+            return None
+        now = self.driver.harness.clock.real()
+        for view in self.driver.connections():
+            if (view.closed_real_s or now) < self.started_real_s:
+                continue
+            for copy in pair_acks(view):
+                sent = copy.publish.real_s
+                if sent < self.started_real_s or copy.cut_off:
+                    continue
+                took = (copy.acked_real_s if copy.acked_real_s is not None else now) - sent
+                if took <= ACK_LIMIT_S:
+                    continue
+                if copy.acked_real_s is None and view.closed_real_s is not None:
+                    continue  # the SUT closed it itself: judged by its reconnect, not here
+                what = "a repeated PUBLISH (DUP = 1)" if copy.dup else "a QoS 1 PUBLISH"
+                on = f"{what} on {copy.topic} (packet id {copy.packet_id})"
+                if copy.acked_real_s is not None:  # late: the 10 s are IVT-ACK-01's
+                    return Violation(
+                        "IVT-ACK-01",
+                        f"{on} was acknowledged {took:.1f} s later (at most {ACK_LIMIT_S:g} s)",
+                    )
+                return Violation(
+                    "IVT-ACK-02" if copy.dup else "IVT-ACK-01",
+                    f"{on} got no PUBACK in {took:.1f} s (at most {ACK_LIMIT_S:g} s)",
+                )
+        return None
 
     @property
     def retention_s(self) -> float:
@@ -232,8 +269,10 @@ class IvantiExplorer:
         return next(iter(qos1 or held), None)
 
     def _quiet(self, budget: Budget) -> bool:
-        """Wait (bounded) until every PUBLISH of this scenario was answered or cut off, and the
-        SUT is connected again unless it is held offline. Whether it came to that."""
+        """Wait (bounded) until every PUBLISH of this scenario was answered, cut off or left
+        unanswered past the 10 s of IVT-ACK-01 (the verdict is known then), and the SUT is
+        connected again unless it is held offline. Whether it came to that. A shorter wait
+        would let the next step (a redelivery) resend a copy the SUT is still working on."""
         since = self.started_real_s
         clock = self.driver.harness.clock
 
@@ -242,10 +281,12 @@ class IvantiExplorer:
                 return True
             if not IvantiDriver.live_of(views) and clock.now() >= self.held_until:
                 return False
+            now = clock.real()
             return all(
-                c.acked_real_s is not None or c.cut_off
+                # answered, cut off, or late already (IVT-ACK-01 judges it: no use waiting)
+                c.acked_real_s is not None or c.cut_off or now - c.publish.real_s > ACK_LIMIT_S
                 for v in views
-                if (v.closed_real_s or clock.real()) >= since
+                if (v.closed_real_s or now) >= since
                 for c in pair_acks(v)
                 if c.publish.real_s >= since
             )

@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import json
 import secrets
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from simulators.http_sender import Exchange, Handshake
 from simulators.operations import Applies
 from simulators.pelion.callback import CallbackClient, CallerChain
 from simulators.pelion.channels import ItemQueued
+from simulators.pelion.delivery_terms import REASON_NO_CHANNEL
 from simulators.pelion.models import Kind, SerializationConfig
 from simulators.pelion.operations import (
     Connections,
@@ -251,9 +253,10 @@ class PelionDriver(VendorDriver):
     def unregistered_reconnects(
         self, since_real_s: float = 0.0
     ) -> list[tuple[ConnectionInfo, ConnectionInfo]]:
-        """PEL-WS-04: each connection of the run's key closed 1011 (no channel) since
+        """PEL-WS-04: each connection of the run's key closed 1011 for "no channel" since
         ``since_real_s`` whose next connect came with no channel created in between, with that
-        next connect."""
+        next connect. A 1011 for another unexpected condition (the channel still exists) asks
+        for no new channel."""
         key = self.sim.api_key
         conns = sorted(
             (c for c in self.service.connections() if c.key == key),
@@ -267,7 +270,7 @@ class PelionDriver(VendorDriver):
         found = []
         for closed, again in itertools.pairwise(conns):
             at = closed.close_sent_real_s
-            if closed.close_sent is None or closed.close_sent[0] != 1011 or at is None:
+            if closed.close_sent != (1011, REASON_NO_CHANNEL) or at is None:
                 continue
             if at < since_real_s:
                 continue
@@ -393,9 +396,12 @@ class PelionDriver(VendorDriver):
                     done.update(attempt.uids)
             return uids <= done or len(self.unanswered_streak()) >= SILENT_LIMIT
 
+        wait = DELIVERY_WAIT_S
+        if self.deadline is not None:  # an exploration's bound
+            wait = max(0.1, min(wait, self.deadline - time.monotonic()))
         done = self.harness.run(
-            self.service.drive(delivered, timeout_real_s=DELIVERY_WAIT_S, max_sim_s=3600),
-            timeout=DELIVERY_WAIT_S + 30,
+            self.service.drive(delivered, timeout_real_s=wait, max_sim_s=3600),
+            timeout=wait + 30,
             autojump=True,
         )
         if not done or first_try or self.harness.sut_down:

@@ -18,8 +18,9 @@ otherwise: "the events bundle is delivered once the socket is eventually opened"
 socket with 1001 (going away) or 1011 (an unexpected condition); end it without a close frame
 (the client sees 1006); delete the channel (its socket is closed 1001, and the SUT's reconnect
 is refused with 1011 until it creates the channel again); hold the next handshake 0.5 s
-before its 101; advance the simulated clock by a minute or an hour (well short of the 24 hours
-items and an unbound channel are kept). Only a close or a drop waits (bounded) for the SUT's
+before its 101; advance the simulated clock by a minute, an hour, or past 24 hours ("The server
+closes automatically after 24 hours of inactivity"; a channel without a socket is removed after
+24 hours, items older than that are dropped). Only a close or a drop waits (bounded) for the SUT's
 socket and for what is queued to go out on it; the other steps do not, so items queued while
 the SUT reconnects go out in the bundle on its next socket, and a channel can be deleted while
 a reconnect is under way. The 1008 of a revoked key is left out: after it the SUT must wait
@@ -27,15 +28,18 @@ a reconnect is under way. The 1008 of a revoked key is left out: after it the SU
 
 Judged once the SUT holds a socket again and the channel's queue is empty:
 
-- PEL-WS-04: the SUT is back within the scripted check's bound (130 s) after its socket was
-  ended, and never connected after a 1011 without creating its channel first.
-- PEL-OBS-01: every item delivered (its frame written to a socket the service closed afterwards
-  with a close frame, or that stayed open :data:`SETTLE_S` after it) reported exactly once, none
-  more than once. The vendor's acknowledgement on a WebSocket is the transport's ("sends the
-  next batch when the transport level has succeeded"): such an item is never sent again. An
-  item whose socket was dropped within :data:`SETTLE_S` of its frame may have been lost by the
-  network, and one the service discarded with a deleted channel was never sent: neither is held
-  against the SUT; only a second processing of it counts.
+- PEL-WS-04: the SUT tries to connect again within the scripted check's bound (130 s) after
+  its socket was ended, and never connected after a 1011 for "no channel" without creating its
+  channel first.
+- PEL-MSG-01 (as the scripted check judges a message on the WebSocket): every item the SUT
+  took is reported. An item is taken when its frame was written to a socket still open, closed
+  afterwards by the service with a close frame (the frames before it arrive first), or that
+  lived :data:`SETTLE_S` after the frame: the vendor's acknowledgement on a WebSocket is the
+  transport's ("sends the next batch when the transport level has succeeded"), so such an item
+  is never sent again. An item whose socket was dropped within :data:`SETTLE_S` of its frame
+  may have been lost by the network, and one the service discarded with a deleted channel was
+  never sent: neither is held against the SUT. A second report is not judged (PEL-OBS-01
+  belongs to the callback profile).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final
 
 from conformance.driver import DUPLICATE_SETTLE_S, processed_once
 from conformance.exploration import AWAITING_S, Budget, BudgetSpent, Judgement, Violation
@@ -81,7 +85,11 @@ SETTLE_REAL_S = 30.0
 # Unexpected condition"), the handshake holds (real s), and clock steps well inside 24 h.
 CLOSE_CODES = (1001, 1011)
 HANDSHAKE_HOLDS_S = (0.5,)
-WS_CLOCK_STEPS_S = (60.0, 3600.0)
+# "The server closes automatically after 24 hours of inactivity"; a channel with no socket is
+# removed after 24 hours: a step past them (which closes an idle socket 1001, or removes the
+# channel of a SUT still reconnecting, whose reconnect then meets 1011).
+DAY_S: Final = 24 * 3600.0
+WS_CLOCK_STEPS_S = (60.0, 3600.0, DAY_S + 60.0)
 
 
 Problem = str | None
@@ -180,6 +188,7 @@ class PelionCallbackExplorer(_ChannelExplorer):
     """The callback channel: queued items, failed batches and back-off time interleaved."""
 
     channel: ClassVar[Channel] = "callback"
+    first_seq: int = 0  # the first delivery attempt of the scenario (attempt log number)
 
     def rules(self) -> dict[str, SearchStrategy[Operation]]:
         from hypothesis import strategies as st
@@ -217,6 +226,7 @@ class PelionCallbackExplorer(_ChannelExplorer):
     def begin(self, budget: Budget) -> None:
         self.driver.awaiting_s, self.driver.deadline = AWAITING_S, budget.deadline
         self.queued, self.eps = [], {}
+        self.first_seq = max((a.seq for a in self.driver.service.attempts()), default=0) + 1
         budget.run(self.driver.harness, self._reset())
 
     def perform(self, operation: Operation, budget: Budget) -> None:
@@ -245,8 +255,35 @@ class PelionCallbackExplorer(_ChannelExplorer):
             return Judgement()
         return self._judge(budget)
 
+    def _unanswered(self) -> Violation | None:
+        """PEL-CB-03: every batch PUT of this scenario no fault of ours touched was answered 2xx
+        within the delivery timeout. None while the SUT is down: GEN-LIVE-01 judges that."""
+        if self.driver.harness.sut_alive() is not None:
+            return None
+        for attempt in self.driver.service.attempts():
+            if (
+                attempt.seq < self.first_seq
+                or attempt.key != self.key
+                or attempt.channel != "callback"
+                or attempt.fault is not None
+                or attempt.succeeded
+            ):
+                continue
+            answer = (
+                f"answered {attempt.answered}"
+                if attempt.answered is not None
+                else f"no answer ({attempt.error})"
+            )
+            return Violation(
+                "PEL-CB-03",
+                f"a notification batch PUT of {attempt.items} item(s) got {answer} "
+                f"after {attempt.elapsed_real_s:.1f} s",
+            )
+        return None
+
     def _judge(self, budget: Budget) -> Judgement:
-        """PEL-OBS-01: every item the SUT acknowledged (a 2xx to a batch carrying it)."""
+        """PEL-OBS-01: every item the SUT acknowledged (a 2xx to a batch carrying it);
+        PEL-CB-03: every batch answered."""
         serialization = self.driver.service.serialization(self.key)
         if serialization is None or not serialization.cfg.include_uid:
             return Judgement(not_judged="the SUT's callback carries no uid (include_uid)")
@@ -258,11 +295,13 @@ class PelionCallbackExplorer(_ChannelExplorer):
             for uid in a.uids
             if uid in uids
         }
+        unanswered = self._unanswered()  # before the fence adds its marker's batches
         try:
             problem = self._count(acknowledged, budget)
         except NotVerified as exc:
-            return Judgement(not_judged=str(exc))
-        return Judgement((Violation("PEL-OBS-01", problem),) if problem else ())
+            return Judgement((unanswered,) if unanswered else (), str(exc))
+        violations = [Violation("PEL-OBS-01", problem)] if problem else []
+        return Judgement((*violations, *([unanswered] if unanswered else [])))
 
     async def _reset(self) -> None:
         """Nothing left over from the last scenario: faults cleared, the queue empty."""
@@ -322,7 +361,9 @@ class PelionWebSocketExplorer(_ChannelExplorer):
         if isinstance(operation, DelayHandshakes):
             return [f"handshake held {operation.seconds:g} s"]
         if isinstance(operation, AdvanceClock):
-            return ["clock within the 24 h an unbound channel is kept"]
+            if operation.seconds >= DAY_S:
+                return ["clock past 24 h: an idle socket closed, an unbound channel removed"]
+            return ["clock within the 24 h an idle socket and an unbound channel are kept"]
         return []
 
     # Playing a scenario.
@@ -344,14 +385,15 @@ class PelionWebSocketExplorer(_ChannelExplorer):
         harness = self.driver.harness
         if isinstance(operation, Inject):
             self._inject(operation, budget)
-        else:
-            if isinstance(operation, CloseSocket | DropSocket):
-                self._back(budget)  # the SUT's socket: after its reconnect, if one is under way
-            bound = self.driver.socket_bound()
-            budget.run(harness, self.driver.sim.perform(operation))  # type: ignore[arg-type]
-            if bound and isinstance(operation, CloseSocket | DropSocket | DeleteChannel):
-                self.ended.append(operation.describe())
+            budget.run(harness, self._quiet(budget.remaining()))
+            return
+        if isinstance(operation, CloseSocket | DropSocket):
+            self._back(budget)  # the SUT's socket: after its reconnect, if one is under way
+        bound = self._bound()
+        budget.run(harness, self.driver.sim.perform(operation))  # type: ignore[arg-type]
         budget.run(harness, self._quiet(budget.remaining()))
+        if bound is not None and self._bound() != bound:  # this step ended the SUT's socket
+            self.ended.append(operation.describe())
 
     def finish(self, budget: Budget) -> Judgement:
         harness = self.driver.harness
@@ -372,10 +414,14 @@ class PelionWebSocketExplorer(_ChannelExplorer):
                 raise BudgetSpent
             if harness.sut_alive() is not None or not self.ended:
                 return Judgement(tuple(violations), "the SUT holds no WebSocket")
+            since = harness.clock.real() - RECONNECT_WAIT_S
+            if any(c.connected_real_s >= since for c in self.driver.service.connections()):
+                # Still trying (a back-off that outgrew the bound): PEL-WS-04 names no bound.
+                return Judgement(tuple(violations), "the SUT is still reconnecting")
             violations.append(
                 Violation(
                     "PEL-WS-04",
-                    f"not back within {RECONNECT_WAIT_S:g} s after: {self.ended[-1]}",
+                    f"no connect in {RECONNECT_WAIT_S:g} s after: {self.ended[-1]}",
                 )
             )
             return Judgement(tuple(violations))
@@ -428,6 +474,11 @@ class PelionWebSocketExplorer(_ChannelExplorer):
             ):
                 delivered.update(uid for uid in attempt.uids if uid in uids)
         return delivered
+
+    def _bound(self) -> int | None:
+        """The number of the connection bound to the channel now (None: no socket)."""
+        state = self.driver.service.channel_state(self.key)
+        return None if state is None else state.connection
 
     def _back(self, budget: Budget) -> bool:
         """Wait (bounded by the scripted PEL-WS-04 check's 130 s and the budget) until the SUT
