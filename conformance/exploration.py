@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
@@ -44,6 +44,7 @@ __all__ = [
     "Violation",
     "explore",
     "load_scenario",
+    "parse_step",
     "replay",
 ]
 
@@ -162,6 +163,18 @@ class Explorer(Protocol):
     def finish(self, budget: Budget) -> Judgement:
         """Let what is pending run out (the vendor's retries, on the simulated clock), then
         judge the scenario with the scripted checks' code."""
+
+
+def parse_step(step: Mapping[str, Any], steps: Any) -> Operation:
+    """One saved step (an operation as JSON) as one of ``steps``, a union of operation models
+    told apart by ``op`` (what :meth:`Explorer.parse` does); ValueError naming what is wrong."""
+    from pydantic import Field, TypeAdapter, ValidationError
+
+    adapter: TypeAdapter[Operation] = TypeAdapter(Annotated[steps, Field(discriminator="op")])
+    try:
+        return adapter.validate_python(step)
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from None
 
 
 @dataclass

@@ -18,11 +18,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 from conformance.apple.driver import AppleDriver, example
 from conformance.driver import DUPLICATE_SETTLE_S, processed_once
-from conformance.exploration import AWAITING_S, Budget, Judgement, Violation
+from conformance.exploration import AWAITING_S, Budget, Judgement, Violation, parse_step
 from conformance.verdicts import NotVerified
 from simulators.apple.delivery import MAX_ATTEMPTS, Delivery, split_notification
 from simulators.apple.models import Notification, association
@@ -95,17 +95,7 @@ class AppleExplorer:
         }
 
     def parse(self, step: Mapping[str, Any]) -> Operation:
-        from pydantic import Field, TypeAdapter, ValidationError
-
-        steps: TypeAdapter[Operation] = TypeAdapter(
-            Annotated[
-                Deliver | DeliverEvent | FailDeliveries | AdvanceClock, Field(discriminator="op")
-            ]
-        )
-        try:
-            return steps.validate_python(step)
-        except ValidationError as exc:
-            raise ValueError(str(exc)) from None
+        return parse_step(step, Deliver | DeliverEvent | FailDeliveries | AdvanceClock)
 
     def name(self, operation: Operation, number: int) -> Operation:
         if isinstance(operation, Deliver | DeliverEvent):

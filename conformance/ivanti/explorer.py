@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from conformance.driver import DUPLICATE_SETTLE_S, processed_once
-from conformance.exploration import AWAITING_S, Budget, Judgement, Violation
+from conformance.exploration import AWAITING_S, Budget, Judgement, Violation, parse_step
 from conformance.ivanti.driver import ACK_LIMIT_S, RECONNECT_WAIT_S, IvantiDriver, pair_acks
 from conformance.verdicts import NotVerified
 from simulators.ivanti.broker import Published
@@ -87,18 +87,9 @@ class IvantiExplorer:
         }
 
     def parse(self, step: Mapping[str, Any]) -> Operation:
-        from pydantic import Field, TypeAdapter, ValidationError
-
-        steps: TypeAdapter[Operation] = TypeAdapter(
-            Annotated[
-                Publish | LosePuback | Redeliver | DropBeforeAck | HoldOffline | AdvanceClock,
-                Field(discriminator="op"),
-            ]
+        return parse_step(
+            step, Publish | LosePuback | Redeliver | DropBeforeAck | HoldOffline | AdvanceClock
         )
-        try:
-            return steps.validate_python(step)
-        except ValidationError as exc:
-            raise ValueError(str(exc)) from None
 
     def name(self, operation: Operation, number: int) -> Operation:
         """The SUT's own client id for the placeholder (a saved scenario names it, so that

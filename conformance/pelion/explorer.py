@@ -47,10 +47,17 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from conformance.driver import DUPLICATE_SETTLE_S, processed_once
-from conformance.exploration import AWAITING_S, Budget, BudgetSpent, Judgement, Violation
+from conformance.exploration import (
+    AWAITING_S,
+    Budget,
+    BudgetSpent,
+    Judgement,
+    Violation,
+    parse_step,
+)
 from conformance.pelion.driver import (
     RECONNECT_WAIT_S,
     SETTLE_S,
@@ -135,15 +142,6 @@ class _ChannelExplorer:
             return operation.model_copy(update={"items": items})
         return operation
 
-    def _parse(self, step: Mapping[str, Any], steps: Any) -> Operation:
-        from pydantic import Field, TypeAdapter, ValidationError
-
-        adapter: TypeAdapter[Operation] = TypeAdapter(Annotated[steps, Field(discriminator="op")])
-        try:
-            return adapter.validate_python(step)
-        except ValidationError as exc:
-            raise ValueError(str(exc)) from None
-
     def _inject(self, operation: Inject, budget: Budget) -> None:
         """Queue the step's items on this channel, each play's own devices (the observer also
         knows an item by its address)."""
@@ -206,7 +204,7 @@ class PelionCallbackExplorer(_ChannelExplorer):
         }
 
     def parse(self, step: Mapping[str, Any]) -> Operation:
-        return self._parse(step, Inject | FailDeliveries | AdvanceClock)
+        return parse_step(step, Inject | FailDeliveries | AdvanceClock)
 
     def boundaries(self, operation: Operation) -> list[str]:
         if isinstance(operation, Inject):
@@ -344,7 +342,7 @@ class PelionWebSocketExplorer(_ChannelExplorer):
         }
 
     def parse(self, step: Mapping[str, Any]) -> Operation:
-        return self._parse(
+        return parse_step(
             step,
             Inject | CloseSocket | DeleteChannel | DropSocket | DelayHandshakes | AdvanceClock,
         )
