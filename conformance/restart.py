@@ -14,6 +14,7 @@ the same ``sut.log`` (a line marks where the new life begins).
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,11 +25,16 @@ from conformance.launcher import LaunchError, SutProcess
 from conformance.text import brief
 from conformance.verdicts import Check
 
-__all__ = ["STOP_GRACE_S", "SutRestart", "restarted_sut"]
+__all__ = ["STOP_GRACE_S", "WHILE_STOPPING_AFTER_S", "SutRestart", "restarted_sut"]
 
 # How long a SUT may take to exit after SIGTERM before it gets SIGKILL (real seconds): a deploy
 # does not wait for ever either (Kubernetes' default grace period is 30 s; a test run, less).
 STOP_GRACE_S = 10.0
+# When what happens "while stopping" happens, real seconds after the SIGTERM: inside any drain
+# window worth the name, and late enough that the SUT has acted on the signal. Sent at once, it
+# raced the SUT's signal handler and was taken as if no SIGTERM had come (a loop that reads the
+# request before it runs the handler), so a SUT that loses what it takes while draining passed.
+WHILE_STOPPING_AFTER_S = 0.5
 NOT_LAUNCHED = (
     "the harness did not launch the SUT (its manifest has no [process] section), so it cannot "
     "restart it"
@@ -56,14 +62,17 @@ class SutRestart:
         return self.harness.sut
 
     def stop(self, while_stopping: Callable[[], None] | None = None) -> None:
-        """SIGTERM, then ``while_stopping()`` (e.g. send what arrives during the shutdown),
-        then wait for the exit, bounded (SIGKILL after :data:`STOP_GRACE_S`)."""
+        """SIGTERM, then ``while_stopping()`` (e.g. send what arrives during the shutdown)
+        :data:`WHILE_STOPPING_AFTER_S` later (sooner if the SUT has exited by then), then wait
+        for the exit, bounded (SIGKILL after :data:`STOP_GRACE_S`)."""
         sut = self.sut
         self.down_since_real_s = self.harness.clock.real()
         sut.terminate()
         self._record("restart-stop", f"SIGTERM to the SUT (pid {sut.proc.pid})")
         try:
             if while_stopping is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    sut.proc.wait(WHILE_STOPPING_AFTER_S)  # the scenario's timing, bounded
                 while_stopping()
         finally:
             self.exit_code = sut.stop(STOP_GRACE_S)

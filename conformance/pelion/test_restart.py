@@ -28,7 +28,7 @@ FIRST_ATTEMPT_WAIT_S = REQUEST_TIMEOUT_S + 5  # for the batch sent while stoppin
 def test_notifications_sent_during_a_restart_processed_once(
     pelion: PelionDriver, check: Check
 ) -> None:
-    """A notification is queued right after the SIGTERM (its batch meets the SUT shutting down:
+    """A notification is queued 0.5 s after the SIGTERM (its batch meets the SUT shutting down:
     taken, refused or gone) and another once it exited. The SUT is started again; the service
     resends with its back-off (the waits jump the simulated clock) until each is acknowledged.
     "When the web application responds with 200 OK to the current notification batch, Device
@@ -37,7 +37,7 @@ def test_notifications_sent_during_a_restart_processed_once(
     pelion.ensure_callback(check)
     stopping: list[ItemQueued] = []
     check.expect(
-        "a notification queued right after SIGTERM and one queued while the SUT was down each "
+        "a notification queued 0.5 s after SIGTERM and one queued while the SUT was down each "
         "acknowledged after the restart (or while stopping) and reported once"
     )
     with restarted_sut(pelion.harness, check) as restart:

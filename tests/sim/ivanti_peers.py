@@ -127,6 +127,9 @@ class _ProcessPeer(Peer):
     def _read(self) -> None:
         assert self.process is not None and self.process.stdout is not None
         for line in self.process.stdout:
+            if not line.endswith("\n"):  # cut off by stop(): a half-written payload is no message
+                self.note(f"<cut off> {line[:80]}")
+                break
             self.line(line.rstrip("\n"))
         self.note("<exited>")
 
