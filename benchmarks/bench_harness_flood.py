@@ -12,13 +12,14 @@ issue asks for: the harness stays under 500 MB against any SUT.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from conformance.ports import spare_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_MB = 500.0
@@ -76,12 +77,6 @@ asyncio.run(main())
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _peak_kb(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -95,7 +90,7 @@ def _peak_kb(pid: int) -> int:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        port = _free_port()
+        port = spare_port()
         (folder / "flood.py").write_text(FLOODING_SUT)
         manifest = folder / "sut.toml"
         manifest.write_text(

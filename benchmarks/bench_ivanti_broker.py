@@ -35,6 +35,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from conformance.ports import spare_port
 from simulators.clock import Clock
 from simulators.evidence import Recorder
 from simulators.ivanti.broker import IvantiBroker
@@ -74,14 +75,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_mosquitto(pki: PKI, folder: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
+    port = spare_port()
     config = folder / "mosquitto.conf"
     config.write_text(
         f"listener {port} 127.0.0.1\n"

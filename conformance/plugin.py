@@ -16,7 +16,6 @@ import datetime
 import importlib.util
 import os
 import secrets
-import socket
 import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from conformance.options import ADVERTISE_HELP, LISTEN_HELP, port
+from conformance.ports import spare_port
 from conformance.text import brief
 from conformance.vendors import discover
 
@@ -188,7 +188,7 @@ def _load_sut(config: pytest.Config, wanted: tuple[str, ...]) -> SutManifest:
         if sut is None:
             # The bundled reference SUT listens where REFERENCE_SUT_PORT says; pick a free port
             # unless the user pinned one, so a newcomer's run never collides with a busy 9443.
-            os.environ.setdefault("REFERENCE_SUT_PORT", str(_free_port()))
+            os.environ.setdefault("REFERENCE_SUT_PORT", str(spare_port()))
             return reference_manifest()
         if "://" in sut:
             receivers = [v for v in wanted if discover()[v].receiver]
@@ -258,12 +258,6 @@ def _settings(config: pytest.Config, wanted: tuple[str, ...], report_dir: Path) 
         fuzz_profile=config.getoption("--fuzz-profile"),
         first_contact=not config.getoption("--no-first-contact"),
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from conformance.ports import spare_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FLAW = "rejects-refunds"  # fails exactly APL-TYPE-02 (fixtures/apple/flaws.py)
@@ -32,12 +33,6 @@ def _templates() -> dict[str, Any]:
             found["gitlab"] = doc
     assert set(found) == {"github", "gitlab"}, "the README lost a CI template"
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _project(folder: Path, flaw: str | None, waive: bool = False) -> Path:
@@ -58,7 +53,7 @@ def _project(folder: Path, flaw: str | None, waive: bool = False) -> Path:
 
 def _environment(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "CI_"))}
-    return {**env, "REFERENCE_SUT_PORT": str(_free_port()), **extra}
+    return {**env, "REFERENCE_SUT_PORT": str(spare_port()), **extra}
 
 
 def _run_github(doc: dict[str, Any], project: Path, tmp: Path) -> tuple[int, Path, str]:

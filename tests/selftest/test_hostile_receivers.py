@@ -8,7 +8,8 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from tests.selftest.test_selftest import _free_port, run_suite
+from conformance.ports import spare_port
+from tests.selftest.test_selftest import run_suite
 
 HANGS = """
 import socket, sys
@@ -26,7 +27,7 @@ def test_a_receiver_that_never_answers_ends_the_run_quickly(tmp_path: Path) -> N
     """Target: a dead receiver's run ends within 4 minutes, saying why in the first failing
     check; the checks after it, which could observe nothing, are not-verified at once with
     that cause, and GEN-LIVE-01 fails for it."""
-    port = _free_port()
+    port = spare_port()
     (tmp_path / "hangs.py").write_text(HANGS)
     manifest = tmp_path / "sut.toml"
     manifest.write_text(

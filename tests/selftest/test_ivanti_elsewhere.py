@@ -9,7 +9,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,14 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from conformance.ports import spare_port
+
 ROOT = Path(__file__).resolve().parents[2]
 CONSUMES = ["device_enrolled", "device_check_in", "device_retired"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _serve_environment(pki: Path, pins: dict[str, int], env_file: Path) -> dict[str, str]:
@@ -59,7 +54,7 @@ def subscriber(tmp_path: Path) -> Iterator[tuple[Path, dict[str, int]]]:
     """The reference SUT's Ivanti subscriber, configured from the printed environment and
     started before the run (it waits for the broker, backing off)."""
     pki = tmp_path / "pki"
-    pins = {"ivanti-broker": _free_port(), "ivanti-cps": _free_port(), "observer": _free_port()}
+    pins = {"ivanti-broker": spare_port(), "ivanti-cps": spare_port(), "observer": spare_port()}
     environment = _serve_environment(pki, pins, tmp_path / "sim.env")
     assert environment["CONFORMANCE_IVANTI_BROKER_PORT"] == str(pins["ivanti-broker"])
     log = (tmp_path / "sut.log").open("w")
@@ -69,7 +64,7 @@ def subscriber(tmp_path: Path) -> Iterator[tuple[Path, dict[str, int]]]:
         env={
             **os.environ,
             **environment,
-            "REFERENCE_SUT_PORT": str(_free_port()),
+            "REFERENCE_SUT_PORT": str(spare_port()),
             "REFERENCE_IVANTI_CONSUMES": ",".join(CONSUMES),
             "REFERENCE_IVANTI_CLIENT_ID": "subscriber-elsewhere",
         },

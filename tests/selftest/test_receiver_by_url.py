@@ -12,13 +12,14 @@ import time
 from pathlib import Path
 
 from conformance.launcher import probe
+from conformance.ports import spare_port
 from simulators.pki import PKI
-from tests.selftest.test_selftest import ROOT, _free_port, run_suite
+from tests.selftest.test_selftest import ROOT, run_suite
 
 
 def test_running_receiver_by_url_with_pinned_observer(tmp_path: Path) -> None:
     pki = PKI.load_or_create(tmp_path / "pki")
-    port, observer_port = _free_port(), _free_port()
+    port, observer_port = spare_port(), spare_port()
     env = {
         **os.environ,
         "REFERENCE_SUT_PORT": str(port),

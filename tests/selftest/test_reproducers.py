@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from conformance.launcher import probe
+from conformance.ports import spare_port
 from simulators.pki import PKI
-from tests.selftest.test_selftest import ROOT, Outcome, _free_port, run_suite
+from tests.selftest.test_selftest import ROOT, Outcome, run_suite
 
 WAIT_S = 60.0
 
@@ -61,7 +62,7 @@ def test_a_callback_failure_replays_with_its_curl_line(tmp_path: Path) -> None:
     """rejects-mixed-kinds answers 400 to a batch of several kinds (PEL-MSG-01): the report's
     curl line, run from the report's folder against the same SUT, gets 400 again."""
     pki = PKI.load_or_create(tmp_path / "pki")
-    port = _free_port()
+    port = spare_port()
     sut = _start_sut(pki, "rejects-mixed-kinds", "callback", REFERENCE_SUT_PORT=str(port))
     manifest = tmp_path / "sut.toml"
     manifest.write_text(
@@ -146,7 +147,7 @@ def test_a_websocket_failure_replays_with_its_script(tmp_path: Path) -> None:
             pki,
             "small-max-message",
             "websocket",
-            REFERENCE_SUT_PORT=str(_free_port()),
+            REFERENCE_SUT_PORT=str(spare_port()),
             CONFORMANCE_PELION_API_URL=url,
             CONFORMANCE_PELION_API_KEY=key.group(1),
         )

@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ import pytest
 
 from conformance.catalogue import by_design_not_verified, for_vendors
 from conformance.manifest import load_manifest
+from conformance.ports import spare_port
 from conformance.reference import fixtures_dir, reference_manifest
 from conformance.vendors import discover
 from conformance_fixtures.reference_sut.flaws import Flaw
@@ -83,26 +83,10 @@ class Outcome:
         return {r["id"] for r in self.report["requirements"] if r["verdict"] == verdict}
 
 
-_PORT_LOCK = threading.Lock()
-_PORTS_GIVEN: set[int] = set()
-
-
-def _free_port() -> int:
-    """A free port never handed to another run of this session (runs start in parallel)."""
-    with _PORT_LOCK:
-        while True:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = int(s.getsockname()[1])
-            if port not in _PORTS_GIVEN:
-                _PORTS_GIVEN.add(port)
-                return port
-
-
 def run_suite(
     report_dir: Path, *args: str, target: str = "conformance", env: dict[str, str] | None = None
 ) -> Outcome:
-    env = {**os.environ, **(env or {}), "REFERENCE_SUT_PORT": str(_free_port())}
+    env = {**os.environ, **(env or {}), "REFERENCE_SUT_PORT": str(spare_port())}
     env.pop("PYTEST_ADDOPTS", None)
     cmd = [
         sys.executable, "-m", "pytest", target, "-q", "-p", "no:cacheprovider",

@@ -5,7 +5,6 @@ conformance/apple`` launches it with every vendor's arguments but only Apple's
 from __future__ import annotations
 
 import os
-import socket
 import ssl
 import subprocess
 import threading
@@ -15,14 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from conformance.ports import spare_port
 from conformance.reference import reference_manifest
 from simulators.pki import PKI
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize("only", ["none", "CONFORMANCE_APPLE_", "CONFORMANCE_PELION_"])
@@ -32,7 +26,7 @@ def test_the_reference_sut_starts_without_other_vendors_variables(
     pki = PKI.load_or_create(tmp_path / "pki")
     process = reference_manifest().process
     assert process is not None
-    port = _free_port()
+    port = spare_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONFORMANCE_")}
     env.update(process.env)
     env.update(

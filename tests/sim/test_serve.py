@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shlex
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -18,13 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from conformance.ports import spare_port
 from conformance.vendors import discover
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
@@ -55,7 +49,7 @@ def _stop(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
 
 def test_serve_prints_the_contract_environment_and_stops_on_sigterm(tmp_path: Path) -> None:
     vendors = list(discover())
-    observer_port = _free_port()
+    observer_port = spare_port()
     proc, env = _serve(tmp_path, *vendors, f"--port=observer={observer_port}")
     try:
         assert env["CONFORMANCE_CA_FILE"] == str(tmp_path / "pki" / "ca.pem")

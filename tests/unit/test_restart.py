@@ -3,7 +3,6 @@ come back fails the check that restarted it and is taken as down (docs/sut-contr
 
 from __future__ import annotations
 
-import socket
 import ssl
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from conformance.harness import Harness
 from conformance.launcher import SutProcess
 from conformance.manifest import ProcessSection
+from conformance.ports import spare_port
 from conformance.restart import restarted_sut
 from conformance.verdicts import Check, NotVerified
 from simulators.clock import Clock
@@ -54,16 +54,10 @@ class _Harness:
         return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_a_sut_that_does_not_come_back_fails_the_restart_and_is_down(tmp_path: Path) -> None:
     script = tmp_path / "sut.py"
     script.write_text(ONE_LIFE)
-    port = _free_port()
+    port = spare_port()
     section = ProcessSection(
         command=[sys.executable, str(script)],
         cwd=tmp_path,

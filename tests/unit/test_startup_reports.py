@@ -19,6 +19,7 @@ from typing import IO
 
 import pytest
 
+from conformance.ports import spare_port
 from simulators.pki import PKI
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,20 +142,12 @@ def _wait_for_line(stream: IO[str], wanted: Callable[[str], bool], seen: list[st
             return
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("twice", [False, True], ids=["ctrl-c", "ctrl-c-twice"])
 def test_an_interrupted_run_says_so(tmp_path: Path, twice: bool) -> None:
     """SIGINT while a check runs (and again while the SUT is being stopped): report.json and
     index.html say "interrupted", junit.xml counts an error instead of claiming no failure for
     what never ran, and `latest` is this run's."""
-    port = _free_port()
+    port = spare_port()
     marks = tmp_path / "marks"
     (tmp_path / "sut.py").write_text(STUBBORN_SUT)
     manifest = tmp_path / "sut.toml"
